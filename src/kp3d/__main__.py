@@ -1,0 +1,3 @@
+from kp3d.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The ``kp3d`` command line.
+
+Each sub-command lives in its own module under :mod:`kp3d.commands`, which exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command being run is
+imported, so ``kp3d --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from kp3d.errors import UserError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("kp3d.commands.demo", "make a synthetic set, train, evaluate and write a report"),
+    "synth": ("kp3d.commands.synth", "generate a synthetic category with exact 3D ground truth"),
+    "train": ("kp3d.commands.train", "train a method on a dataset"),
+    "infer": ("kp3d.commands.infer", "run a trained model on images"),
+    "evaluate": ("kp3d.commands.evaluate", "score a trained model with the literature's protocols"),
+    "report": ("kp3d.commands.report", "write a self-contained HTML report of a run"),
+    "data": ("kp3d.commands.data", "inspect datasets (`kp3d data info PATH`)"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s own arguments are loaded (all when None)."""
+    from kp3d import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="kp3d",
+        description="Discover 3D keypoints, a skeleton, a canonical shape and poses from images.",
+    )
+    parser.add_argument("--version", action="version", version=f"kp3d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if command is None or name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else "").parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as e:
+        print(f"kp3d {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kp3d {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

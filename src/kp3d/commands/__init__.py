@@ -1,0 +1,1 @@
+"""Sub-commands of the ``kp3d`` CLI (see :mod:`kp3d.cli`)."""

@@ -1,0 +1,1 @@
+"""kp3d.data.synth"""

@@ -1,0 +1,28 @@
+"""The method registry: one explicit dict from name to the module attribute holding its spec.
+
+Entries are resolved lazily so that ``kp3d --help`` does not import every model.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from kp3d.methods.base import MethodModel, MethodSpec, StepOutput
+
+REGISTRY: dict[str, str] = {
+    "autolink3d": "kp3d.methods.autolink3d:SPEC",
+    "autolink": "kp3d.methods.autolink3d:SPEC_2D",
+    "c3dpo": "kp3d.methods.c3dpo:SPEC",
+    "lifter": "kp3d.methods.lifter:SPEC",
+}
+
+
+def get_method(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` registered as ``name``."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(REGISTRY)}")
+    module, attr = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+__all__ = ["REGISTRY", "get_method", "MethodModel", "MethodSpec", "StepOutput"]

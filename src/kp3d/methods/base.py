@@ -1,0 +1,56 @@
+"""What every method provides. Methods never import each other; the engine only sees this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from kp3d.data.schema import Sample
+
+DataKind = Literal["images", "multiview", "keypoints"]
+
+
+class StepOutput(NamedTuple):
+    """Result of one training step: the scalar loss to minimise and named scalars to log."""
+
+    loss: Tensor
+    logs: dict[str, Tensor]
+
+
+class MethodModel(nn.Module):
+    """Base class of every method's model.
+
+    Subclasses implement :meth:`training_step` and :meth:`predict`; both take a batch
+    :class:`Sample` (see :mod:`kp3d.data.schema`).
+    """
+
+    def training_step(self, batch: Sample, step: int) -> StepOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, batch: Sample) -> dict[str, Tensor]:
+        """Per-sample outputs, batch first (e.g. ``kp2d`` (B, K, 2) in pixels, ``kp3d`` (B, K, 3))."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registry entry.
+
+    Attributes:
+        config_cls: frozen dataclass holding every default of the method.
+        build: makes the model from a config.
+        data: which kind of dataset the method trains on.
+        description: one line for ``kp3d train --help``.
+        overrides: config values this entry fixes (e.g. ``autolink`` = ``autolink3d`` with the
+            3D head off).
+    """
+
+    config_cls: type
+    build: Callable[[Any], MethodModel]
+    data: DataKind
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
