@@ -47,6 +47,8 @@ class MethodSpec:
         description: one line for ``kp3d train --help``.
         overrides: config values this entry fixes (e.g. ``autolink`` = ``autolink3d`` with the
             3D head off).
+        train_defaults: this method's defaults for :class:`kp3d.engine.TrainConfig` fields
+            (e.g. a lifter's learning rate); the user's values still win.
     """
 
     config_cls: type
@@ -54,3 +56,4 @@ class MethodSpec:
     data: DataKind
     description: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    train_defaults: dict[str, Any] = field(default_factory=dict)
