@@ -29,3 +29,76 @@ Shapes
     unless stated. Solvers (SVD, least squares) run in float64 internally and return the input
     dtype; device and dtype follow the inputs.
 """
+
+from kp3d.geometry.cameras import (
+    compose_extrinsics,
+    invert_extrinsics,
+    make_extrinsics,
+    normalised_to_pixel,
+    pixel_to_normalised,
+    pixel_to_unit,
+    project_orthographic,
+    project_pinhole,
+    project_points,
+    project_weak_perspective,
+    projection_matrix,
+    transform_points,
+    unit_to_pixel,
+    unproject_pinhole,
+)
+from kp3d.geometry.heatmaps import (
+    SoftArgmax,
+    expected_variance,
+    pixel_centres,
+    render_gaussian_heatmaps,
+    soft_argmax,
+    spatial_softmax,
+)
+from kp3d.geometry.procrustes import ProcrustesResult, procrustes, procrustes_align
+from kp3d.geometry.rotations import (
+    axis_angle_to_matrix,
+    geodesic_distance,
+    matrix_to_axis_angle,
+    matrix_to_quaternion,
+    matrix_to_rotation_6d,
+    quaternion_to_matrix,
+    random_rotation,
+    rotation_6d_to_matrix,
+)
+from kp3d.geometry.triangulation import reprojection_residuals, triangulate_dlt
+
+__all__ = [
+    "ProcrustesResult",
+    "SoftArgmax",
+    "axis_angle_to_matrix",
+    "compose_extrinsics",
+    "expected_variance",
+    "geodesic_distance",
+    "invert_extrinsics",
+    "make_extrinsics",
+    "matrix_to_axis_angle",
+    "matrix_to_quaternion",
+    "matrix_to_rotation_6d",
+    "normalised_to_pixel",
+    "pixel_centres",
+    "pixel_to_normalised",
+    "pixel_to_unit",
+    "procrustes",
+    "procrustes_align",
+    "project_orthographic",
+    "project_pinhole",
+    "project_points",
+    "project_weak_perspective",
+    "projection_matrix",
+    "quaternion_to_matrix",
+    "random_rotation",
+    "render_gaussian_heatmaps",
+    "reprojection_residuals",
+    "rotation_6d_to_matrix",
+    "soft_argmax",
+    "spatial_softmax",
+    "transform_points",
+    "triangulate_dlt",
+    "unit_to_pixel",
+    "unproject_pinhole",
+]

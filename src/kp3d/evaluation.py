@@ -1,0 +1,317 @@
+"""The evaluation harness: which protocol applies to which data, run over a trained model.
+
+``kp3d evaluate`` and the benchmarks call these functions; the metrics themselves live in
+:mod:`kp3d.metrics`. Every number is a fraction or in the stated units, never a percentage.
+
+Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
+    Discovered keypoints and ground-truth landmarks, both in unit coordinates ``u / W``,
+    ``v / H`` of the evaluated image size, go through the bias-free linear regression of
+    :func:`kp3d.metrics.nme_2d`, fitted on the *fit* set and scored on the *test* set:
+
+    - 68 iBUG landmarks: ``nme68`` (outer-eye-corner normaliser, landmarks 36 and 45) and
+      ``nme5`` (the MAFL 5-point reduction, eye-centre normaliser);
+    - 5 landmarks (MAFL order): ``nme5`` with the eye-centre normaliser;
+    - any other landmark set: ``nme`` normalised by the ground-truth box ``sqrt(w h)``.
+
+    Landmarks whose coordinates are not finite count as missing (fit and test). With ground-truth
+    3D keypoints and a 3D method: ``nme3d`` of :func:`kp3d.metrics.nme_3d` from the discovered 3D
+    keypoints, and ``nme3d_flat_baseline``, the same regression from the discovered 2D keypoints
+    at the mean depth (z = 0 after the per-image depth centring of ``nme_3d``): the 3D head is
+    only worth something if it beats that.
+
+Lifting methods (2D -> 3D), :func:`evaluate_lifting`
+    C3DPO's protocol as recorded in ``shared/ANCHORS.md``: per sample, centre the visible 2D
+    points and divide prediction and ground truth by ``s``, the RMS distance of the centred 2D
+    points (so x, y of both are the normalised input); MPJPE with the mean depth set to 0 and
+    the better of z and -z, Stress over all visible pairs, P-MPJPE after a similarity alignment;
+    each in normalised units and in input units (per-sample error times ``s``). Baselines on the
+    same split: ``flat`` (z = 0) and ``mean_shape`` (the mean of the *fit* set's normalised
+    ground-truth 3D shapes, placed by the best orthographic fit to each test observation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from kp3d.data.schema import Sample, collate
+from kp3d.geometry import axis_angle_to_matrix, matrix_to_axis_angle, procrustes
+from kp3d.metrics import (
+    INTER_OCULAR_68,
+    INTER_PUPIL_MAFL5,
+    mafl5_from_ibug68,
+    mpjpe,
+    nme_2d,
+    nme_3d,
+    p_mpjpe,
+    stress,
+)
+
+
+@dataclass
+class Collected:
+    """Model outputs and ground truth over a whole dataset, batch first.
+
+    Attributes:
+        pred: concatenated outputs of ``model.predict``.
+        gt: concatenated ground truth (a batch :class:`Sample` without images).
+        image_size: (H, W) of the evaluated images, or None for keypoint-only data.
+    """
+
+    pred: dict[str, Tensor]
+    gt: Sample
+    image_size: tuple[int, int] | None
+
+
+_GT_FIELDS = ("mask", "kp2d", "vis", "kp3d", "category")
+
+
+@torch.no_grad()
+def collect(
+    model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 64, workers: int = 0
+) -> Collected:
+    """Run ``model.predict`` over ``dataset`` and gather outputs with the ground truth."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        num_workers=workers)
+    preds: dict[str, list[Tensor]] = {}
+    gts: dict[str, list[Tensor]] = {}
+    names: list[str] = []
+    size: tuple[int, int] | None = None
+    for batch in loader:
+        if batch.image is not None:
+            size = (int(batch.image.shape[-2]), int(batch.image.shape[-1]))
+        out = model.predict(batch)
+        for k, v in out.items():
+            if isinstance(v, Tensor) and v.shape[:1] == (len(batch.name),):
+                preds.setdefault(k, []).append(v.detach().float().cpu())
+        for f in _GT_FIELDS:
+            v = getattr(batch, f)
+            if v is not None:
+                gts.setdefault(f, []).append(v.cpu())
+        names.extend(batch.name)
+    if not names:
+        raise ValueError("collect: the dataset is empty")
+    gt = Sample(**{k: torch.cat(v) for k, v in gts.items()}, name=names)
+    return Collected({k: torch.cat(v) for k, v in preds.items()}, gt, size)
+
+
+def _unit(points: Tensor, size: tuple[int, int]) -> Tensor:
+    h, w = size
+    return points / points.new_tensor([w, h])
+
+
+def _landmark_mask(lm: Tensor) -> Tensor | None:
+    finite = lm.isfinite().all(-1)
+    return None if bool(finite.all()) else finite
+
+
+def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, Any]:
+    """Protocols for discovered image keypoints (see the module docstring).
+
+    Returns:
+        A dict of named results, each ``{"value": float, "protocol": str}``, plus ``counts``.
+    """
+    if fit.gt.kp2d is None or test.gt.kp2d is None:
+        raise ValueError("2D NME needs landmarks (kp2d) in both the fit and the test set")
+    if "kp2d" not in fit.pred:
+        raise ValueError("the model does not predict 2D keypoints")
+    if fit.image_size is None or test.image_size is None:
+        raise ValueError("2D NME needs images")
+    fk, tk = _unit(fit.pred["kp2d"], fit.image_size), _unit(test.pred["kp2d"], test.image_size)
+    fl, tl = _unit(fit.gt.kp2d.float(), fit.image_size), _unit(test.gt.kp2d.float(), test.image_size)
+    fv, tv = _landmark_mask(fl), _landmark_mask(tl)
+    n_lm = fl.shape[1]
+    results: dict[str, Any] = {
+        "counts": {"fit": int(fk.shape[0]), "test": int(tk.shape[0]),
+                   "keypoints": int(fk.shape[1]), "landmarks": n_lm}
+    }
+
+    def add(name: str, value: Tensor, protocol: str) -> None:
+        results[name] = {"value": float(value), "protocol": protocol}
+
+    if n_lm == 68:
+        r = nme_2d(fk, fl, tk, tl, INTER_OCULAR_68, fit_vis=fv, test_vis=tv)
+        add("nme68", r.nme, "2D NME, 68 iBUG landmarks, outer-eye-corner distance (36, 45)")
+        f5, t5 = mafl5_from_ibug68(fl), mafl5_from_ibug68(tl)
+        r = nme_2d(fk, f5, tk, t5, INTER_PUPIL_MAFL5, fit_vis=_landmark_mask(f5), test_vis=_landmark_mask(t5))
+        add("nme5", r.nme, "2D NME, MAFL 5 points from iBUG-68, eye-centre distance")
+    elif n_lm == 5:
+        r = nme_2d(fk, fl, tk, tl, INTER_PUPIL_MAFL5, fit_vis=fv, test_vis=tv)
+        add("nme5", r.nme, "2D NME, 5 MAFL landmarks, eye-centre distance")
+    else:
+        r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv)
+        add("nme", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h)")
+
+    if "kp3d" in fit.pred and fit.gt.kp3d is not None and test.gt.kp3d is not None:
+        fg, tg = fit.gt.kp3d.float(), test.gt.kp3d.float()
+        fv3, tv3 = _landmark_mask(fg), _landmark_mask(tg)
+        r = nme_3d(fit.pred["kp3d"], fg, test.pred["kp3d"], tg, "bbox", fit_vis=fv3, test_vis=tv3)
+        add("nme3d", r.nme, "3D NME from discovered 3D keypoints, ground-truth box sqrt(w h)")
+        flat_f = torch.cat([fk, torch.zeros_like(fk[..., :1])], -1)
+        flat_t = torch.cat([tk, torch.zeros_like(tk[..., :1])], -1)
+        r = nme_3d(flat_f, fg, flat_t, tg, "bbox", fit_vis=fv3, test_vis=tv3)
+        add("nme3d_flat_baseline", r.nme,
+            "3D NME from discovered 2D keypoints at the mean depth (baseline)")
+    return results
+
+
+# --------------------------------------------------------------------------- lifting protocol
+
+
+def normalise_per_sample(kp2d: Tensor, vis: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """C3DPO/ANCHORS per-sample normalisation of 2D observations.
+
+    Args:
+        kp2d: (..., K, 2) observations.
+        vis: (..., K) bool, or None for all visible.
+
+    Returns:
+        ``(centre (..., 2), scale (...))``: the mean of the visible points and the RMS distance of
+        the centred visible points from it.
+    """
+    w = torch.ones_like(kp2d[..., 0]) if vis is None else vis.to(kp2d.dtype)
+    n = w.sum(-1, keepdim=True).clamp_min(1)
+    centre = (kp2d * w[..., None]).sum(-2) / n
+    sq = ((kp2d - centre[..., None, :]) ** 2).sum(-1)
+    scale = ((sq * w).sum(-1, keepdim=True) / n).sqrt().squeeze(-1)
+    return centre, scale
+
+
+def _to_normalised(points: Tensor, centre: Tensor, scale: Tensor) -> Tensor:
+    shifted = points.clone()
+    shifted[..., :2] = shifted[..., :2] - centre[..., None, :]
+    return shifted / scale[..., None, None]
+
+
+def fit_orthographic_depth(
+    shape: Tensor, obs: Tensor, vis: Tensor | None = None, *, iterations: int = 60
+) -> Tensor:
+    """Depths of a fixed 3D ``shape`` placed by the best orthographic fit to each observation.
+
+    Minimises ``sum_k w_k || s (R X_k)_{xy} + t - y_k ||^2`` over rotation, scale and translation
+    per sample (the mean-shape baseline of the lifting protocol), starting from the nearest
+    scaled-Stiefel projection of the affine fit and its depth mirror, refined by L-BFGS.
+
+    Args:
+        shape: (K, 3) shape, centred.
+        obs: (N, K, 2) observations, centred.
+        vis: (N, K) bool.
+
+    Returns:
+        (N, K) depths ``s (R X_k)_z`` of the fitted shape (mean over visible points not removed).
+    """
+    X = shape.to(torch.float64)
+    Y = obs.to(torch.float64)
+    w = torch.ones_like(Y[..., 0]) if vis is None else vis.to(torch.float64)
+    N = Y.shape[0]
+    Xb = X.expand(N, -1, -1)
+    # Affine initialisation: A (N, 2, 3) with Y ~ X A^T, then project onto s * (orthonormal rows).
+    XtW = (Xb * w[..., None]).transpose(1, 2)
+    A = torch.linalg.solve(XtW @ Xb + 1e-9 * torch.eye(3, dtype=X.dtype), XtW @ Y).transpose(1, 2)
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    rows = U @ Vh
+    third = torch.linalg.cross(rows[:, 0], rows[:, 1])
+    best_depth = None
+    best_loss = None
+    R0 = _nearest_rotation(torch.stack([rows[:, 0], rows[:, 1], third], 1))
+    flip = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=X.dtype))
+    # Two starts: the projected affine fit and its depth-reversed (Necker) twin D R D.
+    for R0 in (R0, flip @ R0 @ flip):
+        rotvec = matrix_to_axis_angle(R0).detach().clone().requires_grad_(True)
+        log_s = S.mean(-1).clamp_min(1e-9).log().detach().clone().requires_grad_(True)
+        t = torch.zeros_like(Y[:, 0]).requires_grad_(True)
+        opt = torch.optim.LBFGS([rotvec, log_s, t], max_iter=iterations, line_search_fn="strong_wolfe")
+
+        def residual() -> tuple[Tensor, Tensor]:
+            P = log_s.exp()[:, None, None] * (Xb @ axis_angle_to_matrix(rotvec).transpose(1, 2))
+            r = P[..., :2] + t[:, None] - Y
+            return (r * w[..., None]).pow(2).sum((1, 2)), P
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = residual()[0].sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            loss, P = residual()
+        if best_loss is None:
+            best_loss, best_depth = loss, P[..., 2]
+        else:
+            better = loss < best_loss
+            best_depth = torch.where(better[:, None], P[..., 2], best_depth)
+            best_loss = torch.minimum(loss, best_loss)
+    return best_depth.to(obs.dtype)
+
+
+def procrustes_mean_shape(shapes: Tensor, vis: Tensor | None = None, *, iterations: int = 10) -> Tensor:
+    """Generalised Procrustes mean of 3D shapes (N, K, 3): each shape is rotated and scaled
+    (no reflection) onto the current mean, which is then re-estimated; the result is centred.
+    Ground-truth poses vary, so a plain mean of camera-frame shapes would be meaningless."""
+    x = shapes.to(torch.float64)
+    x = x - x.mean(-2, keepdim=True)
+    mean = x[0]
+    for _ in range(iterations):
+        aligned = procrustes(x, mean.expand_as(x), weights=None if vis is None else vis.to(x.dtype)).aligned
+        new = aligned.mean(0)
+        new = new - new.mean(0)
+        new = new / new.norm() * x[0].norm()
+        if torch.allclose(new, mean, atol=1e-10):
+            break
+        mean = new
+    return mean.to(shapes.dtype)
+
+
+def _nearest_rotation(M: Tensor) -> Tensor:
+    U, _, Vh = torch.linalg.svd(M)
+    d = torch.det(U @ Vh)
+    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+    return U @ D @ Vh
+
+
+def lifting_errors(pred: Tensor, gt: Tensor, kp2d: Tensor, vis: Tensor | None) -> dict[str, dict[str, float]]:
+    """MPJPE / Stress / P-MPJPE of ``pred`` against ``gt`` with the per-sample normalisation of
+    the 2D input ``kp2d``: ``{"mpjpe": {"norm": .., "input_units": ..}, ...}``."""
+    centre, s = normalise_per_sample(kp2d, vis)
+    p, g = _to_normalised(pred, centre, s), _to_normalised(gt, centre, s)
+    per = {
+        "mpjpe": mpjpe(p, g, vis=vis, flip_z=True, reduction="none"),
+        "stress": stress(p, g, vis=vis, reduction="none"),
+        "p_mpjpe": p_mpjpe(p, g, vis=vis, flip_z=True, reduction="none"),
+    }
+    return {k: {"norm": float(v.mean()), "input_units": float((v * s).mean())} for k, v in per.items()}
+
+
+def evaluate_lifting(
+    pred_kp3d: Tensor,
+    test: Sample,
+    *,
+    fit: Sample | None = None,
+) -> dict[str, Any]:
+    """The lifting protocol (module docstring) for predictions ``pred_kp3d`` (N, K, 3) of the test
+    set ``test`` (a batch Sample with kp2d, kp3d and optionally vis). ``fit`` (with kp3d) enables
+    the mean-shape baseline."""
+    if test.kp2d is None or test.kp3d is None:
+        raise ValueError("the lifting protocol needs 2D inputs and 3D ground truth (kp2d, kp3d)")
+    kp2d, gt, vis = test.kp2d.double(), test.kp3d.double(), test.vis
+    out: dict[str, Any] = {"counts": {"test": int(kp2d.shape[0]), "keypoints": int(kp2d.shape[1])}}
+    out["method"] = lifting_errors(pred_kp3d.double(), gt, kp2d, vis)
+    flat = torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], -1)
+    out["flat"] = lifting_errors(flat, gt, kp2d, vis)
+    if fit is not None and fit.kp3d is not None and fit.kp2d is not None:
+        fc, fs = normalise_per_sample(fit.kp2d.double(), fit.vis)
+        fg = _to_normalised(fit.kp3d.double(), fc, fs)
+        mean_shape = procrustes_mean_shape(fg, fit.vis)
+        tc, ts = normalise_per_sample(kp2d, vis)
+        obs = (kp2d - tc[..., None, :]) / ts[..., None, None]
+        depth = fit_orthographic_depth(mean_shape, obs, vis)
+        pred_ms = torch.cat([kp2d, (depth * ts[..., None])[..., None]], -1)
+        out["mean_shape"] = lifting_errors(pred_ms, gt, kp2d, vis)
+        out["counts"]["fit"] = int(fit.kp2d.shape[0])
+    return out

@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from kp3d.data.schema import Sample
+from kp3d.evaluation import (
+    Collected,
+    evaluate_keypoint_discovery,
+    evaluate_lifting,
+    fit_orthographic_depth,
+    normalise_per_sample,
+    procrustes_mean_shape,
+)
+from kp3d.geometry import random_rotation
+
+
+def _rotated_copies(shape: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    R = random_rotation((n,), generator=g, dtype=torch.float64)
+    return shape @ R.transpose(-1, -2)
+
+
+def test_normalise_per_sample_matches_naive_loop() -> None:
+    g = torch.Generator().manual_seed(1)
+    kp = torch.randn(5, 7, 2, generator=g, dtype=torch.float64)
+    vis = torch.rand(5, 7, generator=g) > 0.3
+    vis[:, 0] = True
+    centre, scale = normalise_per_sample(kp, vis)
+    for b in range(5):
+        pts = kp[b][vis[b]]
+        c = pts.mean(0)
+        assert torch.allclose(centre[b], c)
+        assert torch.allclose(scale[b], ((pts - c) ** 2).sum(-1).mean().sqrt())
+
+
+def test_orthographic_fit_recovers_depth_of_a_rotated_shape() -> None:
+    g = torch.Generator().manual_seed(2)
+    shape = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    shape -= shape.mean(0)
+    posed = _rotated_copies(shape, 6) * 1.7
+    obs = posed[..., :2] - posed[..., :2].mean(1, keepdim=True)
+    depth = fit_orthographic_depth(shape, obs)
+    z = posed[..., 2] - posed[..., 2].mean(1, keepdim=True)
+    err = torch.minimum((depth - depth.mean(1, keepdim=True) - z).abs().amax(1),
+                        (-(depth - depth.mean(1, keepdim=True)) - z).abs().amax(1))
+    assert err.max() < 1e-5
+
+
+def test_procrustes_mean_of_rotated_copies_is_the_shape() -> None:
+    shape = torch.randn(10, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    shape -= shape.mean(0)
+    mean = procrustes_mean_shape(_rotated_copies(shape, 8))
+    from kp3d.metrics import p_mpjpe
+
+    assert p_mpjpe(mean[None], shape[None]) < 1e-6
+
+
+def test_lifting_protocol_perfect_prediction_and_baselines() -> None:
+    shape = torch.randn(10, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    posed = _rotated_copies(shape, 20) * 3.0 + torch.tensor([5.0, -2.0, 10.0], dtype=torch.float64)
+    test = Sample(kp2d=posed[..., :2], kp3d=posed)
+    out = evaluate_lifting(posed, test, fit=Sample(kp2d=posed[..., :2], kp3d=posed))
+    assert out["method"]["mpjpe"]["norm"] < 1e-9
+    assert out["flat"]["mpjpe"]["norm"] > 0.1
+    # Every test shape is a rotated copy of the one mean shape: the baseline is exact too.
+    assert out["mean_shape"]["mpjpe"]["norm"] < 1e-5
+    # Input units are normalised units times the per-sample scale.
+    _, s = normalise_per_sample(posed[..., :2])
+    flat = torch.cat([posed[..., :2], torch.zeros_like(posed[..., :1])], -1)
+    assert out["flat"]["mpjpe"]["input_units"] > out["flat"]["mpjpe"]["norm"] * s.min() * 0.99
+
+
+def test_lifting_protocol_needs_3d_ground_truth() -> None:
+    with pytest.raises(ValueError, match="kp3d"):
+        evaluate_lifting(torch.zeros(2, 3, 3), Sample(kp2d=torch.zeros(2, 3, 2)))
+
+
+def _collected(kp: torch.Tensor, lm: torch.Tensor, kp3d=None, gt3d=None) -> Collected:
+    pred = {"kp2d": kp}
+    if kp3d is not None:
+        pred["kp3d"] = kp3d
+    return Collected(pred, Sample(kp2d=lm, kp3d=gt3d, name=[""] * len(kp)), (64, 64))
+
+
+def test_keypoint_discovery_68_points_zero_when_linear_in_landmarks() -> None:
+    g = torch.Generator().manual_seed(5)
+    lm = 16 + 32 * torch.rand(300, 68, 2, generator=g)
+    W = torch.randn(68 * 2, 10 * 2, generator=g)
+    kp = (lm.reshape(300, -1) @ W).reshape(300, 10, 2)
+    out = evaluate_keypoint_discovery(_collected(kp[:250], lm[:250]), _collected(kp[250:], lm[250:]))
+    assert out["nme68"]["value"] > 0  # 20 numbers cannot encode 136 at random
+    kp = lm.clone()
+    out = evaluate_keypoint_discovery(_collected(kp[:250], lm[:250]), _collected(kp[250:], lm[250:]))
+    assert out["nme68"]["value"] < 1e-5 and out["nme5"]["value"] < 1e-5
+    assert out["counts"] == {"fit": 250, "test": 50, "keypoints": 68, "landmarks": 68}
+
+
+def test_keypoint_discovery_3d_head_beats_flat_baseline_when_depth_is_right() -> None:
+    g = torch.Generator().manual_seed(6)
+    shape = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    gt3d = (_rotated_copies(shape, 60, seed=7) * 10 + torch.tensor([32.0, 32.0, 50.0], dtype=torch.float64)).float()
+    kp2d = gt3d[..., :2]
+    out = evaluate_keypoint_discovery(
+        _collected(kp2d[:40], kp2d[:40], gt3d[:40], gt3d[:40]),
+        _collected(kp2d[40:], kp2d[40:], gt3d[40:], gt3d[40:]),
+    )
+    assert out["nme"]["value"] < 1e-4
+    assert out["nme3d"]["value"] < 1e-3
+    assert out["nme3d_flat_baseline"]["value"] > 10 * out["nme3d"]["value"]
