@@ -13,7 +13,10 @@ Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
     - 5 landmarks (MAFL order): ``nme5`` with the eye-centre normaliser;
     - any other landmark set: ``nme`` normalised by the ground-truth box ``sqrt(w h)``.
 
-    Landmarks whose coordinates are not finite count as missing (fit and test). With ground-truth
+    Landmarks that are not visible (``vis`` False: absent in CUB/COCO, occluded in the synthetic
+    sets) or whose coordinates are not finite are left out of the 2D fit and error, as in
+    AutoLink's CUB protocol. 3D ground truth is exact where it exists, so the 3D errors use every
+    finite landmark, occluded or not. With ground-truth
     3D keypoints and a 3D method: ``nme3d`` of :func:`kp3d.metrics.nme_3d` from the discovered 3D
     keypoints, and ``nme3d_flat_baseline``, the same regression from the discovered 2D keypoints
     at the mean depth (z = 0 after the per-image depth centring of ``nme_3d``): the 3D head is
@@ -105,9 +108,11 @@ def _unit(points: Tensor, size: tuple[int, int]) -> Tensor:
     return points / points.new_tensor([w, h])
 
 
-def _landmark_mask(lm: Tensor) -> Tensor | None:
-    finite = lm.isfinite().all(-1)
-    return None if bool(finite.all()) else finite
+def _landmark_mask(lm: Tensor, vis: Tensor | None = None) -> Tensor | None:
+    mask = lm.isfinite().all(-1)
+    if vis is not None:
+        mask = mask & vis.bool()
+    return None if bool(mask.all()) else mask
 
 
 def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, Any]:
@@ -124,7 +129,7 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
         raise ValueError("2D NME needs images")
     fk, tk = _unit(fit.pred["kp2d"], fit.image_size), _unit(test.pred["kp2d"], test.image_size)
     fl, tl = _unit(fit.gt.kp2d.float(), fit.image_size), _unit(test.gt.kp2d.float(), test.image_size)
-    fv, tv = _landmark_mask(fl), _landmark_mask(tl)
+    fv, tv = _landmark_mask(fl, fit.gt.vis), _landmark_mask(tl, test.gt.vis)
     n_lm = fl.shape[1]
     results: dict[str, Any] = {
         "counts": {"fit": int(fk.shape[0]), "test": int(tk.shape[0]),
@@ -137,7 +142,9 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
     if n_lm == 68:
         r = nme_2d(fk, fl, tk, tl, INTER_OCULAR_68, fit_vis=fv, test_vis=tv)
         add("nme68", r.nme, "2D NME, 68 iBUG landmarks, outer-eye-corner distance (36, 45)")
-        f5, t5 = mafl5_from_ibug68(fl), mafl5_from_ibug68(tl)
+        # Missing landmarks propagate as NaN through the 5-point means and are masked there.
+        f5 = mafl5_from_ibug68(fl if fv is None else fl.masked_fill(~fv[..., None], float("nan")))
+        t5 = mafl5_from_ibug68(tl if tv is None else tl.masked_fill(~tv[..., None], float("nan")))
         r = nme_2d(fk, f5, tk, t5, INTER_PUPIL_MAFL5, fit_vis=_landmark_mask(f5), test_vis=_landmark_mask(t5))
         add("nme5", r.nme, "2D NME, MAFL 5 points from iBUG-68, eye-centre distance")
     elif n_lm == 5:

@@ -35,6 +35,14 @@ class MethodModel(nn.Module):
         """Per-sample outputs, batch first (e.g. ``kp2d`` (B, K, 2) in pixels, ``kp3d`` (B, K, 3))."""
         raise NotImplementedError
 
+    def skeleton(self) -> Tensor | None:
+        """(K, K) symmetric non-negative learned edge weights, for methods that learn a skeleton."""
+        return None
+
+    def canonical_shape(self) -> Tensor | None:
+        """(K, 3) the learned canonical (mean) 3D shape, for methods that learn one."""
+        return None
+
 
 @dataclass(frozen=True)
 class MethodSpec:

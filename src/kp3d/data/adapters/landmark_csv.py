@@ -1,0 +1,231 @@
+"""Landmark CSVs beside image folders, in the layout of ``../shared/data/ytfaces68``.
+
+Layout::
+
+    ROOT/
+      training/                  images
+      training_landmarks.csv     header row, then: file name, x0, y0, x1, y1, ... (pixels)
+      test/
+      test_landmarks.csv
+
+Each ``<split>_landmarks.csv`` describes the images of the folder ``<split>/`` beside it; file
+names are relative to that folder, and two folders may reuse a file name for different images,
+so a sample is always named ``<split>/<file>``. The first row is a header; its column count
+fixes K = (columns - 1) / 2 for that file. Coordinates are continuous pixel coordinates of the
+stored image.
+
+Selections
+    ``split=None``: every image of every paired folder (``training/`` and ``test/``, including
+    images no CSV row mentions), *without* labels, for unsupervised training; every sample then
+    has the same fields and batches collate. ``split="training"`` (or any ``<split>``): the
+    images listed in ``<split>_landmarks.csv`` with ``kp2d`` (K, 2) scaled to ``size`` and
+    ``vis`` all True.
+
+Every CSV is validated when the dataset is opened, whatever the selection (see
+:mod:`kp3d.data.adapters._common` for the policy): a short row, a non-number, NaN, a name listed
+twice or an image that does not exist is a :class:`DataError` naming the CSV and its line.
+``PATH`` may also be one ``*_landmarks.csv`` file, which then is the only split.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from kp3d.data.adapters._common import (
+    AnnotatedImages,
+    Entry,
+    Problem,
+    Scan,
+    parse_floats,
+    raise_problems,
+)
+from kp3d.data.images import Background, find_images
+from kp3d.errors import ConfigError, DataError
+
+NAME = "landmark_csv"
+SUFFIX = "_landmarks.csv"
+
+
+def _pairs(path: Path) -> dict[str, tuple[Path, Path]]:
+    """split -> (csv, image folder) for every ``<split>_landmarks.csv`` with its folder."""
+    if path.is_file():
+        candidates = [path] if path.name.endswith(SUFFIX) else []
+    elif path.is_dir():
+        candidates = sorted(path.glob(f"*{SUFFIX}"))
+    else:
+        candidates = []
+    out = {}
+    for c in candidates:
+        split = c.name[: -len(SUFFIX)]
+        if split and (c.parent / split).is_dir():
+            out[split] = (c, c.parent / split)
+    return out
+
+
+def detect(path: Path) -> bool:
+    """A ``<split>_landmarks.csv`` with its ``<split>/`` folder (or such a CSV file)."""
+    return bool(_pairs(path))
+
+
+def parse_csv(csv_path: Path, folder: Path) -> tuple[list[Entry], list[Problem]]:
+    """Read one landmark CSV; entries are named ``<folder name>/<file>``.
+
+    Never raises for a malformed file: every problem is returned, naming the CSV and line.
+    """
+    problems: list[Problem] = []
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        return [], [Problem(csv_path, None, f"cannot read as a CSV text file ({e})")]
+    if not rows:
+        return [], [Problem(csv_path, None, "empty file (expected a header row)")]
+    ncols = len(rows[0])
+    if ncols < 5 or (ncols - 1) % 2:
+        return [], [
+            Problem(
+                csv_path,
+                1,
+                f"header has {ncols} columns; expected a file name column "
+                "then an x, y column pair per landmark (at least 2)",
+            )
+        ]
+    k = (ncols - 1) // 2
+    entries: list[Entry] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != ncols:
+            problems.append(
+                Problem(
+                    csv_path,
+                    line,
+                    f"{len(row)} columns, expected {ncols} (file name + {k} x, y pairs)",
+                )
+            )
+            continue
+        name = row[0].strip()
+        if not name:
+            problems.append(Problem(csv_path, line, "empty file name"))
+            continue
+        if name in seen:
+            problems.append(
+                Problem(csv_path, line, f"{name} is listed twice (first on line {seen[name]})")
+            )
+            continue
+        seen[name] = line
+        values = parse_floats(row[1:], csv_path, line, name)
+        if isinstance(values, Problem):
+            problems.append(values)
+            continue
+        if not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            problems.append(
+                Problem(
+                    csv_path,
+                    line,
+                    f"{name}: landmark {bad // 2} has a non-finite {'xy'[bad % 2]} ({values[bad]})",
+                )
+            )
+            continue
+        image = folder / name
+        if not image.is_file():
+            problems.append(Problem(csv_path, line, f"image {image} does not exist"))
+            continue
+        entries.append(
+            Entry(
+                path=image,
+                name=f"{folder.name}/{name}",
+                kp2d=values.reshape(k, 2),
+                vis=np.ones(k, dtype=bool),
+                where=f"{csv_path}, line {line}",
+            )
+        )
+    return entries, problems
+
+
+def scan(path: Path, *, split: str | None = None) -> Scan:
+    """Parse every CSV; select all images unlabelled (``split=None``) or one labelled split.
+
+    Raises:
+        DataError: ``path`` has no CSV/folder pair.
+        ConfigError: unknown ``split`` (the message lists the valid ones).
+    """
+    path = Path(path)
+    pairs = _pairs(path)
+    if not pairs:
+        raise DataError(f"{path}: no <split>{SUFFIX} file with a <split>/ image folder beside it")
+    if split is not None and split not in pairs:
+        raise ConfigError(f"{path}: unknown split {split!r}; valid splits: {', '.join(pairs)}")
+    root = path if path.is_dir() else path.parent
+    labelled: dict[str, list[Entry]] = {}
+    problems: list[Problem] = []
+    images: list[Path] = []
+    notes: list[str] = []
+    for name, (csv_path, folder) in pairs.items():
+        entries, p = parse_csv(csv_path, folder)
+        labelled[name], problems = entries, problems + p
+        try:
+            files = find_images(folder)
+        except DataError as e:
+            problems.append(Problem(folder, None, str(e)))
+            files = []
+        images += files
+        notes.append(
+            f"{folder.name}/: {len(files)} images, {len(entries)} labelled in {csv_path.name}"
+        )
+    if split is None:
+        entries = [Entry(path=f, name=f.relative_to(root).as_posix()) for f in images]
+    else:
+        entries = labelled[split]
+        if not entries and not problems:
+            problems.append(Problem(pairs[split][0], None, "no rows after the header"))
+    k = {len(e.kp2d) for es in labelled.values() for e in es if e.kp2d is not None}
+    if len(k) > 1:
+        problems.append(
+            Problem(root, None, f"the CSVs disagree on the number of landmarks: {sorted(k)}")
+        )
+    return Scan(
+        format=NAME,
+        root=root,
+        entries=entries,
+        problems=problems,
+        split=split or "all",
+        num_keypoints=min(k) if k else None,
+        splits={name: len(es) for name, es in labelled.items()},
+        images=images,
+        notes=notes,
+        labelled=sum(len(es) for es in labelled.values()),
+    )
+
+
+def open(
+    path: Path,
+    *,
+    size: int | None = None,
+    split: str | None = None,
+    strict: bool = False,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    background: Background = "white",
+) -> AnnotatedImages:
+    """All images unlabelled (``split=None``) or the labelled images of one CSV."""
+    s = scan(path, split=split)
+    hint = " (to train on the images alone, open the folder with format='image_folder')"
+    raise_problems(s.problems, hint=hint if split is None else "")
+    return AnnotatedImages(
+        s.root,
+        s.entries,
+        size=size,
+        strict=strict,
+        tag=f"{NAME}-{split or 'all'}",
+        cache=cache,
+        cache_dir=cache_dir,
+        workers=workers,
+        background=background,
+    )
