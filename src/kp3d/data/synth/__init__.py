@@ -1,1 +1,206 @@
-"""kp3d.data.synth"""
+"""Built-in synthetic categories with exact ground truth, rendered on the CPU.
+
+Categories (:data:`CATEGORIES`)
+    ``creature``   procedural biped, 16 joints (:mod:`kp3d.data.synth.creature`)
+    ``quadruped``  procedural four-legged animal, 18 joints (:mod:`kp3d.data.synth.quadruped`)
+    ``face``       Surrey Face Model faces, the 68 iBUG landmarks (:mod:`kp3d.data.synth.face`);
+                   needs the model's folder (``sfm_dir``)
+
+In memory::
+
+    from kp3d.data.synth import generate
+    samples = generate("creature", 64, size=64, seed=0)          # list[Sample]
+    pairs = generate("quadruped", 8, size=64, seed=1, pairs=True)  # Sample fields (2, ...)
+
+On disk: ``kp3d synth`` / :func:`kp3d.data.adapters.synth.write` (layout documented in
+:mod:`kp3d.data.adapters.synth`). Image ``i`` of a set depends only on ``(seed, i)`` and the
+options, whatever the batching or number of workers.
+
+Every sample carries ``image``, ``mask``, ``depth``, ``kp2d``, ``vis``, ``kp3d`` (camera frame),
+``intrinsics``, ``extrinsics`` (world = the instance's own frame), ``instance`` and
+``category``; multi-view samples (``views > 1`` or ``pairs``) have a leading view axis V on
+each and a ``view`` index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kp3d.data.schema import Sample
+from kp3d.data.synth import scene
+from kp3d.data.synth.scene import Rendered
+from kp3d.errors import ConfigError
+
+CATEGORIES: tuple[str, ...] = ("creature", "quadruped", "face")
+"""Category names; a sample's ``category`` label is the index in this tuple."""
+
+GENERATOR_VERSION = 1
+"""Bumped whenever the images or labels a (category, seed, options) produces change."""
+
+CHUNK = 32
+"""Instances rendered per batch."""
+
+
+class Category(Protocol):
+    """What :func:`generate` needs from a category."""
+
+    name: str
+    keypoint_names: tuple[str, ...]
+    edges: tuple[tuple[int, int], ...]
+    absent: tuple[int, ...]
+    """Keypoints the category never defines (``vis`` always False, coordinates 0)."""
+    view_dependent: tuple[int, ...]
+    """Keypoints that are not fixed points of the instance (e.g. a face's outline)."""
+
+    def sample(
+        self, rng: np.random.Generator, views: int, pairs: bool
+    ) -> dict[str, np.ndarray]: ...
+
+    def render(self, params: dict[str, Tensor], size: int) -> Rendered: ...
+
+
+_cache: dict[tuple[str, str], Category] = {}
+
+
+def get_category(name: str, *, sfm_dir: str | Path | None = None) -> Category:
+    """The generator of category ``name`` (built once per process).
+
+    Raises:
+        ConfigError: unknown name, or ``face`` without ``sfm_dir``.
+    """
+    if name not in CATEGORIES:
+        raise ConfigError(f"unknown synthetic category {name!r}; valid: {', '.join(CATEGORIES)}")
+    key = (name, str(Path(sfm_dir).resolve()) if sfm_dir is not None and name == "face" else "")
+    if key not in _cache:
+        if name == "face":
+            from kp3d.data.synth.face import FaceCategory
+
+            if sfm_dir is None:
+                raise ConfigError(
+                    "the face category needs the Surrey Face Model: pass its folder (eos' share/ "
+                    "layout with sfm_shape_3448.bin, expression_blendshapes_3448.bin, "
+                    "ibug_to_sfm.txt and sfm_model_contours.json) as --sfm-dir / sfm_dir"
+                )
+            _cache[key] = FaceCategory.from_dir(Path(sfm_dir))
+        else:
+            from kp3d.data.synth.articulated import ArticulatedCategory
+
+            module = __import__(f"kp3d.data.synth.{name}", fromlist=["SPEC"])
+            _cache[key] = ArticulatedCategory(module.SPEC)
+    return _cache[key]
+
+
+def check_options(size: int, views: int, pairs: bool, n: int | None = None) -> None:
+    """Validate generation options.
+
+    Raises:
+        ConfigError: naming the option and its valid range.
+    """
+    if not 32 <= size <= 256:
+        raise ConfigError(f"size must be in 32..256, got {size}")
+    if views < 1:
+        raise ConfigError(f"views must be >= 1, got {views}")
+    if pairs and views not in (1, 2):
+        raise ConfigError(f"pairs renders 2 views per instance; views must be 1 or 2, got {views}")
+    if n is not None and n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    # Rendering is many small ops: extra intra-op threads only add synchronisation (several
+    # times slower on a busy machine). Parallelism comes from worker processes instead.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def render_indices(
+    category: Category, indices: Sequence[int], *, size: int, seed: int, views: int = 1,
+    pairs: bool = False,
+) -> Rendered:
+    """Render instances ``indices`` of the set ``seed`` in one batch (leading axes B, V), on
+    one intra-op thread."""
+    v = 2 if pairs else views
+    params = [category.sample(scene.rng_for(seed, i), v, pairs) for i in indices]
+    with torch.no_grad(), _one_thread():
+        return category.render(scene.stack_params(params), size)
+
+
+def iter_rendered(
+    category: Category, n: int, *, size: int, seed: int, views: int = 1, pairs: bool = False,
+    start: int = 0, chunk: int = CHUNK,
+) -> Iterator[tuple[range, Rendered]]:
+    """Render instances ``start .. start + n - 1`` in chunks of ``chunk``."""
+    for lo in range(start, start + n, chunk):
+        idx = range(lo, min(lo + chunk, start + n))
+        yield idx, render_indices(category, idx, size=size, seed=seed, views=views, pairs=pairs)
+
+
+def to_samples(
+    r: Rendered, indices: Sequence[int], category_id: int, *, multiview: bool
+) -> list[Sample]:
+    """Split a rendered batch into :class:`Sample` objects (view axis kept if ``multiview``)."""
+    out = []
+    V = r.image.shape[1]
+    for b, i in enumerate(indices):
+        fields = {
+            "image": r.image[b], "mask": r.mask[b, :, None].float(), "depth": r.depth[b, :, None],
+            "kp2d": r.kp2d[b], "vis": r.vis[b], "kp3d": r.kp3d[b],
+            "intrinsics": r.intrinsics[b], "extrinsics": r.extrinsics[b],
+        }
+        if multiview:
+            fields["view"] = torch.arange(V)
+        else:
+            fields = {k: t[0] for k, t in fields.items()}
+        out.append(Sample(
+            **{k: t.clone() for k, t in fields.items()},
+            instance=torch.tensor(i), category=torch.tensor(category_id),
+            name=f"{i:06d}",
+        ))
+    return out
+
+
+def generate(
+    category: str, n: int, *, size: int = 64, seed: int = 0, views: int = 1, pairs: bool = False,
+    sfm_dir: str | Path | None = None, start: int = 0,
+) -> list[Sample]:
+    """Generate ``n`` samples of ``category`` in memory (instances ``start .. start + n - 1``).
+
+    Args:
+        category: one of :data:`CATEGORIES`.
+        n: number of samples (instances, for multi-view sets).
+        size: image side in pixels (32..256).
+        seed: the set's seed; sample ``i`` depends only on ``(seed, i)`` and the options.
+        views: cameras per instance; with ``views > 1`` every field has a leading V axis.
+        pairs: two views per instance with a moderate relative rotation (azimuth 10-60 degrees
+            apart for the procedural categories, yaw 10-45 degrees for faces).
+        sfm_dir: the Surrey Face Model folder (``face`` only).
+        start: index of the first instance.
+
+    Returns:
+        ``n`` :class:`Sample` objects.
+    """
+    check_options(size, views, pairs, n)
+    gen = get_category(category, sfm_dir=sfm_dir)
+    cid = CATEGORIES.index(category)
+    multiview = pairs or views > 1
+    out: list[Sample] = []
+    chunks = iter_rendered(gen, n, size=size, seed=seed, views=views, pairs=pairs, start=start)
+    for idx, r in chunks:
+        out += to_samples(r, idx, cid, multiview=multiview)
+    return out
+
+
+__all__ = ["CATEGORIES", "GENERATOR_VERSION", "Category", "generate", "get_category",
+           "iter_rendered", "render_indices", "to_samples"]

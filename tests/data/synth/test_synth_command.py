@@ -1,0 +1,36 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from kp3d import cli
+
+
+def test_synth_writes_a_readable_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c"
+    assert cli.main(["synth", "creature", "--n", "3", "--size", "32", "--seed", "2", "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["n"] == 3 and meta["seed"] == 2 and meta["size"] == 32
+    assert "wrote 3 creature" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["synth", "face", "--n", "2"], "--sfm-dir"),
+    (["synth", "creature", "--n", "2", "--size", "300"], "32..256"),
+    (["synth", "creature", "--n", "2", "--views", "3", "--pairs"], "views must be 1 or 2"),
+    (["synth", "creature", "--n", "2", "--workers", "0"], "workers"),
+])
+def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          argv: list[str], message: str) -> None:
+    assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    assert cli.main(["synth", "creature", "--n", "1", "--size", "32", "--out", str(tmp_path / "x")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "x" / "keep.txt").exists()
