@@ -1,0 +1,331 @@
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kp3d.commands.train as train_command
+import kp3d.methods
+from kp3d.cli import main
+
+ENGINE_TESTS = Path(__file__).resolve().parents[1] / "engine"
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Register the engine tests' dummy methods; datasets are TinyImages. Returns the requests
+    for which data were opened."""
+    monkeypatch.syspath_prepend(str(ENGINE_TESTS))
+    for name, attr in (("dummy", "SPEC"), ("dummy_other", "SPEC_OTHER"), ("clash", "SPEC_CLASH")):
+        monkeypatch.setitem(kp3d.methods.REGISTRY, name, f"dummy_method:{attr}")
+    from dummy_method import TinyImages
+
+    requests: list[dict[str, Any]] = []
+
+    def open_data(request: dict[str, Any], **kwargs: Any) -> TinyImages:
+        requests.append(request)
+        return TinyImages(size=request["size"] or 8, k=request["model"].get("k", 4))
+
+    monkeypatch.setattr(train_command, "open_training_data", open_data)
+    return requests
+
+
+def _stored(run: Path) -> dict[str, Any]:
+    return json.loads((run / "config.json").read_text())
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_the_methods_settings_with_its_defaults(
+    opened: list, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = _help(["train", "--method", "dummy", "--out", "x", "--help"], capsys)
+    assert (
+        "dummy settings" in text
+        and "--hidden INT" in text
+        and "Channels of the convolution." in text
+    )
+    assert "--nan-calls" in text
+    assert "--hidden-" not in text and "--k K" in text and "(default: 4)" in text
+    # TrainConfig flags show the method's train_defaults.
+    assert "training settings (defaults for dummy)" in text
+    assert "--batch-size INT" in text and "number of devices. (default: 4)" in text
+
+
+def test_help_without_a_method_lists_methods_and_training_settings(
+    opened: list, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = _help(["train", "--help"], capsys)
+    assert "dummy" in text and "--lr FLOAT" in text and "--hidden" not in text
+
+
+def test_unknown_method_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--method", "nope", "--out", "x"])
+    assert e.value.code == 2
+    assert "unknown method 'nope'; valid methods: autolink3d" in capsys.readouterr().err
+
+
+def test_method_settings_named_like_training_settings_get_a_prefix(
+    opened: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "--model.lr FLOAT" in _help(["train", "--method", "clash", "--out", "x", "-h"], capsys)
+    argv = [
+        "train",
+        "--method",
+        "clash",
+        "--data",
+        "d",
+        "--out",
+        str(tmp_path / "r"),
+        "--steps",
+        "1",
+        "--model.lr",
+        "0.25",
+        "--lr",
+        "0.01",
+    ]
+    assert main(argv) == 0
+    stored = _stored(tmp_path / "r")
+    assert stored["model"]["lr"] == 0.25 and stored["train"]["lr"] == 0.01
+
+
+def test_train_then_resume_with_a_longer_budget(opened: list, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "dummy",
+                "--data",
+                "d",
+                "--out",
+                str(run),
+                "--steps",
+                "3",
+                "--hidden",
+                "5",
+                "--size",
+                "12",
+            ]
+        )
+        == 0
+    )
+    stored = _stored(run)
+    assert stored["model"]["hidden"] == 5 and stored["model"]["size"] == 12
+    assert stored["data"]["size"] == 12 and opened[-1]["size"] == 12
+    # Method, data and settings come from the run.
+    assert main(["train", "--out", str(run), "--resume", "--steps", "5"]) == 0
+    assert json.loads((run / "result.json").read_text())["steps"] == 5
+    assert opened[-1]["size"] == 12 and opened[-1]["method"] == "dummy"
+
+
+def test_k_sets_the_methods_keypoint_count(opened: list, tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "dummy",
+                "--data",
+                "d",
+                "--out",
+                str(tmp_path / "r"),
+                "--steps",
+                "1",
+                "--k",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert _stored(tmp_path / "r")["model"]["k"] == 3
+
+
+def test_resume_with_a_changed_setting_is_an_error(
+    opened: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = str(tmp_path / "run")
+    assert main(["train", "--method", "dummy", "--data", "d", "--out", run, "--steps", "1"]) == 0
+    assert main(["train", "--out", run, "--resume", "--hidden", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: cannot resume with different settings (hidden 6 -> 3)" in err
+    assert "Traceback" not in err
+    assert main(["train", "--method", "dummy_other", "--data", "d", "--out", run, "--resume"]) == 2
+    assert "trained with method 'dummy', not 'dummy_other'" in capsys.readouterr().err
+
+
+def test_config_file_sits_between_defaults_and_flags(opened: list, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'method = "dummy"\ndata = "d"\n[model]\nhidden = 5\nnoise = 0.0\n'
+        "[train]\nlr = 0.05\nsteps = 2\nbatch-size = 2\n"
+    )
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--lr", "0.02"]) == 0
+    stored = _stored(tmp_path / "r")
+    assert (stored["model"]["hidden"], stored["model"]["noise"]) == (5, 0.0)
+    assert (stored["train"]["lr"], stored["train"]["steps"], stored["train"]["batch_size"]) == (
+        0.02,
+        2,
+        2,
+    )
+    assert stored["train"]["warmup_steps"] == 2  # the method's train_defaults still apply
+
+
+def test_a_runs_config_json_reproduces_it(opened: list, tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "dummy",
+                "--data",
+                "d",
+                "--out",
+                str(tmp_path / "a"),
+                "--steps",
+                "2",
+                "--hidden",
+                "4",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["train", "--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b")]
+        )
+        == 0
+    )
+    a, b = _stored(tmp_path / "a"), _stored(tmp_path / "b")
+    assert a["model"] == b["model"] and a["train"] == b["train"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "model.safetensors"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'method = "dummy"\nsteps = 3\n',
+            r"unknown key\(s\) 'steps'; valid keys: method, data, model, train",
+        ),
+        (
+            'method = "dummy"\n[model]\nhiden = 3\n',
+            r"unknown key hiden for DummyConfig \(did you mean 'hidden'\?\)",
+        ),
+        ('method = "dummy"\n[train]\nlr = "fast"\n', r"lr: expected float, got 'fast'"),
+        ('method = "dummy"\n[train]\nschedule = "cosin"\n', r"did you mean 'cosine'"),
+        ('method = "dummy"\nmodel = 3\n', r"'model' must be a table"),
+        ("[model]\nhidden = 3\n", r"no method: pass --method"),
+    ],
+)
+def test_config_file_errors_name_the_file(
+    opened: list, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    assert main(["train", "--config", str(cfg), "--data", "d", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err
+    assert opened == [] and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--k", "1"], "--k: at least 2 keypoints are needed"),
+        (["--size", "6"], "size must be divisible by 4, got 6"),
+        (["--size", "0"], "--size: must be a positive"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--no-3d"], "method 'dummy' has no 2D-only variant"),
+    ],
+)
+def test_impossible_values_fail_before_the_data_is_opened(
+    opened: list, tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    argv = ["train", "--method", "dummy", "--data", "d", "--out", str(tmp_path / "r"), *flags]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert opened == [] and not (tmp_path / "r").exists()
+
+
+def test_no_3d_trains_the_2d_registry_entry(
+    opened: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(kp3d.methods.REGISTRY, "autolink3d", "dummy_method:SPEC")
+    monkeypatch.setitem(kp3d.methods.REGISTRY, "autolink", "dummy_method:SPEC_OTHER")
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "autolink3d",
+                "--no-3d",
+                "--data",
+                "d",
+                "--out",
+                str(tmp_path / "r"),
+                "--steps",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert _stored(tmp_path / "r")["method"] == "autolink"
+
+
+def test_a_time_budget_alone_lifts_the_step_limit(opened: list, tmp_path: Path) -> None:
+    parser = __import__("kp3d.cli", fromlist=["build_parser"]).build_parser("train")
+    args = parser.parse_args(
+        [
+            "train",
+            "--method",
+            "dummy",
+            "--data",
+            "d",
+            "--out",
+            str(tmp_path / "r"),
+            "--minutes",
+            "0.5",
+        ]
+    )
+    request = train_command.resolve_request(args)
+    assert request["train"] == {"minutes": 0.5, "steps": None}
+    args = parser.parse_args(
+        [
+            "train",
+            "--method",
+            "dummy",
+            "--data",
+            "d",
+            "--out",
+            str(tmp_path / "r"),
+            "--minutes",
+            "0.5",
+            "--steps",
+            "none",
+        ]
+    )
+    assert train_command.resolve_request(args)["train"] == {"minutes": 0.5, "steps": None}
+
+
+def test_method_from_argv() -> None:
+    f = train_command._method_from_argv
+    assert f(["--method", "a"]) == "a" and f(["--method=b"]) == "b" and f([]) is None
+    assert f(["--method", "autolink3d", "--no-3d"]) == "autolink"
+    assert sys.argv  # the hook falls back to sys.argv only when argparse passes none

@@ -1,0 +1,146 @@
+"""A tiny method and dataset for the engine and command tests (registered per test only).
+
+The model has what makes resumption hard: a convolution (channels-last), BatchNorm buffers,
+dropout and an explicit ``torch.randn`` (global random streams), and a learnable skeleton.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from kp3d.data.schema import Sample
+from kp3d.errors import ConfigError
+from kp3d.methods.base import MethodModel, MethodSpec, StepOutput
+
+
+@dataclass(frozen=True)
+class DummyConfig:
+    """Settings of :class:`DummyModel`."""
+
+    k: int = 4
+    """Number of keypoints."""
+    size: int = 8
+    """Image side length; must be divisible by 4."""
+    hidden: int = 6
+    """Channels of the convolution."""
+    noise: float = 0.01
+    """Std of noise added to the predictions while training (draws from the global stream)."""
+    dropout: float = 0.1
+    """Dropout before the head."""
+    batchnorm: bool = True
+    """BatchNorm after the convolution (its statistics are per process under DDP on CPU)."""
+    nan_calls: tuple[int, ...] = ()
+    """Calls of training_step (counted from 0 by this model object, across roll-backs) whose
+    loss is made NaN, to test the non-finite handling."""
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ConfigError(f"k must be >= 2, got {self.k}")
+        if self.size % 4:
+            raise ConfigError(f"size must be divisible by 4, got {self.size}")
+
+
+class DummyModel(MethodModel):
+    def __init__(self, config: DummyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.conv = nn.Conv2d(3, config.hidden, 3, padding=1)
+        self.norm = nn.BatchNorm2d(config.hidden) if config.batchnorm else nn.Identity()
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden * 16, config.k * 2)
+        self.edges = nn.Parameter(torch.zeros(config.k, config.k))
+        self.calls = 0
+
+    def keypoints(self, image: Tensor) -> Tensor:
+        h = torch.relu(self.norm(self.conv(image)))
+        h = nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)
+        return self.head(self.drop(h)).view(-1, self.config.k, 2) * self.config.size
+
+    def training_step(self, batch: Sample, step: int) -> StepOutput:
+        pred = self.keypoints(batch.image)
+        pred = pred + self.config.noise * torch.randn_like(pred)
+        loss = (
+            pred - batch.kp2d
+        ).square().mean() / self.config.size**2 + 1e-3 * self.edges.square().sum()
+        if self.calls in self.config.nan_calls:
+            loss = loss * float("nan")
+        self.calls += 1
+        logs = {
+            "mse": loss.detach(),
+            "autocast": torch.tensor(float(torch.is_autocast_enabled(batch.image.device.type))),
+            "channels_last": torch.tensor(
+                float(batch.image.is_contiguous(memory_format=torch.channels_last))
+            ),
+        }
+        return StepOutput(loss, logs)
+
+    @torch.no_grad()
+    def predict(self, batch: Sample) -> dict[str, Tensor]:
+        kp2d = self.keypoints(batch.image)
+        return {"kp2d": kp2d, "kp3d": torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], -1)}
+
+    def skeleton(self) -> Tensor:
+        return torch.sigmoid(self.edges + self.edges.T)
+
+
+SPEC = MethodSpec(
+    config_cls=DummyConfig,
+    build=DummyModel,
+    data="images",
+    description="engine test model",
+    train_defaults={
+        "lr": 1e-2,
+        "warmup_steps": 2,
+        "batch_size": 4,
+        "steps": 12,
+        "ckpt_every": 4,
+        "log_every": 2,
+        "bf16": False,
+    },
+)
+SPEC_OTHER = MethodSpec(
+    config_cls=DummyConfig,
+    build=DummyModel,
+    data="images",
+    description="another test method",
+)
+
+
+class TinyImages(Dataset[Sample]):
+    """``n`` fixed random images of ``size`` x ``size`` with keypoints at bright dots."""
+
+    def __init__(self, n: int = 10, size: int = 8, k: int = 4, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.kp2d = torch.rand(n, k, 2, generator=g) * size
+        self.images = torch.rand(n, 3, size, size, generator=g) * 0.2
+        for i in range(n):
+            for u, v in self.kp2d[i].long().clamp(0, size - 1).tolist():
+                self.images[i, :, v, u] = 1.0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Sample:
+        return Sample(image=self.images[i], kp2d=self.kp2d[i], name=f"img{i:03d}")
+
+
+@dataclass(frozen=True)
+class ClashConfig:
+    """Settings whose names are also TrainConfig fields."""
+
+    lr: float = 0.5
+    """A method setting that happens to be called lr."""
+    k: int = 4
+    """Number of keypoints."""
+
+
+SPEC_CLASH = MethodSpec(
+    config_cls=ClashConfig,
+    build=lambda config: DummyModel(DummyConfig(k=config.k)),
+    data="images",
+    description="a method with a setting named like a training setting",
+)
