@@ -234,7 +234,7 @@ def top_edges(weights: np.ndarray, *, min_weight: float = 0.05) -> list[tuple[in
 PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:10px} figure{margin:0;text-align:center;font-size:11px}
 canvas.viewer{border:1px solid #ddd;cursor:grab;background:#fafafa} .muted{color:#777;font-size:12px}

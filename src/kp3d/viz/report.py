@@ -14,23 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from kp3d.data.schema import Sample, collate
+from kp3d.engine.monitor import read_metrics
 from kp3d.viz import html
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file; a torn last line (killed run) is ignored."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+from kp3d.viz.overlay import draw_keypoints
 
 
 def training_curves(rows: Sequence[dict[str, Any]]) -> str:
@@ -69,23 +58,11 @@ def draw_overlay(
     scale: int = 3,
     vis: np.ndarray | None = None,
 ) -> Image.Image:
-    """An image (3, H, W) in [0, 1] enlarged ``scale`` times, with keypoints (K, 2) in pixels of
-    the image and the skeleton edges (i, j, weight) drawn with opacity by weight."""
+    """An image (3, H, W) in [0, 1], enlarged ``scale`` times so small training images stay
+    legible, with keypoints (K, 2) in pixels of the image and the skeleton drawn on it."""
     arr = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    img = Image.fromarray(arr).resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST)
-    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
-    p = np.asarray(kp2d, float) * scale
-    wmax = max([w for _, _, w in edges], default=1.0) or 1.0
-    for i, j, w in edges:
-        draw.line([tuple(p[i]), tuple(p[j])], fill=(255, 255, 255, int(40 + 200 * w / wmax)),
-                  width=max(1, round(2 * w / wmax * scale / 2)))
-    r = max(2, scale + 1)
-    for k, (x, y) in enumerate(p):
-        colour = html.keypoint_colour(k)
-        fill = colour if vis is None or vis[k] else None
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=colour, width=2)
-    return Image.alpha_composite(img.convert("RGBA"), layer).convert("RGB")
+    big = Image.fromarray(arr).resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST)
+    return draw_keypoints(big, np.asarray(kp2d, float) * scale, edges=edges, vis=vis)
 
 
 def _evaluation_section(eval_doc: dict[str, Any] | None) -> str:

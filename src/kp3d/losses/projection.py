@@ -1,0 +1,28 @@
+"""Orthographic projection of 3D keypoints and the 2D-3D consistency (projection) loss."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def orthographic_project(points: Tensor, scales: Tensor) -> Tensor:
+    """``P Pi`` with ``Pi = [[s1, 0], [0, s2], [0, 0]]``: (..., K, 3), scales (2,) -> (..., K, 2)."""
+    if points.shape[-1] != 3:
+        raise ValueError(f"orthographic_project: points must be (..., K, 3), got {tuple(points.shape)}")
+    if scales.shape != (2,):
+        raise ValueError(f"orthographic_project: scales must be (2,), got {tuple(scales.shape)}")
+    return points[..., :2] * scales
+
+
+def projection_loss(points: Tensor, kp2d: Tensor, scales: Tensor, *, eps: float = 1e-12) -> Tensor:
+    """Mean over keypoints of ``||P Pi - p||``: (..., K, 3), (..., K, 2), (2,) -> (...,).
+
+    Euclidean (not squared) per keypoint, so a few badly explained keypoints do not dominate;
+    ``eps`` keeps the gradient finite at a perfect fit.
+    """
+    if kp2d.shape != points.shape[:-1] + (2,):
+        raise ValueError(
+            f"projection_loss: kp2d must be {tuple(points.shape[:-1]) + (2,)}, got {tuple(kp2d.shape)}"
+        )
+    residual = orthographic_project(points, scales) - kp2d
+    return ((residual * residual).sum(-1) + eps).sqrt().mean(-1)

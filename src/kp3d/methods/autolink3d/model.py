@@ -1,0 +1,292 @@
+"""autolink3d: AutoLink's self-supervised keypoints and skeleton, lifted to a 3D shape model.
+
+One training step (He, Wandt & Rhodin, NeurIPS 2022, plus the 3D head of Wang, Cao & Bernard)::
+
+    image I --Detector--> heatmaps --soft-argmax--> P2D (B, K, 2)
+    P2D, learned edge weights w_ij --> edge map S (B, 1, H, W)       (kp3d.nn.edgemap)
+    U-Net( [gain * I * block-mask, S] ) --> reconstruction I'
+    loss = perceptual(I', I) [+ L1(I', I)] + repulsion(P2D)
+    3D head (detector features, P2D) --> R, T, S, alpha
+    P3D = S R (M + alpha B) + T,   loss += ||P3D Pi - P2D|| + ||alpha||^2
+
+Masking most of the image forces the decoder to take the object's layout from the edge map,
+hence from the keypoints: they must land where a line drawing between them explains the image.
+
+How the 3D head avoids trivial solutions
+    * Collapsed keypoints, which any 3D shape projects onto: the reconstruction needs spread
+      keypoints and the repulsion loss pushes crowded ones apart.
+    * Scale: the mean shape M is centred with unit RMS and each basis shape is centred with unit
+      norm, so size lives in S (per image) and Pi (global) only, and alpha's prior is meaningful.
+    * Deformation explaining everything (the non-rigid ambiguity: alpha B can imitate a
+      rotation, leaving R and depth arbitrary): few basis shapes and a Gaussian prior on alpha,
+      so 2D variation is explained by the rotation, which is free, before deformation, which is
+      not. Depth then follows from M being shared by every view of the category.
+    * Depth is recovered up to one global reflection (z -> -z with the matching rotation gives
+      the same orthographic image), as in every orthographic NRSfM; translation along z is
+      unobservable and fixed to 0.
+    * The head sees P2D detached, so it fits the keypoints instead of moving them towards an
+      easy input; the projection loss still pulls P2D towards 3D-consistent configurations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kp3d.data.schema import Sample
+from kp3d.geometry import normalised_to_pixel, rotation_6d_to_matrix
+from kp3d.losses.perceptual import PerceptualLoss
+from kp3d.losses.projection import orthographic_project, projection_loss
+from kp3d.losses.repulsion import repulsion_loss
+from kp3d.methods.autolink3d.config import AutoLink3DConfig
+from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.nn.blocks import LEAK
+from kp3d.nn.detector import Detector
+from kp3d.nn.edgemap import render_edge_map, skeleton_pairs
+from kp3d.nn.masking import random_block_mask
+from kp3d.nn.perceptual import load_efficientnet_lite0, load_vgg16
+from kp3d.nn.unet import UNet
+
+
+def lr_scaled(p: Tensor, factor: float) -> Tensor:
+    """``factor * p`` in value, but with p's gradient left unscaled.
+
+    Adam moves a parameter by about lr per step whatever its gradient's size, so using
+    ``factor * p`` makes the value learn ``factor`` times faster: a per-parameter learning-rate
+    multiplier. Unlike a plain ``factor * p`` the gradient is not multiplied, so it does not
+    dominate global gradient-norm clipping.
+    """
+    return p + (factor - 1.0) * p.detach()
+
+
+# ----------------------------------------------------------------------------- the 3D head
+
+
+class Shape3D(NamedTuple):
+    """Output of :class:`ShapeModel`; B images, K keypoints, n basis shapes."""
+
+    points: Tensor
+    """(B, K, 3) P3D = S R (M + alpha B) + T, camera frame (x right, y down, z forward),
+    normalised image units."""
+    canonical: Tensor
+    """(B, K, 3) M + alpha B, the shape in the category's canonical frame."""
+    R: Tensor
+    """(B, 3, 3) rotation, canonical to camera."""
+    T: Tensor
+    """(B, 3) translation; z is 0 (unobservable under orthographic projection)."""
+    S: Tensor
+    """(B,) scale."""
+    alpha: Tensor
+    """(B, n) deformation coefficients."""
+    projected: Tensor
+    """(B, K, 2) P3D Pi, in the normalised coordinates of P2D."""
+
+
+class ShapeModel(nn.Module):
+    """Learned category shape (mean M, basis B), projection Pi, and a per-image pose regressor.
+
+    The regressor reads the detector's pooled bottleneck features and the (detached) 2D
+    keypoints and predicts the 6D rotation, (tx, ty), log S and alpha.
+
+    Args:
+        k: keypoints.
+        n_basis: basis shapes.
+        feature_channels: channels of the detector's bottleneck.
+        hidden: width of the regressor.
+    """
+
+    def __init__(self, k: int, n_basis: int, feature_channels: int, *, hidden: int = 256) -> None:
+        super().__init__()
+        self.k, self.n_basis = k, n_basis
+        g = torch.Generator().manual_seed(0x3D)
+        self.mean_shape = nn.Parameter(torch.randn(k, 3, generator=g))
+        self.basis = nn.Parameter(torch.randn(n_basis, k, 3, generator=g))
+        self.log_proj_scale = nn.Parameter(torch.zeros(2))
+        self.mlp = nn.Sequential(
+            nn.Linear(feature_channels + 2 * k, hidden),
+            nn.LeakyReLU(LEAK),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(LEAK),
+        )
+        self.out = nn.Linear(hidden, 6 + 2 + 1 + n_basis)
+        # Start near the identity rotation, scale 1/2 (keypoints spread over half the image), no
+        # translation and no deformation, with small weights so early steps stay there.
+        nn.init.normal_(self.out.weight, std=1e-3)
+        with torch.no_grad():
+            self.out.bias.zero_()
+            self.out.bias[:6] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+            self.out.bias[8] = -0.6931471805599453  # log(1/2)
+
+    def shapes(self) -> tuple[Tensor, Tensor]:
+        """The normalised mean shape (K, 3), centred with unit RMS, and basis (n, K, 3), each
+        basis shape centred with unit Frobenius norm."""
+        m = self.mean_shape - self.mean_shape.mean(0)
+        m = m / m.square().sum(-1).mean().sqrt()
+        b = self.basis - self.basis.mean(1, keepdim=True)
+        b = b / b.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None]
+        return m, b
+
+    def projection_scales(self) -> Tensor:
+        """(2,) the diagonal (s1, s2) of Pi."""
+        return self.log_proj_scale.exp()
+
+    def forward(self, features: Tensor, kp2d: Tensor) -> Shape3D:
+        """features (B, C, h, w), kp2d (B, K, 2) normalised -> :class:`Shape3D` (float32, or
+        float64 for a float64 model and inputs)."""
+        B = kp2d.shape[0]
+        dtype = torch.promote_types(kp2d.dtype, torch.float32)
+        x = torch.cat([features.mean(dim=(-2, -1)).to(dtype), kp2d.detach().flatten(1).to(dtype)], dim=1)
+        out = self.out(self.mlp(x)).to(dtype)
+        # Geometry in float32 even under bf16 autocast, which would round the matmuls.
+        with torch.autocast(kp2d.device.type, enabled=False):
+            R = rotation_6d_to_matrix(out[:, :6])
+            T = F.pad(out[:, 6:8], (0, 1))
+            S = out[:, 8].exp()
+            alpha = out[:, 9:]
+            m, b = self.shapes()
+            canonical = m + torch.einsum("bn,nkd->bkd", alpha, b) if self.n_basis else m.expand(B, -1, -1)
+            points = S[:, None, None] * canonical @ R.transpose(-1, -2) + T[:, None, :]
+            projected = orthographic_project(points, self.projection_scales())
+        return Shape3D(points, canonical, R, T, S, alpha, projected)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class AutoLink3D(MethodModel):
+    """Detector, skeleton, U-Net decoder, perceptual loss and (optionally) the 3D head."""
+
+    def __init__(self, config: AutoLink3DConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        w = c.base_width
+        coarsest = c.image_size // 16
+        self.detector = Detector(c.k, width=w, n_up=(c.heatmap_size // coarsest).bit_length() - 1)
+        self.register_buffer("pairs", skeleton_pairs(c.k), persistent=False)
+        # Every edge starts at edge_weight_init, perturbed by 10% in softplus-logit space as in
+        # AutoLink (skeleton_lr_scale: see lr_scaled).
+        g = torch.Generator().manual_seed(0x5EED)
+        n_pairs = self.pairs.shape[1]
+        logit = math.log(math.expm1(c.edge_weight_init))  # softplus^-1
+        noise = torch.randn(n_pairs, generator=g) / 10
+        self.edge_logits = nn.Parameter((logit + noise) / c.skeleton_lr_scale)
+        self.image_gain = nn.Parameter(torch.ones(()))
+        self.decoder = UNet(3 + 1, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w])
+        self.shape = ShapeModel(c.k, c.n_basis, self.detector.feature_channels) if c.use_3d else None
+        self.perceptual = self._perceptual_loss(c)
+
+    @staticmethod
+    def _perceptual_loss(c: AutoLink3DConfig) -> PerceptualLoss | None:
+        if c.perceptual == "efficientnet_lite0":
+            return PerceptualLoss(load_efficientnet_lite0().fuse_batchnorm_())
+        if c.perceptual == "vgg16":
+            assert c.vgg16_weights is not None  # checked by the config
+            return PerceptualLoss(load_vgg16(c.vgg16_weights))
+        return None
+
+    # -- the learned skeleton
+
+    def edge_weights(self) -> Tensor:
+        """(P,) non-negative weight of each keypoint pair, in :func:`skeleton_pairs` order."""
+        return F.softplus(lr_scaled(self.edge_logits, self.config.skeleton_lr_scale))
+
+    @torch.no_grad()
+    def skeleton(self) -> Tensor:
+        """(K, K) symmetric matrix of learned edge weights w_ij >= 0 (zero diagonal)."""
+        k = self.config.k
+        out = torch.zeros(k, k, device=self.edge_logits.device)
+        i, j = self.pairs
+        out[i, j] = out[j, i] = self.edge_weights().float()
+        return out
+
+    # -- forward pieces
+
+    def _input(self, batch: Sample) -> Tensor:
+        """The batch's images, resized to the model's size, in [-1, 1]: (B, 3, S, S)."""
+        if batch.image is None:
+            raise ValueError("autolink3d: the batch has no images")
+        image = batch.image
+        s = self.config.image_size
+        if tuple(image.shape[-2:]) != (s, s):
+            image = F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return image * 2 - 1
+
+    def training_step(self, batch: Sample, step: int) -> StepOutput:
+        c = self.config
+        x = self._input(batch)
+        B, _, H, W = x.shape
+        det = self.detector(x)
+        edges = render_edge_map(det.kp, self.edge_weights(), (H, W), thickness=c.edge_thickness, pairs=self.pairs)
+        keep = random_block_mask(B, (H, W), grid=c.mask_grid, ratio=c.mask_ratio, device=x.device, dtype=x.dtype)
+        recon = self.decoder(torch.cat([x * keep * self.image_gain, edges[:, None].to(x.dtype)], dim=1))
+
+        target, pred = x * 0.5 + 0.5, recon.float() * 0.5 + 0.5
+        logs: dict[str, Tensor] = {}
+        loss = torch.zeros((), device=x.device)
+        if self.perceptual is not None:
+            logs["perceptual"] = self.perceptual(pred, target)
+            loss = loss + c.w_perceptual * logs["perceptual"]
+        if c.w_pixel > 0:
+            logs["pixel"] = (pred - target).abs().mean()
+            loss = loss + c.w_pixel * logs["pixel"]
+        if c.w_repulsion > 0:
+            logs["repulsion"] = repulsion_loss(det.kp, h=c.repulsion_h).mean()
+            loss = loss + c.w_repulsion * logs["repulsion"]
+        if self.shape is not None:
+            shape = self.shape(det.features, det.kp)
+            logs["projection"] = projection_loss(shape.points, det.kp, self.shape.projection_scales()).mean()
+            logs["alpha"] = shape.alpha.square().sum(-1).mean()
+            loss = loss + c.w_projection * logs["projection"] + c.w_alpha * logs["alpha"]
+        logs["edge_weight_max"] = self.edge_weights().detach().max()
+        logs["kp_spread"] = (det.kp - det.kp.mean(1, keepdim=True)).norm(dim=-1).mean()
+        return StepOutput(loss, {k: v.detach() for k, v in logs.items()})
+
+    @torch.no_grad()
+    def predict(self, batch: Sample) -> dict[str, Tensor]:
+        """Keypoints (and the 3D head's outputs) for a batch of images.
+
+        Returns a dict of batch-first tensors:
+
+        ==================  ============  ===================================================
+        kp2d                (B, K, 2)     keypoints in pixels of the *input* images
+        kp2d_normalised     (B, K, 2)     the same in normalised [-1, 1] coordinates
+        heatmaps            (B, K, h, w)  the detector's spatial softmax
+        kp3d                (B, K, 3)     P3D, camera frame, normalised image units (3D only)
+        kp3d_pixels         (B, K, 3)     P3D with x, y mapped like kp2d through Pi and z
+                                          scaled by the mean of Pi's pixel scales (3D only)
+        canonical           (B, K, 3)     M + alpha B (3D only)
+        R, T, S, alpha      (B, 3, 3), (B, 3), (B,), (B, n)   pose and deformation (3D only)
+        ==================  ============  ===================================================
+        """
+        x = self._input(batch)
+        H_in, W_in = batch.image.shape[-2:]  # type: ignore[union-attr]
+        det = self.detector(x)
+        out = {
+            "kp2d": normalised_to_pixel(det.kp, (H_in, W_in)),
+            "kp2d_normalised": det.kp,
+            "heatmaps": det.prob,
+        }
+        if self.shape is not None:
+            shape = self.shape(det.features, det.kp)
+            s1, s2 = self.shape.projection_scales()
+            xy = normalised_to_pixel(shape.projected, (H_in, W_in))
+            z = shape.points[..., 2:] * (s1 * W_in + s2 * H_in) / 4
+            out.update(
+                kp3d=shape.points,
+                kp3d_pixels=torch.cat([xy, z], dim=-1),
+                canonical=shape.canonical,
+                R=shape.R,
+                T=shape.T,
+                S=shape.S,
+                alpha=shape.alpha,
+            )
+        return out
+
+
+def build(config: AutoLink3DConfig) -> AutoLink3D:
+    """The registry's constructor."""
+    return AutoLink3D(config)

@@ -1,0 +1,226 @@
+"""The multi-category lifter of Can, Liniger, Paudel & Van Gool, "End-to-End Learning of
+Multi-category 3D Pose and Shape Estimation" (BMVC 2022).
+
+Like C3DPO, one network ``f`` lifts an instance's 2D keypoints ``Y`` to a rotation ``R(Y)`` and a
+canonical shape ``X(Y) = b_S + ReLU(W_g f(Y) + b_g) · S`` (non-negative coefficients: shapes are
+additive combinations of basis shapes), trained by the orthographic reprojection error of the
+visible keypoints. The rotation/shape ambiguity is removed by *cyclic augmented
+self-supervision* instead of a second network: the predicted shape is rotated by a random
+``R~`` in SO(3), projected, and fed back through the same network, which must recover both the
+rotation and the shape::
+
+    Y~ = Pi(R~ X(Y))
+    L = rho(|| Pi(R(Y) X(Y)) + t* - Y ||)_visible                 reprojection
+      + w_cam   * rho(|| R(Y~) - R~ ||_F)                         camera
+      + w_shape * rho(|| s~ X(Y~) - X(Y) ||)_support              shape
+
+with ``s~`` the RMS radius of ``Y~`` (``Y~`` is normalised like every input, see
+:mod:`kp3d.nn.lifting`) and ``rho`` the pseudo-Huber of :mod:`kp3d.losses.lifting`.
+
+Schedule: the paper needed two phases for stability. For the first ``cycle_start`` steps only the
+reprojection loss trains the network; after that, the BatchNorm statistics are frozen (the
+layers run on their running averages) and the cycle losses are added. Frozen statistics keep the
+synthetic views ``Y~``, whose distribution (any rotation, including views from behind) differs
+from the data, from shifting the normalisation that real inputs see.
+
+Multiple categories share one network: category ``z`` owns a subset ``zeta_z`` of the
+``K = sum_z k_z`` keypoints, and an instance of ``z`` is given with the other categories'
+keypoints invisible. The subsets are learned from the data as the union of the visible
+keypoints seen per category (the buffer :attr:`Lifter.support`); the cycle renders and
+compares exactly a category's own keypoints. An optional context vector (e.g. image features
+from a keypoint detector trained end to end) is appended to the network's input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, get_args
+
+import torch
+from torch import Tensor, nn
+
+from kp3d.data.schema import Sample
+from kp3d.errors import ConfigError
+from kp3d.geometry.rotations import random_rotation
+from kp3d.losses.lifting import point_loss, reprojection_loss, rotation_loss, shape_prior_loss
+from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.nn.lifting import (
+    CameraKind,
+    LiftingNet,
+    LiftingOutput,
+    Normalised,
+    NormKind,
+    RotationKind,
+    lifting_predictions,
+    masked_mean,
+    normalise_keypoints,
+    visibility,
+)
+
+
+@dataclass(frozen=True)
+class LifterConfig:
+    """Settings of :class:`Lifter`."""
+
+    n_keypoints: int = 0
+    """Total number of keypoints K = sum over categories of k_z (0 = not yet known; set it, or
+    let the engine set it from the dataset, before building)."""
+    n_categories: int = 1
+    """Number of categories sharing the network (category labels 0 .. n_categories - 1)."""
+    n_basis: int = 10
+    """Size of the shape basis S."""
+    width: int = 256
+    """Width of the residual MLP trunk."""
+    n_layers: int = 3
+    """Residual blocks in the trunk."""
+    norm: NormKind = "batch"
+    """Normalisation inside the trunk: batch (frozen in the cycle phase), layer or none."""
+    rotation: RotationKind = "6d"
+    """Rotation head: 6d (continuous) or axis_angle (so(3) exponential)."""
+    camera: CameraKind = "orthographic"
+    """orthographic (shapes carry their apparent size) or weak_perspective (scale-free shapes,
+    least-squares scale per sample)."""
+    context_dim: int = 0
+    """Length of an optional context vector appended to the input (0 = none)."""
+    huber_delta: float = 0.01
+    """Pseudo-Huber scale of every loss, in normalised units (the input's RMS radius is 1)."""
+    cycle_start: int = 1000
+    """Steps of reprojection-only pre-training before the cycle losses start and the BatchNorm
+    statistics freeze."""
+    camera_weight: float = 1.0
+    """Weight of the cycle camera loss."""
+    shape_weight: float = 1.0
+    """Weight of the cycle shape loss."""
+    shape_prior_weight: float = 0.0
+    """Weight of the Gaussian shape prior (squared distance of each shape from the batch mean
+    shape, up to scale), which resolves the ambiguity of a large basis."""
+
+    def __post_init__(self) -> None:
+        if self.n_keypoints < 0:
+            raise ConfigError(f"n_keypoints must be >= 0 (0 = from the data), got {self.n_keypoints}")
+        for name in ("n_categories", "n_basis", "width"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_layers", "context_dim", "cycle_start"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.norm not in get_args(NormKind):
+            raise ConfigError(f"norm must be one of {get_args(NormKind)}, got {self.norm!r}")
+        if self.rotation not in get_args(RotationKind):
+            raise ConfigError(f"rotation must be one of {get_args(RotationKind)}, got {self.rotation!r}")
+        if self.huber_delta <= 0:
+            raise ConfigError(f"huber_delta must be positive, got {self.huber_delta}")
+        for name in ("camera_weight", "shape_weight", "shape_prior_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.camera not in get_args(CameraKind):
+            raise ConfigError(f"camera must be one of {get_args(CameraKind)}, got {self.camera!r}")
+
+
+class CycleLosses(NamedTuple):
+    """The two cycle terms (scalars)."""
+
+    camera: Tensor
+    """``rho(|| R(Y~) - R~ ||_F)``, mean over the batch."""
+    shape: Tensor
+    """``rho(|| s~ X(Y~) - X(Y) ||)`` over the category's keypoints, mean over the batch."""
+
+
+class Lifter(MethodModel):
+    """Non-negative-basis lifter with cyclic self-supervision (Can et al.)."""
+
+    support: Tensor
+
+    def __init__(self, config: LifterConfig) -> None:
+        super().__init__()
+        if config.n_keypoints < 1:
+            raise ConfigError("lifter: n_keypoints is not set (the number of keypoints K of the data)")
+        self.config = config
+        self.net = LiftingNet(
+            config.n_keypoints, n_basis=config.n_basis, width=config.width,
+            n_layers=config.n_layers, norm=config.norm, rotation=config.rotation,
+            coefficients="relu", camera=config.camera, context_dim=config.context_dim,
+        )
+        self.register_buffer(
+            "support", torch.zeros(config.n_categories, config.n_keypoints, dtype=torch.bool)
+        )
+
+    def lift(self, kp2d: Tensor, vis: Tensor | None = None,
+             context: Tensor | None = None) -> tuple[Normalised, LiftingOutput]:
+        """Normalise ``kp2d`` (B, K, 2) with ``vis`` (B, K) and run the lifting network."""
+        norm = normalise_keypoints(kp2d, vis)
+        return norm, self.net(norm.kp2d, visibility(kp2d, vis), context)
+
+    def categories(self, category: Tensor | None, batch_size: int, device: torch.device) -> Tensor:
+        """Category labels (B,) int64, all 0 when the data has none; checks the range."""
+        if category is None:
+            return torch.zeros(batch_size, dtype=torch.long, device=device)
+        category = category.long()
+        n = self.config.n_categories
+        if bool(((category < 0) | (category >= n)).any()):
+            raise ValueError(f"lifter: category labels must lie in [0, {n - 1}] (n_categories = {n})")
+        return category
+
+    @torch.no_grad()
+    def update_support(self, vis: Tensor, category: Tensor) -> None:
+        """Add the keypoints visible in this batch to their category's subset ``zeta_z``."""
+        seen = torch.zeros(self.support.shape, dtype=vis.dtype, device=vis.device)
+        seen.index_add_(0, category, vis)
+        self.support |= seen > 0
+
+    def cycle_losses(self, out: LiftingOutput, category: Tensor, context: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> CycleLosses:
+        """Camera and shape losses of the augmented view ``Pi(R~ X)`` of each predicted shape."""
+        X = out.shape
+        support = self.support[category].to(X.dtype)  # (B, K)
+        R = random_rotation(X.shape[0], generator=generator, dtype=X.dtype, device=X.device)
+        norm = normalise_keypoints((X @ R.transpose(-1, -2))[..., :2], support)
+        cyc = self.net(norm.kp2d, support, context)
+        X_cyc = cyc.shape * norm.scale[..., None, None]
+        # Both shapes are compared about their centroids over the category's own keypoints.
+        X_cyc = X_cyc - masked_mean(X_cyc, support[..., None], dim=-2)[..., None, :]
+        X = X - masked_mean(X, support[..., None], dim=-2)[..., None, :]
+        delta = self.config.huber_delta
+        return CycleLosses(
+            camera=rotation_loss(cyc.R, R, delta=delta),
+            shape=point_loss(X_cyc, X, support, delta=delta),
+        )
+
+    def losses(self, kp2d: Tensor, vis: Tensor | None, category: Tensor | None, step: int,
+               context: Tensor | None = None) -> StepOutput:
+        """The training objective for keypoints (B, K, 2), visibility (B, K), categories (B,)."""
+        cfg = self.config
+        w = visibility(kp2d, vis)
+        category = self.categories(category, kp2d.shape[0], kp2d.device)
+        self.update_support(w, category)
+        cycling = step >= cfg.cycle_start
+        if cycling:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        norm, out = self.lift(kp2d, w, context)
+        l_rep = reprojection_loss(out.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
+        logs = {"reprojection": l_rep.detach()}
+        loss = l_rep
+        if cfg.shape_prior_weight > 0:
+            l_prior = shape_prior_loss(out.basis_shape, category, self.support[category])
+            loss = loss + cfg.shape_prior_weight * l_prior
+            logs["shape_prior"] = l_prior.detach()
+        if cycling:
+            cyc = self.cycle_losses(out, category, context)
+            loss = loss + cfg.camera_weight * cyc.camera + cfg.shape_weight * cyc.shape
+            logs |= {"camera": cyc.camera.detach(), "shape": cyc.shape.detach()}
+        return StepOutput(loss, logs)
+
+    def training_step(self, batch: Sample, step: int) -> StepOutput:
+        return self.losses(batch.kp2d, batch.vis, batch.category, step)
+
+    @torch.no_grad()
+    def predict(self, batch: Sample) -> dict[str, Tensor]:
+        """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y."""
+        norm, out = self.lift(batch.kp2d, batch.vis)
+        return lifting_predictions(out, norm, batch.vis)
+
+
+def build(config: LifterConfig) -> Lifter:
+    return Lifter(config)

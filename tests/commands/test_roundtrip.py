@@ -1,0 +1,74 @@
+"""The whole CLI on a tiny synthetic set: synth -> train -> infer -> evaluate -> report."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kp3d.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("roundtrip")
+    for name, n, seed in (("train", 16, 0), ("test", 8, 1)):
+        assert main(["synth", "creature", "--n", str(n), "--size", "32", "--seed", str(seed),
+                     "--out", str(root / name)]) == 0
+    assert main(["train", "--method", "autolink3d", "--data", str(root / "train"), "--out",
+                 str(root / "run"), "--k", "4", "--size", "32", "--heatmap-size", "8", "--steps", "2",
+                 "--batch-size", "4", "--log-every", "1", "--perceptual", "none", "--w-pixel", "1"]) == 0
+    return root
+
+
+def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:
+    out = tiny / "kp.npz"
+    assert main(["infer", "--run", str(tiny / "run"), "--input", str(tiny / "test" / "images"),
+                 "--out", str(out), "--overlay"]) == 0
+    with np.load(out) as f:
+        assert f["kp2d"].shape == (8, 4, 2)
+        assert f["kp3d"].shape == (8, 4, 3)
+        assert np.isfinite(f["kp2d"]).all()
+    assert len(list((tiny / "kp_overlay").glob("*.png"))) == 8
+
+
+def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None:
+    out = tiny / "eval.json"
+    assert main(["evaluate", "--run", str(tiny / "run"), "--data", str(tiny / "test"),
+                 "--fit", str(tiny / "train"), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    results = doc["results"]
+    assert results["counts"] == {"fit": 16, "test": 8, "keypoints": 4, "landmarks": 16}
+    for key in ("nme", "nme3d", "nme3d_flat_baseline"):
+        assert np.isfinite(results[key]["value"]) and results[key]["value"] > 0
+
+
+def test_evaluate_without_fit_splits_the_data_in_halves(tiny: Path) -> None:
+    out = tiny / "eval_halves.json"
+    assert main(["evaluate", "--run", str(tiny / "run"), "--data", str(tiny / "train"),
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["results"]["counts"]["fit"] == 8 and "first 8" in doc["fit"]
+
+
+def test_report_is_one_self_contained_page(tiny: Path) -> None:
+    out = tiny / "report.html"
+    assert main(["report", "--run", str(tiny / "run"), "--out", str(out), "--samples", "4"]) == 0
+    page = out.read_text()
+    assert page.startswith("<!doctype html>")
+    assert "kp3dViewer(document.getElementById(\"canonical\")" in page
+    assert page.count("data:image/png;base64,") == 4
+    assert "<svg" in page  # skeleton and training curves
+    # Nothing is fetched when the page opens.
+    assert "src='http" not in page and 'src="http' not in page
+
+
+def test_evaluate_reports_missing_labels_as_a_user_error(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tiny / "unlabelled"
+    folder.mkdir()
+    for p in sorted((tiny / "test" / "images").glob("*.png"))[:4]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    code = main(["evaluate", "--run", str(tiny / "run"), "--data", str(folder),
+                 "--fit", str(tiny / "train")])
+    assert code == 2
+    assert "landmarks" in capsys.readouterr().err

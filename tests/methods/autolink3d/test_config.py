@@ -1,0 +1,54 @@
+import dataclasses
+
+import pytest
+
+from kp3d.config import config_from_dict, config_to_dict, field_docs
+from kp3d.errors import ConfigError
+from kp3d.methods import get_method
+from kp3d.methods.autolink3d import SPEC, SPEC_2D, AutoLink3DConfig
+
+
+def test_defaults_are_valid_and_every_field_is_documented():
+    c = AutoLink3DConfig()
+    docs = field_docs(AutoLink3DConfig)
+    for f in dataclasses.fields(c):
+        assert docs.get(f.name), f"{f.name} has no docstring"
+    assert c.base_width == 16
+
+
+def test_registry_entries():
+    assert get_method("autolink3d") is SPEC and get_method("autolink") is SPEC_2D
+    assert SPEC.data == SPEC_2D.data == "images"
+    assert SPEC_2D.overrides == {"use_3d": False}
+    assert SPEC.train_defaults["lr"] == SPEC_2D.train_defaults["lr"]
+
+
+def test_roundtrip_through_dict():
+    c = AutoLink3DConfig(k=8, image_size=32, heatmap_size=8, mask_grid=8, perceptual="none", w_pixel=1.0)
+    assert config_from_dict(AutoLink3DConfig, config_to_dict(c), source="test") == c
+    v = AutoLink3DConfig(perceptual="vgg16", vgg16_weights="w.pth")  # type: ignore[arg-type]
+    assert config_from_dict(AutoLink3DConfig, config_to_dict(v), source="test").vgg16_weights.name == "w.pth"
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        (dict(k=1), "k:"),
+        (dict(image_size=40), "image_size"),
+        (dict(mask_grid=7), "mask_grid"),
+        (dict(heatmap_size=12), "valid: 4, 8, 16, 32, 64"),
+        (dict(width=0.001), "width"),
+        (dict(edge_thickness=0.0), "edge_thickness"),
+        (dict(skeleton_lr_scale=0.0), "skeleton_lr_scale"),
+        (dict(mask_ratio=1.0), "mask_ratio"),
+        (dict(perceptual="alexnet"), "valid choices: efficientnet_lite0, vgg16, none"),
+        (dict(perceptual="vgg16"), "vgg16_weights"),
+        (dict(perceptual="none"), "w_pixel"),
+        (dict(w_repulsion=-1.0), "w_repulsion"),
+        (dict(repulsion_h=0.0), "repulsion_h"),
+        (dict(n_basis=-1), "n_basis"),
+    ],
+)
+def test_invalid_values_raise_config_error(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        AutoLink3DConfig(**changes)

@@ -1,0 +1,221 @@
+import dataclasses
+
+import pytest
+import torch
+
+from kp3d.data.schema import Sample, collate
+from kp3d.geometry import normalised_to_pixel
+from kp3d.methods import get_method
+from kp3d.methods.autolink3d import AutoLink3DConfig, ShapeModel
+from kp3d.methods.autolink3d.model import AutoLink3D, lr_scaled
+
+TINY = dict(k=4, image_size=32, heatmap_size=8, mask_grid=8, width=0.125, n_basis=2)
+
+
+def tiny_batch(n: int = 4, size: int = 32) -> Sample:
+    try:
+        from kp3d.data.synth import generate
+
+        return collate(generate("creature", n, size=size, seed=0))
+    except ImportError:  # the synthetic generator is optional for this test
+        return Sample(image=torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)))
+
+
+def build(name: str = "autolink3d", **changes) -> AutoLink3D:
+    spec = get_method(name)
+    torch.manual_seed(0)
+    return spec.build(spec.config_cls(**{**TINY, **spec.overrides, **changes}))
+
+
+# ----------------------------------------------------------------------------- shape model
+
+
+def shape_model_and_output(n_basis=3, seed=0):
+    torch.manual_seed(seed)
+    shape = ShapeModel(k=6, n_basis=n_basis, feature_channels=8).double()
+    with torch.no_grad():  # move away from the near-identity start: varied poses and shapes
+        shape.out.weight.normal_(std=0.02)
+        shape.out.bias[:6].add_(torch.randn(6))
+        shape.mean_shape.add_(torch.randn_like(shape.mean_shape))
+        shape.log_proj_scale.add_(torch.randn(2) * 0.2)
+    feats = torch.randn(5, 8, 2, 2, dtype=torch.float64)
+    kp = torch.rand(5, 6, 2, dtype=torch.float64) * 2 - 1
+    return shape, shape(feats, kp)
+
+
+def test_shape_model_shapes_and_normalisation():
+    shape, out = shape_model_and_output()
+    assert out.points.shape == out.canonical.shape == (5, 6, 3)
+    assert out.R.shape == (5, 3, 3) and out.T.shape == (5, 3) and out.S.shape == (5,)
+    assert out.alpha.shape == (5, 3) and out.projected.shape == (5, 6, 2)
+    m, b = shape.shapes()
+    torch.testing.assert_close(m.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(m.square().sum(-1).mean(), torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(b.flatten(1).norm(dim=1), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(b.mean(1), torch.zeros(3, 3, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert (out.S > 0).all() and (out.T[:, 2] == 0).all()
+
+
+def test_rotation_is_proper_and_p3d_is_the_rotated_canonical_shape():
+    _, out = shape_model_and_output()
+    eye = torch.eye(3, dtype=torch.float64).expand(5, 3, 3)
+    torch.testing.assert_close(out.R @ out.R.transpose(-1, -2), eye)
+    torch.testing.assert_close(torch.linalg.det(out.R), torch.ones(5, dtype=torch.float64))
+    # Undo translation and scale, rotate back: the canonical shape.
+    back = (out.points - out.T[:, None]) / out.S[:, None, None] @ out.R
+    torch.testing.assert_close(back, out.canonical)
+    # Pairwise distances are those of the canonical shape times S (a similarity).
+    d_points = torch.cdist(out.points, out.points)
+    torch.testing.assert_close(d_points, out.S[:, None, None] * torch.cdist(out.canonical, out.canonical))
+
+
+def test_projection_drops_depth_and_scales_by_pi():
+    shape, out = shape_model_and_output()
+    s = shape.projection_scales().detach()
+    torch.testing.assert_close(out.projected, out.points[..., :2] * s)
+    Pi = torch.tensor([[s[0], 0.0], [0.0, s[1]], [0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(out.projected, out.points @ Pi)
+
+
+def test_rigid_shape_model_has_no_deformation():
+    shape, out = shape_model_and_output(n_basis=0)
+    assert out.alpha.shape == (5, 0)
+    torch.testing.assert_close(out.canonical, shape.shapes()[0].expand(5, 6, 3))
+
+
+def test_shape_model_starts_near_identity_rotation_and_half_scale():
+    shape = ShapeModel(k=4, n_basis=2, feature_channels=8)
+    out = shape(torch.randn(3, 8, 2, 2), torch.rand(3, 4, 2))
+    torch.testing.assert_close(out.R, torch.eye(3).expand(3, 3, 3), atol=0.05, rtol=0)
+    torch.testing.assert_close(out.S, torch.full((3,), 0.5), atol=0.05, rtol=0)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def test_lr_scaled_scales_the_value_but_not_the_gradient():
+    p = torch.tensor([0.5, -1.0], requires_grad=True)
+    y = lr_scaled(p, 40.0)
+    torch.testing.assert_close(y, 40.0 * p.detach())
+    y.sum().backward()
+    torch.testing.assert_close(p.grad, torch.ones(2))
+
+
+def test_skeleton_is_symmetric_non_negative_and_starts_faint():
+    model = build(k=5)
+    sk = model.skeleton()
+    assert sk.shape == (5, 5)
+    torch.testing.assert_close(sk, sk.T)
+    assert (sk.diagonal() == 0).all() and (sk >= 0).all()
+    off = sk[~torch.eye(5, dtype=torch.bool)]
+    assert off.min() > 0.01 and off.max() < 0.03  # AutoLink's softplus(-4 +- noise) start
+
+
+@pytest.mark.parametrize("name", ["autolink3d", "autolink"])
+def test_two_training_steps_change_the_parameters(name):
+    model = build(name)
+    assert (model.shape is not None) == (name == "autolink3d")
+    model.train()
+    batch = tiny_batch()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    losses = []
+    for step in range(2):
+        out = model.training_step(batch, step)
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+        assert all(torch.isfinite(v) for v in out.logs.values())
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(out.loss.item())
+    assert {"perceptual", "repulsion"} <= set(out.logs)
+    assert ("projection" in out.logs) == (name == "autolink3d")
+    changed = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    groups = {"detector", "decoder", "edge_logits", "image_gain"} | ({"shape"} if name == "autolink3d" else set())
+    assert groups == {n.split(".")[0] for n in changed}
+    assert not any(n.startswith("perceptual") for n in before)  # frozen: not trainable
+
+
+def test_every_loss_term_reaches_the_detector():
+    model = build(perceptual="none", w_pixel=1.0)
+    out = model.training_step(tiny_batch(), 0)
+    out.loss.backward()
+    assert model.detector.head.weight.grad.abs().sum() > 0
+    assert model.edge_logits.grad.abs().sum() > 0
+    assert model.shape.mean_shape.grad.abs().sum() > 0
+
+
+def test_training_step_is_deterministic_given_the_global_seed():
+    model = build()
+    batch = tiny_batch()
+    torch.manual_seed(3)
+    a = model.training_step(batch, 0).loss
+    torch.manual_seed(3)
+    b = model.training_step(batch, 0).loss
+    assert torch.equal(a, b)
+
+
+def test_bf16_autocast_and_channels_last():
+    model = build().to(memory_format=torch.channels_last)
+    batch = tiny_batch()
+    batch = batch.replace(image=batch.image.contiguous(memory_format=torch.channels_last))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.training_step(batch, 0)
+    assert torch.isfinite(out.loss)
+    out.loss.float().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = model.predict(batch)
+    assert pred["kp2d"].dtype == torch.float32 and pred["kp3d"].dtype == torch.float32
+
+
+def test_predict_outputs_in_pixels_of_the_input_image():
+    model = build().eval()
+    batch = tiny_batch(size=48)  # not the model's 32: resized inside, reported in 48 px
+    out = model.predict(batch)
+    B, K = 4, 4
+    shapes = {"kp2d": (B, K, 2), "kp2d_normalised": (B, K, 2), "heatmaps": (B, K, 8, 8), "kp3d": (B, K, 3),
+              "kp3d_pixels": (B, K, 3), "canonical": (B, K, 3), "R": (B, 3, 3), "T": (B, 3), "S": (B,), "alpha": (B, 2)}
+    assert {k: tuple(v.shape) for k, v in out.items()} == shapes
+    torch.testing.assert_close(out["kp2d"], normalised_to_pixel(out["kp2d_normalised"], (48, 48)))
+    assert (out["kp2d"] >= 0).all() and (out["kp2d"] <= 48).all()
+    # The 3D keypoints in pixels project to the 3D head's projection of P3D.
+    s = model.shape.projection_scales()
+    torch.testing.assert_close(out["kp3d_pixels"][..., :2], normalised_to_pixel(out["kp3d"][..., :2] * s, (48, 48)))
+    torch.testing.assert_close(out["heatmaps"].sum((-2, -1)), torch.ones(B, K))
+
+
+def test_2d_model_predicts_no_3d():
+    out = build("autolink").eval().predict(tiny_batch())
+    assert set(out) == {"kp2d", "kp2d_normalised", "heatmaps"}
+
+
+def test_state_dict_roundtrip_excludes_the_frozen_perceptual_network():
+    model = build()
+    state = model.state_dict()
+    assert not any(k.startswith("perceptual") for k in state)
+    other = build()
+    with torch.no_grad():
+        for p in other.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    other.load_state_dict(state, strict=True)
+    batch = tiny_batch()
+    model.eval(), other.eval()
+    torch.testing.assert_close(model.predict(batch)["kp3d"], other.predict(batch)["kp3d"])
+
+
+def test_vgg16_perceptual_from_a_created_weights_file(tmp_path):
+    from kp3d.nn.perceptual import VGG16Features
+
+    state = {f"features.{k}": v for k, v in VGG16Features().layers.state_dict().items()}
+    torch.save(state, tmp_path / "vgg16.pth")
+    model = build(perceptual="vgg16", vgg16_weights=tmp_path / "vgg16.pth")
+    assert torch.isfinite(model.training_step(tiny_batch(), 0).loss)
+
+
+def test_config_is_kept():
+    model = build()
+    assert dataclasses.asdict(model.config)["k"] == 4 and isinstance(model.config, AutoLink3DConfig)

@@ -1,0 +1,83 @@
+import dataclasses
+
+import pytest
+import torch
+
+from kp3d.data.schema import Sample
+from kp3d.errors import ConfigError
+from kp3d.methods import get_method
+from kp3d.methods.c3dpo import C3DPO, C3DPOConfig
+
+K = 6
+SMALL = dict(n_keypoints=K, n_basis=3, width=32, n_layers=1)
+
+
+def batch(n: int = 8, seed: int = 0, occlude: bool = True) -> Sample:
+    g = torch.Generator().manual_seed(seed)
+    vis = torch.rand(n, K, generator=g) > 0.25 if occlude else torch.ones(n, K, dtype=torch.bool)
+    vis[:, :2] = True
+    kp2d = 30 * torch.randn(n, K, 2, generator=g) + 100
+    return Sample(kp2d=kp2d * vis[..., None], vis=vis)
+
+
+def test_spec_and_config_validation() -> None:
+    spec = get_method("c3dpo")
+    assert spec.config_cls is C3DPOConfig and spec.data == "keypoints"
+    assert spec.train_defaults["lr"] == 1e-3
+    for bad in (dict(n_basis=0), dict(norm="group"), dict(rotation="quat"), dict(huber_delta=0.0),
+                dict(canonicalisation_weight=-1.0), dict(n_keypoints=-1)):
+        with pytest.raises(ConfigError):
+            C3DPOConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="n_keypoints"):
+        spec.build(C3DPOConfig())
+
+
+def test_two_training_steps_change_the_model() -> None:
+    torch.manual_seed(0)
+    model = get_method("c3dpo").build(C3DPOConfig(**SMALL))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    for step in range(2):
+        out = model.training_step(batch(seed=step), step)
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+        assert set(out.logs) == {"reprojection", "canonicalisation"}
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_predict_keeps_the_input_xy() -> None:
+    model = C3DPO(C3DPOConfig(**SMALL)).eval()
+    b = batch()
+    pred = model.predict(b)
+    assert pred["kp3d"].shape == (8, K, 3) and pred["R"].shape == (8, 3, 3)
+    assert pred["alpha"].shape == (8, 3) and pred["shape"].shape == (8, K, 3)
+    torch.testing.assert_close(pred["kp3d"][..., :2][b.vis], b.kp2d[b.vis])
+    z = pred["kp3d"][..., 2]
+    torch.testing.assert_close((z * b.vis).sum(-1), torch.zeros(8), atol=1e-4, rtol=0)
+
+
+def test_invisible_points_enter_no_loss() -> None:
+    torch.manual_seed(0)
+    model = C3DPO(C3DPOConfig(**SMALL))
+    b = batch()
+    kp2d = b.kp2d.clone().requires_grad_(True)
+    torch.manual_seed(1)  # the same random canonicalisation rotations in both evaluations
+    loss = model.training_step(b.replace(kp2d=kp2d), 0).loss
+    loss.backward()
+    assert kp2d.grad[~b.vis].eq(0).all() and kp2d.grad[b.vis].ne(0).any()
+    moved = b.kp2d + 1e3 * (~b.vis)[..., None]
+    torch.manual_seed(1)
+    again = model.training_step(b.replace(kp2d=moved), 0).loss
+    torch.testing.assert_close(again, loss.detach())
+
+
+def test_canonicalisation_uses_several_rotations() -> None:
+    cfg = C3DPOConfig(**SMALL, canonicalisation_rotations=3)
+    model = C3DPO(cfg)
+    seen = []
+    model.canonicaliser.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    model.training_step(batch(), 0)
+    assert seen == [(3 * 8, 3 * K)]
+    assert dataclasses.replace(cfg, canonicalisation_rotations=1).canonicalisation_rotations == 1

@@ -1,0 +1,142 @@
+import pytest
+import torch
+from torch import Tensor, nn
+
+from kp3d.data.schema import Sample
+from kp3d.errors import ConfigError
+from kp3d.geometry.rotations import random_rotation
+from kp3d.methods import get_method
+from kp3d.methods.lifter import Lifter, LifterConfig
+from kp3d.nn.lifting import LiftingOutput, normalise_keypoints
+
+K = 6
+SMALL = dict(n_keypoints=K, n_basis=3, width=32, n_layers=1)
+
+
+def batch(n: int = 8, seed: int = 0, categories: int = 1) -> Sample:
+    g = torch.Generator().manual_seed(seed)
+    vis = torch.rand(n, K, generator=g) > 0.25
+    vis[:, :2] = True
+    kp2d = 30 * torch.randn(n, K, 2, generator=g) + 100
+    category = torch.randint(0, categories, (n,), generator=g)
+    return Sample(kp2d=kp2d * vis[..., None], vis=vis, category=category)
+
+
+class RigidOracle(nn.Module):
+    """A perfectly transversal lifter for one rigid shape: recovers any orthographic view exactly.
+
+    The normalised input is ``Pi(R X0) / s``; the affine fit ``y = X0 A^T`` gives ``A = R_xy / s``,
+    hence ``R`` (rows normalised, third row their cross product) and the shape ``X0 / s``.
+    """
+
+    def __init__(self, X0: Tensor, *, fixed_rotation: bool = False) -> None:
+        super().__init__()
+        self.X0, self.fixed_rotation = X0, fixed_rotation
+
+    def forward(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None) -> LiftingOutput:
+        A = torch.linalg.lstsq(self.X0.expand(len(kp2d), -1, -1), kp2d).solution.transpose(-1, -2)
+        inv_s = A.norm(dim=-1).mean(-1)
+        rows = A / A.norm(dim=-1, keepdim=True)
+        R = torch.cat([rows, torch.linalg.cross(rows[:, 0], rows[:, 1])[:, None]], dim=1)
+        if self.fixed_rotation:
+            R = torch.eye(3, dtype=kp2d.dtype).expand_as(R)
+        shape = self.X0 * inv_s[:, None, None]
+        return LiftingOutput(R, torch.zeros(len(kp2d), 1, dtype=kp2d.dtype), shape, shape,
+                             shape @ R.transpose(-1, -2))
+
+
+def test_spec_and_config_validation() -> None:
+    spec = get_method("lifter")
+    assert spec.config_cls is LifterConfig and spec.data == "keypoints"
+    assert spec.train_defaults == {"lr": 1e-3, "batch_size": 256}
+    for bad in (dict(n_categories=0), dict(cycle_start=-1), dict(rotation="euler"),
+                dict(norm="group"), dict(camera_weight=-1.0), dict(huber_delta=-0.1)):
+        with pytest.raises(ConfigError):
+            LifterConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="n_keypoints"):
+        spec.build(LifterConfig())
+
+
+def test_cycle_losses_vanish_for_a_perfectly_transversal_lifter() -> None:
+    g = torch.Generator().manual_seed(0)
+    X0 = torch.randn(K, 3, generator=g, dtype=torch.float64)
+    X0 = X0 - X0.mean(0)
+    model = Lifter(LifterConfig(**SMALL)).double()
+    model.support[:] = True
+    model.net = RigidOracle(X0)
+    R = random_rotation(16, generator=g, dtype=torch.float64)
+    norm = normalise_keypoints(70 * (X0 @ R.transpose(-1, -2))[..., :2] + 3)
+    out = model.net(norm.kp2d, torch.ones(16, K, dtype=torch.float64))
+    torch.testing.assert_close(out.shape_cam[..., :2], norm.kp2d)  # the oracle explains the view
+    torch.testing.assert_close(out.R, R)
+    cyc = model.cycle_losses(out, torch.zeros(16, dtype=torch.long), generator=g)
+    assert cyc.camera.item() == pytest.approx(0.0, abs=1e-9)
+    assert cyc.shape.item() == pytest.approx(0.0, abs=1e-9)
+    # A lifter that cannot tell rotations apart is penalised.
+    model.net = RigidOracle(X0, fixed_rotation=True)
+    assert model.cycle_losses(out, torch.zeros(16, dtype=torch.long), generator=g).camera > 0.1
+
+
+def test_two_training_steps_pretrain_then_cycle_with_frozen_statistics() -> None:
+    torch.manual_seed(0)
+    model = get_method("lifter").build(LifterConfig(**SMALL, cycle_start=1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d))
+    for step in range(2):
+        stats = bn.running_mean.clone()
+        out = model.training_step(batch(seed=step), step)
+        assert torch.isfinite(out.loss)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        if step == 0:
+            assert set(out.logs) == {"reprojection"} and not torch.equal(bn.running_mean, stats)
+        else:
+            assert set(out.logs) == {"reprojection", "camera", "shape"}
+            assert torch.equal(bn.running_mean, stats)
+
+
+def test_invisible_points_enter_no_loss() -> None:
+    torch.manual_seed(0)
+    model = Lifter(LifterConfig(**SMALL, cycle_start=0))
+    b = batch()
+    kp2d = b.kp2d.clone().requires_grad_(True)
+    torch.manual_seed(1)  # the same cycle rotations in both evaluations
+    loss = model.training_step(b.replace(kp2d=kp2d), 5).loss
+    loss.backward()
+    assert kp2d.grad[~b.vis].eq(0).all() and kp2d.grad[b.vis].ne(0).any()
+    torch.manual_seed(1)
+    again = model.training_step(b.replace(kp2d=b.kp2d - 500 * (~b.vis)[..., None]), 5).loss
+    torch.testing.assert_close(again, loss.detach())
+
+
+def test_category_keypoint_subsets_are_learned_from_visibility() -> None:
+    model = Lifter(LifterConfig(**SMALL, n_categories=2))
+    vis = torch.zeros(3, K, dtype=torch.bool)
+    vis[0, :3] = vis[1, 1:4] = True  # category 0 owns keypoints 0..3
+    vis[2, 4:] = True  # category 1 owns 4..5
+    b = Sample(kp2d=torch.randn(3, K, 2), vis=vis, category=torch.tensor([0, 0, 1]))
+    model.training_step(b, 0)
+    expected = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    assert torch.equal(model.support, expected)
+    with pytest.raises(ValueError, match="category"):
+        model.training_step(b.replace(category=torch.tensor([0, 2, 1])), 0)
+
+
+def test_context_vector_and_non_negative_coefficients() -> None:
+    model = Lifter(LifterConfig(**SMALL, context_dim=4, cycle_start=0))
+    b = batch()
+    out = model.losses(b.kp2d, b.vis, None, 0, context=torch.randn(8, 4))
+    assert torch.isfinite(out.loss) and {"camera", "shape"} <= set(out.logs)
+    norm, lifted = model.eval().lift(b.kp2d, b.vis, torch.randn(8, 4))
+    assert lifted.alpha.ge(0).all() and lifted.shape.shape == (8, K, 3)
+    with pytest.raises(ValueError, match="context"):
+        model.predict(b)
+
+
+def test_predict_keeps_the_input_xy() -> None:
+    model = Lifter(LifterConfig(**SMALL)).eval()
+    b = batch()
+    pred = model.predict(b)
+    assert pred["kp3d"].shape == (8, K, 3)
+    torch.testing.assert_close(pred["kp3d"][..., :2][b.vis], b.kp2d[b.vis])

@@ -1,0 +1,131 @@
+import pytest
+import torch
+
+from kp3d.geometry.rotations import random_rotation
+from kp3d.nn.lifting import (
+    LiftingNet,
+    ShapeBasis,
+    lifting_predictions,
+    normalise_keypoints,
+    orthographic_lift,
+    orthographic_translation,
+    rotation_from_params,
+)
+
+
+def test_normalise_keypoints_matches_the_protocol() -> None:
+    g = torch.Generator().manual_seed(0)
+    kp2d = 50 * torch.randn(3, 6, 2, generator=g, dtype=torch.float64) + 200
+    vis = torch.rand(3, 6, generator=g) > 0.3
+    vis[:, 0] = True
+    norm = normalise_keypoints(kp2d, vis)
+    for i in range(3):
+        pts = kp2d[i][vis[i]]
+        centre = pts.mean(0)
+        scale = (pts - centre).square().sum(-1).mean().sqrt()
+        torch.testing.assert_close(norm.centre[i], centre)
+        torch.testing.assert_close(norm.scale[i], scale)
+        torch.testing.assert_close(norm.kp2d[i][vis[i]], (pts - centre) / scale)
+        assert norm.kp2d[i][~vis[i]].eq(0).all()
+    # Similarity-invariant: the same normalised keypoints for a scaled, shifted input.
+    again = normalise_keypoints(3.0 * kp2d + torch.tensor([5.0, -7.0], dtype=torch.float64), vis)
+    torch.testing.assert_close(again.kp2d, norm.kp2d)
+    torch.testing.assert_close(again.scale, 3.0 * norm.scale)
+
+
+def test_normalise_keypoints_degenerate_samples_stay_finite() -> None:
+    kp2d = torch.ones(2, 4, 2)
+    vis = torch.tensor([[False] * 4, [True, False, False, False]])
+    norm = normalise_keypoints(kp2d, vis)
+    assert torch.isfinite(norm.kp2d).all() and torch.isfinite(norm.scale).all()
+    assert normalise_keypoints(kp2d).kp2d.eq(0).all()
+
+
+def test_orthographic_translation_is_the_least_squares_optimum() -> None:
+    g = torch.Generator().manual_seed(1)
+    proj, kp2d = torch.randn(2, 5, 2, generator=g), torch.randn(2, 5, 2, generator=g)
+    vis = torch.tensor([[1, 1, 0, 1, 0], [1, 0, 1, 1, 1]], dtype=torch.bool)
+    t = orthographic_translation(proj, kp2d, vis)
+    t.requires_grad_(True)
+    cost = ((proj + t[:, None] - kp2d).square().sum(-1) * vis).sum()
+    (grad,) = torch.autograd.grad(cost, t)
+    torch.testing.assert_close(grad, torch.zeros_like(grad), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["axis_angle", "6d"])
+def test_rotation_params_give_rotations(kind: str) -> None:
+    params = torch.randn(10, 3 if kind == "axis_angle" else 6, dtype=torch.float64)
+    R = rotation_from_params(params, kind)  # type: ignore[arg-type]
+    eye = torch.eye(3, dtype=torch.float64).expand(10, 3, 3)
+    torch.testing.assert_close(R @ R.transpose(-1, -2), eye)
+    torch.testing.assert_close(torch.linalg.det(R), torch.ones(10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="6d"):
+        rotation_from_params(params, "quaternion")  # type: ignore[arg-type]
+
+
+def test_shape_basis_is_centred_and_affine_in_alpha() -> None:
+    sb = ShapeBasis(3, 7).double()
+    a, b = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    X = sb(a)
+    assert X.shape == (2, 7, 3)
+    torch.testing.assert_close(X.mean(-2), torch.zeros(2, 3, dtype=torch.float64))
+    torch.testing.assert_close(sb(a + b) - sb(b), sb(a) - sb(torch.zeros_like(a)))
+
+
+@pytest.mark.parametrize("rotation", ["axis_angle", "6d"])
+def test_lifting_net_outputs(rotation: str) -> None:
+    K = 5
+    net = LiftingNet(K, n_basis=4, width=32, n_layers=1, rotation=rotation,  # type: ignore[arg-type]
+                     coefficients="relu", context_dim=3)
+    kp2d, vis, ctx = torch.randn(6, K, 2), torch.ones(6, K), torch.randn(6, 3)
+    out = net(kp2d, vis, ctx)
+    assert out.R.shape == (6, 3, 3) and out.alpha.shape == (6, 4) and out.shape.shape == (6, K, 3)
+    assert out.alpha.ge(0).all()
+    torch.testing.assert_close(out.shape_cam, out.shape @ out.R.transpose(-1, -2))
+    # The rotation head starts at the identity, so early reprojections are not arbitrary flips.
+    torch.testing.assert_close(out.R, torch.eye(3).expand(6, 3, 3))
+    with pytest.raises(ValueError, match="context"):
+        net(kp2d, vis)
+    with pytest.raises(ValueError, match="linear"):
+        LiftingNet(K, coefficients="softplus")  # type: ignore[arg-type]
+
+
+def test_lifting_net_ignores_invisible_coordinates() -> None:
+    net = LiftingNet(5, n_basis=3, width=16, n_layers=1, norm="none")
+    kp2d = torch.randn(2, 5, 2, requires_grad=True)
+    vis = torch.tensor([[1, 1, 1, 0, 1], [1, 0, 1, 1, 1]], dtype=torch.bool)
+    norm = normalise_keypoints(kp2d, vis)
+    out = net(norm.kp2d, vis.float())
+    weights = torch.randn(out.shape_cam.shape, generator=torch.Generator().manual_seed(0))
+    (out.shape_cam * weights).sum().backward()
+    assert kp2d.grad[~vis].eq(0).all() and kp2d.grad[vis].ne(0).any()
+
+
+def test_predictions_keep_the_input_xy_and_follow_its_units() -> None:
+    g = torch.Generator().manual_seed(2)
+    K = 6
+    X = torch.randn(3, K, 3, generator=g, dtype=torch.float64)
+    X = X - X.mean(-2, keepdim=True)
+    R = random_rotation(3, generator=g, dtype=torch.float64)
+    cam = X @ R.transpose(-1, -2)
+    from kp3d.nn.lifting import LiftingOutput
+
+    out = LiftingOutput(R, torch.zeros(3, 1, dtype=torch.float64), X, X, cam)
+    vis = torch.ones(3, K, dtype=torch.bool)
+    vis[0, 2] = False
+    kp2d = 40 * cam[..., :2] + 100  # pixels: an exact orthographic view, scaled and shifted
+    norm = normalise_keypoints(kp2d, vis)
+    # The network predicts in normalised units: the true shape divided by the input's scale.
+    s = norm.scale[:, None, None] / 40
+    out = LiftingOutput(R, out.alpha, X, X / s, cam / s)
+    pred = lifting_predictions(out, norm, vis)
+    assert pred["kp3d"].shape == (3, K, 3)
+    # x, y: the input where visible; the reprojection where not (here exact as well).
+    torch.testing.assert_close(pred["kp3d"][..., :2], kp2d)
+    # z: the true depth in the input's units, zero mean over the visible points.
+    z = 40 * cam[..., 2]
+    z = z - (z * vis).sum(-1, keepdim=True) / vis.sum(-1, keepdim=True)
+    torch.testing.assert_close(pred["kp3d"][..., 2], z)
+    torch.testing.assert_close(pred["shape"], 40 * X)
+    lifted = orthographic_lift(out, norm.kp2d, vis)
+    torch.testing.assert_close(lifted[..., 2] * norm.scale[:, None], z)
