@@ -177,11 +177,9 @@ def train_and_predict(method: str, train_path: Path, test_px: Tensor, run_dir: P
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| method (test, 400 faces) | MPJPE (norm / px) | Stress (norm / px) | P-MPJPE (norm / px) "
-        "| steps | CPU s |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ("| method (test, 400 faces) | MPJPE (norm / px) | Stress (norm / px) "
+              "| P-MPJPE (norm / px) | steps | CPU s |")
+    lines = [header, "|---|---|---|---|---|---|"]
     for r in rows:
         m = r["metrics"]
         cells = [f"{m[k]['norm']:.4f} / {m[k]['px']:.2f}" for k in ("mpjpe", "stress", "p_mpjpe")]

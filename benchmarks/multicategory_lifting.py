@@ -34,20 +34,17 @@ PIXELS_PER_UNIT = 100.0
 
 
 def skeletons(name: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Camera-frame 3D joints (n, J, 3) in pixels and their orthographic 2D projections (n, J, 2)."""
+    """Camera-frame 3D joints (n, J, 3) in pixels and their orthographic projections (n, J, 2)."""
     from kp3d.data.synth import get_category, scene
 
     cat = get_category(name)
     rng = np.random.default_rng(seed)
-    params = [cat.sample(rng, 1, False) for _ in range(n)]
-
-    def stack(key: str) -> Tensor:
-        return torch.from_numpy(np.stack([p[key] for p in params])).float()
-
-    joints, _ = cat.pose({k: stack(k) for k in ("angles", "root", "group_scale", "bone_scale", "size")})
-    R = scene.orbit_rotation(stack("azimuth")[:, 0], stack("elevation")[:, 0], stack("roll")[:, 0])
+    p = scene.stack_params([cat.sample(rng, 1, False) for _ in range(n)])
+    joints, _ = cat.pose(p)
+    R = scene.orbit_rotation(p["view_azimuth"][:, 0], p["view_elevation"][:, 0], p["view_roll"][:, 0])
     cam = (joints - joints.mean(1, keepdim=True)) @ R.transpose(-1, -2) * PIXELS_PER_UNIT
-    return cam, cam[..., :2] + 200.0
+    cam = cam + torch.tensor([200.0, 200.0, 0.0])  # an image position for the 2D points
+    return cam, cam[..., :2]
 
 
 def score(pred_px: Tensor, gt_px: Tensor) -> dict[str, float]:
@@ -135,15 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     # Separate: one lifter per category on its own keypoints.
     for z, name in enumerate(CATEGORIES):
         n_k = sizes[z]
-        model, info = train_lifter(data[name]["kp2d"][:args.train], torch.ones(args.train, n_k, dtype=torch.bool),
-                                   torch.zeros(args.train, dtype=torch.long), 1, args.out / f"separate-{name}",
-                                   steps=args.steps, seed=args.seed, extra=extra)
+        model, info = train_lifter(
+            data[name]["kp2d"][:args.train], torch.ones(args.train, n_k, dtype=torch.bool),
+            torch.zeros(args.train, dtype=torch.long), 1, args.out / f"separate-{name}",
+            steps=args.steps, seed=args.seed, extra=extra,
+        )
         with torch.no_grad():
             pred = model.predict(Sample(kp2d=data[name]["kp2d"][args.train:]))["kp3d"]
         rows.append({"training": "separate", "category": name,
                      **score(pred, data[name]["gt"][args.train:]), **info})
         print(rows[-1], flush=True)
 
+    for name in CATEGORIES:
+        gt = data[name]["gt"][args.train:]
+        flat = torch.cat([gt[..., :2], torch.zeros_like(gt[..., 2:])], -1)
+        rows.append({"training": "flat baseline (z = 0)", "category": name, **score(flat, gt),
+                     "steps": 0, "cpu_s": 0.0})
     lines = ["| training | category | MPJPE | Stress | P-MPJPE | steps | CPU s |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aflw_lifting import N_TRAIN, load_faces, protocol_units, to_units  # noqa: E402
+from aflw_lifting import N_TRAIN, load_faces, protocol_units, to_units
 
 DROPS = (0.2, 0.4)
 
@@ -89,18 +89,21 @@ def main(argv: list[str] | None = None) -> int:
                            progress_bar=False)
             cpu = time.process_time() - cpu0
             with torch.no_grad():
-                pred = result.model.eval().predict(Sample(kp2d=test_in, vis=test_vis))["kp3d"].double()
+                pred = result.model.eval().predict(Sample(kp2d=test_in, vis=test_vis))["kp3d"]
+            pred = pred.double()
             row = {"method": method, "drop": p, "steps": result.steps, "cpu_s": cpu,
                    "all": score(pred, test_px, None), "visible": score(pred, test_px, test_vis)}
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    lines = ["| method | drop | MPJPE all (norm / px) | MPJPE visible (norm / px) "
-             "| Stress all (px) | P-MPJPE all (px) | steps | CPU s |", "|---|---|---|---|---|---|---|---|"]
+    header = ("| method | drop | MPJPE all (norm / px) | MPJPE visible (norm / px) "
+              "| Stress all (px) | P-MPJPE all (px) | steps | CPU s |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, v = r["all"], r["visible"]
         lines.append(
-            f"| {r['method']} | {r['drop']:.0%} | {a['mpjpe']['norm']:.4f} / {a['mpjpe']['px']:.2f} "
+            f"| {r['method']} | {r['drop']:.0%} "
+            f"| {a['mpjpe']['norm']:.4f} / {a['mpjpe']['px']:.2f} "
             f"| {v['mpjpe']['norm']:.4f} / {v['mpjpe']['px']:.2f} | {a['stress']['px']:.2f} "
             f"| {a['p_mpjpe']['px']:.2f} | {r['steps']} | {r['cpu_s']:.0f} |")
     table = "\n".join(lines)

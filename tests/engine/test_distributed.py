@@ -34,7 +34,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, world: int, port: int, method: str, out: str, kwargs: dict[str, Any]) -> None:
+def _rank(
+    rank: int, world: int, port: int, method: str, out: str, kwargs: dict[str, Any], size: int
+) -> None:
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -42,16 +44,18 @@ def _rank(rank: int, world: int, port: int, method: str, out: str, kwargs: dict[
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
-    result = train(method, TinyImages(n=10), out, **kwargs)
+    result = train(method, TinyImages(n=10, size=size), out, **kwargs)
     # Parameters only: DDP hands rank 0's buffers (BatchNorm statistics) to the others at the
     # start of each step, so after the last step each rank still holds its own.
     params = {k: v.detach().contiguous() for k, v in result.model.named_parameters()}
     save_file(params, str(Path(out) / f"rank-{rank}.safetensors"))
 
 
-def _two_ranks(out: Path, method: str = "dummy", **kwargs: Any) -> list[dict[str, torch.Tensor]]:
+def _two_ranks(
+    out: Path, method: str = "dummy", *, size: int = 8, **kwargs: Any
+) -> list[dict[str, torch.Tensor]]:
     """Train ``method`` with 2 forked gloo ranks; the parameters each rank ends with."""
-    args = (2, _free_port(), method, str(out), kwargs)
+    args = (2, _free_port(), method, str(out), kwargs, size)
     mp.start_processes(_rank, args=args, nprocs=2, start_method="fork")
     return [load_file(out / f"rank-{r}.safetensors") for r in (0, 1)]
 
@@ -111,6 +115,27 @@ def test_two_lifter_ranks_match_one_lifter(tmp_path: Path, dummy: str) -> None:
     )
     for key, value in single.model.named_parameters():
         torch.testing.assert_close(ranks[0][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_two_autolink3d_ranks_stay_identical(tmp_path: Path) -> None:
+    # The flagship under DDP: gradients are averaged, so both ranks hold the same weights after
+    # every step. (It cannot match one process exactly on CPU: its BatchNorm layers normalise
+    # each process's slice, and PyTorch has no CPU SyncBatchNorm.)
+    model = {"k": 4, "image_size": 32, "heatmap_size": 8, "perceptual": "none", "w_pixel": 1.0}
+    ranks = _two_ranks(
+        tmp_path / "ddp", "autolink3d", size=32, method_config=model,
+        train_config={"steps": 3, "batch_size": 2, "warmup_steps": 0},
+    )
+    assert _equal(ranks[0], ranks[1])
+    from kp3d.config import config_from_dict
+    from kp3d.engine.run import seed_everything
+    from kp3d.methods import get_method
+
+    spec = get_method("autolink3d")
+    seed_everything(0)  # as the engine does before building: the weights every rank starts from
+    start = spec.build(config_from_dict(spec.config_cls, model, source="test"))
+    moved = [k for k, v in start.named_parameters() if not torch.equal(v, ranks[0][k])]
+    assert moved, "the two-rank run did not train"
 
 
 def test_two_rank_resume_equals_the_uninterrupted_two_rank_run(tmp_path: Path, dummy: str) -> None:

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from kp3d.geometry.rotations import axis_angle_to_matrix, random_rotation
-from kp3d.losses.lifting import point_loss, pseudo_huber, reprojection_loss, rotation_loss
+from kp3d.losses.lifting import (
+    point_loss,
+    pseudo_huber,
+    reprojection_loss,
+    rotation_loss,
+    shape_prior_loss,
+)
 
 
 def test_pseudo_huber_limits_and_errors() -> None:
@@ -67,8 +73,9 @@ def test_reprojection_loss_ignores_invisible_points_entirely() -> None:
     cam_moved[~vis] -= 50.0
     assert reprojection_loss(cam_moved, moved, vis, delta=0.01).item() == pytest.approx(loss.item())
     # The translation is the optimum over the visible points, so it is not a free parameter.
+    cam64 = cam.detach().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda c: reprojection_loss(c, kp2d.detach(), vis, delta=0.3), (cam.detach().requires_grad_(),)
+        lambda c: reprojection_loss(c, kp2d.detach(), vis, delta=0.3), (cam64,)
     )
 
 
@@ -81,3 +88,34 @@ def test_rotation_loss_is_a_function_of_the_angle() -> None:
         frob = 2 * math.sqrt(2) * math.sin(angle / 2)
         expected = delta * (math.sqrt(1 + frob**2 / delta**2) - 1)
         assert rotation_loss(R @ rel, R, delta=delta).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_shape_prior_is_zero_for_scaled_copies_and_grows_with_deformation() -> None:
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    scales = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    copies = scales[:, None, None] * base
+    assert shape_prior_loss(copies).item() == pytest.approx(0.0, abs=1e-12)
+    noise = torch.randn(3, 7, 3, generator=g, dtype=torch.float64)
+    small, large = shape_prior_loss(copies + 0.01 * noise), shape_prior_loss(copies + 0.1 * noise)
+    assert 0 < small < large
+
+
+def test_shape_prior_groups_and_masks() -> None:
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    shapes = torch.stack([a, 2 * a, b, 3 * b])
+    groups = torch.tensor([0, 0, 1, 1])
+    # Each group is one shape up to scale: no deformation within a group.
+    assert shape_prior_loss(shapes, groups).item() == pytest.approx(0.0, abs=1e-6)
+    assert shape_prior_loss(shapes).item() > 0.1
+    # Keypoints outside the mask are not part of the shape.
+    junk = shapes.clone().requires_grad_(True)
+    with torch.no_grad():
+        junk[:, 4] += torch.randn(4, 3, generator=g)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[:, 4] = False
+    loss = shape_prior_loss(junk, groups, mask)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    loss.backward()
+    assert junk.grad[:, 4].eq(0).all()

@@ -10,6 +10,7 @@ from kp3d.nn.lifting import (
     orthographic_lift,
     orthographic_translation,
     rotation_from_params,
+    weak_perspective_scale,
 )
 
 
@@ -64,6 +65,7 @@ def test_rotation_params_give_rotations(kind: str) -> None:
 
 
 def test_shape_basis_is_centred_and_affine_in_alpha() -> None:
+    torch.manual_seed(0)
     sb = ShapeBasis(3, 7).double()
     a, b = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
     X = sb(a)
@@ -75,8 +77,8 @@ def test_shape_basis_is_centred_and_affine_in_alpha() -> None:
 @pytest.mark.parametrize("rotation", ["axis_angle", "6d"])
 def test_lifting_net_outputs(rotation: str) -> None:
     K = 5
-    net = LiftingNet(K, n_basis=4, width=32, n_layers=1, rotation=rotation,  # type: ignore[arg-type]
-                     coefficients="relu", context_dim=3)
+    net = LiftingNet(K, n_basis=4, width=32, n_layers=1, coefficients="relu", context_dim=3,
+                     rotation=rotation)  # type: ignore[arg-type]
     kp2d, vis, ctx = torch.randn(6, K, 2), torch.ones(6, K), torch.randn(6, 3)
     out = net(kp2d, vis, ctx)
     assert out.R.shape == (6, 3, 3) and out.alpha.shape == (6, 4) and out.shape.shape == (6, K, 3)
@@ -129,3 +131,38 @@ def test_predictions_keep_the_input_xy_and_follow_its_units() -> None:
     torch.testing.assert_close(pred["shape"], 40 * X)
     lifted = orthographic_lift(out, norm.kp2d, vis)
     torch.testing.assert_close(lifted[..., 2] * norm.scale[:, None], z)
+
+
+def test_weak_perspective_scale_is_the_least_squares_optimum() -> None:
+    g = torch.Generator().manual_seed(3)
+    proj = torch.randn(4, 7, 2, generator=g, dtype=torch.float64)
+    vis = torch.rand(4, 7, generator=g) > 0.3
+    vis[:, :3] = True
+    kp2d = 2.5 * proj + torch.tensor([1.0, -2.0], dtype=torch.float64)
+    kp2d = kp2d + 0.01 * torch.randn(kp2d.shape, generator=g, dtype=torch.float64)
+    s = weak_perspective_scale(proj, kp2d, vis)
+    for i in range(4):
+        p, y = proj[i][vis[i]], kp2d[i][vis[i]]
+        A = torch.cat([p.reshape(-1, 1), torch.eye(2, dtype=torch.float64).repeat(len(p), 1)], 1)
+        sol = torch.linalg.lstsq(A, y.reshape(-1, 1)).solution
+        torch.testing.assert_close(s[i], sol[0, 0])
+    # A mirrored view would need s < 0, which would mirror the depth too: clamped instead.
+    assert weak_perspective_scale(proj, -kp2d, vis).le(1e-6).all()
+
+
+def test_shape_basis_is_unit_rms_and_the_weak_perspective_shape_scale_free() -> None:
+    sb = ShapeBasis(4, 9)
+    rms = sb.basis.square().sum(-1).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones(4))
+    net = LiftingNet(9, n_basis=4, width=16, n_layers=1, norm="none", camera="weak_perspective")
+    alpha = torch.randn(3, 4)
+    shape = net.shape_from_alpha(alpha)
+    torch.testing.assert_close(shape.square().sum(-1).mean(-1), torch.ones(3))
+    torch.testing.assert_close(net.base_shape(), net.shape_from_alpha(torch.zeros(1, 4))[0])
+    # The scale is solved per sample: the camera-frame shape reprojects at the input's size.
+    kp2d = normalise_keypoints(torch.randn(3, 9, 2)).kp2d
+    out = net(kp2d, torch.ones(3, 9))
+    torch.testing.assert_close(out.shape, out.basis_shape * weak_perspective_scale(
+        (out.basis_shape @ out.R.transpose(-1, -2))[..., :2], kp2d)[:, None, None])
+    with pytest.raises(ValueError, match="orthographic"):
+        LiftingNet(9, camera="perspective")  # type: ignore[arg-type]

@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
     from kp3d.engine.atomic import atomic_write_text
 
-    torch.set_grad_enabled(False)
-    out = evaluate_run(args)
+    with torch.no_grad():
+        out = evaluate_run(args)
     path = args.json or (args.run / "eval.json")
     atomic_write_text(path, json.dumps(out, indent=2))
     table = Table(title=f"{out['method']} — {out['test']}")

@@ -66,7 +66,7 @@ Exact resumption
 
 Several processes
     Under ``torchrun`` (or ``kp3d train --devices N``) the launcher's environment decides rank
-    and world size (:mod:`kp3d.engine.distributed`); see ``docs/training_at_scale.md``.
+    and world size (:mod:`kp3d.engine.distributed`); see the README section "Training at scale".
 """
 
 from kp3d.engine.atomic import (

@@ -25,7 +25,7 @@ def pseudo_huber(sq_dist: Tensor, delta: float) -> Tensor:
 
 
 def point_loss(a: Tensor, b: Tensor, mask: Tensor | None = None, *, delta: float) -> Tensor:
-    """Mean pseudo-Huber distance between point sets ``a`` and ``b`` (..., K, D) over ``mask`` (..., K).
+    """Mean pseudo-Huber distance of point sets ``a``, ``b`` (..., K, D) over ``mask`` (..., K).
 
     Each sample averages over its masked-in points; the result is the mean over samples (a
     sample with no point in its mask counts as 0).
@@ -87,4 +87,5 @@ def shape_prior_loss(shapes: Tensor, groups: Tensor | None = None,
     counts = shapes.new_zeros(n, *w.shape[1:]).index_add_(0, groups, w)
     mean = (sums / counts.clamp_min(1))[groups] * w
     c = (shapes * mean).sum((-2, -1)) / mean.square().sum((-2, -1)).clamp_min(1e-12)
-    return masked_mean((shapes - c[:, None, None] * mean).square().sum(-1), w[..., 0], dim=-1).mean()
+    sq_dist = (shapes - c[:, None, None] * mean).square().sum(-1)
+    return masked_mean(sq_dist, w[..., 0], dim=-1).mean()

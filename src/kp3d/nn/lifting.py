@@ -12,8 +12,9 @@ input's units by multiplying with ``s``. Invisible keypoints are set to 0 after 
 and flagged by the visibility input, so the trunk can tell "missing" from "at the centre".
 
 Camera: orthographic, ``y = (R X)_{xy} + t`` with ``R X`` in the camera frame of
-:mod:`kp3d.geometry` (x right, y down, z forward, row-stacked points ``X @ R^T``). The
-translation is never predicted: it is the least-squares optimum over the visible points.
+:mod:`kp3d.geometry` (x right, y down, z forward, row-stacked points ``X @ R^T``), or weak
+perspective, ``y = c (R X)_{xy} + t`` (see :class:`LiftingNet`). Neither ``t`` nor ``c`` is
+predicted: each is the least-squares optimum over the visible points.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _norm_layer(kind: NormKind, width: int) -> nn.Module:
 
 
 class ResidualBlock(nn.Module):
-    """Pre-activation residual MLP block: ``x + W2 relu(N2(W1 relu(N1(x)))))``."""
+    """Pre-activation residual MLP block: ``x + W2 relu(N2(W1 relu(N1(x))))``."""
 
     def __init__(self, width: int, *, norm: NormKind = "batch") -> None:
         super().__init__()
@@ -165,9 +166,8 @@ class ShapeBasis(nn.Module):
     Shapes are centred (zero mean over the keypoints) by construction, so the canonical frame's
     origin is the shape's centroid and rotations act about it. Each basis shape is kept at unit
     RMS radius (``S_i = V_i / rms(V_i)`` for the learned ``V_i``), so ``alpha_i`` is the size of
-    its deformation in the shape's units. Without this, ``alpha_i S_i`` is a product of two
-    learned factors with a saddle at 0: once training shrinks a deformation early on, neither
-    factor gets the gradient to grow it back, and the model stays nearly rigid.
+    its deformation in the shape's units and the trade-off between the scale of ``alpha_i``
+    and of ``S_i`` (a free gauge of the plain product) is gone.
     """
 
     def __init__(self, n_basis: int, n_keypoints: int, *, lr_scale: float = 10.0) -> None:
@@ -272,8 +272,9 @@ class LiftingNet(nn.Module):
         return shape
 
     def base_shape(self) -> Tensor:
-        """(K, 3) the shape of ``alpha = 0``: the bias ``b_S`` as :meth:`shape_from_alpha` maps it."""
-        return self.shape_from_alpha(self.shape_basis.raw_bias.new_zeros(1, self.alpha_head.out_features))[0]
+        """(K, 3) the shape of ``alpha = 0``: ``b_S`` as :meth:`shape_from_alpha` maps it."""
+        zero = self.shape_basis.raw_bias.new_zeros(1, self.alpha_head.out_features)
+        return self.shape_from_alpha(zero)[0]
 
     def forward(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None) -> LiftingOutput:
         """kp2d (B, K, 2) normalised and zero where invisible; vis (B, K); context (B, C)."""
@@ -302,13 +303,16 @@ def orthographic_lift(out: LiftingOutput, kp2d: Tensor, vis: Tensor | None) -> T
     z is the predicted camera-frame depth, centred on the visible points' mean depth.
     """
     w = visibility(kp2d, vis)
-    xy_hat = out.shape_cam[..., :2] + orthographic_translation(out.shape_cam[..., :2], kp2d, w)[..., None, :]
+    projected = out.shape_cam[..., :2]
+    xy_hat = projected + orthographic_translation(projected, kp2d, w)[..., None, :]
     xy = torch.where(w[..., None] > 0, kp2d, xy_hat)
     z = out.shape_cam[..., 2] - masked_mean(out.shape_cam[..., 2], w, dim=-1)[..., None]
     return torch.cat([xy, z[..., None]], dim=-1)
 
 
-def lifting_predictions(out: LiftingOutput, norm: Normalised, vis: Tensor | None) -> dict[str, Tensor]:
+def lifting_predictions(
+    out: LiftingOutput, norm: Normalised, vis: Tensor | None
+) -> dict[str, Tensor]:
     """The ``predict`` dict of a lifter, in the input's units (C3DPO protocol).
 
     Returns ``kp3d`` (B, K, 3): x, y = the input keypoints (reprojected where invisible), z = the

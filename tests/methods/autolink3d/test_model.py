@@ -34,8 +34,8 @@ def shape_model_and_output(n_basis=3, seed=0):
     torch.manual_seed(seed)
     shape = ShapeModel(k=6, n_basis=n_basis, feature_channels=8).double()
     with torch.no_grad():  # move away from the near-identity start: varied poses and shapes
-        shape.out.weight.normal_(std=0.02)
-        shape.out.bias[:6].add_(torch.randn(6))
+        shape.regressor[-1].weight.normal_(std=0.02)
+        shape.regressor[-1].bias[:6].add_(torch.randn(6))
         shape.mean_shape.add_(torch.randn_like(shape.mean_shape))
         shape.log_proj_scale.add_(torch.randn(2) * 0.2)
     feats = torch.randn(5, 8, 2, 2, dtype=torch.float64)
@@ -83,11 +83,63 @@ def test_rigid_shape_model_has_no_deformation():
     torch.testing.assert_close(out.canonical, shape.shapes()[0].expand(5, 6, 3))
 
 
-def test_shape_model_starts_near_identity_rotation_and_half_scale():
+def test_shape_model_starts_near_the_identity_rotation():
     shape = ShapeModel(k=4, n_basis=2, feature_channels=8)
-    out = shape(torch.randn(3, 8, 2, 2), torch.rand(3, 4, 2))
+    kp = shape.shapes()[0][:, :2].detach().expand(3, 4, 2)  # the mean shape seen head-on
+    out = shape(torch.randn(3, 8, 2, 2), kp)
     torch.testing.assert_close(out.R, torch.eye(3).expand(3, 3, 3), atol=0.05, rtol=0)
-    torch.testing.assert_close(out.S, torch.full((3,), 0.5), atol=0.05, rtol=0)
+    torch.testing.assert_close(out.projected, kp, atol=0.05, rtol=0)
+
+
+def test_scale_and_translation_are_the_least_squares_fit():
+    shape, _ = shape_model_and_output()
+    kp = torch.rand(64, 6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    out = shape(torch.randn(64, 8, 2, 2, dtype=torch.float64), kp)
+    torch.testing.assert_close(out.projected.mean(1), kp.mean(1))  # centroids coincide
+    # The residual is stationary in S (anti-aligned fits turned into rotations by pi).
+    unit = out.projected - out.projected.mean(1, keepdim=True)
+    slope = (unit * (out.projected - kp)).sum((-2, -1))
+    torch.testing.assert_close(slope, torch.zeros_like(slope))
+    assert (out.S > 0).all()
+    torch.testing.assert_close(torch.linalg.det(out.R), torch.ones(64, dtype=torch.float64))
+
+
+def test_similarity_of_the_keypoints_moves_p3d_alike():
+    # Rotation and shape depend on the keypoints only up to scale and translation.
+    shape, out = shape_model_and_output()
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(32, 8, 2, 2, dtype=torch.float64, generator=g)
+    kp = torch.rand(32, 6, 2, dtype=torch.float64, generator=g) * 2 - 1
+    shift = torch.tensor([0.2, -0.1], dtype=torch.float64)
+    a = shape(feats, kp)
+    b = shape(feats, 3.0 * kp + shift)
+    torch.testing.assert_close(b.R, a.R)
+    torch.testing.assert_close(b.canonical, a.canonical)
+    torch.testing.assert_close(b.S, 3.0 * a.S)
+    torch.testing.assert_close(b.projected, 3.0 * a.projected + shift)
+
+
+def test_canonicalisation_loss():
+    shape, out = shape_model_and_output()
+    g = torch.Generator().manual_seed(5)
+    loss = shape.canonicalisation_loss(out.canonical, generator=g)
+    assert loss.ndim == 0 and loss > 0
+    # The definition, with the same rotations.
+    from kp3d.geometry import random_rotation
+
+    R = random_rotation(5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    alpha = shape.canonicaliser((out.canonical @ R.transpose(-1, -2)).flatten(1))
+    torch.testing.assert_close(loss, (out.canonical - shape.compose(alpha)).norm(dim=-1).mean())
+    loss.backward()
+    assert shape.canonicaliser[0].weight.grad.abs().sum() > 0
+    # A canonicaliser that always answers "no deformation" is exact for undeformed shapes.
+    with torch.no_grad():
+        shape.canonicaliser[-1].weight.zero_()
+        shape.canonicaliser[-1].bias.zero_()
+    mean = shape.compose(torch.zeros(5, 3, dtype=torch.float64))
+    assert shape.canonicalisation_loss(mean).item() == pytest.approx(0.0, abs=1e-12)
+    rigid = ShapeModel(k=6, n_basis=0, feature_channels=8)
+    assert rigid.canonicalisation_loss(torch.randn(2, 6, 3)) == 0
 
 
 # ----------------------------------------------------------------------------- model
@@ -101,14 +153,15 @@ def test_lr_scaled_scales_the_value_but_not_the_gradient():
     torch.testing.assert_close(p.grad, torch.ones(2))
 
 
-def test_skeleton_is_symmetric_non_negative_and_starts_faint():
-    model = build(k=5)
+@pytest.mark.parametrize("init", [0.018, 1.0])
+def test_skeleton_is_symmetric_non_negative_and_starts_at_its_init(init):
+    model = build(k=5, edge_weight_init=init)
     sk = model.skeleton()
     assert sk.shape == (5, 5)
     torch.testing.assert_close(sk, sk.T)
     assert (sk.diagonal() == 0).all() and (sk >= 0).all()
     off = sk[~torch.eye(5, dtype=torch.bool)]
-    assert off.min() > 0.01 and off.max() < 0.03  # AutoLink's softplus(-4 +- noise) start
+    assert off.min() > 0.6 * init and off.max() < 1.5 * init  # +-10% noise in logit space
 
 
 @pytest.mark.parametrize("name", ["autolink3d", "autolink"])
@@ -129,8 +182,8 @@ def test_two_training_steps_change_the_parameters(name):
         opt.step()
         opt.zero_grad()
         losses.append(out.loss.item())
-    assert {"perceptual", "repulsion"} <= set(out.logs)
-    assert ("projection" in out.logs) == (name == "autolink3d")
+    assert {"perceptual", "repulsion", "kp_spread", "edge_weight_max"} <= set(out.logs)
+    assert ("projection" in out.logs) == ("canonical" in out.logs) == (name == "autolink3d")
     changed = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
     groups = {"detector", "decoder", "edge_logits", "image_gain"} | ({"shape"} if name == "autolink3d" else set())
     assert groups == {n.split(".")[0] for n in changed}

@@ -4,13 +4,14 @@ from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
-from kp3d.geometry.rotations import random_rotation
+from kp3d.geometry.rotations import axis_angle_to_matrix, random_rotation
 from kp3d.methods import get_method
 from kp3d.methods.lifter import Lifter, LifterConfig
+from kp3d.metrics import mpjpe
 from kp3d.nn.lifting import LiftingOutput, normalise_keypoints
 
 K = 6
-SMALL = dict(n_keypoints=K, n_basis=3, width=32, n_layers=1)
+SMALL = {"n_keypoints": K, "n_basis": 3, "width": 32, "n_layers": 1}
 
 
 def batch(n: int = 8, seed: int = 0, categories: int = 1) -> Sample:
@@ -48,9 +49,10 @@ class RigidOracle(nn.Module):
 def test_spec_and_config_validation() -> None:
     spec = get_method("lifter")
     assert spec.config_cls is LifterConfig and spec.data == "keypoints"
-    assert spec.train_defaults == {"lr": 1e-3, "batch_size": 256}
-    for bad in (dict(n_categories=0), dict(cycle_start=-1), dict(rotation="euler"),
-                dict(norm="group"), dict(camera_weight=-1.0), dict(huber_delta=-0.1)):
+    assert spec.train_defaults == {"lr": 1e-3, "batch_size": 256, "bf16": False}
+    for bad in ({"n_categories": 0}, {"cycle_start": -1}, {"rotation": "euler"},
+                {"norm": "group"}, {"camera_weight": -1.0}, {"huber_delta": -0.1},
+                {"camera": "pinhole"}, {"shape_prior_weight": -1.0}):
         with pytest.raises(ConfigError):
             LifterConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="n_keypoints"):
@@ -119,7 +121,7 @@ def test_category_keypoint_subsets_are_learned_from_visibility() -> None:
     model.training_step(b, 0)
     expected = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1]], dtype=torch.bool)
     assert torch.equal(model.support, expected)
-    with pytest.raises(ValueError, match="category"):
+    with pytest.raises(ConfigError, match="n_categories = 2"):
         model.training_step(b.replace(category=torch.tensor([0, 2, 1])), 0)
 
 
@@ -128,7 +130,7 @@ def test_context_vector_and_non_negative_coefficients() -> None:
     b = batch()
     out = model.losses(b.kp2d, b.vis, None, 0, context=torch.randn(8, 4))
     assert torch.isfinite(out.loss) and {"camera", "shape"} <= set(out.logs)
-    norm, lifted = model.eval().lift(b.kp2d, b.vis, torch.randn(8, 4))
+    _, lifted = model.eval().lift(b.kp2d, b.vis, torch.randn(8, 4))
     assert lifted.alpha.ge(0).all() and lifted.shape.shape == (8, K, 3)
     with pytest.raises(ValueError, match="context"):
         model.predict(b)
@@ -140,3 +142,29 @@ def test_predict_keeps_the_input_xy() -> None:
     pred = model.predict(b)
     assert pred["kp3d"].shape == (8, K, 3)
     torch.testing.assert_close(pred["kp3d"][..., :2][b.vis], b.kp2d[b.vis])
+
+
+def test_recovers_rigid_shape_from_noise_free_views() -> None:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(8, 3, generator=g)
+    R = axis_angle_to_matrix(0.6 * torch.randn(512, 3, generator=g))
+    cam = 50 * (X - X.mean(0)) @ R.transpose(-1, -2)
+    kp2d = cam[..., :2] + 100
+    torch.manual_seed(0)
+    model = Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1, cycle_start=200))
+    steps = 400
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(steps):
+        idx = torch.randint(0, len(kp2d), (128,), generator=g)
+        loss = model.training_step(Sample(kp2d=kp2d[idx]), step).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    pred = model.eval().predict(Sample(kp2d=kp2d))["kp3d"]
+    s = (kp2d - kp2d.mean(1, keepdim=True)).square().sum(-1).mean(-1).sqrt()[:, None, None]
+    gt = torch.cat([kp2d, cam[..., 2:]], -1) / s
+    err = mpjpe(pred / s, gt, flip_z=True)
+    flat = mpjpe(torch.cat([kp2d / s, torch.zeros_like(gt[..., 2:])], -1), gt)
+    assert err < 0.05 and err < 0.1 * flat

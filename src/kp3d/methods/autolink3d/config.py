@@ -40,9 +40,9 @@ class AutoLink3DConfig:
     skeleton_lr_scale: float = 50.0
     """Learning-rate multiplier of the skeleton's edge weights (AutoLink's sklr: 512 at lr 1e-4;
     50 at this method's lr 1e-3 keeps the same effective rate)."""
-    edge_weight_init: float = 0.018
-    """Initial weight of every skeleton edge (AutoLink: softplus(-4) = 0.018, a faint map the
-    reconstruction then sharpens)."""
+    edge_weight_init: float = 1.0
+    """Initial weight of every skeleton edge. AutoLink starts at softplus(-4) = 0.018, a faint
+    map the decoder long ignores; at 1 the keypoints get a useful gradient from the start."""
     mask_ratio: float = 0.8
     """Fraction of the image's grid cells hidden from the decoder."""
     mask_grid: int = 16
@@ -66,9 +66,12 @@ class AutoLink3DConfig:
     """Deformation basis vectors of the 3D shape model (0 = rigid)."""
     w_projection: float = 1.0
     """Weight of the projection loss ||P3D Pi - P2D|| (normalised units)."""
-    w_alpha: float = 0.01
-    """Weight of the Gaussian prior ||alpha||^2 on the deformation coefficients, which makes the
-    3D head explain 2D variation by rotation before deformation."""
+    w_canonical: float = 1.0
+    """Weight of C3DPO's canonicalisation loss, which stops the deformation basis from imitating
+    rotations (without it depth is left undetermined)."""
+    w_alpha: float = 0.0
+    """Weight of a Gaussian prior ||alpha||^2 on the deformation coefficients (favours rotation
+    over deformation); not needed with the canonicalisation loss."""
 
     def __post_init__(self) -> None:
         if self.k < 2:
@@ -102,7 +105,7 @@ class AutoLink3DConfig:
             )
         if self.perceptual == "vgg16" and self.vgg16_weights is None:
             raise ConfigError("vgg16_weights: perceptual = vgg16 needs a torchvision VGG16 state-dict file")
-        for name in ("w_perceptual", "w_pixel", "w_repulsion", "w_projection", "w_alpha"):
+        for name in ("w_perceptual", "w_pixel", "w_repulsion", "w_projection", "w_canonical", "w_alpha"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: loss weights must be >= 0, got {getattr(self, name)}")
         if self.perceptual == "none" and self.w_pixel == 0:
