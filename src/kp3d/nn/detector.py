@@ -31,10 +31,10 @@ class Detector(nn.Module):
     Four :class:`~kp3d.nn.blocks.ResDown` blocks take the image to 1/16 resolution with widths
     ``w, 2w, 4w, 8w``; ``n_up`` bilinear-upsampling blocks (halving the width each time, at
     least ``w``) bring it to the heatmap resolution ``1/16 * 2**n_up`` of the input; a 3x3
-    convolution gives one logit map per keypoint. Unlike AutoLink, each upsampled map is added
-    to the encoder's map of the same resolution (same width, so no projection is needed): the
-    heatmaps see fine spatial detail directly instead of only through the 1/16 bottleneck, which
-    matters for small objects and thin parts (a 4x4 bottleneck cell covers 16x16 pixels).
+    convolution gives one logit map per keypoint. As in AutoLink there are no skip connections:
+    every heatmap is computed from the bottleneck, which sees the whole object. (Adding the
+    encoder's same-resolution maps, U-Net style, was measured to slow learning on real faces:
+    NME-5 35.4% instead of 30.5% after 200 steps; local texture then drives the heatmaps.)
 
     Args:
         k: number of keypoints.
@@ -48,14 +48,14 @@ class Detector(nn.Module):
         if k < 1 or width < 1 or n_up < 0:
             raise ValueError(f"Detector: need k >= 1, width >= 1, n_up >= 0; got {k}, {width}, {n_up}")
         widths = [width, 2 * width, 4 * width, 8 * width]
-        self.encoder = nn.ModuleList(ResDown(a, b) for a, b in zip([c_in, *widths[:-1]], widths))
+        self.encoder = nn.Sequential(*(ResDown(a, b) for a, b in zip([c_in, *widths[:-1]], widths)))
         self.feature_channels = widths[-1]
         ups = []
         c = widths[-1]
         for _ in range(n_up):
             ups.append(Up(c, max(c // 2, width)))
             c = max(c // 2, width)
-        self.ups = nn.ModuleList(ups)
+        self.ups = nn.Sequential(*ups)
         self.head = conv3x3(c, k)
         init_kaiming(self)
 
@@ -64,17 +64,8 @@ class Detector(nn.Module):
         H, W = image.shape[-2:]
         if H % ENCODER_STRIDE or W % ENCODER_STRIDE:
             raise ValueError(f"Detector: image {H}x{W} is not divisible by {ENCODER_STRIDE}")
-        levels = []
-        h = image
-        for block in self.encoder:
-            h = block(h)
-            levels.append(h)
-        features = levels.pop()
-        for up in self.ups:
-            h = up(h)
-            if levels:
-                h = h + levels.pop()
-        logits = self.head(h)
+        features = self.encoder(image)
+        logits = self.head(self.ups(features))
         # Softmax and expectation in float32 even under bf16 autocast (whose 8-bit mantissa
         # would quantise keypoints to 1/256 of the image).
         with torch.autocast(image.device.type, enabled=False):

@@ -272,3 +272,11 @@ def test_vgg16_perceptual_from_a_created_weights_file(tmp_path):
 def test_config_is_kept():
     model = build()
     assert dataclasses.asdict(model.config)["k"] == 4 and isinstance(model.config, AutoLink3DConfig)
+
+
+def test_canonical_shape_is_the_normalised_mean_shape():
+    model = build()
+    m = model.canonical_shape()
+    assert m.shape == (4, 3)
+    torch.testing.assert_close(m.mean(0), torch.zeros(3), atol=1e-6, rtol=0)
+    assert build("autolink").canonical_shape() is None

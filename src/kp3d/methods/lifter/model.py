@@ -1,5 +1,5 @@
 """The multi-category lifter of Can, Liniger, Paudel & Van Gool, "End-to-End Learning of
-Multi-category 3D Pose and Shape Estimation" (BMVC 2022).
+Multi-category 3D Pose and Shape Estimation" (arXiv:2112.10196).
 
 Like C3DPO, one network ``f`` lifts an instance's 2D keypoints ``Y`` to a rotation ``R(Y)`` and a
 canonical shape ``X(Y) = b_S + ReLU(W_g f(Y) + b_g) · S`` (non-negative coefficients: shapes are
