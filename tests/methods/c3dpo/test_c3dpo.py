@@ -9,7 +9,7 @@ from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import axis_angle_to_matrix
 from kp3d.methods import get_method
 from kp3d.methods.c3dpo import C3DPO, C3DPOConfig
-from kp3d.metrics import mpjpe
+from kp3d.metrics import mpjpe, stress
 
 K = 6
 SMALL = {"n_keypoints": K, "n_basis": 3, "width": 32, "n_layers": 1}
@@ -118,3 +118,16 @@ def test_recovers_rigid_shape_from_noise_free_views() -> None:
     err = mpjpe(pred / s, gt, flip_z=True)
     flat = mpjpe(torch.cat([kp2d / s, torch.zeros_like(gt[..., 2:])], -1), gt)
     assert err < 0.05 and err < 0.1 * flat
+
+
+def test_scores_do_not_penalise_the_depth_reflection() -> None:
+    # Orthographic lifting cannot tell a shape from its mirror in depth: the protocol's Stress
+    # and flip-MPJPE must score a prediction and its reflection alike.
+    model = C3DPO(C3DPOConfig(**SMALL)).eval()
+    b = batch(occlude=False)
+    pred = model.predict(b)["kp3d"]
+    mirrored = pred * torch.tensor([1.0, 1.0, -1.0])
+    gt = pred + torch.randn(pred.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(stress(mirrored, gt), stress(pred, gt))
+    torch.testing.assert_close(mpjpe(mirrored, gt, flip_z=True), mpjpe(pred, gt, flip_z=True))
+    assert not torch.allclose(mpjpe(mirrored, gt), mpjpe(pred, gt))
