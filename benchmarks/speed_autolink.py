@@ -38,7 +38,9 @@ from kp3d.methods import get_method
 SETTINGS = {"fp32": (False, False), "fp32-cl": (False, True), "bf16-cl": (True, True)}
 
 
-def _rates(fn: Callable[[], None], images: int, reps: int, warmup: int, threads: int) -> dict[str, float]:
+def _rates(
+    fn: Callable[[], None], images: int, reps: int, warmup: int, threads: int
+) -> dict[str, float]:
     for _ in range(warmup):
         fn()
     walls, cpus = [], []
@@ -53,7 +55,17 @@ def _rates(fn: Callable[[], None], images: int, reps: int, warmup: int, threads:
     }
 
 
-def measure(method: str, setting: str, *, k: int, size: int, batch: int, reps: int, warmup: int, threads: int) -> dict[str, object]:
+def measure(
+    method: str,
+    setting: str,
+    *,
+    k: int,
+    size: int,
+    batch: int,
+    reps: int,
+    warmup: int,
+    threads: int,
+) -> dict[str, object]:
     bf16, channels_last = SETTINGS[setting]
     spec = get_method(method)
     torch.manual_seed(0)
@@ -82,8 +94,13 @@ def measure(method: str, setting: str, *, k: int, size: int, batch: int, reps: i
     train = _rates(train_step, batch, reps, warmup, threads)
     model.eval()
     inference = _rates(infer, batch, reps * 4, warmup * 2, threads)
-    return {"method": method, "setting": setting, "train": train, "infer": inference,
-            "trainable_parameters": sum(p.numel() for p in params)}
+    return {
+        "method": method,
+        "setting": setting,
+        "train": train,
+        "infer": inference,
+        "trainable_parameters": sum(p.numel() for p in params),
+    }
 
 
 def main() -> None:
@@ -100,20 +117,44 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     native = bf16_native(torch.device("cpu"))
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{a.threads} threads, native bf16: {native}")
-    print(f"{a.method}: {a.size}x{a.size}, K={a.k}, batch {a.batch}, median of {a.reps} reps "
-          "(wall-clock images/s; in brackets: the rate this process's CPU time allows)")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, "
+        f"{a.threads} threads, native bf16: {native}"
+    )
+    print(
+        f"{a.method}: {a.size}x{a.size}, K={a.k}, batch {a.batch}, median of {a.reps} reps "
+        "(wall-clock images/s; in brackets: the rate this process's CPU time allows)"
+    )
     results = []
     for setting in a.settings:
-        r = measure(a.method, setting, k=a.k, size=a.size, batch=a.batch, reps=a.reps, warmup=a.warmup, threads=a.threads)
+        r = measure(
+            a.method,
+            setting,
+            k=a.k,
+            size=a.size,
+            batch=a.batch,
+            reps=a.reps,
+            warmup=a.warmup,
+            threads=a.threads,
+        )
         results.append(r)
-        note = "" if not setting.startswith("bf16") or native else "  (no native bf16 on this CPU: emulated, slow)"
-        print(f"  {setting:8s} train {r['train']['images_per_s']:7.1f} ({r['train']['cpu_bound_images_per_s']:7.1f})"
-              f"   infer {r['infer']['images_per_s']:8.1f} ({r['infer']['cpu_bound_images_per_s']:8.1f}){note}")
+        train, infer = r["train"], r["infer"]
+        note = (
+            ""
+            if not setting.startswith("bf16") or native
+            else "  (no native bf16 on this CPU: emulated, slow)"
+        )
+        print(
+            f"  {setting:8s} train {train['images_per_s']:7.1f} "
+            f"({train['cpu_bound_images_per_s']:7.1f})"
+            f"   infer {infer['images_per_s']:8.1f} ({infer['cpu_bound_images_per_s']:8.1f}){note}"
+        )
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"threads": a.threads, "native_bf16": native, "results": results}, f, indent=1)
+            json.dump(
+                {"threads": a.threads, "native_bf16": native, "results": results}, f, indent=1
+            )
 
 
 if __name__ == "__main__":

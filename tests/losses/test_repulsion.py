@@ -24,7 +24,9 @@ def test_matches_the_definition():
 
 def test_nearest_neighbour_distance():
     kp = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
-    torch.testing.assert_close(nearest_neighbour_distance(kp), torch.tensor([1.0, math.sqrt(18.0), 1.0]))
+    torch.testing.assert_close(
+        nearest_neighbour_distance(kp), torch.tensor([1.0, math.sqrt(18.0), 1.0])
+    )
 
 
 def test_pushes_close_points_apart_and_pulls_at_most_to_h():
@@ -39,7 +41,9 @@ def test_pushes_close_points_apart_and_pulls_at_most_to_h():
 
 
 def test_gradcheck_and_coincident_points():
-    kp = torch.rand(2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    kp = torch.rand(
+        2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True
+    )
     torch.autograd.gradcheck(lambda x: repulsion_loss(x, h=0.3), (kp,))
     same = torch.zeros(1, 3, 2, requires_grad=True)
     repulsion_loss(same, h=0.1).sum().backward()

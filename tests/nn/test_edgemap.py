@@ -28,7 +28,13 @@ def random_inputs(b, k, dtype=torch.float64, seed=0):
 
 
 @pytest.mark.parametrize(
-    "b,k,size,thickness", [(2, 4, (12, 16), 0.02), (3, 6, (20, 20), 2.5e-3), (1, 2, (8, 8), 0.5), (2, 16, (32, 32), 2.5e-3)]
+    "b,k,size,thickness",
+    [
+        (2, 4, (12, 16), 0.02),
+        (3, 6, (20, 20), 2.5e-3),
+        (1, 2, (8, 8), 0.5),
+        (2, 16, (32, 32), 2.5e-3),
+    ],
 )
 def test_matches_naive_in_value_and_gradient(b, k, size, thickness):
     kp, w = random_inputs(b, k, seed=k)
@@ -62,7 +68,9 @@ def test_gradcheck_with_custom_pairs_and_leading_dims():
     out = render_edge_map(kp, w, (6, 8), thickness=0.1, pairs=pairs)
     assert out.shape == (2, 1, 6, 8)
     torch.testing.assert_close(out, naive_edge_map(kp, w, (6, 8), 0.1, pairs))
-    torch.autograd.gradcheck(lambda kp, w: render_edge_map(kp, w, (6, 8), thickness=0.1, pairs=pairs), (kp, w))
+    torch.autograd.gradcheck(
+        lambda kp, w: render_edge_map(kp, w, (6, 8), thickness=0.1, pairs=pairs), (kp, w)
+    )
 
 
 def test_a_single_segment_is_a_gaussian_ridge():
@@ -79,7 +87,9 @@ def test_a_single_segment_is_a_gaussian_ridge():
 
 
 def test_coincident_keypoints_draw_a_dot_with_finite_gradients():
-    kp = torch.tensor([[[0.1, 0.1], [0.1, 0.1], [0.8, -0.8]]], dtype=torch.float64, requires_grad=True)
+    kp = torch.tensor(
+        [[[0.1, 0.1], [0.1, 0.1], [0.8, -0.8]]], dtype=torch.float64, requires_grad=True
+    )
     w = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
     out = render_edge_map(kp, w, (10, 10), thickness=0.05)
     torch.testing.assert_close(out, naive_edge_map(kp, w, (10, 10), 0.05))
@@ -98,7 +108,9 @@ def test_runs_under_bf16_autocast_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = render_edge_map(kp, w, (16, 16), thickness=2.5e-3)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, naive_edge_map(kp.detach(), w.detach(), (16, 16), 2.5e-3), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        out, naive_edge_map(kp.detach(), w.detach(), (16, 16), 2.5e-3), atol=1e-5, rtol=1e-4
+    )
     out.sum().backward()
     assert kp.grad is not None and torch.isfinite(kp.grad).all()
 
@@ -117,17 +129,19 @@ def test_skeleton_pairs():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(kp=torch.zeros(2, 3)), "kp must be"),
-        (dict(size=(0, 4)), "size"),
-        (dict(thickness=0.0), "thickness"),
-        (dict(weights=torch.ones(4)), "weights"),
-        (dict(pairs=torch.tensor([[0], [3]])), "outside"),
-        (dict(pairs=torch.zeros(2, 0, dtype=torch.long)), "pairs must be"),
+        ({"kp": torch.zeros(2, 3)}, "kp must be"),
+        ({"size": (0, 4)}, "size"),
+        ({"thickness": 0.0}, "thickness"),
+        ({"weights": torch.ones(4)}, "weights"),
+        ({"pairs": torch.tensor([[0], [3]])}, "outside"),
+        ({"pairs": torch.zeros(2, 0, dtype=torch.long)}, "pairs must be"),
     ],
 )
 def test_errors(kwargs, match):
-    args = dict(kp=torch.zeros(1, 3, 2), weights=torch.ones(3), size=(4, 4), thickness=0.1)
+    args = {"kp": torch.zeros(1, 3, 2), "weights": torch.ones(3), "size": (4, 4), "thickness": 0.1}
     args.update(kwargs)
     pairs = args.pop("pairs", None)
     with pytest.raises(ValueError, match=match):
-        render_edge_map(args["kp"], args["weights"], args["size"], thickness=args["thickness"], pairs=pairs)
+        render_edge_map(
+            args["kp"], args["weights"], args["size"], thickness=args["thickness"], pairs=pairs
+        )

@@ -5,7 +5,9 @@ from kp3d.nn.masking import random_block_mask
 
 
 def test_blocks_are_constant_and_binary():
-    m = random_block_mask(4, (32, 16), grid=8, ratio=0.5, generator=torch.Generator().manual_seed(0))
+    m = random_block_mask(
+        4, (32, 16), grid=8, ratio=0.5, generator=torch.Generator().manual_seed(0)
+    )
     assert m.shape == (4, 1, 32, 16)
     assert set(m.unique().tolist()) <= {0.0, 1.0}
     cells = m.unfold(2, 4, 4).unfold(3, 2, 2)  # (B, 1, 8, 8, 4, 2) one cell per trailing block
@@ -13,8 +15,12 @@ def test_blocks_are_constant_and_binary():
 
 
 def test_ratio_is_the_dropped_fraction_and_generator_makes_it_reproducible():
-    a = random_block_mask(64, (16, 16), grid=16, ratio=0.8, generator=torch.Generator().manual_seed(1))
-    b = random_block_mask(64, (16, 16), grid=16, ratio=0.8, generator=torch.Generator().manual_seed(1))
+    a = random_block_mask(
+        64, (16, 16), grid=16, ratio=0.8, generator=torch.Generator().manual_seed(1)
+    )
+    b = random_block_mask(
+        64, (16, 16), grid=16, ratio=0.8, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(a, b)
     assert abs((1 - a.mean().item()) - 0.8) < 0.03
     assert random_block_mask(2, (8, 8), grid=4, ratio=0.0).min() == 1

@@ -17,7 +17,9 @@ def random_state(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in module.state_dict().items():
         if v.is_floating_point():
-            out[k] = torch.rand(v.shape, generator=g) * 0.2 + (0.9 if k.endswith("running_var") else -0.1)
+            out[k] = torch.rand(v.shape, generator=g) * 0.2 + (
+                0.9 if k.endswith("running_var") else -0.1
+            )
         else:
             out[k] = v.clone()
     return out
@@ -37,7 +39,9 @@ def test_packaged_efficientnet_is_a_working_classifier():
     # the logits must depend on the image and the softmax must not be flat.
     net = load_efficientnet_lite0()
     g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=96, mode="bilinear")
+    x = torch.nn.functional.interpolate(
+        torch.rand(2, 3, 8, 8, generator=g), size=96, mode="bilinear"
+    )
     with torch.no_grad():
         p = net(x).softmax(-1)
     assert p.shape == (2, 1000)
@@ -53,7 +57,12 @@ def test_efficientnet_created_state_dict_roundtrip_and_taps(tmp_path):
     for k, v in state.items():
         assert torch.equal(net.state_dict()[k], v)
     feats = net.features(torch.rand(2, 3, 64, 64))
-    assert [tuple(f.shape) for f in feats] == [(2, 16, 32, 32), (2, 24, 16, 16), (2, 40, 8, 8), (2, 112, 4, 4)]
+    assert [tuple(f.shape) for f in feats] == [
+        (2, 16, 32, 32),
+        (2, 24, 16, 16),
+        (2, 40, 8, 8),
+        (2, 112, 4, 4),
+    ]
 
 
 def test_efficientnet_wrong_state_dict_is_a_data_error(tmp_path):
@@ -98,20 +107,31 @@ def test_vgg16_loads_a_created_torchvision_state_dict(tmp_path):
     names = {k.removeprefix("layers.") for k in net.state_dict()}
     assert {"0.weight", "2.weight", "28.bias"} <= names
     g = torch.Generator().manual_seed(3)
-    state = {f"features.{k}": torch.randn(v.shape, generator=g) * 0.05 for k, v in
-             {k.removeprefix("layers."): v for k, v in net.state_dict().items()}.items()}
+    state = {
+        f"features.{k}": torch.randn(v.shape, generator=g) * 0.05
+        for k, v in {k.removeprefix("layers."): v for k, v in net.state_dict().items()}.items()
+    }
     state["classifier.0.weight"] = torch.zeros(2, 8)  # torchvision files carry the classifier too
     path = tmp_path / "vgg16.pth"
     torch.save(state, path)
     loaded = load_vgg16(path)
     assert torch.equal(loaded.layers[28].bias, state["features.28.bias"])
     feats = loaded.features(torch.rand(1, 3, 32, 32))
-    assert [tuple(f.shape) for f in feats] == [(1, 64, 32, 32), (1, 128, 16, 16), (1, 256, 8, 8), (1, 512, 4, 4)]
+    assert [tuple(f.shape) for f in feats] == [
+        (1, 64, 32, 32),
+        (1, 128, 16, 16),
+        (1, 256, 8, 8),
+        (1, 512, 4, 4),
+    ]
     assert all((f >= 0).all() for f in feats)  # taps are after ReLUs
 
 
 def test_vgg16_missing_layer_is_a_data_error(tmp_path):
-    state = {f"features.{k}": v for k, v in VGG16Features().layers.state_dict().items() if not k.startswith("28.")}
+    state = {
+        f"features.{k}": v
+        for k, v in VGG16Features().layers.state_dict().items()
+        if not k.startswith("28.")
+    }
     path = tmp_path / "short.pth"
     torch.save(state, path)
     with pytest.raises(DataError, match="short.pth"):
@@ -121,7 +141,9 @@ def test_vgg16_missing_layer_is_a_data_error(tmp_path):
 def test_vgg16_safetensors(tmp_path):
     from safetensors.torch import save_file
 
-    state = {f"features.{k}": v.contiguous() for k, v in VGG16Features().layers.state_dict().items()}
+    state = {
+        f"features.{k}": v.contiguous() for k, v in VGG16Features().layers.state_dict().items()
+    }
     save_file(state, str(tmp_path / "vgg.safetensors"))
     load_vgg16(tmp_path / "vgg.safetensors")
 

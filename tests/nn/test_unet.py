@@ -10,7 +10,9 @@ def test_shape_and_channels_last():
     y = net(x)
     assert y.shape == (2, 3, 16, 12)
     net_cl = net.to(memory_format=torch.channels_last)
-    torch.testing.assert_close(net_cl(x.contiguous(memory_format=torch.channels_last)), y, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        net_cl(x.contiguous(memory_format=torch.channels_last)), y, atol=1e-5, rtol=1e-4
+    )
 
 
 def test_skip_connections_carry_fine_detail():

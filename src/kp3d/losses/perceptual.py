@@ -9,13 +9,13 @@ from torch import Tensor, nn
 
 
 class FeatureNetwork(Protocol):
-    """What :class:`PerceptualLoss` needs: an ``nn.Module`` with ``features(rgb01) -> list[Tensor]``."""
+    """What :class:`PerceptualLoss` needs: a module with ``features(rgb01) -> list[Tensor]``."""
 
     def features(self, image: Tensor) -> list[Tensor]: ...
 
 
 class PerceptualLoss(nn.Module):
-    """``sum_t mean |F_t(pred) - F_t(target)|`` over the tapped feature maps F_t of a frozen network.
+    """``sum_t mean |F_t(pred) - F_t(target)|`` over the tapped feature maps F_t of a frozen net.
 
     The network is frozen (no gradients to its weights, always in eval mode, so its
     BatchNorm statistics never change) and it is not part of the state dict: checkpoints of a
@@ -34,7 +34,7 @@ class PerceptualLoss(nn.Module):
         self.register_state_dict_post_hook(_drop_frozen)
         self.register_load_state_dict_pre_hook(_supply_frozen)
 
-    def train(self, mode: bool = True) -> "PerceptualLoss":
+    def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
         self.net.eval()
         return self
@@ -44,10 +44,15 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             wanted = self.net.features(target)
         got = self.net.features(pred)
-        return sum(((g.float() - w.float()).abs().mean() for g, w in zip(got, wanted)), torch.zeros((), device=pred.device))
+        return sum(
+            ((g.float() - w.float()).abs().mean() for g, w in zip(got, wanted)),
+            torch.zeros((), device=pred.device),
+        )
 
 
-def _drop_frozen(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+def _drop_frozen(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any
+) -> None:
     for key in [k for k in state_dict if k.startswith(prefix + "net.")]:
         del state_dict[key]
 

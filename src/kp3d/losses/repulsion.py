@@ -12,7 +12,9 @@ def nearest_neighbour_distance(kp: Tensor, *, eps: float = 1e-12) -> Tensor:
     ``eps`` keeps the gradient finite when two keypoints coincide.
     """
     if kp.shape[-2] < 2:
-        raise ValueError(f"nearest_neighbour_distance: need K >= 2 keypoints, got shape {tuple(kp.shape)}")
+        raise ValueError(
+            f"nearest_neighbour_distance: need K >= 2 keypoints, got shape {tuple(kp.shape)}"
+        )
     diff = kp[..., :, None, :] - kp[..., None, :, :]
     d2 = (diff * diff).sum(-1)
     self_pairs = torch.eye(kp.shape[-2], dtype=torch.bool, device=kp.device)

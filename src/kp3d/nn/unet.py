@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,7 +37,8 @@ class UNet(nn.Module):
         self.factor = 2 ** (len(widths) - 1)
         self.stem = conv3x3(c_in, widths[0])
         self.downs = nn.ModuleList(
-            nn.Sequential(ConvBNAct(a, b, stride=2), ConvBNAct(b, b)) for a, b in zip(widths[:-1], widths[1:])
+            nn.Sequential(ConvBNAct(a, b, stride=2), ConvBNAct(b, b))
+            for a, b in itertools.pairwise(widths)
         )
         coarse_to_fine = list(zip(widths[:0:-1], widths[-2::-1]))
         self.lateral = nn.ModuleList(nn.Conv2d(c, f, kernel_size=1) for c, f in coarse_to_fine)

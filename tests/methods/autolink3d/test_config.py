@@ -24,29 +24,34 @@ def test_registry_entries():
 
 
 def test_roundtrip_through_dict():
-    c = AutoLink3DConfig(k=8, image_size=32, heatmap_size=8, mask_grid=8, perceptual="none", w_pixel=1.0)
+    c = AutoLink3DConfig(
+        k=8, image_size=32, heatmap_size=8, mask_grid=8, perceptual="none", w_pixel=1.0
+    )
     assert config_from_dict(AutoLink3DConfig, config_to_dict(c), source="test") == c
     v = AutoLink3DConfig(perceptual="vgg16", vgg16_weights="w.pth")  # type: ignore[arg-type]
-    assert config_from_dict(AutoLink3DConfig, config_to_dict(v), source="test").vgg16_weights.name == "w.pth"
+    assert (
+        config_from_dict(AutoLink3DConfig, config_to_dict(v), source="test").vgg16_weights.name
+        == "w.pth"
+    )
 
 
 @pytest.mark.parametrize(
     "changes,match",
     [
-        (dict(k=1), "k:"),
-        (dict(image_size=40), "image_size"),
-        (dict(mask_grid=7), "mask_grid"),
-        (dict(heatmap_size=12), "valid: 4, 8, 16, 32, 64"),
-        (dict(width=0.001), "width"),
-        (dict(edge_thickness=0.0), "edge_thickness"),
-        (dict(skeleton_lr_scale=0.0), "skeleton_lr_scale"),
-        (dict(mask_ratio=1.0), "mask_ratio"),
-        (dict(perceptual="alexnet"), "valid choices: efficientnet_lite0, vgg16, none"),
-        (dict(perceptual="vgg16"), "vgg16_weights"),
-        (dict(perceptual="none"), "w_pixel"),
-        (dict(w_repulsion=-1.0), "w_repulsion"),
-        (dict(repulsion_h=0.0), "repulsion_h"),
-        (dict(n_basis=-1), "n_basis"),
+        ({"k": 1}, "k:"),
+        ({"image_size": 40}, "image_size"),
+        ({"mask_grid": 7}, "mask_grid"),
+        ({"heatmap_size": 12}, "valid: 4, 8, 16, 32, 64"),
+        ({"width": 0.001}, "width"),
+        ({"edge_thickness": 0.0}, "edge_thickness"),
+        ({"skeleton_lr_scale": 0.0}, "skeleton_lr_scale"),
+        ({"mask_ratio": 1.0}, "mask_ratio"),
+        ({"perceptual": "alexnet"}, "valid choices: efficientnet_lite0, vgg16, none"),
+        ({"perceptual": "vgg16"}, "vgg16_weights"),
+        ({"perceptual": "none"}, "w_pixel"),
+        ({"w_repulsion": -1.0}, "w_repulsion"),
+        ({"repulsion_h": 0.0}, "repulsion_h"),
+        ({"n_basis": -1}, "n_basis"),
     ],
 )
 def test_invalid_values_raise_config_error(changes, match):

@@ -9,7 +9,7 @@ from kp3d.methods import get_method
 from kp3d.methods.autolink3d import AutoLink3DConfig, ShapeModel
 from kp3d.methods.autolink3d.model import AutoLink3D, lr_scaled
 
-TINY = dict(k=4, image_size=32, heatmap_size=8, mask_grid=8, width=0.125, n_basis=2)
+TINY = {"k": 4, "image_size": 32, "heatmap_size": 8, "mask_grid": 8, "width": 0.125, "n_basis": 2}
 
 
 def tiny_batch(n: int = 4, size: int = 32) -> Sample:
@@ -18,7 +18,9 @@ def tiny_batch(n: int = 4, size: int = 32) -> Sample:
 
         return collate(generate("creature", n, size=size, seed=0))
     except ImportError:  # the synthetic generator is optional for this test
-        return Sample(image=torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)))
+        return Sample(
+            image=torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+        )
 
 
 def build(name: str = "autolink3d", **changes) -> AutoLink3D:
@@ -66,7 +68,9 @@ def test_rotation_is_proper_and_p3d_is_the_rotated_canonical_shape():
     torch.testing.assert_close(back, out.canonical)
     # Pairwise distances are those of the canonical shape times S (a similarity).
     d_points = torch.cdist(out.points, out.points)
-    torch.testing.assert_close(d_points, out.S[:, None, None] * torch.cdist(out.canonical, out.canonical))
+    torch.testing.assert_close(
+        d_points, out.S[:, None, None] * torch.cdist(out.canonical, out.canonical)
+    )
 
 
 def test_projection_drops_depth_and_scales_by_pi():
@@ -93,7 +97,10 @@ def test_shape_model_starts_near_the_identity_rotation():
 
 def test_scale_and_translation_are_the_least_squares_fit():
     shape, _ = shape_model_and_output()
-    kp = torch.rand(64, 6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    kp = (
+        torch.rand(64, 6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+        - 1
+    )
     out = shape(torch.randn(64, 8, 2, 2, dtype=torch.float64), kp)
     torch.testing.assert_close(out.projected.mean(1), kp.mean(1))  # centroids coincide
     # The residual is stationary in S (anti-aligned fits turned into rotations by pi).
@@ -106,7 +113,7 @@ def test_scale_and_translation_are_the_least_squares_fit():
 
 def test_similarity_of_the_keypoints_moves_p3d_alike():
     # Rotation and shape depend on the keypoints only up to scale and translation.
-    shape, out = shape_model_and_output()
+    shape, _out = shape_model_and_output()
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(32, 8, 2, 2, dtype=torch.float64, generator=g)
     kp = torch.rand(32, 6, 2, dtype=torch.float64, generator=g) * 2 - 1
@@ -184,8 +191,12 @@ def test_two_training_steps_change_the_parameters(name):
         losses.append(out.loss.item())
     assert {"perceptual", "repulsion", "kp_spread", "edge_weight_max"} <= set(out.logs)
     assert ("projection" in out.logs) == ("canonical" in out.logs) == (name == "autolink3d")
-    changed = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
-    groups = {"detector", "decoder", "edge_logits", "image_gain"} | ({"shape"} if name == "autolink3d" else set())
+    changed = {
+        n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])
+    }
+    groups = {"detector", "decoder", "edge_logits", "image_gain"} | (
+        {"shape"} if name == "autolink3d" else set()
+    )
     assert groups == {n.split(".")[0] for n in changed}
     assert not any(n.startswith("perceptual") for n in before)  # frozen: not trainable
 
@@ -229,14 +240,26 @@ def test_predict_outputs_in_pixels_of_the_input_image():
     batch = tiny_batch(size=48)  # not the model's 32: resized inside, reported in 48 px
     out = model.predict(batch)
     B, K = 4, 4
-    shapes = {"kp2d": (B, K, 2), "kp2d_normalised": (B, K, 2), "heatmaps": (B, K, 8, 8), "kp3d": (B, K, 3),
-              "kp3d_pixels": (B, K, 3), "canonical": (B, K, 3), "R": (B, 3, 3), "T": (B, 3), "S": (B,), "alpha": (B, 2)}
+    shapes = {
+        "kp2d": (B, K, 2),
+        "kp2d_normalised": (B, K, 2),
+        "heatmaps": (B, K, 8, 8),
+        "kp3d": (B, K, 3),
+        "kp3d_pixels": (B, K, 3),
+        "canonical": (B, K, 3),
+        "R": (B, 3, 3),
+        "T": (B, 3),
+        "S": (B,),
+        "alpha": (B, 2),
+    }
     assert {k: tuple(v.shape) for k, v in out.items()} == shapes
     torch.testing.assert_close(out["kp2d"], normalised_to_pixel(out["kp2d_normalised"], (48, 48)))
     assert (out["kp2d"] >= 0).all() and (out["kp2d"] <= 48).all()
     # The 3D keypoints in pixels project to the 3D head's projection of P3D.
     s = model.shape.projection_scales()
-    torch.testing.assert_close(out["kp3d_pixels"][..., :2], normalised_to_pixel(out["kp3d"][..., :2] * s, (48, 48)))
+    torch.testing.assert_close(
+        out["kp3d_pixels"][..., :2], normalised_to_pixel(out["kp3d"][..., :2] * s, (48, 48))
+    )
     torch.testing.assert_close(out["heatmaps"].sum((-2, -1)), torch.ones(B, K))
 
 

@@ -15,7 +15,7 @@ SPEC = MethodSpec(
     config_cls=AutoLink3DConfig,
     build=build,
     data="images",
-    description="AutoLink keypoints + skeleton with a learned 3D shape model and per-image pose (images only)",
+    description="AutoLink keypoints and skeleton with a learned 3D shape model and per-image pose",
     train_defaults=TRAIN_DEFAULTS,
 )
 
@@ -23,7 +23,7 @@ SPEC_2D = MethodSpec(
     config_cls=AutoLink3DConfig,
     build=build,
     data="images",
-    description="AutoLink: 2D keypoints and skeleton by masked-image reconstruction (autolink3d without its 3D head)",
+    description="AutoLink: 2D keypoints and skeleton by masked reconstruction (autolink3d, no 3D)",
     overrides={"use_3d": False},
     train_defaults=TRAIN_DEFAULTS,
 )

@@ -7,14 +7,17 @@ One training step (He, Wandt & Rhodin, NeurIPS 2022, plus the 3D head of Wang, C
     U-Net( [gain * I * block-mask, S] ) --> reconstruction I'
     loss = perceptual(I', I) [+ L1(I', I)] + repulsion(P2D)
     3D head (detector features, P2D) --> R, alpha;  S, T fitted to P2D in closed form
-    P3D = S R (M + alpha B) + T,   loss += ||P3D Pi - P2D|| + canonicalisation [+ ||alpha||^2]
+    P3D = S R (M + alpha B) + T,   loss += ||P3D Pi - P2D|| / spread(P2D) + canonicalisation
 
 Masking most of the image forces the decoder to take the object's layout from the edge map,
 hence from the keypoints: they must land where a line drawing between them explains the image.
 
 How the 3D head avoids trivial solutions
     * Collapsed keypoints, which any 3D shape projects onto: the reconstruction needs spread
-      keypoints and the repulsion loss pushes crowded ones apart.
+      keypoints, the repulsion loss pushes crowded ones apart, and the projection loss is
+      relative to the keypoints' spread. (With S fitted to P2D, the absolute loss falls as P2D
+      shrinks; in single 200-step runs on real faces it contracted the keypoints and cost 2
+      points of NME-5 against the 2D-only model, while the relative loss gained 1.5.)
     * Scale: the mean shape M is centred with unit RMS and each basis shape is centred with unit
       norm, so size lives in S (per image) and Pi (global) only.
     * Pose that the regressor need not learn: S and T are the least-squares fit of the rotated
@@ -96,7 +99,10 @@ class Shape3D(NamedTuple):
 
 def _mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(c_in, hidden), nn.LeakyReLU(LEAK), nn.Linear(hidden, hidden), nn.LeakyReLU(LEAK),
+        nn.Linear(c_in, hidden),
+        nn.LeakyReLU(LEAK),
+        nn.Linear(hidden, hidden),
+        nn.LeakyReLU(LEAK),
         nn.Linear(hidden, c_out),
     )
 
@@ -186,7 +192,9 @@ class ShapeModel(nn.Module):
             projected = orthographic_project(points, scales)
         return Shape3D(points, canonical, R, T, S, alpha, projected)
 
-    def canonicalisation_loss(self, canonical: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def canonicalisation_loss(
+        self, canonical: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
         """C3DPO's canonicalisation: ``mean ||X - compose(Psi(R~ X))||`` over random rotations R~.
 
         canonical (B, K, 3) -> scalar; 0 for a rigid shape model.
@@ -194,8 +202,15 @@ class ShapeModel(nn.Module):
         if self.canonicaliser is None:
             return canonical.new_zeros(())
         with torch.autocast(canonical.device.type, enabled=False):
-            R = random_rotation(canonical.shape[0], generator=generator, dtype=canonical.dtype, device=canonical.device)
-            alpha = self.canonicaliser((canonical @ R.transpose(-1, -2)).flatten(1)).to(canonical.dtype)
+            R = random_rotation(
+                canonical.shape[0],
+                generator=generator,
+                dtype=canonical.dtype,
+                device=canonical.device,
+            )
+            alpha = self.canonicaliser((canonical @ R.transpose(-1, -2)).flatten(1)).to(
+                canonical.dtype
+            )
             return (canonical - self.compose(alpha)).norm(dim=-1).mean()
 
 
@@ -221,7 +236,9 @@ class AutoLink3D(MethodModel):
         self.edge_logits = nn.Parameter((logit + noise) / c.skeleton_lr_scale)
         self.image_gain = nn.Parameter(torch.ones(()))
         self.decoder = UNet(3 + 1, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w])
-        self.shape = ShapeModel(c.k, c.n_basis, self.detector.feature_channels) if c.use_3d else None
+        self.shape = (
+            ShapeModel(c.k, c.n_basis, self.detector.feature_channels) if c.use_3d else None
+        )
         self.perceptual = self._perceptual_loss(c)
 
     @staticmethod
@@ -262,7 +279,9 @@ class AutoLink3D(MethodModel):
         image = batch.image
         s = self.config.image_size
         if tuple(image.shape[-2:]) != (s, s):
-            image = F.interpolate(image, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            image = F.interpolate(
+                image, size=(s, s), mode="bilinear", align_corners=False, antialias=True
+            )
         return image * 2 - 1
 
     def training_step(self, batch: Sample, step: int) -> StepOutput:
@@ -270,9 +289,15 @@ class AutoLink3D(MethodModel):
         x = self._input(batch)
         B, _, H, W = x.shape
         det = self.detector(x)
-        edges = render_edge_map(det.kp, self.edge_weights(), (H, W), thickness=c.edge_thickness, pairs=self.pairs)
-        keep = random_block_mask(B, (H, W), grid=c.mask_grid, ratio=c.mask_ratio, device=x.device, dtype=x.dtype)
-        recon = self.decoder(torch.cat([x * keep * self.image_gain, edges[:, None].to(x.dtype)], dim=1))
+        edges = render_edge_map(
+            det.kp, self.edge_weights(), (H, W), thickness=c.edge_thickness, pairs=self.pairs
+        )
+        keep = random_block_mask(
+            B, (H, W), grid=c.mask_grid, ratio=c.mask_ratio, device=x.device, dtype=x.dtype
+        )
+        recon = self.decoder(
+            torch.cat([x * keep * self.image_gain, edges[:, None].to(x.dtype)], dim=1)
+        )
 
         target, pred = x * 0.5 + 0.5, recon.float() * 0.5 + 0.5
         logs: dict[str, Tensor] = {}
@@ -288,7 +313,8 @@ class AutoLink3D(MethodModel):
             loss = loss + c.w_repulsion * logs["repulsion"]
         if self.shape is not None:
             shape = self.shape(det.features, det.kp)
-            logs["projection"] = projection_loss(shape.points, det.kp, self.shape.projection_scales()).mean()
+            scales = self.shape.projection_scales()
+            logs["projection"] = projection_loss(shape.points, det.kp, scales, relative=True).mean()
             logs["alpha"] = shape.alpha.square().sum(-1).mean()
             loss = loss + c.w_projection * logs["projection"] + c.w_alpha * logs["alpha"]
             if c.w_canonical > 0:
