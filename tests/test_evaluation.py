@@ -7,6 +7,7 @@ from kp3d.evaluation import (
     evaluate_keypoint_discovery,
     evaluate_lifting,
     fit_orthographic_depth,
+    image_frame_3d,
     normalise_per_sample,
     procrustes_mean_shape,
 )
@@ -65,7 +66,6 @@ def test_lifting_protocol_perfect_prediction_and_baselines() -> None:
     assert out["mean_shape"]["mpjpe"]["norm"] < 1e-5
     # Input units are normalised units times the per-sample scale.
     _, s = normalise_per_sample(posed[..., :2])
-    flat = torch.cat([posed[..., :2], torch.zeros_like(posed[..., :1])], -1)
     assert out["flat"]["mpjpe"]["input_units"] > out["flat"]["mpjpe"]["norm"] * s.min() * 0.99
 
 
@@ -106,3 +106,51 @@ def test_keypoint_discovery_3d_head_beats_flat_baseline_when_depth_is_right() ->
     assert out["nme"]["value"] < 1e-4
     assert out["nme3d"]["value"] < 1e-3
     assert out["nme3d_flat_baseline"]["value"] > 10 * out["nme3d"]["value"]
+
+
+def test_image_frame_3d_undoes_a_per_image_scale_and_keeps_image_frame_data() -> None:
+    g = torch.Generator().manual_seed(3)
+    cam = torch.randn(4, 7, 3, generator=g, dtype=torch.float64)
+    scale = torch.tensor([2.0, 0.5, 10.0, 1.0], dtype=torch.float64)[:, None, None]
+    shift = torch.randn(4, 1, 2, generator=g, dtype=torch.float64)
+    kp2d = scale * cam[..., :2] + shift  # weak perspective with a per-image scale
+    out = image_frame_3d(cam, kp2d)
+    torch.testing.assert_close(out[..., :2], kp2d)
+    z = cam[..., 2:] - cam[..., 2:].mean(-2, keepdim=True)
+    torch.testing.assert_close(out[..., 2:], scale * z)
+    # Data already in the image frame (AFLW2000-3D) keeps x, y and its centred depth.
+    again = image_frame_3d(out, kp2d)
+    torch.testing.assert_close(again, out)
+
+
+def test_image_frame_3d_ignores_missing_landmarks_and_checks_shapes() -> None:
+    cam = torch.randn(2, 6, 3, dtype=torch.float64)
+    kp2d = 3 * cam[..., :2]
+    holed = cam.clone()
+    holed[0, 5] = float("nan")
+    out = image_frame_3d(holed, kp2d)
+    assert out[0, 5].isnan().all() and out[..., :5, :].isfinite().all()
+    ref = image_frame_3d(cam[:, :5], kp2d[:, :5])
+    torch.testing.assert_close(out[0, :5], ref[0])
+    with pytest.raises(ValueError, match="image_frame_3d"):
+        image_frame_3d(cam, kp2d[:, :4])
+
+
+def test_keypoint_discovery_3d_uses_the_image_frame_for_camera_frame_ground_truth() -> None:
+    # Ground truth in a camera frame whose scale relative to the image differs per image (the
+    # synthetic sets); the method's image-frame 3D keypoints (kp3d_pixels) are exact.
+    g = torch.Generator().manual_seed(8)
+    shape = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    cam = _rotated_copies(shape, 80, seed=9) + torch.tensor([0.0, 0.0, 20.0], dtype=torch.float64)
+    zoom = (5 + 10 * torch.rand(80, 1, 1, generator=g, dtype=torch.float64))
+    kp2d = 32 + zoom * cam[..., :2]
+    image = torch.cat([kp2d, zoom * (cam[..., 2:] - 20)], -1)
+    cam, kp2d, image = cam.float(), kp2d.float(), image.float()
+
+    def part(sl: slice) -> Collected:
+        pred = {"kp2d": kp2d[sl], "kp3d": cam[sl], "kp3d_pixels": image[sl]}
+        return Collected(pred, Sample(kp2d=kp2d[sl], kp3d=cam[sl], name=[""] * 40), (64, 64))
+
+    out = evaluate_keypoint_discovery(part(slice(0, 40)), part(slice(40, 80)))
+    assert out["nme3d"]["value"] < 1e-3 and out["nme3d_depth"]["value"] < 1e-3
+    assert out["nme3d_flat_baseline"]["value"] > 0.05

@@ -16,11 +16,15 @@ Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
     Landmarks that are not visible (``vis`` False: absent in CUB/COCO, occluded in the synthetic
     sets) or whose coordinates are not finite are left out of the 2D fit and error, as in
     AutoLink's CUB protocol. 3D ground truth is exact where it exists, so the 3D errors use every
-    finite landmark, occluded or not. With ground-truth
-    3D keypoints and a 3D method: ``nme3d`` of :func:`kp3d.metrics.nme_3d` from the discovered 3D
-    keypoints, and ``nme3d_flat_baseline``, the same regression from the discovered 2D keypoints
-    at the mean depth (z = 0 after the per-image depth centring of ``nme_3d``): the 3D head is
-    only worth something if it beats that.
+    finite landmark, occluded or not. With ground-truth 3D keypoints and a 3D method, the ground
+    truth is brought into the image frame (:func:`image_frame_3d`) and the method's 3D keypoints
+    are taken in the image frame too (``kp3d_pixels`` when the method predicts it, divided like
+    2D by the image size), because the regression has no bias: inputs and landmarks must share
+    their origin. Then, with :func:`kp3d.metrics.nme_3d` (3K -> 3L regression, depth centred per
+    image): ``nme3d`` from the discovered 3D keypoints; ``nme3d_depth`` from the discovered 2D
+    keypoints with the 3D head's depth; ``nme3d_flat_baseline`` from the discovered 2D keypoints
+    at the mean depth. The 3D head is only worth something if it beats the last: ``nme3d_depth``
+    against it isolates what the predicted depth adds.
 
 Lifting methods (2D -> 3D), :func:`evaluate_lifting`
     C3DPO's protocol as recorded in ``shared/ANCHORS.md``: per sample, centre the visible 2D
@@ -35,7 +39,7 @@ Lifting methods (2D -> 3D), :func:`evaluate_lifting`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -108,11 +112,50 @@ def _unit(points: Tensor, size: tuple[int, int]) -> Tensor:
     return points / points.new_tensor([w, h])
 
 
+def _unit3(points: Tensor, size: tuple[int, int]) -> Tensor:
+    """(N, K, 3) image-frame points in pixels -> x / W, y / H, z / ((W + H) / 2)."""
+    h, w = size
+    return points / points.new_tensor([w, h, (w + h) / 2])
+
+
 def _landmark_mask(lm: Tensor, vis: Tensor | None = None) -> Tensor | None:
     mask = lm.isfinite().all(-1)
     if vis is not None:
         mask = mask & vis.bool()
     return None if bool(mask.all()) else mask
+
+
+def image_frame_3d(kp3d: Tensor, kp2d: Tensor) -> Tensor:
+    """3D ground truth in the image frame: x, y the 2D landmarks, z scaled like them.
+
+    Camera-frame joints (synthetic sets: metres in front of a perspective camera) and image
+    coordinates differ by a per-image scale (framing, distance), which no single linear
+    regression can undo. Per image, ``s`` is the least-squares scale from the centred camera
+    x, y to the centred 2D landmarks; the result is ``(u, v, s (z - mean z))``, the
+    weak-perspective image frame in which AFLW2000-3D gives its 3D landmarks (for such data
+    ``s = 1`` and nothing changes). Non-finite landmarks stay non-finite.
+
+    Args:
+        kp3d: (N, L, 3) ground truth, camera or image frame.
+        kp2d: (N, L, 2) the same landmarks in the image.
+
+    Returns:
+        (N, L, 3) in the units of ``kp2d``.
+    """
+    if kp3d.shape[:-1] != kp2d.shape[:-1] or kp3d.shape[-1] != 3 or kp2d.shape[-1] != 2:
+        raise ValueError(
+            f"image_frame_3d: need kp3d (N, L, 3) and kp2d (N, L, 2) of the same landmarks, "
+            f"got {tuple(kp3d.shape)} and {tuple(kp2d.shape)}"
+        )
+    ok = (kp3d.isfinite().all(-1) & kp2d.isfinite().all(-1))[..., None]
+    w = ok.to(kp3d.dtype)
+    n = w.sum(-2, keepdim=True).clamp_min(1)
+    X, x = kp3d.nan_to_num() * w, kp2d.nan_to_num() * w
+    Xc = (X - X.sum(-2, keepdim=True) / n) * w
+    xc = (x - x.sum(-2, keepdim=True) / n) * w
+    s = (Xc[..., :2] * xc).sum((-2, -1)) / Xc[..., :2].square().sum((-2, -1)).clamp_min(1e-12)
+    out = torch.cat([kp2d, s[:, None, None] * Xc[..., 2:]], -1)
+    return out.masked_fill(~ok, float("nan"))
 
 
 def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, Any]:
@@ -154,16 +197,25 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
         r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv)
         add("nme", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h)")
 
-    if "kp3d" in fit.pred and fit.gt.kp3d is not None and test.gt.kp3d is not None:
-        fg, tg = fit.gt.kp3d.float(), test.gt.kp3d.float()
+    key3d = "kp3d_pixels" if "kp3d_pixels" in fit.pred else "kp3d"
+    if key3d in fit.pred and fit.gt.kp3d is not None and test.gt.kp3d is not None:
+        fg = image_frame_3d(fit.gt.kp3d.float(), fit.gt.kp2d.float())
+        tg = image_frame_3d(test.gt.kp3d.float(), test.gt.kp2d.float())
         fv3, tv3 = _landmark_mask(fg), _landmark_mask(tg)
-        r = nme_3d(fit.pred["kp3d"], fg, test.pred["kp3d"], tg, "bbox", fit_vis=fv3, test_vis=tv3)
-        add("nme3d", r.nme, "3D NME from discovered 3D keypoints, ground-truth box sqrt(w h)")
-        flat_f = torch.cat([fk, torch.zeros_like(fk[..., :1])], -1)
-        flat_t = torch.cat([tk, torch.zeros_like(tk[..., :1])], -1)
-        r = nme_3d(flat_f, fg, flat_t, tg, "bbox", fit_vis=fv3, test_vis=tv3)
-        add("nme3d_flat_baseline", r.nme,
-            "3D NME from discovered 2D keypoints at the mean depth (baseline)")
+        fp, tp = _unit3(fit.pred[key3d], fit.image_size), _unit3(test.pred[key3d], test.image_size)
+
+        def nme3(fit_kp: Tensor, test_kp: Tensor) -> Tensor:
+            return nme_3d(fit_kp, fg, test_kp, tg, "bbox", fit_vis=fv3, test_vis=tv3).nme
+
+        add("nme3d", nme3(fp, tp),
+            "3D NME from the discovered 3D keypoints, ground-truth box sqrt(w h)")
+        add("nme3d_depth",
+            nme3(torch.cat([fk, fp[..., 2:]], -1), torch.cat([tk, tp[..., 2:]], -1)),
+            "3D NME from the discovered 2D keypoints with the 3D head's depth")
+        add("nme3d_flat_baseline",
+            nme3(torch.cat([fk, torch.zeros_like(fk[..., :1])], -1),
+                 torch.cat([tk, torch.zeros_like(tk[..., :1])], -1)),
+            "3D NME from the discovered 2D keypoints at the mean depth (baseline)")
     return results
 
 
@@ -228,26 +280,8 @@ def fit_orthographic_depth(
     R0 = _nearest_rotation(torch.stack([rows[:, 0], rows[:, 1], third], 1))
     flip = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=X.dtype))
     # Two starts: the projected affine fit and its depth-reversed (Necker) twin D R D.
-    for R0 in (R0, flip @ R0 @ flip):
-        rotvec = matrix_to_axis_angle(R0).detach().clone().requires_grad_(True)
-        log_s = S.mean(-1).clamp_min(1e-9).log().detach().clone().requires_grad_(True)
-        t = torch.zeros_like(Y[:, 0]).requires_grad_(True)
-        opt = torch.optim.LBFGS([rotvec, log_s, t], max_iter=iterations, line_search_fn="strong_wolfe")
-
-        def residual() -> tuple[Tensor, Tensor]:
-            P = log_s.exp()[:, None, None] * (Xb @ axis_angle_to_matrix(rotvec).transpose(1, 2))
-            r = P[..., :2] + t[:, None] - Y
-            return (r * w[..., None]).pow(2).sum((1, 2)), P
-
-        def closure() -> Tensor:
-            opt.zero_grad()
-            loss = residual()[0].sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        with torch.no_grad():
-            loss, P = residual()
+    for start in (R0, flip @ R0 @ flip):
+        loss, P = _refine_orthographic_pose(Xb, Y, w, start, S.mean(-1), iterations)
         if best_loss is None:
             best_loss, best_depth = loss, P[..., 2]
         else:
@@ -255,6 +289,34 @@ def fit_orthographic_depth(
             best_depth = torch.where(better[:, None], P[..., 2], best_depth)
             best_loss = torch.minimum(loss, best_loss)
     return best_depth.to(obs.dtype)
+
+
+def _refine_orthographic_pose(
+    X: Tensor, Y: Tensor, w: Tensor, R0: Tensor, s0: Tensor, iterations: int
+) -> tuple[Tensor, Tensor]:
+    """L-BFGS on rotation (axis-angle), log-scale and 2D translation from (R0, s0).
+
+    X (N, K, 3), Y (N, K, 2), w (N, K) -> per-sample weighted residual (N,), posed X (N, K, 3).
+    """
+    rotvec = matrix_to_axis_angle(R0).detach().clone().requires_grad_(True)
+    log_s = s0.clamp_min(1e-9).log().detach().clone().requires_grad_(True)
+    t = torch.zeros_like(Y[:, 0]).requires_grad_(True)
+    opt = torch.optim.LBFGS([rotvec, log_s, t], max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def residual() -> tuple[Tensor, Tensor]:
+        P = log_s.exp()[:, None, None] * (X @ axis_angle_to_matrix(rotvec).transpose(1, 2))
+        r = P[..., :2] + t[:, None] - Y
+        return (r * w[..., None]).pow(2).sum((1, 2)), P
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = residual()[0].sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return residual()
 
 
 def procrustes_mean_shape(shapes: Tensor, vis: Tensor | None = None, *, iterations: int = 10) -> Tensor:

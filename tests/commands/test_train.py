@@ -329,3 +329,52 @@ def test_method_from_argv() -> None:
     assert f(["--method", "a"]) == "a" and f(["--method=b"]) == "b" and f([]) is None
     assert f(["--method", "autolink3d", "--no-3d"]) == "autolink"
     assert sys.argv  # the hook falls back to sys.argv only when argparse passes none
+
+
+def _multicategory_npz(path: Path, categories: int = 3) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, k = 12, 5
+    np.savez(
+        path,
+        kp2d=rng.normal(size=(n, k, 2)).astype(np.float32),
+        category=np.arange(n) % categories,
+    )
+    return path
+
+
+def _lifter_argv(data: Path, run: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--method", "lifter", "--data", str(data), "--out", str(run), "--steps", "1",
+        "--batch-size", "4", "--device", "cpu", "--width", "8", "--n-basis", "2", *extra,
+    ]
+
+
+def test_lifter_n_categories_comes_from_the_data(tmp_path: Path) -> None:
+    data = _multicategory_npz(tmp_path / "kp.npz", categories=3)
+    assert main(_lifter_argv(data, tmp_path / "run")) == 0
+    assert _stored(tmp_path / "run")["model"]["n_categories"] == 3
+    # Resuming keeps the stored value; an explicit larger value is kept as well.
+    assert main([*_lifter_argv(data, tmp_path / "run"), "--resume", "--steps", "2"]) == 0
+    assert main(_lifter_argv(data, tmp_path / "big", "--n-categories", "5")) == 0
+    assert _stored(tmp_path / "big")["model"]["n_categories"] == 5
+
+
+def test_lifter_n_categories_below_the_datas_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _multicategory_npz(tmp_path / "kp.npz", categories=3)
+    assert main(_lifter_argv(data, tmp_path / "run", "--n-categories", "2")) == 2
+    err = capsys.readouterr().err
+    assert "n_categories = 2, but the data" in err and "has 3 categories" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "config.json").exists()
+
+
+def test_data_num_categories_without_the_attribute() -> None:
+    from kp3d.data.schema import Sample
+    import torch
+
+    labelled = [Sample(kp2d=torch.zeros(3, 2), category=torch.tensor(c)) for c in (0, 4, 1)]
+    assert train_command.data_num_categories(labelled) == 5
+    assert train_command.data_num_categories([Sample(kp2d=torch.zeros(3, 2))]) is None

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from kp3d.cli import main
 from kp3d.engine import train
-from kp3d.engine.distributed import context_from_env
+from kp3d.engine.distributed import DistContext, context_from_env, sync_batchnorm
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="forked gloo ranks")
 
@@ -75,6 +75,27 @@ def test_no_launcher_means_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.is_main) == (2, 4, 0, False)
 
 
+def test_sync_batchnorm_on_cuda_and_a_warning_on_cpu(caplog: pytest.LogCaptureFixture) -> None:
+    def net() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+    single, two, two_r1 = DistContext(), DistContext(0, 2), DistContext(1, 2)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    model = net()
+    assert sync_batchnorm(model, single, cuda) is model
+    # Converting only swaps modules (no CUDA needed); the checkpoint keys stay the same.
+    synced = sync_batchnorm(net(), two, cuda)
+    assert isinstance(synced[1], torch.nn.SyncBatchNorm)
+    assert synced.state_dict().keys() == model.state_dict().keys()
+    with caplog.at_level("WARNING", logger="kp3d.engine"):
+        assert sync_batchnorm(model, two, cpu) is model
+        assert isinstance(model[1], torch.nn.BatchNorm2d)
+        sync_batchnorm(net(), two_r1, cpu)  # only rank 0 speaks
+        frozen = net().requires_grad_(False)
+        sync_batchnorm(frozen, two, cpu)  # fixed statistics: nothing to warn about
+    assert len(caplog.records) == 1 and "--norm group" in caplog.records[0].getMessage()
+
+
 def test_two_ranks_match_one_process_with_the_global_batch(tmp_path: Path, dummy: str) -> None:
     # No randomness inside the step and no BatchNorm (per-process statistics on CPU).
     model = {"noise": 0.0, "dropout": 0.0, "batchnorm": False}
@@ -117,16 +138,29 @@ def test_two_lifter_ranks_match_one_lifter(tmp_path: Path, dummy: str) -> None:
         torch.testing.assert_close(ranks[0][key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_two_autolink3d_ranks_stay_identical(tmp_path: Path) -> None:
-    # The flagship under DDP: gradients are averaged, so both ranks hold the same weights after
-    # every step. (It cannot match one process exactly on CPU: its BatchNorm layers normalise
-    # each process's slice, and PyTorch has no CPU SyncBatchNorm.)
-    model = {"k": 4, "image_size": 32, "heatmap_size": 8, "perceptual": "none", "w_pixel": 1.0}
+def test_two_autolink3d_ranks_match_one_autolink3d(tmp_path: Path) -> None:
+    # The flagship under DDP. GroupNorm, because BatchNorm statistics are per process on CPU
+    # (no CPU SyncBatchNorm); mask_ratio 0 keeps every cell whatever the per-rank random stream
+    # draws, and w_canonical 0 skips the random rotations: the step has no randomness left.
+    # float32 (bf16 off), so both runs compute the same sums, up to the order of the additions.
+    model = {
+        "k": 4, "image_size": 32, "heatmap_size": 8, "mask_grid": 8, "width": 0.125,
+        "n_basis": 2, "perceptual": "none", "w_pixel": 1.0, "mask_ratio": 0.0,
+        "w_canonical": 0.0, "norm": "group",
+    }  # fmt: skip
+    settings = {"steps": 3, "warmup_steps": 0, "bf16": False}
     ranks = _two_ranks(
         tmp_path / "ddp", "autolink3d", size=32, method_config=model,
-        train_config={"steps": 3, "batch_size": 2, "warmup_steps": 0},
-    )
+        train_config={**settings, "batch_size": 2},
+    )  # fmt: skip
     assert _equal(ranks[0], ranks[1])
+    single = train(
+        "autolink3d",
+        TinyImages(n=10, size=32),
+        tmp_path / "one",
+        method_config=model,
+        train_config={**settings, "batch_size": 4},
+    )
     from kp3d.config import config_from_dict
     from kp3d.engine.run import seed_everything
     from kp3d.methods import get_method
@@ -136,6 +170,11 @@ def test_two_autolink3d_ranks_stay_identical(tmp_path: Path) -> None:
     start = spec.build(config_from_dict(spec.config_cls, model, source="test"))
     moved = [k for k, v in start.named_parameters() if not torch.equal(v, ranks[0][k])]
     assert moved, "the two-rank run did not train"
+    # Not the heatmap head's bias: a constant added to a heatmap's logits leaves its softmax
+    # unchanged, so its gradient is 0 up to rounding, which Adam scales to lr-sized steps.
+    for key, value in single.model.named_parameters():
+        if key != "detector.head.bias":
+            torch.testing.assert_close(ranks[0][key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_two_rank_resume_equals_the_uninterrupted_two_rank_run(tmp_path: Path, dummy: str) -> None:

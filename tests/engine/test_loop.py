@@ -252,3 +252,21 @@ def test_fill_from_data_sets_the_number_of_keypoints() -> None:
 
     with pytest.raises(DataError, match="no 2D keypoints"):
         fill_from_data(Lifting(), NoKeypoints())
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_a_time_budget_is_measured_on_the_chosen_clock(
+    tmp_path: Path, dummy: str, clock: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fake CPU clock that runs 20 s per reading (other code reads it too): a 1-minute CPU
+    # budget ends within a few steps, while the same budget on the (real) wall clock lets all 12 steps run.
+    ticks = iter(range(0, 10**6, 20))
+    monkeypatch.setattr(engine_loop.time, "process_time", lambda: float(next(ticks)))
+    done = train(
+        dummy, TinyImages(), tmp_path / "run",
+        train_config={"steps": 12, "minutes": 1.0, "clock": clock},
+    )
+    if clock == "wall":
+        assert done.steps == 12
+    else:
+        assert 1 <= done.steps < 12

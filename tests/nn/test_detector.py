@@ -38,3 +38,13 @@ def test_errors():
         Detector(2, width=4, n_up=1)(torch.randn(1, 3, 24, 32))
     with pytest.raises(ValueError, match="k >= 1"):
         Detector(0, width=4, n_up=1)
+
+
+def test_group_norm_detector_has_batch_independent_keypoints():
+    torch.manual_seed(0)
+    det = Detector(3, width=4, n_up=1, norm="group").train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in det.modules())
+    keys = Detector(3, width=4, n_up=1).state_dict().keys()
+    assert det.state_dict().keys() < keys  # the same names, less the BatchNorm statistics
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(torch.cat([det(x[:1]).kp, det(x[1:]).kp]), det(x).kp)

@@ -1,14 +1,16 @@
 import pytest
 import torch
 
-from kp3d.geometry.rotations import random_rotation
+from kp3d.geometry.rotations import axis_angle_to_matrix, random_rotation
 from kp3d.nn.lifting import (
     LiftingNet,
     ShapeBasis,
+    fit_shape_coefficients,
     lifting_predictions,
     normalise_keypoints,
     orthographic_lift,
     orthographic_translation,
+    project_onto_motions,
     rotation_from_params,
     weak_perspective_scale,
 )
@@ -166,3 +168,39 @@ def test_shape_basis_is_unit_rms_and_the_weak_perspective_shape_scale_free() -> 
         (out.basis_shape @ out.R.transpose(-1, -2))[..., :2], kp2d)[:, None, None])
     with pytest.raises(ValueError, match="orthographic"):
         LiftingNet(9, camera="perspective")  # type: ignore[arg-type]
+
+
+def test_motion_free_basis_is_orthogonal_to_the_bias_motions() -> None:
+    torch.manual_seed(0)
+    sb = ShapeBasis(5, 9, motion_free=True).double()
+    bias = sb.bias - sb.bias.mean(0)
+    eye = torch.eye(3, dtype=torch.float64)
+    motions = [bias, *(torch.linalg.cross(eye[j].expand_as(bias), bias) for j in range(3))]
+    for m in motions:
+        torch.testing.assert_close((sb.basis * m).sum((-2, -1)), torch.zeros(5, dtype=torch.float64))
+    torch.testing.assert_close(sb.basis.square().sum(-1).mean(-1), torch.ones(5, dtype=torch.float64))
+    # A shape already orthogonal to the motions is left as it is.
+    rest = sb.basis - project_onto_motions(sb.basis, bias)
+    torch.testing.assert_close(rest, sb.basis)
+
+
+def test_fit_shape_coefficients_is_the_ridge_least_squares_optimum() -> None:
+    g = torch.Generator().manual_seed(3)
+    K, n = 7, 3
+    shapes = torch.randn(n, K, 3, generator=g, dtype=torch.float64)
+    R = axis_angle_to_matrix(torch.randn(2, 3, generator=g, dtype=torch.float64))
+    kp2d = torch.randn(2, K, 2, generator=g, dtype=torch.float64)
+    vis = torch.ones(2, K, dtype=torch.bool)
+    vis[1, :2] = False
+    ridge = 0.7
+    coef = fit_shape_coefficients(R, shapes, kp2d, vis, ridge)
+    for i in range(2):
+        # Unknowns: coefficients c (n) and translation t (2); rows: visible x, y.
+        P = torch.einsum("ij,nkj->nki", R[i, :2], shapes)[:, vis[i]]  # (n, V, 2)
+        V = P.shape[1]
+        A = torch.cat([P.permute(1, 2, 0).reshape(2 * V, n),
+                       torch.eye(2, dtype=torch.float64).repeat(V, 1)], 1)
+        reg = torch.diag(torch.tensor([0.0] + [ridge] * (n - 1) + [0.0, 0.0], dtype=torch.float64))
+        y = kp2d[i, vis[i]].reshape(-1)
+        sol = torch.linalg.solve(A.T @ A + reg, A.T @ y)
+        torch.testing.assert_close(coef[i], sol[:n])

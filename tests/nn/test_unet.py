@@ -28,3 +28,12 @@ def test_errors():
         UNet(3, 3, [8])
     with pytest.raises(ValueError, match="divisible by 4"):
         UNet(3, 3, [4, 4, 4])(torch.randn(1, 3, 10, 12))
+
+
+def test_group_norm_unet_has_batch_independent_outputs():
+    torch.manual_seed(0)
+    net = UNet(4, 3, [4, 8, 8], norm="group").train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert net.state_dict().keys() < UNet(4, 3, [4, 8, 8]).state_dict().keys()
+    x = torch.randn(3, 4, 16, 12)
+    torch.testing.assert_close(torch.cat([net(x[:2]), net(x[2:])]), net(x))

@@ -20,6 +20,10 @@ A config file is JSON or TOML with optional ``method``, ``data`` (a path, or a t
 
 ``--resume`` continues the run in ``--out`` from its last checkpoint; ``--method`` and
 ``--data`` then default to the run's own, and only budget-like settings may change.
+
+Methods with an ``n_categories`` setting (``lifter``) get it from the data when it is not set
+(the dataset's ``num_categories``, e.g. 1 + the largest label of a ``.npz`` file's ``category``);
+a value below the data's number of categories is an error (:func:`fill_categories`).
 """
 
 from __future__ import annotations
@@ -365,6 +369,7 @@ def resolve_request(args: argparse.Namespace) -> dict[str, Any]:
         "device": device,
         "model": model_values,
         "train": train_values,
+        "stored_model": dict(stored.get("model", {})),
     }
 
 
@@ -421,6 +426,58 @@ def open_training_data(request: Mapping[str, Any], *, split: str | None, strict:
     return open_dataset(request["data"], format=request["format"], **options)
 
 
+CATEGORY_FIELD = "n_categories"
+"""Method config field for the number of categories, filled from the data by :func:`run`."""
+
+
+def data_num_categories(dataset: Any) -> int | None:
+    """Number of categories of a dataset: its ``num_categories``, else 1 + the largest
+    ``category`` label of its samples (keypoint datasets are cheap to scan); None when the
+    samples carry no category labels."""
+    n = getattr(dataset, "num_categories", None)
+    if n is not None:
+        return int(n)
+    largest = None
+    for i in range(len(dataset)):
+        category = dataset[i].category
+        if category is None:
+            return None
+        largest = max(int(category), -1 if largest is None else largest)
+    return None if largest is None else largest + 1
+
+
+def fill_categories(request: Mapping[str, Any], dataset: Any) -> dict[str, Any]:
+    """The user's method values with ``n_categories`` taken from the data where unset.
+
+    Applies to methods with an ``n_categories`` setting (``lifter``) training on keypoint data.
+    A value the user set (flag or config file), or a resumed run's stored value, is kept, but
+    must cover the data's categories.
+
+    Raises:
+        ConfigError: an explicit ``n_categories`` smaller than the data's number of categories.
+    """
+    values = dict(request["model"])
+    spec = request["spec"]
+    if spec.data != "keypoints" or CATEGORY_FIELD not in field_defaults(spec.config_cls):
+        return values
+    n_data = data_num_categories(dataset)
+    if n_data is None:
+        return values
+    stored = request.get("stored_model") or {}
+    given = values.get(CATEGORY_FIELD, stored.get(CATEGORY_FIELD))
+    if given is None:
+        given = spec.overrides.get(CATEGORY_FIELD)
+    if given is None:
+        values[CATEGORY_FIELD] = n_data
+    elif int(given) < n_data:
+        raise ConfigError(
+            f"{CATEGORY_FIELD} = {given}, but the data {request['data']} has {n_data} categories "
+            f"(labels 0..{n_data - 1}); set {CATEGORY_FIELD} to at least {n_data} or leave it "
+            "unset to take it from the data"
+        )
+    return values
+
+
 def _launched(argv: list[str], registry: dict[str, str]) -> int:
     """One process of ``kp3d train --devices N`` (spawned: the registry is handed over)."""
     from kp3d.cli import main
@@ -469,7 +526,7 @@ def run(args: argparse.Namespace) -> int:
             request["method"],
             dataset,
             args.out,
-            method_config=request["model"],
+            method_config=fill_categories(request, dataset),
             train_config=request["train"],
             resume=args.resume,
             data_info={

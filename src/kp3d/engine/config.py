@@ -10,11 +10,13 @@ from kp3d.errors import ConfigError
 
 Schedule = Literal["constant", "cosine", "step"]
 DeviceKind = Literal["auto", "cpu", "cuda"]
+Clock = Literal["wall", "cpu"]
 
 RESUME_MAY_CHANGE: frozenset[str] = frozenset(
     {
         "steps",
         "minutes",
+        "clock",
         "ckpt_every",
         "log_every",
         "workers",
@@ -38,6 +40,10 @@ class TrainConfig:
     """Wall-clock training budget in minutes; none = no limit. With both steps and minutes,
     training stops at whichever comes first; the schedule then follows the larger fraction
     used. Time-limited runs are not bitwise reproducible."""
+    clock: Clock = "wall"
+    """What minutes measures: wall-clock time, or the CPU time of the training process (all
+    its threads; rank 0's in a multi-process run), which other jobs on a shared machine do not
+    eat into. A 2-thread run spends about 2 CPU minutes per wall minute."""
     batch_size: int = 32
     """Samples per step on each device; the global batch is batch_size x number of devices."""
     lr: float = 1e-3

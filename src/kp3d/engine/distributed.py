@@ -17,6 +17,7 @@ precision; DDP adds exactly the gradient all-reduce, and nothing else needs to c
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -25,10 +26,13 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from kp3d.errors import ConfigError, UserError
 
 T = TypeVar("T")
+
+log = logging.getLogger("kp3d.engine")
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,35 @@ def main_first(ctx: DistContext, fn: Callable[[], T]) -> T:
     if message is not None:
         raise UserError(message)
     return result if ctx.is_main else fn()  # type: ignore[return-value]
+
+
+def sync_batchnorm(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """``model`` with its BatchNorm layers synchronised across processes where PyTorch can.
+
+    On CUDA every BatchNorm becomes a :class:`~torch.nn.SyncBatchNorm`, whose statistics cover
+    the global batch as in a single process (the state-dict keys stay the same). PyTorch's
+    SyncBatchNorm raises for CPU inputs in training (torch 2.13), so CPU processes keep plain
+    BatchNorm, each normalising its own slice; rank 0 then logs one warning, if any trainable
+    BatchNorm exists (frozen feature networks, e.g. a perceptual loss's, do not count: they
+    normalise with fixed statistics). A single process gets ``model`` back unchanged.
+    """
+    if not ctx.enabled:
+        return model
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    trainable = any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and any(p.requires_grad for p in m.parameters(recurse=False))
+        for m in model.modules()
+    )
+    if trainable and ctx.is_main:
+        log.warning(
+            "BatchNorm statistics are per process on CPU (PyTorch has no CPU SyncBatchNorm), "
+            "so %d processes do not match one with the global batch; for that use a "
+            "per-sample norm (autolink3d: --norm group; lifter: --norm layer)",
+            ctx.world_size,
+        )
+    return model
 
 
 def launch_local(n: int, fn: Callable[..., int], *args: Any) -> int:

@@ -67,7 +67,7 @@ class TrainResult(NamedTuple):
     rollbacks: int
     """Roll-backs to the last checkpoint after repeated non-finite steps."""
     elapsed_s: float
-    """Training wall-clock time over every session (start-up excluded)."""
+    """Training time over every session (start-up excluded), on the clock of ``clock``."""
     images_per_s: float
     """Training throughput of this session (samples per second over all devices)."""
     final_loss: float | None
@@ -323,9 +323,7 @@ def _train(
 
     seed_everything(tcfg.seed)
     model = spec.build(mcfg).to(device)
-    if ctx.enabled and device.type == "cuda":
-        # Batch statistics over the global batch, as in a single process (CUDA only in torch).
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = distributed.sync_batchnorm(model, ctx, device)
     if tcfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -391,10 +389,11 @@ def _train(
         )
         last_loss = _last_loss(run_dir) if found and ctx.is_main else None
         consecutive, session_steps = 0, 0
-        session_t0, elapsed0 = time.perf_counter(), s.c.elapsed_s
+        clock = time.process_time if tcfg.clock == "cpu" else time.perf_counter
+        session_t0, elapsed0 = clock(), s.c.elapsed_s
 
         def elapsed() -> float:
-            return elapsed0 + time.perf_counter() - session_t0
+            return elapsed0 + clock() - session_t0
 
         def budget_left() -> bool:
             left = tcfg.steps is None or s.c.step < tcfg.steps

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from kp3d.geometry import soft_argmax
-from kp3d.nn.blocks import ResDown, Up, conv3x3, init_kaiming
+from kp3d.nn.blocks import NormKind, ResDown, Up, conv3x3, init_kaiming
 
 ENCODER_STRIDE = 16
 """The encoder halves the resolution four times: inputs must be divisible by this."""
@@ -41,21 +41,27 @@ class Detector(nn.Module):
         width: channels of the first block.
         n_up: number of 2x upsampling steps after the encoder (AutoLink: 2, i.e. 1/4 resolution).
         c_in: image channels.
+        norm: normalisation of every block (:func:`~kp3d.nn.blocks.norm_layer`; AutoLink:
+            ``batch``).
     """
 
-    def __init__(self, k: int, *, width: int, n_up: int, c_in: int = 3) -> None:
+    def __init__(
+        self, k: int, *, width: int, n_up: int, c_in: int = 3, norm: NormKind = "batch"
+    ) -> None:
         super().__init__()
         if k < 1 or width < 1 or n_up < 0:
             raise ValueError(
                 f"Detector: need k >= 1, width >= 1, n_up >= 0; got {k}, {width}, {n_up}"
             )
         widths = [width, 2 * width, 4 * width, 8 * width]
-        self.encoder = nn.Sequential(*(ResDown(a, b) for a, b in zip([c_in, *widths[:-1]], widths)))
+        self.encoder = nn.Sequential(
+            *(ResDown(a, b, norm=norm) for a, b in zip([c_in, *widths[:-1]], widths))
+        )
         self.feature_channels = widths[-1]
         ups = []
         c = widths[-1]
         for _ in range(n_up):
-            ups.append(Up(c, max(c // 2, width)))
+            ups.append(Up(c, max(c // 2, width), norm=norm))
             c = max(c // 2, width)
         self.ups = nn.Sequential(*ups)
         self.head = conv3x3(c, k)

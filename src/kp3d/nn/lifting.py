@@ -160,6 +160,19 @@ class Trunk(nn.Module):
         return self.net(x)
 
 
+def project_onto_motions(shapes: Tensor, base: Tensor) -> Tensor:
+    """The part of ``shapes`` (n, K, 3) in the span of the infinitesimal similarity motions of the
+    centred shape ``base`` (K, 3): ``base`` (scale) and ``e_j x base``, j = x, y, z (rotations),
+    as vectors of R^{3K} with the Euclidean inner product."""
+    eye = torch.eye(3, dtype=base.dtype, device=base.device)
+    motions = torch.stack(
+        [base, *(torch.linalg.cross(eye[j].expand_as(base), base) for j in range(3))]
+    ).flatten(1)
+    Q = torch.linalg.qr(motions.T).Q  # (3K, 4) orthonormal
+    flat = shapes.flatten(1)
+    return ((flat @ Q) @ Q.T).reshape(shapes.shape)
+
+
 class ShapeBasis(nn.Module):
     """Linear shape model ``X = b_S + sum_i alpha_i S_i`` with a learned basis and bias.
 
@@ -168,10 +181,19 @@ class ShapeBasis(nn.Module):
     RMS radius (``S_i = V_i / rms(V_i)`` for the learned ``V_i``), so ``alpha_i`` is the size of
     its deformation in the shape's units and the trade-off between the scale of ``alpha_i``
     and of ``S_i`` (a free gauge of the plain product) is gone.
+
+    With ``motion_free=True`` each basis shape is first projected off the four directions in
+    which a similarity motion of the bias moves it: ``b_S`` itself (a change of scale) and
+    ``e_j x b_S`` for j = x, y, z (infinitesimal rotations). Otherwise the basis can imitate a
+    change of camera with a deformation, which explains a view equally well in 2D with a wrong
+    depth (the gauge ambiguity of non-rigid structure from motion); rotations must then come
+    from the rotation head.
     """
 
-    def __init__(self, n_basis: int, n_keypoints: int, *, lr_scale: float = 10.0) -> None:
+    def __init__(self, n_basis: int, n_keypoints: int, *, lr_scale: float = 10.0,
+                 motion_free: bool = False) -> None:
         super().__init__()
+        self.motion_free = motion_free
         # The shape model is stored divided by lr_scale, which makes Adam's steps on it lr_scale
         # times larger than on the networks' weights: a learned shape moves O(1) in ~1/(lr *
         # lr_scale) steps instead of ~1/lr. The bias starts as a random shape of RMS radius ~1,
@@ -189,6 +211,8 @@ class ShapeBasis(nn.Module):
     def basis(self) -> Tensor:
         """(n_basis, K, 3) the centred, unit-RMS basis shapes ``S_i``."""
         V = self.raw_basis - self.raw_basis.mean(-2, keepdim=True)
+        if self.motion_free:
+            V = V - project_onto_motions(V, self.bias - self.bias.mean(-2, keepdim=True))
         return V / V.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[:, None, None]
 
     def forward(self, alpha: Tensor) -> Tensor:
@@ -239,6 +263,8 @@ class LiftingNet(nn.Module):
         coefficients: CoefficientKind = "linear",
         camera: CameraKind = "orthographic",
         context_dim: int = 0,
+        motion_free_basis: bool = False,
+        coefficient_ridge: float = 0.0,
     ) -> None:
         super().__init__()
         if coefficients not in get_args(CoefficientKind):
@@ -249,10 +275,11 @@ class LiftingNet(nn.Module):
             raise ValueError(f"unknown camera {camera!r}; valid: {get_args(CameraKind)}")
         self.rotation, self.coefficients, self.camera = rotation, coefficients, camera
         self.context_dim = context_dim
+        self.coefficient_ridge = coefficient_ridge
         self.trunk = Trunk(3 * n_keypoints + context_dim, width=width, n_layers=n_layers, norm=norm)
         self.rotation_head = nn.Linear(width, rotation_dim(rotation))
         self.alpha_head = nn.Linear(width, n_basis)
-        self.shape_basis = ShapeBasis(n_basis, n_keypoints)
+        self.shape_basis = ShapeBasis(n_basis, n_keypoints, motion_free=motion_free_basis)
         # Start rigid (alpha ~ 0, small enough that ReLU coefficients are not dead) and near the
         # identity rotation, so early reprojections are neither random deformations nor flips.
         nn.init.normal_(self.alpha_head.weight, std=1e-3)
@@ -285,6 +312,8 @@ class LiftingNet(nn.Module):
             x = torch.cat([x, context], dim=-1)
         f = self.trunk(x)
         R = rotation_from_params(self.rotation_head(f), self.rotation)
+        if self.coefficient_ridge > 0:
+            return self.fitted_output(R, kp2d, vis)
         alpha = self.alpha_head(f)
         if self.coefficients == "relu":
             alpha = torch.relu(alpha)
@@ -294,6 +323,51 @@ class LiftingNet(nn.Module):
             scale = weak_perspective_scale((basis_shape @ R.transpose(-1, -2))[..., :2], kp2d, vis)
             shape = basis_shape * scale[..., None, None]
         return LiftingOutput(R, alpha, basis_shape, shape, shape @ R.transpose(-1, -2))
+
+
+    def fitted_output(self, R: Tensor, kp2d: Tensor, vis: Tensor) -> LiftingOutput:
+        """The output for rotations ``R`` (B, 3, 3) with the shape fitted to the view.
+
+        The canonical shape ``c b_S + sum_i beta_i S_i`` minimises, in closed form,
+        ``sum_visible ||Pi(R X)_k + t - y_k||^2 + ridge ||beta||^2`` over the scale ``c``, the
+        coefficients ``beta`` and the translation ``t`` (:func:`fit_shape_coefficients`): no
+        amortisation gap, and a Gaussian prior on the deformation. ``alpha = beta / c``; the
+        coefficients' sign constraint (``relu``) does not apply.
+        """
+        basis = self.shape_basis.basis
+        bias = self.shape_basis.bias - self.shape_basis.bias.mean(-2, keepdim=True)
+        coef = fit_shape_coefficients(R, torch.cat([bias[None], basis]), kp2d, vis,
+                                      self.coefficient_ridge)
+        shape = torch.einsum("bn,nkc->bkc", coef, torch.cat([bias[None], basis]))
+        c = coef[:, 0]
+        c = torch.where(c.abs() < _EPS, torch.full_like(c, _EPS), c)
+        basis_shape = shape
+        if self.camera == "weak_perspective":
+            basis_shape = shape / shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[:, None, None]
+        return LiftingOutput(R, coef[:, 1:] / c[:, None], basis_shape, shape,
+                             shape @ R.transpose(-1, -2))
+
+
+def fit_shape_coefficients(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
+                           ridge: float) -> Tensor:
+    """Coefficients (B, n) of the shapes (n, K, 3) whose combination best explains each view.
+
+    Minimises ``sum_visible ||Pi(R sum_j c_j X_j)_k + t - y_k||^2 + ridge sum_{j >= 1} c_j^2``
+    over ``c`` and ``t`` (the first shape, the bias, is not penalised): a linear least-squares
+    problem per sample, solved in closed form (differentiable in ``R``, the shapes and ``kp2d``).
+
+    Args:
+        R: (B, 3, 3) rotations; kp2d: (B, K, 2) keypoints; vis: (B, K) visibility.
+    """
+    w = visibility(kp2d, vis)
+    P = torch.einsum("bij,nkj->bnki", R[..., :2, :], shapes)  # (B, n, K, 2)
+    P = (P - masked_mean(P, w[:, None, :, None], dim=-2)[..., None, :]) * w[:, None, :, None]
+    y = (kp2d - masked_mean(kp2d, w[..., None], dim=-2)[..., None, :]) * w[..., None]
+    A = P.flatten(-2)  # (B, n, 2K)
+    reg = torch.full((shapes.shape[0],), ridge, dtype=A.dtype, device=A.device)
+    reg[0] = 0.0
+    G = A @ A.transpose(-1, -2) + torch.diag(reg + 1e-9)
+    return torch.linalg.solve(G, A @ y.flatten(-2)[..., None])[..., 0]
 
 
 def orthographic_lift(out: LiftingOutput, kp2d: Tensor, vis: Tensor | None) -> Tensor:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kp3d.nn.blocks import LEAK, ConvBNAct, conv3x3, double, init_kaiming
+from kp3d.nn.blocks import LEAK, ConvBNAct, NormKind, conv3x3, double, init_kaiming
 
 
 class UNet(nn.Module):
@@ -28,21 +28,25 @@ class UNet(nn.Module):
         c_in: input channels (AutoLink: 3 masked-image channels + 1 edge map).
         c_out: output channels.
         widths: channels per level, finest first, at least two levels.
+        norm: normalisation of every block (:func:`~kp3d.nn.blocks.norm_layer`; AutoLink:
+            ``batch``).
     """
 
-    def __init__(self, c_in: int, c_out: int, widths: Sequence[int]) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, widths: Sequence[int], *, norm: NormKind = "batch"
+    ) -> None:
         super().__init__()
         if len(widths) < 2:
             raise ValueError(f"UNet: need at least two levels, got widths={list(widths)}")
         self.factor = 2 ** (len(widths) - 1)
         self.stem = conv3x3(c_in, widths[0])
         self.downs = nn.ModuleList(
-            nn.Sequential(ConvBNAct(a, b, stride=2), ConvBNAct(b, b))
+            nn.Sequential(ConvBNAct(a, b, stride=2, norm=norm), ConvBNAct(b, b, norm=norm))
             for a, b in itertools.pairwise(widths)
         )
         coarse_to_fine = list(zip(widths[:0:-1], widths[-2::-1]))
         self.lateral = nn.ModuleList(nn.Conv2d(c, f, kernel_size=1) for c, f in coarse_to_fine)
-        self.ups = nn.ModuleList(ConvBNAct(f, f) for _, f in coarse_to_fine)
+        self.ups = nn.ModuleList(ConvBNAct(f, f, norm=norm) for _, f in coarse_to_fine)
         self.head = conv3x3(widths[0], c_out)
         init_kaiming(self)
 

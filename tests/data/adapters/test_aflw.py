@@ -101,6 +101,13 @@ def test_unreadable_mat(aflw2000: Path) -> None:
         open(aflw2000)
 
 
+def test_no_readable_mat_is_an_error_naming_them(aflw2000: Path) -> None:
+    for i in (2, 8):
+        (aflw2000 / f"image{i:05d}.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="image00002.mat: unreadable.*image00008.mat: unreadable"):
+        open(aflw2000)
+
+
 def test_far_outside_coordinates_are_an_error(aflw2000: Path) -> None:
     p = _pts(8)
     p[0, 5] = 10 * W

@@ -15,6 +15,21 @@ from kp3d.errors import ConfigError, DataError
 KP_NAMES = ["nose", "left_eye", "right_eye"]
 
 
+def _annotation(
+    ann_id: int, image_id: int, bbox: list[float], keypoints: list[float], iscrowd: int = 0
+) -> dict[str, Any]:
+    """A person annotation; ``num_keypoints`` counts the labelled (v > 0) ones, as COCO does."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "iscrowd": iscrowd,
+        "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0),
+        "bbox": bbox,
+        "keypoints": keypoints,
+    }
+
+
 def _coco() -> dict[str, Any]:
     return {
         "info": {"description": "fixture"},
@@ -23,42 +38,10 @@ def _coco() -> dict[str, Any]:
             {"id": 9, "file_name": "000000000009.jpg", "width": 30, "height": 30},
         ],
         "annotations": [
-            {
-                "id": 100,
-                "image_id": 7,
-                "category_id": 1,
-                "iscrowd": 0,
-                "num_keypoints": 2,
-                "bbox": [4.0, 2.0, 10.0, 16.0],
-                "keypoints": [5, 6, 2, 10, 4, 1, 0, 0, 0],
-            },
-            {
-                "id": 101,
-                "image_id": 7,
-                "category_id": 1,
-                "iscrowd": 0,
-                "num_keypoints": 3,
-                "bbox": [20.0, 0.0, 16.0, 8.0],
-                "keypoints": [22, 3, 2, 30, 4, 2, 34, 7.5, 2],
-            },
-            {
-                "id": 102,
-                "image_id": 9,
-                "category_id": 1,
-                "iscrowd": 0,
-                "num_keypoints": 1,
-                "bbox": [0.0, 0.0, 30.0, 30.0],
-                "keypoints": [15, 15, 2, 0, 0, 0, 0, 0, 0],
-            },
-            {
-                "id": 103,
-                "image_id": 9,
-                "category_id": 1,
-                "iscrowd": 1,
-                "num_keypoints": 0,
-                "bbox": [0, 0, 5, 5],
-                "keypoints": [0, 0, 0, 0, 0, 0, 0, 0, 0],
-            },
+            _annotation(100, 7, [4.0, 2.0, 10.0, 16.0], [5, 6, 2, 10, 4, 1, 0, 0, 0]),
+            _annotation(101, 7, [20.0, 0.0, 16.0, 8.0], [22, 3, 2, 30, 4, 2, 34, 7.5, 2]),
+            _annotation(102, 9, [0.0, 0.0, 30.0, 30.0], [15, 15, 2, 0, 0, 0, 0, 0, 0]),
+            _annotation(103, 9, [0, 0, 5, 5], [0, 0, 0, 0, 0, 0, 0, 0, 0], iscrowd=1),
         ],
         "categories": [
             {

@@ -59,3 +59,12 @@ def test_check_options_lists_valid_ones() -> None:
         ConfigError, match=r"format 'image_folder' has no option 'sise'; valid options: size, split"
     ):
         check_options(image_folder, "open", {"sise": 3})
+
+
+def test_check_options_lists_the_shared_image_options() -> None:
+    # Image adapters take cache, cache_dir, ... as **loading: Unpack[ImageOptions].
+    with pytest.raises(
+        ConfigError,
+        match=r"valid options: size, split, strict, cache, cache_dir, workers, background$",
+    ):
+        check_options(image_folder, "open", {"caches": True})

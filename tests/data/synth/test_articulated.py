@@ -91,3 +91,23 @@ def test_views_share_the_instance_and_differ_in_camera() -> None:
     X = (r.kp3d - r.extrinsics[..., None, :, 3]) @ R  # R^T (x - t), row vectors
     assert torch.allclose(X[:, 0], X[:, 1], atol=1e-4) and torch.allclose(X[:, 0], X[:, 2], atol=1e-4)
     np.testing.assert_array_equal(r.kp2d.shape, (3, 3, 16, 2))
+
+
+def test_articulation_scales_the_angle_ranges_about_their_middle() -> None:
+    import dataclasses
+
+    from kp3d.data.synth.articulated import ArticulatedCategory
+
+    def spread(a: float) -> np.ndarray:
+        gen = ArticulatedCategory(dataclasses.replace(CREATURE, articulation=a))
+        rng = np.random.default_rng(0)
+        angles = np.stack([gen.sample(rng, 1, False)["angles"] for _ in range(400)])
+        return angles.max(0) - angles.min(0)  # (J, 3) observed range
+
+    full = np.radians([[j.flex[1] - j.flex[0], j.abduct[1] - j.abduct[0],
+                        j.twist[1] - j.twist[0]] for j in CREATURE.joints])
+    assert np.allclose(spread(1.0), full, atol=0.05 * full.max())
+    assert np.allclose(spread(0.3), 0.3 * full, atol=0.05 * full.max())
+    assert np.all(spread(0.0) == 0)
+    with pytest.raises(ValueError, match="articulation"):
+        dataclasses.replace(CREATURE, articulation=1.5)

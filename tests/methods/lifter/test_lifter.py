@@ -52,7 +52,8 @@ def test_spec_and_config_validation() -> None:
     assert spec.train_defaults == {"lr": 1e-3, "batch_size": 256, "bf16": False}
     for bad in ({"n_categories": 0}, {"cycle_start": -1}, {"rotation": "euler"},
                 {"norm": "group"}, {"camera_weight": -1.0}, {"huber_delta": -0.1},
-                {"camera": "pinhole"}, {"shape_prior_weight": -1.0}):
+                {"camera": "pinhole"}, {"shape_prior_weight": -1.0},
+                {"coefficient_ridge": -1.0}):
         with pytest.raises(ConfigError):
             LifterConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="n_keypoints"):
@@ -126,7 +127,7 @@ def test_category_keypoint_subsets_are_learned_from_visibility() -> None:
 
 
 def test_context_vector_and_non_negative_coefficients() -> None:
-    model = Lifter(LifterConfig(**SMALL, context_dim=4, cycle_start=0))
+    model = Lifter(LifterConfig(**SMALL, context_dim=4, cycle_start=0, coefficient_ridge=0.0))
     b = batch()
     out = model.losses(b.kp2d, b.vis, None, 0, context=torch.randn(8, 4))
     assert torch.isfinite(out.loss) and {"camera", "shape"} <= set(out.logs)
@@ -168,3 +169,23 @@ def test_recovers_rigid_shape_from_noise_free_views() -> None:
     err = mpjpe(pred / s, gt, flip_z=True)
     flat = mpjpe(torch.cat([kp2d / s, torch.zeros_like(gt[..., 2:])], -1), gt)
     assert err < 0.05 and err < 0.1 * flat
+
+
+def test_fitted_coefficients_explain_views_of_the_shape_space() -> None:
+    """With coefficient_ridge > 0 the shape is the closed-form fit to the view for the predicted
+    rotation: a view of a shape in the model's span is reproduced exactly (tiny ridge)."""
+    torch.manual_seed(0)
+    model = Lifter(LifterConfig(**SMALL, coefficient_ridge=1e-9)).eval()
+    net = model.net
+    assert net.coefficient_ridge == 1e-9 and net.shape_basis.motion_free
+    with torch.no_grad():
+        beta = torch.randn(8, 3)
+        bias = net.shape_basis.bias - net.shape_basis.bias.mean(0)
+        X = 2.0 * bias + torch.einsum("bn,nkc->bkc", beta, net.shape_basis.basis)
+        out0 = net(normalise_keypoints(torch.randn(8, K, 2)).kp2d, torch.ones(8, K))
+        kp2d = 30 * (X @ out0.R.transpose(-1, -2))[..., :2] + 7  # a view for the net's R
+        norm, out = model.lift(kp2d)
+    torch.testing.assert_close(out.R, out0.R)  # all samples get R = I from the fresh head
+    projected = out.shape_cam[..., :2] - out.shape_cam[..., :2].mean(-2, keepdim=True)
+    torch.testing.assert_close(projected, norm.kp2d, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.alpha, beta / 2.0, atol=1e-3, rtol=1e-3)

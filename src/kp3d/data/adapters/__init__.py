@@ -8,8 +8,9 @@ Every adapter module exposes::
          **format_options) -> torch.utils.data.Dataset[Sample]
         ``size``: images resized (whole image, no crop) to size x size, coordinates scaled with
         them; ``split``: the format's own split name where it has one; ``strict``: unreadable
-        files are errors instead of logged skips. Image adapters also take ``cache`` (default
-        True: images decoded once into :mod:`kp3d.data.store` when ``size`` is given),
+        files are errors instead of logged skips. Image adapters also take
+        ``**loading: Unpack[ImageOptions]`` (:mod:`kp3d.data.adapters._common`): ``cache``
+        (default True: images decoded once into :mod:`kp3d.data.store` when ``size`` is given),
         ``cache_dir``, ``workers`` and ``background``; format options are documented per module.
 
 and optionally ``scan(path, *, split=None, **format_options) -> Scan`` (what :func:`info` reports).
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -72,12 +75,29 @@ def _available() -> list[str]:
     return out
 
 
+def _keyword_options(fn: Callable[..., Any]) -> list[str] | None:
+    """The keyword options ``fn`` takes, in order; None if it takes any keyword at all.
+
+    A ``**name: Unpack[SomeTypedDict]`` parameter (how image adapters take
+    :class:`kp3d.data.adapters._common.ImageOptions`) contributes the TypedDict's keys.
+    """
+    params = inspect.signature(fn).parameters
+    valid = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    var = [n for n, p in params.items() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if var:
+        # get_type_hints, not the signature: with postponed evaluation annotations are strings.
+        hint = typing.get_type_hints(fn, include_extras=True).get(var[0])
+        if typing.get_origin(hint) is not typing.Unpack:
+            return None
+        valid += list(typing.get_type_hints(typing.get_args(hint)[0]))
+    return valid
+
+
 def check_options(module: ModuleType, function: str, options: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` listing the valid options if ``options`` has unknown keys."""
-    params = inspect.signature(getattr(module, function)).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    valid = _keyword_options(getattr(module, function))
+    if valid is None:
         return
-    valid = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         name = module.__name__.rsplit(".", 1)[-1]

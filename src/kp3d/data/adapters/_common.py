@@ -1,9 +1,11 @@
 """What every image-based adapter shares: entries, annotation problems, and one Dataset class.
 
 An adapter parses its annotation files into :class:`Entry` objects (coordinates in pixels of the
-*source* image, as stored) and a list of :class:`Problem`; :class:`AnnotatedImages` turns them
-into :class:`kp3d.data.schema.Sample` objects: images through the cached store
-(:mod:`kp3d.data.store`) or decoded on demand, keypoints mapped to the resized image.
+*source* image, as stored) and a list of :class:`Problem`, gathered in a :class:`Scan`;
+:func:`open_scan` turns them into :class:`AnnotatedImages`, whose items are
+:class:`kp3d.data.schema.Sample` objects: images through the cached store
+(:mod:`kp3d.data.store`) or decoded on demand, keypoints mapped to the resized image. The image
+options every image adapter's ``open`` takes are declared once, as :class:`ImageOptions`.
 
 Annotation policy (the same for every format)
     Errors (:class:`DataError` naming the annotation file and line, before any work starts):
@@ -26,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -34,7 +37,7 @@ from torch.utils.data import Dataset
 from kp3d.data.images import Background, Box, image_size, load_image, report_sizes, report_skipped
 from kp3d.data.schema import Sample
 from kp3d.data.store import ImageStore
-from kp3d.errors import DataError
+from kp3d.errors import ConfigError, DataError
 
 OUTSIDE_MARGIN: float = 0.5
 """Keypoints may lie up to this fraction of the image width/height beyond its edges."""
@@ -43,9 +46,19 @@ KeypointScale = Callable[[float, float, int], tuple[float, float]]
 """``(region_w, region_h, size) -> (sx, sy)``: how source pixels map to the resized image."""
 
 
+Crop = Literal["none", "bbox"]
+"""``"none"``: the whole image; ``"bbox"``: the square around each box (:func:`square_box`)."""
+
+
 def exact_scale(w: float, h: float, size: int) -> tuple[float, float]:
     """``u' = u * size / w``, ``v' = v * size / h``: the scaling of :mod:`kp3d.geometry`."""
     return size / w, size / h
+
+
+def check_choice(value: object, valid: Sequence[str], what: str) -> None:
+    """Raise :class:`ConfigError` ("unknown <what> ...; valid: ...") unless ``value`` is valid."""
+    if value not in valid:
+        raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,17 @@ def raise_problems(problems: Sequence[Problem], *, limit: int = 5, hint: str = "
     if len(problems) > limit:
         shown += f" (and {len(problems) - limit} more; `kp3d data info` lists all)"
     raise DataError(shown + hint)
+
+
+def read_lines(path: Path) -> list[str] | Problem:
+    """The lines of a text annotation file, or a :class:`Problem` if it cannot be read.
+
+    ``utf-8-sig`` because annotation lists edited on Windows often start with a byte-order mark.
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        return Problem(path, None, f"cannot read as text ({e})")
 
 
 def parse_floats(
@@ -121,6 +145,32 @@ class Entry:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def landmark_row(
+    image: Path, name: str, kp2d: np.ndarray, file: str | Path, line: int
+) -> Entry | Problem:
+    """The entry of a row listing ``image`` with K landmarks, all present (CelebA, CSV lists).
+
+    Args:
+        image: the image file the row names.
+        name: the sample name.
+        kp2d: (K, 2) landmark pixel coordinates of the source image.
+        file, line: the annotation file and its 1-based line holding the row.
+
+    Returns:
+        The :class:`Entry` (``vis`` (K,) all True, located at "file, line N"), or a
+        :class:`Problem` naming the row if ``image`` does not exist.
+    """
+    if not image.is_file():
+        return Problem(file, line, f"image {image} does not exist")
+    return Entry(
+        path=image,
+        name=name,
+        kp2d=kp2d,
+        vis=np.ones(len(kp2d), dtype=bool),
+        where=f"{file}, line {line}",
+    )
+
+
 @dataclass
 class Scan:
     """What an adapter found at a path: the selected entries and everything wrong with them.
@@ -150,6 +200,27 @@ class Scan:
     num_keypoints: int | None = None
     keypoint_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+
+
+class ImageOptions(TypedDict, total=False):
+    """How images are loaded: the options every image adapter's ``open`` takes as ``**loading``.
+
+    Declared once here and passed through untouched to :class:`AnnotatedImages`, whose
+    signature holds the defaults (``cache=True``, ``cache_dir=None``, ``workers=None``,
+    ``background="white"``); :func:`kp3d.data.adapters.check_options` lists these keys among
+    an adapter's valid options.
+
+    Keys:
+        cache: with a ``size``, decode every image once into :mod:`kp3d.data.store`.
+        cache_dir: where the store lives (default: :func:`kp3d.data.store.default_cache_dir`).
+        workers: decoding processes filling the store (None: the store chooses).
+        background: colour under transparent pixels and outside the image (crop boxes).
+    """
+
+    cache: bool
+    cache_dir: str | Path | None
+    workers: int | None
+    background: Background
 
 
 class AnnotatedImages(Dataset[Sample]):
@@ -357,3 +428,42 @@ class AnnotatedImages(Dataset[Sample]):
             category=None if e.category is None else torch.tensor(e.category, dtype=torch.int64),
             name=e.name,
         )
+
+
+def open_scan(
+    s: Scan,
+    *,
+    size: int | None,
+    strict: bool,
+    tag: str,
+    hint: str = "",
+    keypoint_scale: KeypointScale = exact_scale,
+    ortho: bool = False,
+    **loading: Unpack[ImageOptions],
+) -> AnnotatedImages:
+    """The entries of ``s`` as a dataset: what every image adapter's ``open`` ends with.
+
+    Annotation problems are raised first (one :class:`DataError` naming file and line, with
+    ``hint`` appended), so that no image is decoded for a dataset that cannot be used.
+
+    Args:
+        s: the adapter's scan; its ``keypoint_names`` (K names, or None) go to the dataset.
+        size: resize to size x size (None: source size).
+        strict: unreadable images are errors instead of logged skips.
+        tag: names the cached store; it must change whenever the selection or crop does.
+        hint: appended to the problems' message (e.g. how to open the data otherwise).
+        keypoint_scale, ortho: see :class:`AnnotatedImages`.
+        loading: the :class:`ImageOptions` given to ``open``.
+    """
+    raise_problems(s.problems, hint=hint)
+    return AnnotatedImages(
+        s.root,
+        s.entries,
+        size=size,
+        strict=strict,
+        tag=tag,
+        keypoint_scale=keypoint_scale,
+        ortho=ortho,
+        keypoint_names=s.keypoint_names,
+        **loading,
+    )

@@ -34,14 +34,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack, get_args
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kp3d.data.adapters._common import AnnotatedImages, Entry, Problem, Scan, raise_problems
-from kp3d.data.images import IMAGE_EXTENSIONS, Background
+from kp3d.data.adapters._common import (
+    AnnotatedImages,
+    Entry,
+    ImageOptions,
+    Problem,
+    Scan,
+    check_choice,
+    open_scan,
+)
+from kp3d.data.images import IMAGE_EXTENSIONS
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError, DataError
 
@@ -131,8 +139,7 @@ def scan(path: Path, *, split: str | None = None, source: Source = "auto") -> Sc
             f"{path}: AFLW2000-3D / 300W-LP have no splits here; open a sub-folder instead"
         )
     npy = _npy(path)
-    if source not in ("auto", "images", "npy"):
-        raise ConfigError(f"unknown source {source!r}; valid: auto, images, npy")
+    check_choice(source, get_args(Source), "source")
     if source == "npy" or (source == "auto" and npy is not None):
         if npy is None:
             raise DataError(f"{path}: no *pts68.npy array")
@@ -258,26 +265,14 @@ def open(
     split: str | None = None,
     strict: bool = False,
     source: Source = "auto",
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    workers: int | None = None,
-    background: Background = "white",
+    **loading: Unpack[ImageOptions],
 ) -> AnnotatedImages | KeypointArray:
     """Image samples with ``kp2d``, ``vis``, ``kp3d`` and ``ortho`` (or ``kp2d`` only for
     300W-LP), or keypoint-only samples from the npy array (see the module doc)."""
     s = scan(path, split=split, source=source)
     if s.split == "npy":
         return KeypointArray(s.entries[0].path, size=size)
-    raise_problems(s.problems)
-    return AnnotatedImages(
-        s.root,
-        s.entries,
-        size=size,
-        strict=strict,
-        tag=NAME,
-        cache=cache,
-        cache_dir=cache_dir,
-        workers=workers,
-        background=background,
-        ortho=s.entries[0].kp3d is not None,
-    )
+    # Entries have kp3d all or none (see scan); ``any`` also holds when every .mat was bad and
+    # open_scan is about to raise the problems naming them.
+    ortho = any(e.kp3d is not None for e in s.entries)
+    return open_scan(s, size=size, strict=strict, tag=NAME, ortho=ortho, **loading)

@@ -39,20 +39,24 @@ Splits
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Unpack
 
 import numpy as np
 
 from kp3d.data.adapters._common import (
     AnnotatedImages,
     Entry,
+    ImageOptions,
     Problem,
     Scan,
+    check_choice,
     exact_scale,
+    landmark_row,
+    open_scan,
     parse_floats,
-    raise_problems,
+    read_lines,
 )
-from kp3d.data.images import Background, image_size
+from kp3d.data.images import image_size
 from kp3d.errors import ConfigError, DataError
 
 NAME = "celeba"
@@ -91,10 +95,9 @@ def parse_list(
 
     Returns the header names, name -> (values, line) and the problems (never raises).
     """
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        return [], {}, [Problem(path, None, f"cannot read as text ({e})")]
+    lines = read_lines(path)
+    if isinstance(lines, Problem):
+        return [], {}, [lines]
     problems: list[Problem] = []
     if len(lines) < 2:
         return [], {}, [Problem(path, None, "expected a count line and a header line")]
@@ -169,8 +172,7 @@ def scan(
         raise DataError(f"{root}: no img_celeba/ or img_align_celeba/ with its landmark list")
     if variant is None:
         variant = "wild" if "wild" in variants else "aligned"
-    if variant not in _LISTS:
-        raise ConfigError(f"unknown CelebA variant {variant!r}; valid: {', '.join(_LISTS)}")
+    check_choice(variant, list(_LISTS), "CelebA variant")
     if variant not in variants:
         raise DataError(f"{root}: variant {variant!r} needs {' and '.join(_LISTS[variant])}")
     images_dir = _find(root, _LISTS[variant][0])
@@ -221,22 +223,14 @@ def scan(
         )
         notes += wild_notes
         problems += wild_problems
-    entries = []
+    entries: list[Entry] = []
     for n in chosen:
         values, line = landmarks[n]
-        image = images_dir / n
-        if not image.is_file():
-            problems.append(Problem(landmark_file, line, f"image {image} does not exist"))
-            continue
-        entries.append(
-            Entry(
-                path=image,
-                name=n,
-                kp2d=values.reshape(5, 2),
-                vis=np.ones(5, dtype=bool),
-                where=f"{landmark_file}, line {line}",
-            )
-        )
+        got = landmark_row(images_dir / n, n, values.reshape(5, 2), landmark_file, line)
+        if isinstance(got, Problem):
+            problems.append(got)
+        else:
+            entries.append(got)
     notes.insert(0, f"variant {variant}: {images_dir}")
     return Scan(
         format=NAME,
@@ -300,26 +294,17 @@ def open(
     variant: Variant | None = None,
     min_face_fraction: float = 0.3,
     autolink_swap: bool = False,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    workers: int | None = None,
-    background: Background = "white",
+    **loading: Unpack[ImageOptions],
 ) -> AnnotatedImages:
     """CelebA/MAFL samples with ``kp2d`` (5, 2) scaled to ``size`` (see the module doc)."""
     if autolink_swap and size is None:
         raise ConfigError("autolink_swap reproduces a resize; it needs a size")
     s = scan(path, split=split, variant=variant, min_face_fraction=min_face_fraction)
-    raise_problems(s.problems)
-    return AnnotatedImages(
-        s.root,
-        s.entries,
+    return open_scan(
+        s,
         size=size,
         strict=strict,
         tag=f"{NAME}-{s.split}-{min_face_fraction:g}",
-        cache=cache,
-        cache_dir=cache_dir,
-        workers=workers,
-        background=background,
         keypoint_scale=autolink_scale if autolink_swap else exact_scale,
-        keypoint_names=s.keypoint_names,
+        **loading,
     )

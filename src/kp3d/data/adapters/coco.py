@@ -29,23 +29,25 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Unpack, get_args
 
 import numpy as np
 
 from kp3d.data.adapters._common import (
     AnnotatedImages,
+    Crop,
     Entry,
+    ImageOptions,
     Problem,
     Scan,
+    check_choice,
+    open_scan,
     raise_problems,
     square_box,
 )
-from kp3d.data.images import Background
 from kp3d.errors import ConfigError, DataError
 
 NAME = "coco"
-Crop = Literal["none", "bbox"]
 log = logging.getLogger("kp3d.data")
 _HEAD = 1 << 20
 
@@ -302,8 +304,7 @@ def scan(
     min_keypoints: int = 1,
 ) -> Scan:
     """Parse the chosen keypoints file (see :func:`parse`)."""
-    if crop not in ("none", "bbox"):
-        raise ConfigError(f"unknown crop {crop!r}; valid: none, bbox")
+    check_choice(crop, get_args(Crop), "crop")
     json_path = _choose_json(Path(path), split)
     entries, problems, names, notes = parse(
         json_path,
@@ -341,15 +342,13 @@ def open(
     images: str | Path | None = None,
     crop: Crop = "none",
     min_keypoints: int = 1,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    workers: int | None = None,
-    background: Background = "white",
+    **loading: Unpack[ImageOptions],
 ) -> AnnotatedImages:
     """One sample per annotated instance with ``kp2d`` (K, 2) and ``vis`` (see the module doc)."""
     s = scan(
         path, split=split, category=category, images=images, crop=crop, min_keypoints=min_keypoints
     )
+    # Problems first (as open_scan would), so no warning precedes an error.
     raise_problems(s.problems)
     crowded = [n for n in s.notes if "several instances" in n]
     if crop == "none" and crowded:
@@ -359,15 +358,4 @@ def open(
             path,
             crowded[0],
         )
-    return AnnotatedImages(
-        s.root,
-        s.entries,
-        size=size,
-        strict=strict,
-        tag=f"{NAME}-{s.split}",
-        cache=cache,
-        cache_dir=cache_dir,
-        workers=workers,
-        background=background,
-        keypoint_names=s.keypoint_names,
-    )
+    return open_scan(s, size=size, strict=strict, tag=f"{NAME}-{s.split}", **loading)

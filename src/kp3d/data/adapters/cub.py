@@ -25,23 +25,25 @@ Crops
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Unpack, get_args
 
 import numpy as np
 
 from kp3d.data.adapters._common import (
     AnnotatedImages,
+    Crop,
     Entry,
+    ImageOptions,
     Problem,
     Scan,
-    raise_problems,
+    check_choice,
+    open_scan,
+    read_lines,
     square_box,
 )
-from kp3d.data.images import Background
 from kp3d.errors import ConfigError, DataError
 
 NAME = "cub"
-Crop = Literal["none", "bbox"]
 SPLITS = ("train", "test")
 
 
@@ -72,10 +74,9 @@ def read_table(
         if required:
             raise DataError(f"{path}: missing (a CUB-200-2011 folder needs it)")
         return []
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append(Problem(path, None, f"cannot read as text ({e})"))
+    lines = read_lines(path)
+    if isinstance(lines, Problem):
+        problems.append(lines)
         return []
     rows = []
     for line, text in enumerate(lines, start=1):
@@ -127,8 +128,7 @@ def scan(path: Path, *, split: str | None = None, crop: Crop = "none") -> Scan:
         raise DataError(f"{path}: no images.txt with parts/part_locs.txt (CUB-200-2011 layout)")
     if split is not None and split not in SPLITS:
         raise ConfigError(f"unknown CUB split {split!r}; valid splits: {', '.join(SPLITS)}")
-    if crop not in ("none", "bbox"):
-        raise ConfigError(f"unknown crop {crop!r}; valid: none, bbox")
+    check_choice(crop, get_args(Crop), "crop")
     problems: list[Problem] = []
 
     def table(name: str, types: str, required: bool = True) -> dict[int, tuple[int, list]]:
@@ -239,23 +239,8 @@ def open(
     split: str | None = None,
     strict: bool = False,
     crop: Crop = "none",
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    workers: int | None = None,
-    background: Background = "white",
+    **loading: Unpack[ImageOptions],
 ) -> AnnotatedImages:
     """CUB samples with ``kp2d`` (15, 2), ``vis`` and ``category`` (see the module doc)."""
     s = scan(path, split=split, crop=crop)
-    raise_problems(s.problems)
-    return AnnotatedImages(
-        s.root,
-        s.entries,
-        size=size,
-        strict=strict,
-        tag=f"{NAME}-{s.split}-{crop}",
-        cache=cache,
-        cache_dir=cache_dir,
-        workers=workers,
-        background=background,
-        keypoint_names=s.keypoint_names,
-    )
+    return open_scan(s, size=size, strict=strict, tag=f"{NAME}-{s.split}-{crop}", **loading)

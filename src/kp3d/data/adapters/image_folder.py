@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Unpack
 
-from kp3d.data.adapters._common import AnnotatedImages, Entry, Scan
-from kp3d.data.images import IMAGE_EXTENSIONS, Background, find_images
+from kp3d.data.adapters._common import AnnotatedImages, Entry, ImageOptions, Scan, open_scan
+from kp3d.data.images import IMAGE_EXTENSIONS, find_images
 from kp3d.errors import ConfigError
 
 NAME = "image_folder"
@@ -62,21 +63,7 @@ def open(
     size: int | None = None,
     split: str | None = None,
     strict: bool = False,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    workers: int | None = None,
-    background: Background = "white",
+    **loading: Unpack[ImageOptions],
 ) -> AnnotatedImages:
     """The images under ``path`` as unlabelled samples (``image`` and ``name`` only)."""
-    s = scan(path, split=split)
-    return AnnotatedImages(
-        s.root,
-        s.entries,
-        size=size,
-        strict=strict,
-        tag=NAME,
-        cache=cache,
-        cache_dir=cache_dir,
-        workers=workers,
-        background=background,
-    )
+    return open_scan(scan(path, split=split), size=size, strict=strict, tag=NAME, **loading)

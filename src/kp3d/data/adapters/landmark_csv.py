@@ -31,18 +31,21 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
 from kp3d.data.adapters._common import (
     AnnotatedImages,
     Entry,
+    ImageOptions,
     Problem,
     Scan,
+    landmark_row,
+    open_scan,
     parse_floats,
-    raise_problems,
 )
-from kp3d.data.images import Background, find_images
+from kp3d.data.images import find_images
 from kp3d.errors import ConfigError, DataError
 
 NAME = "landmark_csv"
@@ -132,19 +135,13 @@ def parse_csv(csv_path: Path, folder: Path) -> tuple[list[Entry], list[Problem]]
                 )
             )
             continue
-        image = folder / name
-        if not image.is_file():
-            problems.append(Problem(csv_path, line, f"image {image} does not exist"))
-            continue
-        entries.append(
-            Entry(
-                path=image,
-                name=f"{folder.name}/{name}",
-                kp2d=values.reshape(k, 2),
-                vis=np.ones(k, dtype=bool),
-                where=f"{csv_path}, line {line}",
-            )
+        got = landmark_row(
+            folder / name, f"{folder.name}/{name}", values.reshape(k, 2), csv_path, line
         )
+        if isinstance(got, Problem):
+            problems.append(got)
+        else:
+            entries.append(got)
     return entries, problems
 
 
@@ -209,23 +206,16 @@ def open(
     size: int | None = None,
     split: str | None = None,
     strict: bool = False,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    workers: int | None = None,
-    background: Background = "white",
+    **loading: Unpack[ImageOptions],
 ) -> AnnotatedImages:
     """All images unlabelled (``split=None``) or the labelled images of one CSV."""
     s = scan(path, split=split)
     hint = " (to train on the images alone, open the folder with format='image_folder')"
-    raise_problems(s.problems, hint=hint if split is None else "")
-    return AnnotatedImages(
-        s.root,
-        s.entries,
+    return open_scan(
+        s,
         size=size,
         strict=strict,
         tag=f"{NAME}-{split or 'all'}",
-        cache=cache,
-        cache_dir=cache_dir,
-        workers=workers,
-        background=background,
+        hint=hint if split is None else "",
+        **loading,
     )

@@ -10,6 +10,8 @@ from kp3d.errors import ConfigError
 
 Perceptual = Literal["efficientnet_lite0", "vgg16", "none"]
 PERCEPTUAL_CHOICES: tuple[str, ...] = ("efficientnet_lite0", "vgg16", "none")
+Norm = Literal["batch", "group"]
+NORM_CHOICES: tuple[str, ...] = ("batch", "group")
 
 ENCODER_STRIDE = 16
 """Detector and U-Net both downsample four times."""
@@ -33,6 +35,11 @@ class AutoLink3DConfig:
     heatmap_size: int = 16
     """Side of the detector's heatmaps: image_size / 16 times a power of two (AutoLink:
     image_size / 4)."""
+    norm: Norm = "batch"
+    """Normalisation in the detector and U-Net: batch = AutoLink's BatchNorm (batch statistics,
+    synchronised across GPUs but per process on CPU); group = GroupNorm (per-sample
+    statistics, so results do not depend on how the batch is split across devices: use it for
+    exact multi-device equivalence or tiny per-device batches)."""
     edge_thickness: float = 2.5e-3
     """Thickness of the skeleton's lines in the edge map, in squared normalised units:
     exp(-d^2 / edge_thickness) at distance d (AutoLink's 'thick'; 2.5e-3 is a line of about
@@ -111,6 +118,8 @@ class AutoLink3DConfig:
                 f"perceptual: got {self.perceptual!r}; "
                 f"valid choices: {', '.join(PERCEPTUAL_CHOICES)}"
             )
+        if self.norm not in NORM_CHOICES:
+            raise ConfigError(f"norm: got {self.norm!r}; valid choices: {', '.join(NORM_CHOICES)}")
         if self.perceptual == "vgg16" and self.vgg16_weights is None:
             raise ConfigError(
                 "vgg16_weights: perceptual = vgg16 needs a torchvision VGG16 state-dict file"

@@ -225,7 +225,9 @@ class AutoLink3D(MethodModel):
         self.config = c = config
         w = c.base_width
         coarsest = c.image_size // 16
-        self.detector = Detector(c.k, width=w, n_up=(c.heatmap_size // coarsest).bit_length() - 1)
+        self.detector = Detector(
+            c.k, width=w, n_up=(c.heatmap_size // coarsest).bit_length() - 1, norm=c.norm
+        )
         self.register_buffer("pairs", skeleton_pairs(c.k), persistent=False)
         # Every edge starts at edge_weight_init, perturbed by 10% in softplus-logit space as in
         # AutoLink (skeleton_lr_scale: see lr_scaled).
@@ -235,7 +237,7 @@ class AutoLink3D(MethodModel):
         noise = torch.randn(n_pairs, generator=g) / 10
         self.edge_logits = nn.Parameter((logit + noise) / c.skeleton_lr_scale)
         self.image_gain = nn.Parameter(torch.ones(()))
-        self.decoder = UNet(3 + 1, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w])
+        self.decoder = UNet(3 + 1, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w], norm=c.norm)
         self.shape = (
             ShapeModel(c.k, c.n_basis, self.detector.feature_channels) if c.use_3d else None
         )

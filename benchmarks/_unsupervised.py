@@ -1,0 +1,93 @@
+"""Shared by the keypoint-discovery benchmarks (faces.py, creature.py): train one run, score it
+with kp3d's evaluation harness, draw a keypoint montage, and merge result rows on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+
+def train_and_score(
+    method: str,
+    data: Dataset,
+    fit: Dataset,
+    test: Dataset,
+    run_dir: Path,
+    *,
+    method_config: dict[str, Any],
+    budget: dict[str, Any],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train ``method`` on ``data`` (resuming ``run_dir`` if it exists), evaluate it with the
+    regression fitted on ``fit`` and scored on ``test``, write ``run_dir/montage.png``.
+
+    Returns a row: method, K, every result of
+    :func:`kp3d.evaluation.evaluate_keypoint_discovery` (``name: value``), steps, images seen,
+    wall and CPU seconds of this call, threads, the montage path.
+    """
+    from kp3d.data.schema import collate
+    from kp3d.engine import TrainConfig, load_run, train
+    from kp3d.evaluation import collect, evaluate_keypoint_discovery
+    from kp3d.viz.html import top_edges
+    from kp3d.viz.report import draw_overlay, montage
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    done = train(method, data, run_dir, method_config=method_config,
+                 train_config=TrainConfig(seed=seed, **budget),
+                 resume=(run_dir / "config.json").exists())
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    run = load_run(run_dir)
+    with torch.no_grad():
+        scores = evaluate_keypoint_discovery(collect(run.model, fit), collect(run.model, test))
+        shown = collate([test[i] for i in range(0, len(test), max(1, len(test) // 32))][:32])
+        pred = run.model.predict(shown)
+    skeleton = run.model.skeleton()
+    edges = [] if skeleton is None else top_edges(skeleton.float().numpy(), min_weight=0.2)
+    tiles = [draw_overlay(shown.image[i], pred["kp2d"][i].numpy(), edges)
+             for i in range(len(shown.name))]
+    montage(tiles).save(run_dir / "montage.png")
+    steps = done.steps
+    return {
+        "method": method,
+        "k": int(method_config["k"]),
+        **{name: r["value"] for name, r in scores.items() if isinstance(r, dict) and "value" in r},
+        "steps": steps,
+        "images": steps * run.train_config.batch_size,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "threads": torch.get_num_threads(),
+        "montage": str(run_dir / "montage.png"),
+    }
+
+
+def merge_results(out: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Merge ``rows`` into ``out/results.json`` by (method, K) (several processes may share
+    ``out``, e.g. one per core), rewrite ``out/results.md`` with ``columns``; returns the table.
+    Fractions in columns starting with ``nme`` are shown as percentages."""
+    from kp3d.engine.atomic import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    previous = json.loads(path.read_text()) if path.exists() else []
+    done = {(r["method"], r["k"]) for r in rows}
+    merged = [r for r in previous if (r["method"], r["k"]) not in done] + list(rows)
+    merged.sort(key=lambda r: (r["method"], r["k"]))
+    atomic_write_text(path, json.dumps(merged, indent=2))
+
+    def cell(r: dict[str, Any], c: str) -> str:
+        v = r.get(c)
+        if isinstance(v, float) and c.startswith("nme"):
+            return f"{100 * v:.2f}%"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r, c) for c in columns) + " |" for r in merged]
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(out / "results.md", table)
+    return table

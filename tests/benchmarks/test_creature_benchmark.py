@@ -1,0 +1,31 @@
+"""The creature benchmark's code path (synth -> train -> evaluate -> montage -> merged table)
+on a tiny set: the numbers are meaningless here, the plumbing is what is tested."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(out: Path, method: str) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "creature.py"), "--out", str(out),
+           "--methods", method, "--k", "4", "--size", "32", "--n-train", "24", "--n-test", "12",
+           "--steps", "2", "--threads", "1", "--set", "width=0.125", "mask_grid=8"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_two_invocations_merge_into_one_table(tmp_path: Path) -> None:
+    _run(tmp_path, "autolink3d")
+    _run(tmp_path, "autolink")
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["method"], r["k"]) for r in rows] == [("autolink", 4), ("autolink3d", 4)]
+    assert all(r["steps"] == 2 and 0 < r["nme"] for r in rows)
+    three_d = rows[1]
+    assert {"nme3d", "nme3d_depth", "nme3d_flat_baseline"} <= three_d.keys()
+    assert "nme3d" not in rows[0]
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("\n") == 4 and "autolink3d" in table
+    assert all(Path(r["montage"]).is_file() for r in rows)
