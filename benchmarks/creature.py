@@ -17,8 +17,9 @@ scores it with kp3d's harness, the regression fitted on the training set's label
     python benchmarks/creature.py --methods autolink --threads 1 --clock cpu --minutes 20 &
     python benchmarks/creature.py --methods autolink3d --threads 1 --clock cpu --minutes 20
 
-Writes ``OUT/results.json``, ``OUT/results.md``, a montage per run and, with ``--report``, the
-HTML report of each run (``OUT/METHOD-kK/report.html``).
+Writes ``OUT/results.json``, ``OUT/results.md``, a montage per run and, with ``--report``,
+``kp3d evaluate``'s JSON and the HTML report of each run (``OUT/METHOD-kK/eval.json``,
+``report.html``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             row["budget"] = budget
             if args.report:
-                kp3d(["report", "--run", str(run_dir), "--out", str(run_dir / "report.html")])
+                kp3d(["evaluate", "--run", str(run_dir), "--data", str(test_dir),
+                      "--fit", str(train_dir), "--json", str(run_dir / "eval.json")])
+                kp3d(["report", "--run", str(run_dir), "--data", str(test_dir),
+                      "--out", str(run_dir / "report.html")])
                 row["report"] = str(run_dir / "report.html")
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -13,7 +13,7 @@ def _run(out: Path, method: str) -> None:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "creature.py"), "--out", str(out),
            "--methods", method, "--k", "4", "--size", "32", "--n-train", "24", "--n-test", "12",
            "--steps", "2", "--threads", "1", "--set", "width=0.125", "mask_grid=8"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
 

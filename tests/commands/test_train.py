@@ -372,8 +372,9 @@ def test_lifter_n_categories_below_the_datas_is_an_error(
 
 
 def test_data_num_categories_without_the_attribute() -> None:
-    from kp3d.data.schema import Sample
     import torch
+
+    from kp3d.data.schema import Sample
 
     labelled = [Sample(kp2d=torch.zeros(3, 2), category=torch.tensor(c)) for c in (0, 4, 1)]
     assert train_command.data_num_categories(labelled) == 5

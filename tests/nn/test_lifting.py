@@ -11,6 +11,7 @@ from kp3d.nn.lifting import (
     orthographic_lift,
     orthographic_translation,
     project_onto_motions,
+    ridge_fit,
     rotation_from_params,
     weak_perspective_scale,
 )
@@ -176,9 +177,10 @@ def test_motion_free_basis_is_orthogonal_to_the_bias_motions() -> None:
     bias = sb.bias - sb.bias.mean(0)
     eye = torch.eye(3, dtype=torch.float64)
     motions = [bias, *(torch.linalg.cross(eye[j].expand_as(bias), bias) for j in range(3))]
+    zeros, ones = torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64)
     for m in motions:
-        torch.testing.assert_close((sb.basis * m).sum((-2, -1)), torch.zeros(5, dtype=torch.float64))
-    torch.testing.assert_close(sb.basis.square().sum(-1).mean(-1), torch.ones(5, dtype=torch.float64))
+        torch.testing.assert_close((sb.basis * m).sum((-2, -1)), zeros)
+    torch.testing.assert_close(sb.basis.square().sum(-1).mean(-1), ones)
     # A shape already orthogonal to the motions is left as it is.
     rest = sb.basis - project_onto_motions(sb.basis, bias)
     torch.testing.assert_close(rest, sb.basis)
@@ -204,3 +206,31 @@ def test_fit_shape_coefficients_is_the_ridge_least_squares_optimum() -> None:
         y = kp2d[i, vis[i]].reshape(-1)
         sol = torch.linalg.solve(A.T @ A + reg, A.T @ y)
         torch.testing.assert_close(coef[i], sol[:n])
+
+
+def test_refine_rotations_improves_the_fit_and_tries_the_depth_flip() -> None:
+    torch.manual_seed(0)
+    K = 8
+    net = LiftingNet(K, n_basis=2, width=16, n_layers=1, norm="none", camera="weak_perspective",
+                     motion_free_basis=True, coefficient_ridge=1e-6).double()
+    g = torch.Generator().manual_seed(1)
+    R_true = axis_angle_to_matrix(0.8 * torch.randn(6, 3, generator=g, dtype=torch.float64))
+    with torch.no_grad():
+        X = torch.einsum("bn,nkc->bkc", torch.randn(6, 3, generator=g, dtype=torch.float64)
+                         .abs() + torch.tensor([1.0, 0, 0], dtype=torch.float64), net.fit_shapes())
+    kp2d = normalise_keypoints((X @ R_true.transpose(-1, -2))[..., :2]).kp2d
+    vis = torch.ones(6, K, dtype=torch.float64)
+    flip = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    # Start from the depth-reversed twin, perturbed: the flip start brings back the true pose.
+    R_start = flip @ axis_angle_to_matrix(0.05 * torch.randn(6, 3, generator=g,
+                                                              dtype=torch.float64)) @ R_true @ flip
+    before = ridge_fit(R_start, net.fit_shapes().detach(), kp2d, vis, 1e-6)[1]
+    params = [p.clone() for p in net.parameters()]
+    with torch.no_grad():
+        out = net.refine_rotations(R_start, kp2d, vis, steps=300, lr=1e-2)
+    after = ridge_fit(out.R, net.fit_shapes(), kp2d, vis, 1e-6)[1]
+    assert (after <= before + 1e-9).all() and after.max() < 1e-4
+    assert all(torch.equal(p, q) for p, q in zip(params, net.parameters()))
+    with pytest.raises(ValueError, match="coefficient_ridge"):
+        LiftingNet(K, n_basis=2).refine_rotations(R_start.float(), kp2d.float(), vis.float(),
+                                                  steps=1)

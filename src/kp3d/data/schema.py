@@ -31,8 +31,9 @@ fields have a leading batch axis B (then V for multi-view), made by :func:`colla
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -65,7 +66,7 @@ class Sample:
         """Names of the tensor fields this sample has."""
         return tuple(f for f in TENSOR_FIELDS if getattr(self, f) is not None)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Sample":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Sample:
         """Move tensor fields to ``device``; floating fields are cast to ``dtype`` when given."""
         out: dict[str, Any] = {}
         for f in TENSOR_FIELDS:
@@ -75,7 +76,7 @@ class Sample:
             out[f] = v
         return dataclasses.replace(self, **out)
 
-    def replace(self, **changes: Any) -> "Sample":
+    def replace(self, **changes: Any) -> Sample:
         return dataclasses.replace(self, **changes)
 
 

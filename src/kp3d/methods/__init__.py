@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "autolink": "kp3d.methods.autolink3d:SPEC_2D",
     "c3dpo": "kp3d.methods.c3dpo:SPEC",
     "lifter": "kp3d.methods.lifter:SPEC",
+    "lifter-fit": "kp3d.methods.lifter:SPEC_FIT",
 }
 
 
@@ -25,4 +26,4 @@ def get_method(name: str) -> MethodSpec:
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["REGISTRY", "get_method", "MethodModel", "MethodSpec", "StepOutput"]
+__all__ = ["REGISTRY", "MethodModel", "MethodSpec", "StepOutput", "get_method"]

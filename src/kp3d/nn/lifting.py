@@ -249,6 +249,11 @@ class LiftingNet(nn.Module):
     ``"weak_perspective"`` makes shapes scale-free: the model's output is scaled to unit RMS
     radius and the per-sample scale is the least-squares optimum (C3DPO's ``argmin_scale``), so
     the basis is spent on deformations only.
+
+    Coefficients: predicted by a head (``coefficient_ridge = 0``; ``coefficients`` = linear or
+    relu), or, with ``coefficient_ridge > 0``, fitted to the view in closed form for the
+    predicted rotation (:meth:`fitted_output`; no head then). ``motion_free_basis``: see
+    :class:`ShapeBasis`.
     """
 
     def __init__(
@@ -278,12 +283,15 @@ class LiftingNet(nn.Module):
         self.coefficient_ridge = coefficient_ridge
         self.trunk = Trunk(3 * n_keypoints + context_dim, width=width, n_layers=n_layers, norm=norm)
         self.rotation_head = nn.Linear(width, rotation_dim(rotation))
-        self.alpha_head = nn.Linear(width, n_basis)
+        # With fitted coefficients a head would be unused (and DDP rejects parameters without
+        # gradients), so there is none.
+        self.alpha_head = nn.Linear(width, n_basis) if coefficient_ridge <= 0 else None
         self.shape_basis = ShapeBasis(n_basis, n_keypoints, motion_free=motion_free_basis)
         # Start rigid (alpha ~ 0, small enough that ReLU coefficients are not dead) and near the
         # identity rotation, so early reprojections are neither random deformations nor flips.
-        nn.init.normal_(self.alpha_head.weight, std=1e-3)
-        nn.init.zeros_(self.alpha_head.bias)
+        if self.alpha_head is not None:
+            nn.init.normal_(self.alpha_head.weight, std=1e-3)
+            nn.init.zeros_(self.alpha_head.bias)
         nn.init.zeros_(self.rotation_head.weight)
         with torch.no_grad():
             self.rotation_head.bias.copy_(
@@ -300,7 +308,7 @@ class LiftingNet(nn.Module):
 
     def base_shape(self) -> Tensor:
         """(K, 3) the shape of ``alpha = 0``: ``b_S`` as :meth:`shape_from_alpha` maps it."""
-        zero = self.shape_basis.raw_bias.new_zeros(1, self.alpha_head.out_features)
+        zero = self.shape_basis.raw_bias.new_zeros(1, self.shape_basis.raw_basis.shape[0])
         return self.shape_from_alpha(zero)[0]
 
     def forward(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None) -> LiftingOutput:
@@ -312,7 +320,7 @@ class LiftingNet(nn.Module):
             x = torch.cat([x, context], dim=-1)
         f = self.trunk(x)
         R = rotation_from_params(self.rotation_head(f), self.rotation)
-        if self.coefficient_ridge > 0:
+        if self.alpha_head is None:
             return self.fitted_output(R, kp2d, vis)
         alpha = self.alpha_head(f)
         if self.coefficients == "relu":
@@ -324,7 +332,6 @@ class LiftingNet(nn.Module):
             shape = basis_shape * scale[..., None, None]
         return LiftingOutput(R, alpha, basis_shape, shape, shape @ R.transpose(-1, -2))
 
-
     def fitted_output(self, R: Tensor, kp2d: Tensor, vis: Tensor) -> LiftingOutput:
         """The output for rotations ``R`` (B, 3, 3) with the shape fitted to the view.
 
@@ -334,18 +341,78 @@ class LiftingNet(nn.Module):
         amortisation gap, and a Gaussian prior on the deformation. ``alpha = beta / c``; the
         coefficients' sign constraint (``relu``) does not apply.
         """
-        basis = self.shape_basis.basis
-        bias = self.shape_basis.bias - self.shape_basis.bias.mean(-2, keepdim=True)
-        coef = fit_shape_coefficients(R, torch.cat([bias[None], basis]), kp2d, vis,
-                                      self.coefficient_ridge)
-        shape = torch.einsum("bn,nkc->bkc", coef, torch.cat([bias[None], basis]))
+        shapes = self.fit_shapes()
+        coef = fit_shape_coefficients(R, shapes, kp2d, vis, self.coefficient_ridge)
+        shape = torch.einsum("bn,nkc->bkc", coef, shapes)
         c = coef[:, 0]
         c = torch.where(c.abs() < _EPS, torch.full_like(c, _EPS), c)
         basis_shape = shape
         if self.camera == "weak_perspective":
-            basis_shape = shape / shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[:, None, None]
+            rms = shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)
+            basis_shape = shape / rms[:, None, None]
         return LiftingOutput(R, coef[:, 1:] / c[:, None], basis_shape, shape,
                              shape @ R.transpose(-1, -2))
+
+    def fit_shapes(self) -> Tensor:
+        """(1 + n_basis, K, 3) the centred bias ``b_S`` and the basis shapes, the shapes that
+        :meth:`fitted_output` combines."""
+        bias = self.shape_basis.bias - self.shape_basis.bias.mean(-2, keepdim=True)
+        return torch.cat([bias[None], self.shape_basis.basis])
+
+    def refine_rotations(self, R: Tensor, kp2d: Tensor, vis: Tensor, *, steps: int,
+                         lr: float = 1e-2) -> LiftingOutput:
+        """Test-time refinement of the rotations (B, 3, 3) of :meth:`fitted_output` per sample.
+
+        Each rotation is refined by ``steps`` Adam steps (learning rate ``lr``, on an axis-angle
+        update) on the objective of :func:`fit_shape_coefficients` (reprojection error + ridge),
+        from the predicted rotation and from its depth-reversed twin ``D R D`` (``D`` =
+        diag(1, 1, -1), the other side of the Necker ambiguity); each sample keeps the better
+        one. Uses only the 2D input; the network's parameters are left untouched.
+        """
+        if self.coefficient_ridge <= 0:
+            raise ValueError(
+                "refine_rotations needs the fitted coefficients (coefficient_ridge > 0)"
+            )
+        shapes = self.fit_shapes().detach()
+        flip = torch.diag(R.new_tensor([1.0, 1.0, -1.0]))
+        best_R: Tensor | None = None
+        best: Tensor | None = None
+        for R0 in (R.detach(), flip @ R.detach() @ flip):
+            omega = R0.new_zeros(R0.shape[0], 3, requires_grad=True)
+            opt = torch.optim.Adam([omega], lr=lr)
+            for _ in range(steps):
+                with torch.enable_grad():
+                    obj = ridge_fit(axis_angle_to_matrix(omega) @ R0, shapes, kp2d, vis,
+                                    self.coefficient_ridge)[1]
+                    (omega.grad,) = torch.autograd.grad(obj.sum(), [omega])
+                opt.step()
+            with torch.no_grad():
+                Ri = axis_angle_to_matrix(omega) @ R0
+                obj = ridge_fit(Ri, shapes, kp2d, vis, self.coefficient_ridge)[1]
+            if best is None or best_R is None:
+                best_R, best = Ri, obj
+            else:
+                better = obj < best
+                best_R = torch.where(better[:, None, None], Ri, best_R)
+                best = torch.where(better, obj, best)
+        assert best_R is not None
+        return self.fitted_output(best_R, kp2d, vis)
+
+
+def ridge_fit(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
+              ridge: float) -> tuple[Tensor, Tensor]:
+    """:func:`fit_shape_coefficients` and the optimum's objective (B,) (residual + ridge term)."""
+    w = visibility(kp2d, vis)
+    P = torch.einsum("bij,nkj->bnki", R[..., :2, :], shapes)  # (B, n, K, 2)
+    P = (P - masked_mean(P, w[:, None, :, None], dim=-2)[..., None, :]) * w[:, None, :, None]
+    y = (kp2d - masked_mean(kp2d, w[..., None], dim=-2)[..., None, :]) * w[..., None]
+    A, y = P.flatten(-2), y.flatten(-2)  # (B, n, 2K), (B, 2K)
+    reg = torch.full((shapes.shape[0],), ridge, dtype=A.dtype, device=A.device)
+    reg[0] = 0.0
+    G = A @ A.transpose(-1, -2) + torch.diag(reg + 1e-9)
+    coef = torch.linalg.solve(G, A @ y[..., None])[..., 0]
+    residual = (coef[..., None] * A).sum(-2) - y
+    return coef, residual.square().sum(-1) + (reg * coef.square()).sum(-1)
 
 
 def fit_shape_coefficients(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
@@ -359,15 +426,7 @@ def fit_shape_coefficients(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor 
     Args:
         R: (B, 3, 3) rotations; kp2d: (B, K, 2) keypoints; vis: (B, K) visibility.
     """
-    w = visibility(kp2d, vis)
-    P = torch.einsum("bij,nkj->bnki", R[..., :2, :], shapes)  # (B, n, K, 2)
-    P = (P - masked_mean(P, w[:, None, :, None], dim=-2)[..., None, :]) * w[:, None, :, None]
-    y = (kp2d - masked_mean(kp2d, w[..., None], dim=-2)[..., None, :]) * w[..., None]
-    A = P.flatten(-2)  # (B, n, 2K)
-    reg = torch.full((shapes.shape[0],), ridge, dtype=A.dtype, device=A.device)
-    reg[0] = 0.0
-    G = A @ A.transpose(-1, -2) + torch.diag(reg + 1e-9)
-    return torch.linalg.solve(G, A @ y.flatten(-2)[..., None])[..., 0]
+    return ridge_fit(R, shapes, kp2d, vis, ridge)[0]
 
 
 def orthographic_lift(out: LiftingOutput, kp2d: Tensor, vis: Tensor | None) -> Tensor:

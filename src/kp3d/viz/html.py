@@ -11,7 +11,7 @@ import html
 import io
 import json
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -88,8 +88,10 @@ def line_chart(
         return height - m + (v - y0) / (y1 - y0) * (2 * m - height)
 
     parts = [
-        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        'xmlns="http://www.w3.org/2000/svg" class="chart">',
+        (
+            f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            'xmlns="http://www.w3.org/2000/svg" class="chart">'
+        ),
         f'<text x="{width / 2}" y="14" text-anchor="middle" font-size="12">{escape(title)}</text>',
         f'<line x1="{m}" y1="{height - m}" x2="{width - m}" y2="{height - m}" stroke="#888"/>',
         f'<line x1="{m}" y1="{m}" x2="{m}" y2="{height - m}" stroke="#888"/>',
@@ -136,8 +138,10 @@ def skeleton_svg(
     q = (p - (lo + hi) / 2) * scale + size / 2
     wmax = float(w.max()) if w.size and w.max() > 0 else 1.0
     parts = [
-        f'<svg width="{size}" height="{size}" viewBox="0 0 {size} {size}" '
-        'xmlns="http://www.w3.org/2000/svg" class="skeleton">'
+        (
+            f'<svg width="{size}" height="{size}" viewBox="0 0 {size} {size}" '
+            'xmlns="http://www.w3.org/2000/svg" class="skeleton">'
+        )
     ]
     k = len(q)
     for i in range(k):

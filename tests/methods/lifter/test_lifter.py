@@ -50,7 +50,11 @@ def test_spec_and_config_validation() -> None:
     spec = get_method("lifter")
     assert spec.config_cls is LifterConfig and spec.data == "keypoints"
     assert spec.train_defaults == {"lr": 1e-3, "batch_size": 256, "bf16": False}
-    for bad in ({"n_categories": 0}, {"cycle_start": -1}, {"rotation": "euler"},
+    # lifter = the paper (non-negative head, cycle); lifter-fit = kp3d's variant.
+    assert LifterConfig().cycle_start == 1000 and LifterConfig().coefficient_ridge == 0
+    fit = get_method("lifter-fit")
+    assert fit.overrides["cycle_start"] is None and fit.overrides["coefficient_ridge"] > 0
+    for bad in ({"n_categories": 0}, {"cycle_start": -1}, {"refine_steps": -1}, {"rotation": "euler"},
                 {"norm": "group"}, {"camera_weight": -1.0}, {"huber_delta": -0.1},
                 {"camera": "pinhole"}, {"shape_prior_weight": -1.0},
                 {"coefficient_ridge": -1.0}):
@@ -145,14 +149,16 @@ def test_predict_keeps_the_input_xy() -> None:
     torch.testing.assert_close(pred["kp3d"][..., :2][b.vis], b.kp2d[b.vis])
 
 
-def test_recovers_rigid_shape_from_noise_free_views() -> None:
+@pytest.mark.parametrize("ridge", [0.0, 10.0])  # non-negative head; fitted shape
+def test_recovers_rigid_shape_from_noise_free_views(ridge: float) -> None:
     g = torch.Generator().manual_seed(0)
     X = torch.randn(8, 3, generator=g)
     R = axis_angle_to_matrix(0.6 * torch.randn(512, 3, generator=g))
     cam = 50 * (X - X.mean(0)) @ R.transpose(-1, -2)
     kp2d = cam[..., :2] + 100
     torch.manual_seed(0)
-    model = Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1, cycle_start=200))
+    model = Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1, cycle_start=200,
+                                coefficient_ridge=ridge))
     steps = 400
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -175,9 +181,9 @@ def test_fitted_coefficients_explain_views_of_the_shape_space() -> None:
     """With coefficient_ridge > 0 the shape is the closed-form fit to the view for the predicted
     rotation: a view of a shape in the model's span is reproduced exactly (tiny ridge)."""
     torch.manual_seed(0)
-    model = Lifter(LifterConfig(**SMALL, coefficient_ridge=1e-9)).eval()
+    model = Lifter(LifterConfig(**SMALL, coefficient_ridge=1e-9, motion_free_basis=True)).eval()
     net = model.net
-    assert net.coefficient_ridge == 1e-9 and net.shape_basis.motion_free
+    assert net.coefficient_ridge == 1e-9 and net.shape_basis.motion_free and net.alpha_head is None
     with torch.no_grad():
         beta = torch.randn(8, 3)
         bias = net.shape_basis.bias - net.shape_basis.bias.mean(0)
