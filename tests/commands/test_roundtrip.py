@@ -72,3 +72,23 @@ def test_evaluate_reports_missing_labels_as_a_user_error(tiny: Path, capsys: pyt
                  "--fit", str(tiny / "train")])
     assert code == 2
     assert "landmarks" in capsys.readouterr().err
+
+
+def test_a_lifter_trains_on_the_keypoints_an_image_run_discovered(tiny: Path) -> None:
+    lift = tiny / "lift"
+    assert main(["train", "--method", "lifter-fit", "--data", str(tiny / "run"), "--out",
+                 str(lift), "--steps", "2", "--batch-size", "8", "--log-every", "1"]) == 0
+    with np.load(tiny / "run" / "discovered_keypoints.npz") as f:
+        assert f["kp2d"].shape == (16, 4, 2) and f["vis"].all()
+        kp2d = f["kp2d"]
+    # The same keypoints `kp3d infer` gives on the training images.
+    out = tiny / "train_kp.npz"
+    assert main(["infer", "--run", str(tiny / "run"), "--input", str(tiny / "train" / "images"),
+                 "--out", str(out)]) == 0
+    with np.load(out) as f:
+        np.testing.assert_allclose(kp2d, f["kp2d"], atol=1e-3)
+    config = json.loads((lift / "config.json").read_text())
+    assert Path(config["data"]["path"]) == tiny / "run"  # what was asked, so resume redoes it
+    # A keypoint run has no images to discover keypoints on.
+    assert main(["train", "--method", "lifter", "--data", str(lift), "--out",
+                 str(tiny / "lift2"), "--steps", "1"]) == 2

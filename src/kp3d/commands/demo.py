@@ -20,7 +20,7 @@ console = Console(stderr=True)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)")
-    parser.add_argument("--minutes", type=float, default=6.0, help="training budget in minutes (default: %(default)s)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget in minutes (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=None, help="training budget in steps (overrides --minutes)")
     parser.add_argument("--n-train", type=int, default=4000, help="training images (default: %(default)s)")
     parser.add_argument("--n-test", type=int, default=500, help="held-out test images (default: %(default)s)")

@@ -423,7 +423,14 @@ def open_training_data(request: Mapping[str, Any], *, split: str | None, strict:
         options["split"] = split
     if strict:
         options["strict"] = True
-    return open_dataset(request["data"], format=request["format"], **options)
+    path = request["data"]
+    if request["spec"].data == "keypoints":
+        from kp3d.engine.discovered import discovered_keypoints, is_run_folder
+
+        if is_run_folder(path):
+            # A run of an image method: lift the keypoints it discovered on its own data.
+            path = discovered_keypoints(path)
+    return open_dataset(path, format=request["format"], **options)
 
 
 CATEGORY_FIELD = "n_categories"
