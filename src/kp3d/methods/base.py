@@ -44,6 +44,10 @@ class MethodModel(nn.Module):
         """(K, 3) the learned canonical (mean) 3D shape, for methods that learn one."""
         return None
 
+    def shape_basis(self) -> Tensor | None:
+        """(n, K, 3) the learned deformation basis, for methods with a linear shape model."""
+        return None
+
 
 @dataclass(frozen=True)
 class MethodSpec:

@@ -303,3 +303,15 @@ def test_canonical_shape_is_the_normalised_mean_shape():
     assert m.shape == (4, 3)
     torch.testing.assert_close(m.mean(0), torch.zeros(3), atol=1e-6, rtol=0)
     assert build("autolink").canonical_shape() is None
+
+
+def test_shape_basis_is_the_normalised_basis_or_none() -> None:
+    cfg = AutoLink3DConfig(k=5, image_size=32, width=0.125, perceptual="none", w_pixel=1.0,
+                           n_basis=3)
+    model = AutoLink3D(cfg)
+    basis = model.shape_basis()
+    assert basis is not None and basis.shape == (3, 5, 3)
+    torch.testing.assert_close(basis.flatten(1).norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(basis.mean(1), torch.zeros(3, 3), atol=1e-6, rtol=0)
+    assert AutoLink3D(dataclasses.replace(cfg, n_basis=0)).shape_basis() is None
+    assert AutoLink3D(dataclasses.replace(cfg, use_3d=False)).shape_basis() is None

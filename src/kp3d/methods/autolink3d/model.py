@@ -272,6 +272,12 @@ class AutoLink3D(MethodModel):
         """(K, 3) the learned mean shape M (None with the 3D head off)."""
         return None if self.shape is None else self.shape.shapes()[0].float()
 
+    def shape_basis(self) -> Tensor | None:
+        """(n, K, 3) the learned basis B (None with the 3D head off or a rigid model)."""
+        if self.shape is None or not self.shape.n_basis:
+            return None
+        return self.shape.shapes()[1].detach().float()
+
     # -- forward pieces
 
     def _input(self, batch: Sample) -> Tensor:

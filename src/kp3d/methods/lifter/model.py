@@ -277,6 +277,14 @@ class Lifter(MethodModel):
     def training_step(self, batch: Sample, step: int) -> StepOutput:
         return self.losses(batch.kp2d, batch.vis, batch.category, step)
 
+    def canonical_shape(self) -> Tensor:
+        """(K, 3) the shape of zero coefficients (the bias shape), normalised units."""
+        return self.net.base_shape().detach().float()
+
+    def shape_basis(self) -> Tensor:
+        """(n, K, 3) the learned basis shapes (centred, unit RMS)."""
+        return self.net.shape_basis.basis.detach().float()
+
     @torch.no_grad()
     def predict(self, batch: Sample) -> dict[str, Tensor]:
         """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y."""
