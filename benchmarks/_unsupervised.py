@@ -34,7 +34,7 @@ def train_and_score(
     from kp3d.data.schema import collate
     from kp3d.engine import TrainConfig, load_run, train
     from kp3d.evaluation import collect, evaluate_keypoint_discovery
-    from kp3d.viz.html import top_edges
+    from kp3d.viz.html import spanning_edges
     from kp3d.viz.report import draw_overlay, montage
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -48,7 +48,7 @@ def train_and_score(
         shown = collate([test[i] for i in range(0, len(test), max(1, len(test) // 32))][:32])
         pred = run.model.predict(shown)
     skeleton = run.model.skeleton()
-    edges = [] if skeleton is None else top_edges(skeleton.float().numpy(), min_weight=0.2)
+    edges = [] if skeleton is None else spanning_edges(skeleton.float().numpy())
     tiles = [draw_overlay(shown.image[i], pred["kp2d"][i].numpy(), edges)
              for i in range(len(shown.name))]
     montage(tiles).save(run_dir / "montage.png")

@@ -222,17 +222,41 @@ def viewer(
     )
 
 
-def top_edges(weights: np.ndarray, *, min_weight: float = 0.05) -> list[tuple[int, int, float]]:
-    """Edges i<j whose weight is at least ``min_weight`` times the largest."""
+def spanning_edges(
+    weights: np.ndarray, *, min_weight: float = 0.5
+) -> list[tuple[int, int, float]]:
+    """The edges to draw for a learned skeleton: its maximum spanning tree, plus every edge of
+    at least ``min_weight`` times the largest weight and twice the median; sorted, i < j.
+
+    Early in training AutoLink's edge weights are nearly uniform, and a plain threshold draws
+    all K(K-1)/2 edges; the spanning tree always connects every keypoint through its strongest
+    links, which is what a skeleton picture is for, and the median test keeps a near-uniform
+    matrix to that tree.
+    """
     w = np.asarray(weights, float)
-    wmax = float(w.max()) if w.size and w.max() > 0 else 1.0
     k = w.shape[0]
-    return [
-        (i, j, float(w[i, j]))
-        for i in range(k)
-        for j in range(i + 1, k)
-        if w[i, j] >= min_weight * wmax and math.isfinite(w[i, j])
-    ]
+    finite = [(float(w[i, j]), i, j) for i in range(k) for j in range(i + 1, k)
+              if math.isfinite(w[i, j])]
+    parent = list(range(k))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    chosen: set[tuple[int, int]] = set()
+    for _, i, j in sorted(finite, reverse=True):  # Kruskal, strongest first
+        ri, rj = root(i), root(j)
+        if ri != rj:
+            parent[ri] = rj
+            chosen.add((i, j))
+    if finite:
+        values = np.array([v for v, _, _ in finite])
+        floor = max(min_weight * float(values.max()), 2.0 * float(np.median(values)))
+        if values.max() > 0:
+            chosen |= {(i, j) for v, i, j in finite if v >= floor}
+    return [(i, j, float(w[i, j])) for i, j in sorted(chosen)]
 
 
 PAGE_CSS = """

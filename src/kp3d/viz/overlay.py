@@ -13,18 +13,19 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kp3d.viz.html import keypoint_colour, top_edges
+from kp3d.viz.html import keypoint_colour, spanning_edges
 
 
 def skeleton_edges(
-    weights: np.ndarray | None, *, min_weight: float = 0.05
+    weights: np.ndarray | None, *, min_weight: float = 0.5
 ) -> list[tuple[int, int, float]]:
-    """Edges ``(i, j, w)``, ``i < j``, of a (K, K) weight matrix with ``w`` at least
-    ``min_weight`` times the largest; none without weights."""
+    """Edges ``(i, j, w)``, ``i < j``, of a (K, K) weight matrix to draw: the maximum spanning
+    tree plus those of at least ``min_weight`` times the largest
+    (:func:`kp3d.viz.html.spanning_edges`); none without weights."""
     return (
         []
         if weights is None
-        else top_edges(np.asarray(weights, dtype=np.float64), min_weight=min_weight)
+        else spanning_edges(np.asarray(weights, dtype=np.float64), min_weight=min_weight)
     )
 
 

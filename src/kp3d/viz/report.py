@@ -74,7 +74,8 @@ def _evaluation_section(eval_doc: dict[str, Any] | None) -> str:
         if name == "counts":
             continue
         if "value" in r:
-            rows.append({"metric": name, "value": f"{100 * r['value']:.2f}%", "protocol": r["protocol"]})
+            value = f"{100 * r['value']:.2f}%" if name.startswith("nme") else f"{r['value']:.4f}"
+            rows.append({"metric": name, "value": value, "protocol": r["protocol"]})
         else:
             for metric, v in r.items():
                 rows.append({"metric": f"{name}: {metric}",
@@ -120,7 +121,7 @@ def build_report(
     skeleton = model.skeleton()
     canonical = model.canonical_shape()
     weights = skeleton.detach().float().cpu().numpy() if skeleton is not None else None
-    edges = html.top_edges(weights) if weights is not None else []
+    edges = html.spanning_edges(weights) if weights is not None else []
     if canonical is not None or weights is not None:
         body.append("<h2>Learned structure</h2><div class='grid'>")
         if canonical is not None:
