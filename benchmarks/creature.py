@@ -9,8 +9,9 @@ scores it with kp3d's harness, the regression fitted on the training set's label
   joints only), normalised by the ground-truth box ``sqrt(w h)``;
 * ``nme3d``: the same with a 3K -> 3L regression from the discovered 3D keypoints to the exact
   3D joints (brought into the image frame, depth centred per image);
-* ``nme3d_flat_baseline``: that regression from the discovered 2D keypoints at the mean depth.
-  The 3D head is worth something only if ``nme3d`` is clearly below it.
+* ``nme3d_depth``: that regression from the discovered 2D keypoints with the 3D head's depth;
+* ``nme3d_flat_baseline``: from the discovered 2D keypoints at the mean depth. The 3D head is
+  worth something only if ``nme3d_depth`` (and ``nme3d``) are clearly below it.
 
     python benchmarks/creature.py --minutes 20 --clock cpu --threads 1 --out runs/creature
     # one run per core:
@@ -31,8 +32,8 @@ from pathlib import Path
 import torch
 from _unsupervised import merge_results, train_and_score
 
-COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_flat_baseline", "steps", "images", "cpu_s",
-           "threads"]
+COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline", "steps",
+           "images", "cpu_s", "threads"]
 
 
 def synthesise(folder: Path, n: int, seed: int, size: int) -> Path:
