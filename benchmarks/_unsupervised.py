@@ -3,14 +3,66 @@ with kp3d's evaluation harness, draw a keypoint montage, and merge result rows o
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser, *, out: str, k: Sequence[int], minutes: float, clock: str
+) -> None:
+    """The options every keypoint-discovery benchmark takes, with that benchmark's defaults:
+    output folder, methods, K, budget, threads, image size, seed and extra config values."""
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--methods", nargs="+", default=["autolink", "autolink3d"])
+    parser.add_argument("--k", type=int, nargs="+", default=list(k))
+    parser.add_argument("--minutes", type=float, default=minutes, help="training budget per run")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default=clock,
+                        help="what --minutes measures: wall-clock or the process's CPU time")
+    parser.add_argument("--steps", type=int, default=None, help="step budget instead of --minutes")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra method-config values, e.g. n_basis=8 (JSON values)")
+
+
+def run_grid(
+    args: argparse.Namespace,
+    data: Dataset,
+    fit: Dataset,
+    test: Dataset,
+    *,
+    after: Callable[[Path, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`train_and_score` for every method and K of ``args`` (:func:`add_run_arguments`),
+    into ``args.out/METHOD-kK``; ``after(run_dir, row)`` may add to each row. Prints each row."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    extra = {kv.split("=", 1)[0]: json.loads(kv.split("=", 1)[1]) for kv in args.set}
+    budget = ({"steps": args.steps, "minutes": None} if args.steps
+              else {"steps": None, "minutes": args.minutes, "clock": args.clock})
+    rows = []
+    for method in args.methods:
+        for k in args.k:
+            run_dir = args.out / f"{method}-k{k}"
+            row = train_and_score(
+                method, data, fit, test, run_dir,
+                method_config={"k": k, "image_size": args.size, **extra},
+                budget=budget, seed=args.seed,
+            )
+            row["budget"] = budget
+            if after is not None:
+                after(run_dir, row)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def train_and_score(
@@ -71,6 +123,7 @@ def merge_results(out: Path, rows: Sequence[dict[str, Any]], columns: Sequence[s
     ``out``, e.g. one per core), rewrite ``out/results.md`` with ``columns``; returns the table.
     Fractions in columns starting with ``nme`` are shown as percentages."""
     from kp3d.engine.atomic import atomic_write_text
+    from kp3d.evaluation import format_value
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -83,7 +136,7 @@ def merge_results(out: Path, rows: Sequence[dict[str, Any]], columns: Sequence[s
     def cell(r: dict[str, Any], c: str) -> str:
         v = r.get(c)
         if isinstance(v, float) and c.startswith("nme"):
-            return f"{100 * v:.2f}%"
+            return format_value(c, v)
         return "" if v is None else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -146,8 +146,7 @@ def train_and_predict(method: str, train_path: Path, test_px: Tensor, run_dir: P
     info = {"steps": result.steps, "cpu_s": cpu2 - cpu0, "train_cpu_s": cpu1 - cpu0,
             "predict_cpu_s": cpu2 - cpu1, "wall_s": time.perf_counter() - wall0,
             "final_loss": result.final_loss}
-    with torch.no_grad():
-        info["mutual_coherence"] = mutual_coherence(model.net.shape_basis.basis).item()
+    info["mutual_coherence"] = mutual_coherence(model.shape_basis()).item()
     return pred, info
 
 

@@ -26,11 +26,10 @@ Writes ``OUT/results.json``, ``OUT/results.md``, a montage per run and, with ``-
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+from typing import Any
 
-import torch
-from _unsupervised import merge_results, train_and_score
+from _unsupervised import add_run_arguments, merge_results, run_grid
 
 COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline", "steps",
            "images", "cpu_s", "threads"]
@@ -51,24 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/creature"))
-    parser.add_argument("--methods", nargs="+", default=["autolink", "autolink3d"])
-    parser.add_argument("--k", type=int, nargs="+", default=[16])
+    add_run_arguments(parser, out="runs/creature", k=[16], minutes=20.0, clock="cpu")
     parser.add_argument("--n-train", type=int, default=6000)
     parser.add_argument("--n-test", type=int, default=1000)
-    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per run")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu",
-                        help="what --minutes measures: wall-clock or the process's CPU time")
-    parser.add_argument("--steps", type=int, default=None, help="step budget instead of --minutes")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="also write each run's report")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra method-config values (JSON values)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     from kp3d.cli import main as kp3d
     from kp3d.data.adapters import open_dataset
@@ -77,27 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     test_dir = synthesise(args.out / "data" / "creature-test", args.n_test, 1, args.size)
     data = open_dataset(train_dir, size=args.size)
     test = open_dataset(test_dir, size=args.size)
-    extra = {kv.split("=", 1)[0]: json.loads(kv.split("=", 1)[1]) for kv in args.set}
-    budget = ({"steps": args.steps, "minutes": None} if args.steps
-              else {"steps": None, "minutes": args.minutes, "clock": args.clock})
-    rows = []
-    for method in args.methods:
-        for k in args.k:
-            run_dir = args.out / f"{method}-k{k}"
-            row = train_and_score(
-                method, data, data, test, run_dir,
-                method_config={"k": k, "image_size": args.size, **extra},
-                budget=budget, seed=args.seed,
-            )
-            row["budget"] = budget
-            if args.report:
-                kp3d(["evaluate", "--run", str(run_dir), "--data", str(test_dir),
-                      "--fit", str(train_dir), "--json", str(run_dir / "eval.json")])
-                kp3d(["report", "--run", str(run_dir), "--data", str(test_dir),
-                      "--out", str(run_dir / "report.html")])
-                row["report"] = str(run_dir / "report.html")
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+
+    def report(run_dir: Path, row: dict[str, Any]) -> None:
+        kp3d(["evaluate", "--run", str(run_dir), "--data", str(test_dir),
+              "--fit", str(train_dir), "--json", str(run_dir / "eval.json")])
+        kp3d(["report", "--run", str(run_dir), "--data", str(test_dir),
+              "--out", str(run_dir / "report.html")])
+        row["report"] = str(run_dir / "report.html")
+
+    rows = run_grid(args, data, data, test, after=report if args.report else None)
     print(merge_results(args.out, rows, COLUMNS))
     return 0
 

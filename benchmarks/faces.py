@@ -19,12 +19,10 @@ Compare with the AutoLink anchor in ``SHARED/ANCHORS.md`` (same data and protoco
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-from _unsupervised import merge_results, train_and_score
+from _unsupervised import add_run_arguments, merge_results, run_grid
 
 COLUMNS = ["method", "k", "nme5", "nme68", "steps", "images", "wall_s", "cpu_s", "threads"]
 
@@ -35,18 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--shared", type=Path, default=Path("../shared"),
                         help="the shared data folder")
-    parser.add_argument("--out", type=Path, default=Path("runs/faces"))
-    parser.add_argument("--methods", nargs="+", default=["autolink", "autolink3d"])
-    parser.add_argument("--k", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--minutes", type=float, default=30.0, help="training budget per run")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="what --minutes measures: wall-clock or the process's CPU time")
-    parser.add_argument("--steps", type=int, default=None, help="step budget instead of --minutes")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra method-config values, e.g. n_basis=8 (JSON values)")
+    add_run_arguments(parser, out="runs/faces", k=[8, 16], minutes=30.0, clock="wall")
     args = parser.parse_args(argv)
 
     root = args.shared / "data" / "ytfaces68"
@@ -54,28 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {root} is missing: this benchmark needs the shared ytfaces68 data "
               "(pass --shared PATH)", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     from kp3d.data.adapters import open_dataset
 
-    extra = {kv.split("=", 1)[0]: json.loads(kv.split("=", 1)[1]) for kv in args.set}
-    budget = ({"steps": args.steps, "minutes": None} if args.steps
-              else {"steps": None, "minutes": args.minutes, "clock": args.clock})
     data = open_dataset(root, size=args.size)
     fit = open_dataset(root, size=args.size, split="training")
     test = open_dataset(root, size=args.size, split="test")
-    rows = []
-    for method in args.methods:
-        for k in args.k:
-            row = train_and_score(
-                method, data, fit, test, args.out / f"{method}-k{k}",
-                method_config={"k": k, "image_size": args.size, **extra},
-                budget=budget, seed=args.seed,
-            )
-            row["budget"] = budget
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    rows = run_grid(args, data, fit, test)
     print(merge_results(args.out, rows, COLUMNS))
     return 0
 

@@ -107,6 +107,11 @@ def collect(
     return Collected({k: torch.cat(v) for k, v in preds.items()}, gt, size)
 
 
+def format_value(name: str, value: float) -> str:
+    """How a result is shown: NMEs (fractions) as percentages, anything else as a number."""
+    return f"{100 * value:.2f}%" if name.startswith("nme") else f"{value:.4f}"
+
+
 def _unit(points: Tensor, size: tuple[int, int]) -> Tensor:
     h, w = size
     return points / points.new_tensor([w, h])

@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from kp3d.engine.atomic import atomic_write_text
+    from kp3d.evaluation import format_value
 
     with torch.no_grad():
         out = evaluate_run(args)
@@ -121,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if name == "counts":
             continue
         if "value" in r:
-            value = f"{100 * r['value']:.2f}%" if name.startswith("nme") else f"{r['value']:.4f}"
-            table.add_row(name, value, r["protocol"])
+            table.add_row(name, format_value(name, r["value"]), r["protocol"])
         else:
             for metric, v in r.items():
                 table.add_row(f"{name} {metric}", f"{v['norm']:.4f} / {v['input_units']:.3f}", "normalised / input units")

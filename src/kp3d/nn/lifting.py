@@ -375,8 +375,7 @@ class LiftingNet(nn.Module):
             )
         shapes = self.fit_shapes().detach()
         flip = torch.diag(R.new_tensor([1.0, 1.0, -1.0]))
-        best_R: Tensor | None = None
-        best: Tensor | None = None
+        refined, objective = [], []
         for R0 in (R.detach(), flip @ R.detach() @ flip):
             omega = R0.new_zeros(R0.shape[0], 3, requires_grad=True)
             opt = torch.optim.Adam([omega], lr=lr)
@@ -387,16 +386,13 @@ class LiftingNet(nn.Module):
                     (omega.grad,) = torch.autograd.grad(obj.sum(), [omega])
                 opt.step()
             with torch.no_grad():
-                Ri = axis_angle_to_matrix(omega) @ R0
-                obj = ridge_fit(Ri, shapes, kp2d, vis, self.coefficient_ridge)[1]
-            if best is None or best_R is None:
-                best_R, best = Ri, obj
-            else:
-                better = obj < best
-                best_R = torch.where(better[:, None, None], Ri, best_R)
-                best = torch.where(better, obj, best)
-        assert best_R is not None
-        return self.fitted_output(best_R, kp2d, vis)
+                refined.append(axis_angle_to_matrix(omega) @ R0)
+                objective.append(ridge_fit(refined[-1], shapes, kp2d, vis,
+                                           self.coefficient_ridge)[1])
+        # Ties keep the prediction's side.
+        better = objective[1] < objective[0]
+        return self.fitted_output(torch.where(better[:, None, None], refined[1], refined[0]),
+                                  kp2d, vis)
 
 
 def ridge_fit(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
@@ -409,8 +405,10 @@ def ridge_fit(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
     A, y = P.flatten(-2), y.flatten(-2)  # (B, n, 2K), (B, 2K)
     reg = torch.full((shapes.shape[0],), ridge, dtype=A.dtype, device=A.device)
     reg[0] = 0.0
-    G = A @ A.transpose(-1, -2) + torch.diag(reg + 1e-9)
-    coef = torch.linalg.solve(G, A @ y[..., None])[..., 0]
+    # The normal equations square the condition number: solve them in float64, cast back.
+    A64 = A.double()
+    G = A64 @ A64.transpose(-1, -2) + torch.diag(reg.double() + 1e-9)
+    coef = torch.linalg.solve(G, A64 @ y.double()[..., None])[..., 0].to(A.dtype)
     residual = (coef[..., None] * A).sum(-2) - y
     return coef, residual.square().sum(-1) + (reg * coef.square()).sum(-1)
 

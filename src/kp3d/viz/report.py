@@ -19,6 +19,7 @@ from PIL import Image
 
 from kp3d.data.schema import Sample, collate
 from kp3d.engine.monitor import read_metrics
+from kp3d.evaluation import format_value
 from kp3d.viz import html
 from kp3d.viz.overlay import draw_keypoints
 
@@ -74,8 +75,8 @@ def _evaluation_section(eval_doc: dict[str, Any] | None) -> str:
         if name == "counts":
             continue
         if "value" in r:
-            value = f"{100 * r['value']:.2f}%" if name.startswith("nme") else f"{r['value']:.4f}"
-            rows.append({"metric": name, "value": value, "protocol": r["protocol"]})
+            rows.append({"metric": name, "value": format_value(name, r["value"]),
+                         "protocol": r["protocol"]})
         else:
             for metric, v in r.items():
                 rows.append({"metric": f"{name}: {metric}",

@@ -1,4 +1,5 @@
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -6,13 +7,15 @@ from torch import Tensor
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
-from kp3d.geometry.rotations import axis_angle_to_matrix
 from kp3d.methods import get_method
 from kp3d.methods.c3dpo import C3DPO, C3DPOConfig
 from kp3d.metrics import mpjpe, stress
 
 K = 6
 SMALL = {"n_keypoints": K, "n_basis": 3, "width": 32, "n_layers": 1}
+
+RigidRecovery = Callable[..., tuple[Tensor, Tensor]]
+"""The ``rigid_recovery`` fixture of tests/methods/conftest.py."""
 
 
 def batch(n: int = 8, seed: int = 0, occlude: bool = True) -> Sample:
@@ -87,36 +90,12 @@ def test_canonicalisation_uses_several_rotations() -> None:
     assert dataclasses.replace(cfg, canonicalisation_rotations=1).canonicalisation_rotations == 1
 
 
-def rigid_views(n: int = 512, k: int = 8, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Noise-free orthographic views (pixels) of one rigid shape and their camera-frame 3D."""
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(k, 3, generator=g)
-    R = axis_angle_to_matrix(0.6 * torch.randn(n, 3, generator=g))
-    cam = 50 * (X - X.mean(0)) @ R.transpose(-1, -2)
-    return cam[..., :2] + 100, cam
-
-
-def test_recovers_rigid_shape_from_noise_free_views() -> None:
-    kp2d, cam = rigid_views()
-    torch.manual_seed(0)
-    model = C3DPO(C3DPOConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
-                              camera="weak_perspective"))
-    steps = 400
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    g = torch.Generator().manual_seed(1)
-    for step in range(steps):
-        idx = torch.randint(0, len(kp2d), (128,), generator=g)
-        loss = model.training_step(Sample(kp2d=kp2d[idx]), step).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    pred = model.eval().predict(Sample(kp2d=kp2d))["kp3d"]
-    s = (kp2d - kp2d.mean(1, keepdim=True)).square().sum(-1).mean(-1).sqrt()[:, None, None]
-    gt = torch.cat([kp2d, cam[..., 2:]], -1) / s
-    err = mpjpe(pred / s, gt, flip_z=True)
-    flat = mpjpe(torch.cat([kp2d / s, torch.zeros_like(gt[..., 2:])], -1), gt)
+def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecovery) -> None:
+    err, flat = rigid_recovery(
+        lambda: C3DPO(C3DPOConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
+                                  camera="weak_perspective")),
+        index_generator=torch.Generator().manual_seed(1),
+    )
     assert err < 0.05 and err < 0.1 * flat
 
 

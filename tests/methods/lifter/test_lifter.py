@@ -1,17 +1,21 @@
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
-from kp3d.geometry.rotations import axis_angle_to_matrix, random_rotation
+from kp3d.geometry.rotations import random_rotation
 from kp3d.methods import get_method
 from kp3d.methods.lifter import Lifter, LifterConfig
-from kp3d.metrics import mpjpe
 from kp3d.nn.lifting import LiftingOutput, normalise_keypoints
 
 K = 6
 SMALL = {"n_keypoints": K, "n_basis": 3, "width": 32, "n_layers": 1}
+
+RigidRecovery = Callable[..., tuple[Tensor, Tensor]]
+"""The ``rigid_recovery`` fixture of tests/methods/conftest.py."""
 
 
 def batch(n: int = 8, seed: int = 0, categories: int = 1) -> Sample:
@@ -150,30 +154,11 @@ def test_predict_keeps_the_input_xy() -> None:
 
 
 @pytest.mark.parametrize("ridge", [0.0, 10.0])  # non-negative head; fitted shape
-def test_recovers_rigid_shape_from_noise_free_views(ridge: float) -> None:
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(8, 3, generator=g)
-    R = axis_angle_to_matrix(0.6 * torch.randn(512, 3, generator=g))
-    cam = 50 * (X - X.mean(0)) @ R.transpose(-1, -2)
-    kp2d = cam[..., :2] + 100
-    torch.manual_seed(0)
-    model = Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1, cycle_start=200,
-                                coefficient_ridge=ridge))
-    steps = 400
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for step in range(steps):
-        idx = torch.randint(0, len(kp2d), (128,), generator=g)
-        loss = model.training_step(Sample(kp2d=kp2d[idx]), step).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    pred = model.eval().predict(Sample(kp2d=kp2d))["kp3d"]
-    s = (kp2d - kp2d.mean(1, keepdim=True)).square().sum(-1).mean(-1).sqrt()[:, None, None]
-    gt = torch.cat([kp2d, cam[..., 2:]], -1) / s
-    err = mpjpe(pred / s, gt, flip_z=True)
-    flat = mpjpe(torch.cat([kp2d / s, torch.zeros_like(gt[..., 2:])], -1), gt)
+def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecovery, ridge: float) -> None:
+    err, flat = rigid_recovery(
+        lambda: Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
+                                    cycle_start=200, coefficient_ridge=ridge)),
+    )
     assert err < 0.05 and err < 0.1 * flat
 
 

@@ -179,14 +179,17 @@ class ShapeModel(nn.Module):
             alpha = out[:, 6:]
             canonical = self.compose(alpha)
             scales = self.projection_scales()
-            unit = orthographic_project(canonical @ R.transpose(-1, -2), scales)  # zero-mean
+            rotated = canonical @ R.transpose(-1, -2)
+            unit = orthographic_project(rotated, scales)  # zero-mean
             S = (unit * centred).sum((-2, -1)) / unit.square().sum((-2, -1)).clamp_min(1e-12)
             # A negative fit is the same shape turned by pi about the optical axis: move the
-            # sign into R (diag(-1, -1, 1) R is a rotation), so gradients never stall at S = 0.
+            # sign into R (D R with D = diag(-1, -1, 1) is a rotation, and X (D R)^T = X R^T D),
+            # so gradients never stall at S = 0.
             flip = torch.where(S < 0, -1.0, 1.0).to(dtype)
-            R = R * torch.stack([flip, flip, torch.ones_like(flip)], dim=-1)[:, :, None]
+            D = torch.stack([flip, flip, torch.ones_like(flip)], dim=-1)  # (B, 3)
+            R = R * D[:, :, None]
+            rotated = rotated * D[:, None, :]
             S = S.abs().clamp_min(1e-8)
-            rotated = canonical @ R.transpose(-1, -2)
             T = F.pad(centre[:, 0] / scales, (0, 1))
             points = S[:, None, None] * rotated + T[:, None, :]
             projected = orthographic_project(points, scales)

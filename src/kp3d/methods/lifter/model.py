@@ -21,20 +21,20 @@ the purely orthographic camera the cycle made AFLW2000-3D depths worse in kp3d's
 shape must then also encode the apparent size. An optional Gaussian shape prior
 (``shape_prior_weight``) penalises deformation from the batch's mean shape.
 
-Shape fit (kp3d's default, ``coefficient_ridge > 0``): instead of the coefficient head, the
-shape ``c b_S + sum_i beta_i S_i`` is fitted to each view in closed form for the predicted
-rotation, with a ridge (Gaussian) prior on ``beta`` (:meth:`kp3d.nn.lifting.LiftingNet.
-fitted_output`), and the basis is kept orthogonal to the scale and infinitesimal rotations of
-``b_S`` (``motion_free_basis``), so a deformation cannot imitate a change of camera. On
-AFLW2000-3D the non-negative head learned an almost rigid shape (coefficients nearly constant
-over faces); the fitted shape model learns real deformations. ``coefficient_ridge = 0`` restores
-the paper's non-negative coefficients ``ReLU(W_g f(Y) + b_g)``. At prediction, the rotation can
-be refined per face on the 2D fit (``refine_steps``), from the prediction and its
-depth-reversed twin.
+Shape fit (``coefficient_ridge > 0``, registered as ``lifter-fit``): instead of the
+coefficient head, the shape ``c b_S + sum_i beta_i S_i`` is fitted to each view in closed form
+for the predicted rotation, with a ridge (Gaussian) prior on ``beta``
+(:meth:`kp3d.nn.lifting.LiftingNet.fitted_output`), and the basis is kept orthogonal to the scale
+and infinitesimal rotations of ``b_S`` (``motion_free_basis``), so a deformation cannot imitate a
+change of camera. On AFLW2000-3D the non-negative head (the paper's ``ReLU(W_g f(Y) + b_g)``,
+``coefficient_ridge = 0``, the default) learned an almost rigid shape (coefficients nearly
+constant over faces); the fitted shape model learns real deformations. At prediction, the
+rotation can then be refined per face on the 2D fit (``refine_steps``), from the prediction and
+its depth-reversed twin.
 
 Schedule: the paper needed two phases for stability. For the first ``cycle_start`` steps only the
-reprojection loss trains the network (kp3d's default ``cycle_start = None``: always; the cycle is
-then off); after that, the BatchNorm statistics are frozen (the
+reprojection loss trains the network (with ``cycle_start = None``, as in ``lifter-fit``: always;
+the cycle is then off); after that, the BatchNorm statistics are frozen (the
 layers run on their running averages) and the cycle losses are added. Frozen statistics keep the
 synthetic views ``Y~``, whose distribution (any rotation, including views from behind) differs
 from the data, from shifting the normalisation that real inputs see.
