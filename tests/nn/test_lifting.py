@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import Tensor
 
 from kp3d.geometry.rotations import axis_angle_to_matrix, random_rotation
 from kp3d.nn.lifting import (
@@ -206,6 +207,27 @@ def test_fit_shape_coefficients_is_the_ridge_least_squares_optimum() -> None:
         y = kp2d[i, vis[i]].reshape(-1)
         sol = torch.linalg.solve(A.T @ A + reg, A.T @ y)
         torch.testing.assert_close(coef[i], sol[:n])
+        objective = (A @ sol - y).square().sum() + ridge * sol[1:n].square().sum()
+        torch.testing.assert_close(ridge_fit(R, shapes, kp2d, vis, ridge)[1][i], objective)
+    # Sample 0 is fully visible: alone it takes the path with batch-shared second moments.
+    torch.testing.assert_close(fit_shape_coefficients(R[:1], shapes, kp2d[:1], None, ridge),
+                               coef[:1])
+
+
+@pytest.mark.parametrize("partly_visible", [False, True])
+def test_fit_shape_coefficients_gradcheck(partly_visible: bool) -> None:
+    g = torch.Generator().manual_seed(4)
+    K, n = 5, 3
+    shapes = torch.randn(n, K, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    omega = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    kp2d = torch.randn(2, K, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    vis = torch.ones(2, K, dtype=torch.bool)
+    vis[1, 0] = not partly_visible
+
+    def fit(om: Tensor, S: Tensor, y: Tensor) -> Tensor:
+        return fit_shape_coefficients(axis_angle_to_matrix(om), S, y, vis, 0.3)
+
+    assert torch.autograd.gradcheck(fit, (omega, shapes, kp2d))
 
 
 def test_refine_rotations_improves_the_fit_and_tries_the_depth_flip() -> None:

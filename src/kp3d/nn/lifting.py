@@ -395,22 +395,71 @@ class LiftingNet(nn.Module):
                                   kp2d, vis)
 
 
+class RidgeSystem(NamedTuple):
+    """The normal equations of :func:`fit_shape_coefficients` for a batch of views."""
+
+    gram: Tensor
+    """(B, n, n) ``A A^T``, with ``A`` (B, n, 2K) the centred projections of the n shapes at the
+    visible points (one row per coefficient)."""
+    rhs: Tensor
+    """(B, n) ``A y``, with ``y`` (B, 2K) the centred view, zero at invisible points."""
+    yy: Tensor
+    """(B,) ``y . y``, for the objective's value."""
+
+
+def _ridge_system(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None) -> RidgeSystem:
+    """Build :class:`RidgeSystem` without forming ``A``: the projections are linear in the
+    shapes, so ``A A^T = sum_i r_i^T M r_i`` over the two image rows ``r_i`` of ``R``, with the
+    3 x 3 blocks ``M_ab = sum_k w_k s~_ak s~_bk^T`` of the shapes' second moments (shared by the
+    batch when every point is visible), and ``A y = sum_k s_ak . (R_xy^T y_k)``. This avoids
+    (B, n, K, 2) intermediates, which dominated a training step's time and memory."""
+    w = visibility(kp2d, vis)
+    S = shapes - shapes.mean(-2, keepdim=True)  # (n, K, 3)
+    y = (kp2d - masked_mean(kp2d, w[..., None], dim=-2)[..., None, :]) * w[..., None]
+    Rxy = R[..., :2, :]
+    # y sums to 0 over the points, so the shapes' own (visible) centring drops out of A y.
+    rhs = torch.einsum("nkc,bkc->bn", S, y @ Rxy)
+    if vis is None or bool((w == 1).all()):
+        M = torch.einsum("akc,ekd->aecd", S, S)  # shapes centred over all points
+        gram = torch.einsum("bic,aecd,bid->bae", Rxy, M, Rxy)
+    else:
+        n, K = S.shape[:2]
+        outer = torch.einsum("kac,ked->kaecd", S.transpose(0, 1), S.transpose(0, 1))
+        count = w.sum(-1).clamp_min(_EPS)
+        m = torch.einsum("bk,nkc->bnc", w, S) / count[:, None, None]  # visible means
+        M = (w @ outer.reshape(K, -1)).reshape(-1, n, n, 3, 3)
+        M = M - count[:, None, None, None, None] * torch.einsum("bac,bed->baecd", m, m)
+        gram = torch.einsum("bic,baecd,bid->bae", Rxy, M, Rxy)
+    return RidgeSystem(gram, rhs, y.square().sum((-2, -1)))
+
+
+def _ridge_weights(shapes: Tensor, ridge: float) -> Tensor:
+    """(n,) the ridge weight of each shape's coefficient: 0 for the bias, ``ridge`` otherwise."""
+    reg = torch.full((shapes.shape[0],), ridge, dtype=shapes.dtype, device=shapes.device)
+    reg[0] = 0.0
+    return reg
+
+
+def _solve_ridge(system: RidgeSystem, reg: Tensor) -> Tensor:
+    """argmin_c ||c A - y||^2 + sum_j reg_j c_j^2 per sample: (B, n), solved in float64 and cast
+    back (the n x n system is formed in the input's dtype; the ridge keeps it well
+    conditioned)."""
+    G = system.gram.double() + torch.diag(reg.double() + 1e-9)
+    coef = torch.linalg.solve(G, system.rhs.double()[..., None])[..., 0]
+    return coef.to(system.rhs.dtype)
+
+
 def ridge_fit(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
               ridge: float) -> tuple[Tensor, Tensor]:
     """:func:`fit_shape_coefficients` and the optimum's objective (B,) (residual + ridge term)."""
-    w = visibility(kp2d, vis)
-    P = torch.einsum("bij,nkj->bnki", R[..., :2, :], shapes)  # (B, n, K, 2)
-    P = (P - masked_mean(P, w[:, None, :, None], dim=-2)[..., None, :]) * w[:, None, :, None]
-    y = (kp2d - masked_mean(kp2d, w[..., None], dim=-2)[..., None, :]) * w[..., None]
-    A, y = P.flatten(-2), y.flatten(-2)  # (B, n, 2K), (B, 2K)
-    reg = torch.full((shapes.shape[0],), ridge, dtype=A.dtype, device=A.device)
-    reg[0] = 0.0
-    # The normal equations square the condition number: solve them in float64, cast back.
-    A64 = A.double()
-    G = A64 @ A64.transpose(-1, -2) + torch.diag(reg.double() + 1e-9)
-    coef = torch.linalg.solve(G, A64 @ y.double()[..., None])[..., 0].to(A.dtype)
-    residual = (coef[..., None] * A).sum(-2) - y
-    return coef, residual.square().sum(-1) + (reg * coef.square()).sum(-1)
+    system = _ridge_system(R, shapes, kp2d, vis)
+    reg = _ridge_weights(shapes, ridge)
+    coef = _solve_ridge(system, reg)
+    # ||c A - y||^2 = c G c - 2 c . A y + y . y, evaluated in float64 against cancellation.
+    c, G = coef.double(), system.gram.double()
+    objective = (torch.einsum("ba,bae,be->b", c, G, c) - 2 * (c * system.rhs.double()).sum(-1)
+                 + system.yy.double() + (reg.double() * c.square()).sum(-1))
+    return coef, objective.to(coef.dtype)
 
 
 def fit_shape_coefficients(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
@@ -424,7 +473,7 @@ def fit_shape_coefficients(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor 
     Args:
         R: (B, 3, 3) rotations; kp2d: (B, K, 2) keypoints; vis: (B, K) visibility.
     """
-    return ridge_fit(R, shapes, kp2d, vis, ridge)[0]
+    return _solve_ridge(_ridge_system(R, shapes, kp2d, vis), _ridge_weights(shapes, ridge))
 
 
 def orthographic_lift(out: LiftingOutput, kp2d: Tensor, vis: Tensor | None) -> Tensor:

@@ -9,6 +9,7 @@ from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.methods import get_method
 from kp3d.methods.lifter import Lifter, LifterConfig
+from kp3d.losses.lifting import reprojection_loss
 from kp3d.nn.lifting import LiftingOutput, normalise_keypoints
 
 K = 6
@@ -180,3 +181,46 @@ def test_fitted_coefficients_explain_views_of_the_shape_space() -> None:
     projected = out.shape_cam[..., :2] - out.shape_cam[..., :2].mean(-2, keepdim=True)
     torch.testing.assert_close(projected, norm.kp2d, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out.alpha, beta / 2.0, atol=1e-3, rtol=1e-3)
+
+
+def test_ensemble_members_train_side_by_side() -> None:
+    torch.manual_seed(0)
+    model = Lifter(LifterConfig(**SMALL, ensemble=2, coefficient_ridge=1.0, cycle_start=None))
+    assert len(model.members) == 2 and model.members[0] is model.net
+    first, second = (m.shape_basis.raw_basis for m in model.members)
+    assert not torch.equal(first, second)  # independently initialised
+    b = batch()
+    out = model.training_step(b, 0)
+    out.loss.backward()
+    assert first.grad is not None and second.grad is not None
+    assert first.grad.abs().sum() > 0 and second.grad.abs().sum() > 0
+    # The loss is the members' sum (each trains as if alone); the log is their mean.
+    alone = []
+    for net in model.members:
+        norm, lifted = model.lift(b.kp2d, b.vis, net=net)
+        alone.append(reprojection_loss(lifted.shape_cam, norm.kp2d, b.vis.float(), delta=0.1))
+    torch.testing.assert_close(out.loss.detach(), (alone[0] + alone[1]).detach())
+    torch.testing.assert_close(out.logs["reprojection"], (alone[0] + alone[1]).detach() / 2)
+    with pytest.raises(ConfigError, match="ensemble"):
+        LifterConfig(ensemble=0)
+
+
+def test_ensemble_prediction_aligns_each_members_depth_sign() -> None:
+    """The second member explains every view with the mirrored shape, i.e. the depth-reversed
+    solution: aligned, it agrees with the first, so the average is the first's depth (an
+    unaligned average would be 0)."""
+    g = torch.Generator().manual_seed(0)
+    X0 = torch.randn(K, 3, generator=g, dtype=torch.float64)
+    X0 = X0 - X0.mean(0)
+    model = Lifter(LifterConfig(**SMALL, ensemble=2)).double().eval()
+    model.net = RigidOracle(X0)
+    model.ensemble = nn.ModuleList([RigidOracle(X0 * X0.new_tensor([1.0, 1.0, -1.0]))])
+    R = random_rotation(16, generator=g, dtype=torch.float64)
+    kp2d = 70 * (X0 @ R.transpose(-1, -2))[..., :2] + 3
+    pred = model.predict(Sample(kp2d=kp2d))
+    z_first = 70 * (X0 @ R.transpose(-1, -2))[..., 2]
+    z_first = z_first - z_first.mean(-1, keepdim=True)
+    torch.testing.assert_close(pred["kp3d"][..., 2], z_first)
+    second = Lifter(LifterConfig(**SMALL)).double().eval()
+    second.net = model.ensemble[0]
+    torch.testing.assert_close(second.predict(Sample(kp2d=kp2d))["kp3d"][..., 2], -z_first)

@@ -128,6 +128,12 @@ class LifterConfig:
     refine_steps = 50 (``benchmarks/aflw_lifting.py``): 3.49 / 3.71 px for seeds 0 / 1 with
     1.0 (3.23 / 3.62 px in runs whose initialisation drew differently), 3.74 / 3.37 px with
     3.0: the seed matters more than this value. 1.0 in ``lifter-fit``."""
+    ensemble: int = 1
+    """Independently initialised lifting networks trained side by side on the same batches (the
+    step costs this many times more); prediction averages their depths, each member's sign
+    aligned per sample with the first member's (the depth-flip ambiguity of orthographic views).
+    The seed-to-seed spread of one network is larger than most settings' effects on AFLW2000-3D,
+    and averaging removes much of it: see ``lifter-fit``'s registration."""
     refine_steps: int = 50
     """Test-time refinement in :meth:`Lifter.predict` (with ``coefficient_ridge`` > 0): Adam
     steps per face on the rotation, from the prediction and from its depth-reversed twin, on the
@@ -139,7 +145,7 @@ class LifterConfig:
             raise ConfigError(
                 f"n_keypoints must be >= 0 (0 = from the data), got {self.n_keypoints}"
             )
-        for name in ("n_categories", "n_basis", "width"):
+        for name in ("n_categories", "n_basis", "width", "ensemble"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cycle_start is not None and self.cycle_start < 0:
@@ -172,7 +178,11 @@ class CycleLosses(NamedTuple):
 
 
 class Lifter(MethodModel):
-    """Non-negative-basis lifter with cyclic self-supervision (Can et al.)."""
+    """Non-negative-basis lifter with cyclic self-supervision (Can et al.).
+
+    ``net`` is the (first) lifting network; ``ensemble`` holds the other members when
+    ``config.ensemble > 1``.
+    """
 
     support: Tensor
 
@@ -183,22 +193,32 @@ class Lifter(MethodModel):
                 "lifter: n_keypoints is not set (the number of keypoints K of the data)"
             )
         self.config = config
-        self.net = LiftingNet(
-            config.n_keypoints, n_basis=config.n_basis, width=config.width,
-            n_layers=config.n_layers, norm=config.norm, rotation=config.rotation,
-            coefficients="relu", camera=config.camera, context_dim=config.context_dim,
-            motion_free_basis=config.motion_free_basis,
-            coefficient_ridge=config.coefficient_ridge,
-        )
+        def member() -> LiftingNet:
+            return LiftingNet(
+                config.n_keypoints, n_basis=config.n_basis, width=config.width,
+                n_layers=config.n_layers, norm=config.norm, rotation=config.rotation,
+                coefficients="relu", camera=config.camera, context_dim=config.context_dim,
+                motion_free_basis=config.motion_free_basis,
+                coefficient_ridge=config.coefficient_ridge,
+            )
+
+        self.net = member()
+        self.ensemble = nn.ModuleList(member() for _ in range(config.ensemble - 1))
         self.register_buffer(
             "support", torch.zeros(config.n_categories, config.n_keypoints, dtype=torch.bool)
         )
 
-    def lift(self, kp2d: Tensor, vis: Tensor | None = None,
-             context: Tensor | None = None) -> tuple[Normalised, LiftingOutput]:
-        """Normalise ``kp2d`` (B, K, 2) with ``vis`` (B, K) and run the lifting network."""
+    @property
+    def members(self) -> list[LiftingNet]:
+        """The lifting networks: ``net``, then the rest of the ensemble."""
+        return [self.net, *self.ensemble]
+
+    def lift(self, kp2d: Tensor, vis: Tensor | None = None, context: Tensor | None = None, *,
+             net: LiftingNet | None = None) -> tuple[Normalised, LiftingOutput]:
+        """Normalise ``kp2d`` (B, K, 2) with ``vis`` (B, K) and run a lifting network (default
+        ``net``)."""
         norm = normalise_keypoints(kp2d, vis)
-        return norm, self.net(norm.kp2d, visibility(kp2d, vis), context)
+        return norm, (net or self.net)(norm.kp2d, visibility(kp2d, vis), context)
 
     def categories(self, category: Tensor | None, batch_size: int, device: torch.device) -> Tensor:
         """Category labels (B,) int64, all 0 when the data has none.
@@ -226,8 +246,10 @@ class Lifter(MethodModel):
         self.support |= seen > 0
 
     def cycle_losses(self, out: LiftingOutput, category: Tensor, context: Tensor | None = None,
-                     generator: torch.Generator | None = None) -> CycleLosses:
-        """Camera and shape losses of the augmented view ``Pi(R~ X)`` of each predicted shape.
+                     generator: torch.Generator | None = None, *,
+                     net: LiftingNet | None = None) -> CycleLosses:
+        """Camera and shape losses of the augmented view ``Pi(R~ X)`` of each shape that ``net``
+        (default ``self.net``) predicted.
 
         Nothing is detached: as with C3DPO's canonicalisation, the gradient also reaches the
         original prediction, pushing the shape space towards one in which a view determines
@@ -237,7 +259,7 @@ class Lifter(MethodModel):
         support = self.support[category].to(X.dtype)  # (B, K)
         R = random_rotation(X.shape[0], generator=generator, dtype=X.dtype, device=X.device)
         norm = normalise_keypoints((X @ R.transpose(-1, -2))[..., :2], support)
-        cyc = self.net(norm.kp2d, support, context)
+        cyc = (net or self.net)(norm.kp2d, support, context)
         X_cyc = cyc.shape * norm.scale[..., None, None]
         # Both shapes are compared about their centroids over the category's own keypoints.
         X_cyc = X_cyc - masked_mean(X_cyc, support[..., None], dim=-2)[..., None, :]
@@ -260,18 +282,30 @@ class Lifter(MethodModel):
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        norm, out = self.lift(kp2d, w, context)
-        l_rep = reprojection_loss(out.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
-        logs = {"reprojection": l_rep.detach()}
-        loss = l_rep
-        if cfg.shape_prior_weight > 0:
-            l_prior = shape_prior_loss(out.basis_shape, category, self.support[category])
-            loss = loss + cfg.shape_prior_weight * l_prior
-            logs["shape_prior"] = l_prior.detach()
-        if cycling:
-            cyc = self.cycle_losses(out, category, context)
-            loss = loss + cfg.camera_weight * cyc.camera + cfg.shape_weight * cyc.shape
-            logs |= {"camera": cyc.camera.detach(), "shape": cyc.shape.detach()}
+        # Members share nothing but the batch, so the summed loss trains each as if alone; the
+        # logs are the members' means.
+        loss = kp2d.new_zeros(())
+        logs: dict[str, Tensor] = {}
+        n = len(self.members)
+
+        def log(name: str, value: Tensor) -> None:
+            value = value.detach() / n
+            logs[name] = logs[name] + value if name in logs else value
+
+        for net in self.members:
+            norm, out = self.lift(kp2d, w, context, net=net)
+            l_rep = reprojection_loss(out.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
+            log("reprojection", l_rep)
+            loss = loss + l_rep
+            if cfg.shape_prior_weight > 0:
+                l_prior = shape_prior_loss(out.basis_shape, category, self.support[category])
+                loss = loss + cfg.shape_prior_weight * l_prior
+                log("shape_prior", l_prior)
+            if cycling:
+                cyc = self.cycle_losses(out, category, context, net=net)
+                loss = loss + cfg.camera_weight * cyc.camera + cfg.shape_weight * cyc.shape
+                log("camera", cyc.camera)
+                log("shape", cyc.shape)
         return StepOutput(loss, logs)
 
     def training_step(self, batch: Sample, step: int) -> StepOutput:
@@ -287,12 +321,30 @@ class Lifter(MethodModel):
 
     @torch.no_grad()
     def predict(self, batch: Sample) -> dict[str, Tensor]:
-        """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y."""
-        norm, out = self.lift(batch.kp2d, batch.vis)
-        if self.config.refine_steps > 0 and self.config.coefficient_ridge > 0:
-            out = self.net.refine_rotations(out.R, norm.kp2d, visibility(batch.kp2d, batch.vis),
-                                            steps=self.config.refine_steps)
-        return lifting_predictions(out, norm, batch.vis)
+        """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y.
+
+        With an ensemble, ``kp3d``'s depth is the mean of the members' depths, each multiplied
+        per sample by the sign (+-1) that brings it closer to the first member's; every other
+        entry (``R``, ``alpha``, ``shape``) is the first member's.
+        """
+        preds = []
+        for net in self.members:
+            norm, out = self.lift(batch.kp2d, batch.vis, net=net)
+            if self.config.refine_steps > 0 and self.config.coefficient_ridge > 0:
+                out = net.refine_rotations(out.R, norm.kp2d, visibility(batch.kp2d, batch.vis),
+                                           steps=self.config.refine_steps)
+            preds.append(lifting_predictions(out, norm, batch.vis))
+        pred = preds[0]
+        if len(preds) > 1:
+            z0 = pred["kp3d"][..., 2]
+            depths = [z0]
+            for other in preds[1:]:
+                z = other["kp3d"][..., 2]
+                same = (z - z0).square().sum(-1) <= (z + z0).square().sum(-1)
+                depths.append(torch.where(same[:, None], z, -z))
+            pred["kp3d"] = torch.cat([pred["kp3d"][..., :2], torch.stack(depths).mean(0)[..., None]],
+                                     dim=-1)
+        return pred
 
 
 def build(config: LifterConfig) -> Lifter:
