@@ -7,9 +7,9 @@ from torch import Tensor, nn
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
+from kp3d.losses.lifting import reprojection_loss
 from kp3d.methods import get_method
 from kp3d.methods.lifter import Lifter, LifterConfig
-from kp3d.losses.lifting import reprojection_loss
 from kp3d.nn.lifting import LiftingOutput, normalise_keypoints
 
 K = 6
