@@ -11,7 +11,10 @@ scores it with kp3d's harness, the regression fitted on the training set's label
   3D joints (brought into the image frame, depth centred per image);
 * ``nme3d_depth``: that regression from the discovered 2D keypoints with the 3D head's depth;
 * ``nme3d_flat_baseline``: from the discovered 2D keypoints at the mean depth. The 3D head is
-  worth something only if ``nme3d_depth`` (and ``nme3d``) are clearly below it.
+  worth something only if ``nme3d_depth`` (and ``nme3d``) are clearly below it;
+* ``rotation_spread_deg``: mean angle of the 3D head's rotations from their mean (the camera
+  goes all around the creature, so a head that has learned poses spreads them widely; near 0 it
+  is a 2D template).
 
     python benchmarks/creature.py --minutes 20 --clock cpu --threads 1 --out runs/creature
     # one run per core:
@@ -31,8 +34,8 @@ from typing import Any
 
 from _unsupervised import add_run_arguments, merge_results, run_grid
 
-COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline", "steps",
-           "images", "cpu_s", "threads"]
+COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline",
+           "rotation_spread_deg", "steps", "images", "cpu_s", "threads"]
 
 
 def synthesise(folder: Path, n: int, seed: int, size: int) -> Path:

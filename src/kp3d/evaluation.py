@@ -24,7 +24,9 @@ Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
     image): ``nme3d`` from the discovered 3D keypoints; ``nme3d_depth`` from the discovered 2D
     keypoints with the 3D head's depth; ``nme3d_flat_baseline`` from the discovered 2D keypoints
     at the mean depth. The 3D head is only worth something if it beats the last: ``nme3d_depth``
-    against it isolates what the predicted depth adds.
+    against it isolates what the predicted depth adds. ``rotation_spread_deg`` (no ground truth
+    needed): the mean angle of the head's rotations from their mean; near 0 means the head gives
+    every image the same pose, i.e. it acts as a 2D template and its depth carries nothing.
 
 Lifting methods (2D -> 3D), :func:`evaluate_lifting`
     C3DPO's protocol as recorded in ``shared/ANCHORS.md``: per sample, centre the visible 2D
@@ -46,7 +48,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from kp3d.data.schema import Sample, collate
-from kp3d.geometry import axis_angle_to_matrix, matrix_to_axis_angle, procrustes
+from kp3d.geometry import axis_angle_to_matrix, geodesic_distance, matrix_to_axis_angle, procrustes
 from kp3d.metrics import (
     INTER_OCULAR_68,
     INTER_PUPIL_MAFL5,
@@ -202,6 +204,9 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
         r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv)
         add("nme", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h)")
 
+    if "R" in test.pred:
+        add("rotation_spread_deg", rotation_spread(test.pred["R"]) * 180 / torch.pi,
+            "3D head: mean angle (degrees) of the predicted rotations from their mean rotation")
     key3d = "kp3d_pixels" if "kp3d_pixels" in fit.pred else "kp3d"
     if key3d in fit.pred and fit.gt.kp3d is not None and test.gt.kp3d is not None:
         fg = image_frame_3d(fit.gt.kp3d.float(), fit.gt.kp2d.float())
@@ -225,6 +230,13 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
 
 
 # --------------------------------------------------------------------------- lifting protocol
+
+
+def rotation_spread(R: Tensor) -> Tensor:
+    """Mean geodesic angle (radians, scalar) of rotations ``R`` (N, 3, 3) from their chordal
+    mean, the rotation nearest to the arithmetic mean of the matrices."""
+    R = R.double()
+    return geodesic_distance(R, _nearest_rotation(R.mean(0)).expand_as(R)).mean().to(R.dtype)
 
 
 def normalise_per_sample(kp2d: Tensor, vis: Tensor | None = None) -> tuple[Tensor, Tensor]:
