@@ -80,13 +80,18 @@ class Sample:
         return dataclasses.replace(self, **changes)
 
 
-def collate(samples: Sequence[Sample]) -> Sample:
+def collate(samples: Sequence[Sample] | Sample) -> Sample:
     """Stack samples into a batch ``Sample`` (leading axis B).
+
+    A ``Sample`` is returned as it is: it is already a batch, from a dataset that fetches whole
+    batches (``__getitems__``, which DataLoader calls when a dataset has it).
 
     Raises:
         ValueError: if the samples do not all have the same fields, or shapes differ; the message
             names the offending samples.
     """
+    if isinstance(samples, Sample):
+        return samples
     if len(samples) == 0:
         raise ValueError("collate: empty list of samples")
     fields = samples[0].present()

@@ -119,3 +119,21 @@ def test_index_out_of_range(tmp_path: Path) -> None:
     ds = open(write(tmp_path / "k.npz", kp2d=np.zeros((N, K, 2))))
     with pytest.raises(IndexError):
         ds[N]
+
+
+def test_batched_fetch_equals_collated_items_and_feeds_a_dataloader(tmp_path: Path) -> None:
+    ds = open(write(tmp_path / "k.npz", **arrays()))
+    idx = [3, 0, -1, 3]
+    fetched = ds.__getitems__(idx)
+    expected = collate([ds[i] for i in idx])
+    for f in ("kp2d", "vis", "kp3d", "category"):
+        a, b = getattr(fetched, f), getattr(expected, f)
+        assert a.dtype == b.dtype and torch.equal(a, b), f
+    assert fetched.name == expected.name
+    assert collate(fetched) is fetched
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate)
+    first = next(iter(loader))
+    assert torch.equal(first.kp2d, collate([ds[0], ds[1]]).kp2d)
+    assert first.name == ["k.npz[0]", "k.npz[1]"]
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, N])

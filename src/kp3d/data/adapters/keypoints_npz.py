@@ -22,6 +22,7 @@ NaN included; they become 0, as in every adapter.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,25 @@ class KeypointArrays(Dataset[Sample]):
             kp3d=None if self._kp3d is None else self._kp3d[i],
             category=None if self._category is None else self._category[i],
             name=self.names[i],
+        )
+
+    def __getitems__(self, indices: Sequence[int]) -> Sample:
+        """The batch :class:`Sample` of ``indices``, equal to ``collate`` of the single items.
+
+        DataLoader fetches a whole batch through this method when it exists; one indexing
+        operation per field replaces a few thousand small tensors per batch of 256, a fifth of
+        a lifter's training step.
+        """
+        for i in indices:
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"index {i} out of range for {len(self)} samples")
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        return Sample(
+            kp2d=self._kp2d[idx],
+            vis=self._vis[idx],
+            kp3d=None if self._kp3d is None else self._kp3d[idx],
+            category=None if self._category is None else self._category[idx],
+            name=[self.names[i] for i in indices],
         )
 
 
