@@ -44,7 +44,8 @@ ANCHOR_MPJPE_PX = 4.16
 
 DEFAULT_STEPS = {"c3dpo": 5000, "lifter": 10000, "lifter-fit": 10000}
 """Step budget per method when ``--steps`` is not given: each fits in the 10-minute CPU budget
-on one thread (lifter-fit ~0.04 CPU s per step of batch 256; lifter, with its cycle, ~0.05)."""
+on one thread (measured with the engine, batch 256: lifter-fit ~0.03 CPU s per step, lifter with
+its cycle ~0.05, c3dpo ~0.05)."""
 
 CPU_BUDGET_S = 600.0
 """The issue's budget per method: 10 CPU minutes (a row above it is flagged in the table)."""

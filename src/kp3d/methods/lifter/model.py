@@ -131,9 +131,10 @@ class LifterConfig:
     units (so its effect grows as K shrinks). On AFLW2000-3D (4000 steps with the cycle,
     seed 0) 1.0 with ``motion_free_basis`` gave MPJPE 3.52 px against 3.76 px for the
     non-negative head, which learned an almost rigid shape. Without the cycle, 10000 steps and
-    refine_steps = 50 (``benchmarks/aflw_lifting.py``): 3.49 / 3.71 px for seeds 0 / 1 with
-    1.0 (3.23 / 3.62 px in runs whose initialisation drew differently), 3.74 / 3.37 px with
-    3.0: the seed matters more than this value. 1.0 in ``lifter-fit``."""
+    refine_steps = 50 (``benchmarks/aflw_lifting.py``): 3.57 / 3.71 px for seeds 0 / 1 with
+    1.0 (3.49 / 3.71 and 3.23 / 3.62 px with earlier versions of the solver that drew
+    differently), 3.74 / 3.37 px with 3.0: the seed matters more than this value. 1.0 in
+    ``lifter-fit``."""
     ensemble: int = 1
     """Independently initialised lifting networks trained side by side on the same batches (the
     step costs this many times more); prediction averages their depths, each member's sign
