@@ -4,11 +4,19 @@ Examples::
 
     kp3d synth creature --n 4000 --size 64 --seed 0 --out data/creature-train
     kp3d synth quadruped --n 500 --views 4 --out data/quadruped-mv
+    kp3d synth creature --n 4000 --articulation 1.0 --out data/creature-wild
     kp3d synth face --n 2000 --pairs --sfm-dir ../shared/assets/sfm --out data/face-pairs
 
 The layout written is documented in :mod:`kp3d.data.adapters.synth`; the categories in
 :mod:`kp3d.data.synth`. Image ``i`` depends only on ``--seed``, ``i`` and the options, whatever
 ``--workers``.
+
+``--articulation A`` (``creature`` and ``quadruped`` only) sets how far poses stray from a
+typical one: each joint angle is drawn from the middle fraction A of the joint's range. The
+default, 0.3, keeps the poses near a typical one, like the instances of a real category; 1.0 uses
+the whole ranges (a random-pose stress test); 0 puts every joint at its range's middle. It
+changes only the joint angles: the same ``--seed`` gives the same viewpoints, proportions and
+colours (the framing follows the pose). The value used is recorded in meta.json's ``options``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
     parser.add_argument("--sfm-dir", type=Path, default=None,
                         help="Surrey Face Model folder (eos share/ layout), required for `face`")
+    parser.add_argument("--articulation", type=float, default=None, metavar="A",
+                        help="creature/quadruped only: fraction of each joint's angle range that "
+                             "poses span, in [0, 1] (default: the category's 0.3 = poses span the "
+                             "middle 30%% of each range; 1.0 = full ranges)")
     parser.add_argument("--start", type=int, default=0, help="index of the first instance (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -47,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     from kp3d.data.adapters.synth import check_write, write
-    from kp3d.data.synth import get_category
+    from kp3d.data.synth import check_articulation, get_category
     from kp3d.errors import ConfigError
 
+    # Before the --sfm-dir check: `face --articulation` is wrong whatever the model folder.
+    check_articulation(args.category, args.articulation)
     if args.category == "face" and args.sfm_dir is None:
         raise ConfigError(
             "`face` renders the Surrey Face Model: pass --sfm-dir DIR, the folder of eos' share/ "
@@ -58,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         )
     check_write(args.out, args.n, size=args.size, seed=args.seed, views=args.views,
                 pairs=args.pairs, start=args.start, workers=args.workers, overwrite=args.overwrite)
-    get_category(args.category, sfm_dir=args.sfm_dir)  # a bad model folder fails before the bar
+    # A bad model folder fails before the bar.
+    get_category(args.category, sfm_dir=args.sfm_dir, articulation=args.articulation)
     console = Console(stderr=True)
     t0 = time.perf_counter()
     with Progress(TextColumn(f"synth {args.category}"), BarColumn(), MofNCompleteColumn(),
@@ -73,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
         out = write(args.out, args.category, args.n, size=args.size, seed=args.seed,
                     views=args.views, pairs=args.pairs, sfm_dir=args.sfm_dir, start=args.start,
-                    workers=args.workers, overwrite=args.overwrite, progress=advance)
+                    workers=args.workers, overwrite=args.overwrite, progress=advance,
+                    articulation=args.articulation)
     dt = time.perf_counter() - t0
     console.print(f"wrote {args.n} {args.category} instances to {out} in {dt:.1f} s "
                   f"({args.n / dt:.0f}/s)")

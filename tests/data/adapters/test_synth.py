@@ -1,4 +1,5 @@
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def test_layout_and_meta(written: Path) -> None:
     assert meta["format"] == "kp3d-synth" and meta["category"] == "creature"
     assert meta["n"] == 5 and meta["size"] == 32 and meta["seed"] == 4 and meta["views"] == 1
     assert len(meta["keypoint_names"]) == 16 and len(meta["skeleton"]) == 15
+    assert meta["options"] == {"sfm_dir": None, "articulation": 0.3}  # the default, as used
     assert sorted(p.name for p in (written / "images").iterdir()) == [f"{i:06d}.png" for i in range(5)]
     with Image.open(written / "depth" / "000000.png") as img:
         assert img.mode.startswith("I") and img.size == (32, 32)
@@ -140,6 +142,38 @@ def test_workers_give_the_same_set(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for i in range(5):
         name = f"{i:06d}.png"
         assert (one / "images" / name).read_bytes() == (three / "images" / name).read_bytes()
+
+
+def test_articulation_reaches_the_workers_and_meta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Pool(ThreadPoolExecutor):
+        def __init__(self, workers, mp_context=None, initializer=None):
+            super().__init__(workers)
+
+    monkeypatch.setattr(adapter, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr("kp3d.data.synth.CHUNK", 2)
+    out = adapter.write(tmp_path / "wild", "quadruped", 4, size=32, seed=2, workers=2, articulation=1.0)
+    assert json.loads((out / "meta.json").read_text())["options"]["articulation"] == 1.0
+    # Each worker's chunk was posed with the option, not with the default.
+    kp3d = np.load(out / "annotations.npz")["kp3d"][:, 0]
+    wild = np.stack([x.kp3d.numpy() for x in generate("quadruped", 4, size=32, seed=2, articulation=1.0)])
+    tame = np.stack([x.kp3d.numpy() for x in generate("quadruped", 4, size=32, seed=2)])
+    np.testing.assert_array_equal(kp3d, wild)
+    assert not np.allclose(kp3d, tame)
+    with pytest.raises(ConfigError, match="face has no joints"):
+        adapter.write(tmp_path / "f", "face", 1, size=32, sfm_dir=tmp_path, articulation=0.5)
+    with pytest.raises(ConfigError, match="got 2.0"):
+        adapter.write(tmp_path / "g", "creature", 1, size=32, articulation=2.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wild"]  # nothing half-written
+
+
+def test_sets_without_the_articulation_option_still_open(tmp_path: Path, written: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(written, old)
+    meta = json.loads((old / "meta.json").read_text())
+    meta["options"] = {"sfm_dir": None}  # as written before the option existed
+    (old / "meta.json").write_text(json.dumps(meta))
+    a, b = open_dataset(old), open_dataset(written)
+    assert len(a) == len(b) == 5 and torch.equal(a[3].kp3d, b[3].kp3d)
 
 
 @pytest.mark.parametrize("a", [

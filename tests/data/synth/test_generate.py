@@ -1,10 +1,11 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from kp3d.data.schema import collate
-from kp3d.data.synth import CATEGORIES, generate, get_category
+from kp3d.data.synth import CATEGORIES, generate, get_category, scene
 from kp3d.errors import ConfigError
 from kp3d.geometry.cameras import project_pinhole
 from kp3d.geometry.rotations import geodesic_distance
@@ -95,3 +96,54 @@ def test_options_are_validated() -> None:
         generate("dragon", 1)
     with pytest.raises(ConfigError, match="Surrey Face Model"):
         generate("face", 1)
+
+
+def pose_spread(name: str, articulation: float | None) -> float:
+    """How much the shape of the pose varies over a set: the std over instances of the
+    joint-to-joint distances (scale-normalised), which no camera or root rotation changes."""
+    X = torch.stack([x.kp3d for x in generate(name, 12, size=32, seed=0, articulation=articulation)])
+    D = torch.cdist(X, X)
+    return (D / D.mean((1, 2), keepdim=True)).std(0).mean().item()
+
+
+@pytest.mark.parametrize("name", ["creature", "quadruped"])
+def test_articulation_widens_the_spread_of_poses(name: str) -> None:
+    narrow, default, wide = (pose_spread(name, a) for a in (0.1, None, 1.0))
+    assert narrow < default < wide
+    assert wide > 1.5 * narrow
+
+
+@pytest.mark.parametrize("name", ["creature", "quadruped"])
+def test_articulation_changes_only_the_joint_angles(name: str) -> None:
+    default, full = get_category(name), get_category(name, articulation=1.0)
+    assert default.spec.articulation == 0.3 and full.spec.articulation == 1.0
+    assert get_category(name, articulation=1.0) is full  # cached per value
+    lo, hi = full._angle_lo, full._angle_hi
+    mid = (lo + hi) / 2
+    for i in range(4):
+        a = default.sample(scene.rng_for(5, i), 1, False)
+        b = full.sample(scene.rng_for(5, i), 1, False)
+        assert a.keys() == b.keys()
+        for k in a.keys() - {"angles"}:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        # The same uniform draw, scaled about each range's middle by 1.0 / 0.3.
+        np.testing.assert_allclose(b["angles"] - mid, (a["angles"] - mid) / 0.3, atol=1e-9)
+
+
+def test_articulation_at_its_default_value_changes_nothing() -> None:
+    a = generate("quadruped", 2, size=32, seed=3)
+    b = generate("quadruped", 2, size=32, seed=3, articulation=0.3)
+    assert all(fields_equal(x, y) for x, y in zip(a, b))
+
+
+def test_articulation_is_validated() -> None:
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match=r"articulation must be in \[0, 1\].*got"):
+            generate("creature", 1, size=32, articulation=bad)
+    with pytest.raises(ConfigError, match="got 1.5"):
+        get_category("quadruped", articulation=1.5)
+    # Faces have no joints: refused before the model folder is even needed.
+    with pytest.raises(ConfigError, match="face has no joints"):
+        get_category("face", articulation=0.5)
+    with pytest.raises(ConfigError, match="face has no joints"):
+        generate("face", 1, sfm_dir="/nonexistent", articulation=0.5)

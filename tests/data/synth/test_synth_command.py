@@ -2,8 +2,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from kp3d import cli
+from kp3d.data.adapters import open_dataset
+from kp3d.data.synth import generate
 
 
 def test_synth_writes_a_readable_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -14,11 +17,22 @@ def test_synth_writes_a_readable_set(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "wrote 3 creature" in capsys.readouterr().err
 
 
+def test_articulation_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "wild"
+    assert cli.main(["synth", "creature", "--n", "4", "--size", "32", "--seed", "1",
+                     "--articulation", "0.6", "--out", str(out)]) == 0
+    assert json.loads((out / "meta.json").read_text())["options"]["articulation"] == 0.6
+    ref = generate("creature", 4, size=32, seed=1, articulation=0.6)
+    assert all(torch.equal(x.kp3d, y.kp3d) for x, y in zip(open_dataset(out), ref))
+
+
 @pytest.mark.parametrize("argv,message", [
     (["synth", "face", "--n", "2"], "--sfm-dir"),
     (["synth", "creature", "--n", "2", "--size", "300"], "32..256"),
     (["synth", "creature", "--n", "2", "--views", "3", "--pairs"], "views must be 1 or 2"),
     (["synth", "creature", "--n", "2", "--workers", "0"], "workers"),
+    (["synth", "creature", "--n", "2", "--articulation", "1.5"], "articulation must be in [0, 1]"),
+    (["synth", "face", "--n", "2", "--articulation", "0.5"], "face has no joints"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           argv: list[str], message: str) -> None:

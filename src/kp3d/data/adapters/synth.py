@@ -12,7 +12,10 @@ Layout (N instances, V views each, K keypoints, S x S images)::
 ``meta.json``: ``format`` ("kp3d-synth"), ``format_version``, ``generator``,
 ``generator_version``, ``kp3d_version``, ``category`` and ``category_id`` (index in
 :data:`kp3d.data.synth.CATEGORIES`), ``n``, ``views``, ``pairs``, ``size``, ``seed``, ``start``
-(index of the first instance), ``options`` (everything else the generator was given),
+(index of the first instance), ``options`` (everything else the generator was given:
+``sfm_dir``, the face model's folder or null; ``articulation``, the fraction of each joint's
+angle range the poses span, the value actually used, null for ``face``; sets written before
+the option existed lack the key and were posed with the default of the kp3d that wrote them),
 ``keypoint_names`` (K), ``skeleton`` (edges as index pairs), ``absent`` (keypoints the category
 never defines: ``vis`` False, coordinates 0), ``view_dependent`` (keypoints that are not fixed
 points of the instance, e.g. a face's outline), ``units`` ("m"), ``depth_scale`` (metres per
@@ -109,6 +112,7 @@ def png_bytes(a: np.ndarray) -> bytes:
 class _Job:
     category: str
     sfm_dir: str | None
+    articulation: float | None
     size: int
     seed: int
     views: int
@@ -120,7 +124,7 @@ def _render_and_save(job: _Job, indices: range) -> dict[str, np.ndarray]:
     """Render instances ``indices`` and write their PNGs; returns their annotation arrays."""
     from kp3d.data.synth import get_category, render_indices
 
-    gen = get_category(job.category, sfm_dir=job.sfm_dir)
+    gen = get_category(job.category, sfm_dir=job.sfm_dir, articulation=job.articulation)
     r = render_indices(gen, indices, size=job.size, seed=job.seed, views=job.views, pairs=job.pairs)
     folder = Path(job.folder)
     image = (r.image.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
@@ -190,17 +194,27 @@ def write(
     workers: int = 1,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    articulation: float | None = None,
 ) -> Path:
     """Generate a synthetic set and write it to ``out`` (layout in the module doc).
 
     Instance ``i`` depends only on ``(seed, i)`` and the options, so any ``workers`` gives the
     same files. ``progress`` is called with the number of instances finished after each chunk.
+    ``articulation`` (``creature`` / ``quadruped`` only) is the fraction of each joint's angle
+    range that poses span; None keeps the category's default (see
+    :func:`kp3d.data.synth.get_category`).
 
     Raises:
         ConfigError: bad options, or ``out`` exists (and is not empty) without ``overwrite``.
     """
     from kp3d import __version__
-    from kp3d.data.synth import CATEGORIES, CHUNK, GENERATOR_VERSION, get_category
+    from kp3d.data.synth import (
+        CATEGORIES,
+        CHUNK,
+        GENERATOR_VERSION,
+        effective_articulation,
+        get_category,
+    )
 
     out = Path(out)
     check_write(
@@ -214,7 +228,7 @@ def write(
         workers=workers,
         overwrite=overwrite,
     )
-    gen = get_category(category, sfm_dir=sfm_dir)
+    gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation)
     V = 2 if pairs else views
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +237,14 @@ def write(
         for sub in ("images", "depth"):
             (tmp / sub).mkdir(parents=True)
         job = _Job(
-            category, None if sfm_dir is None else str(sfm_dir), size, seed, views, pairs, str(tmp)
+            category=category,
+            sfm_dir=None if sfm_dir is None else str(sfm_dir),
+            articulation=articulation,
+            size=size,
+            seed=seed,
+            views=views,
+            pairs=pairs,
+            folder=str(tmp),
         )
         chunks = [range(lo, min(lo + CHUNK, start + n)) for lo in range(start, start + n, CHUNK)]
         parts: list[dict[str, np.ndarray]] = []
@@ -260,7 +281,12 @@ def write(
             "size": size,
             "seed": seed,
             "start": start,
-            "options": {"sfm_dir": None if sfm_dir is None else str(Path(sfm_dir).resolve())},
+            "options": {
+                "sfm_dir": None if sfm_dir is None else str(Path(sfm_dir).resolve()),
+                # The value used, not the one asked for: None means "the default", which a
+                # later kp3d may change.
+                "articulation": effective_articulation(gen),
+            },
             "keypoint_names": list(gen.keypoint_names),
             "skeleton": [list(e) for e in gen.edges],
             "absent": list(gen.absent),

@@ -6,11 +6,17 @@ Categories (:data:`CATEGORIES`)
     ``face``       Surrey Face Model faces, the 68 iBUG landmarks (:mod:`kp3d.data.synth.face`);
                    needs the model's folder (``sfm_dir``)
 
+Options besides size, seed, views and pairs: ``sfm_dir`` (``face`` only) and ``articulation``
+(``creature`` and ``quadruped`` only): the fraction of each joint's angle range that poses span,
+centred on the range's middle; None keeps the category's default, 0.3 (poses near a typical
+one), 1 draws every angle over the joint's whole range, 0 puts every joint at its range's middle.
+
 In memory::
 
     from kp3d.data.synth import generate
     samples = generate("creature", 64, size=64, seed=0)          # list[Sample]
     pairs = generate("quadruped", 8, size=64, seed=1, pairs=True)  # Sample fields (2, ...)
+    wild = generate("creature", 64, size=64, seed=0, articulation=1.0)  # full joint ranges
 
 On disk: ``kp3d synth`` / :func:`kp3d.data.adapters.synth.write` (layout documented in
 :mod:`kp3d.data.adapters.synth`). Image ``i`` of a set depends only on ``(seed, i)`` and the
@@ -24,6 +30,7 @@ each and a ``view`` index.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,18 +73,55 @@ class Category(Protocol):
     def render(self, params: dict[str, Tensor], size: int) -> Rendered: ...
 
 
-_cache: dict[tuple[str, str], Category] = {}
+_cache: dict[tuple[str, str, float | None], Category] = {}
 
 
-def get_category(name: str, *, sfm_dir: str | Path | None = None) -> Category:
-    """The generator of category ``name`` (built once per process).
+def check_articulation(name: str, articulation: float | None) -> None:
+    """Validate the ``articulation`` option for category ``name``.
 
     Raises:
-        ConfigError: unknown name, or ``face`` without ``sfm_dir``.
+        ConfigError: ``articulation`` given for ``face``, or outside [0, 1].
+    """
+    if articulation is None:
+        return
+    if name == "face":
+        raise ConfigError(
+            f"articulation applies to the procedural articulated categories (creature, "
+            f"quadruped); face has no joints to pose (got articulation={articulation})"
+        )
+    # `not 0 <= x <= 1` rather than `x < 0 or x > 1`, so NaN is rejected too.
+    if not 0.0 <= articulation <= 1.0:
+        raise ConfigError(
+            f"articulation must be in [0, 1] (the fraction of each joint's angle range that "
+            f"poses span), got {articulation}"
+        )
+
+
+def get_category(
+    name: str, *, sfm_dir: str | Path | None = None, articulation: float | None = None
+) -> Category:
+    """The generator of category ``name`` (built once per process and options).
+
+    Args:
+        name: one of :data:`CATEGORIES`.
+        sfm_dir: the Surrey Face Model folder (``face`` only).
+        articulation: fraction of each joint's angle range that poses span (``creature`` and
+            ``quadruped`` only); None keeps the category's default (``SPEC.articulation``).
+
+    Raises:
+        ConfigError: unknown name, ``face`` without ``sfm_dir``, or a bad ``articulation``
+            (given for ``face``, or outside [0, 1]).
     """
     if name not in CATEGORIES:
         raise ConfigError(f"unknown synthetic category {name!r}; valid: {', '.join(CATEGORIES)}")
-    key = (name, str(Path(sfm_dir).resolve()) if sfm_dir is not None and name == "face" else "")
+    check_articulation(name, articulation)
+    if articulation is not None:
+        articulation = float(articulation)
+    key = (
+        name,
+        str(Path(sfm_dir).resolve()) if sfm_dir is not None and name == "face" else "",
+        articulation,
+    )
     if key not in _cache:
         if name == "face":
             from kp3d.data.synth.face import FaceCategory
@@ -93,8 +137,20 @@ def get_category(name: str, *, sfm_dir: str | Path | None = None) -> Category:
             from kp3d.data.synth.articulated import ArticulatedCategory
 
             module = __import__(f"kp3d.data.synth.{name}", fromlist=["SPEC"])
-            _cache[key] = ArticulatedCategory(module.SPEC)
+            spec = module.SPEC
+            if articulation is not None:
+                spec = dataclasses.replace(spec, articulation=articulation)
+            _cache[key] = ArticulatedCategory(spec)
     return _cache[key]
+
+
+def effective_articulation(category: Category) -> float | None:
+    """The ``articulation`` a generator poses with; None for categories without joints."""
+    from kp3d.data.synth.articulated import ArticulatedCategory
+
+    if isinstance(category, ArticulatedCategory):
+        return float(category.spec.articulation)
+    return None
 
 
 def check_options(size: int, views: int, pairs: bool, n: int | None = None) -> None:
@@ -173,7 +229,7 @@ def to_samples(
 
 def generate(
     category: str, n: int, *, size: int = 64, seed: int = 0, views: int = 1, pairs: bool = False,
-    sfm_dir: str | Path | None = None, start: int = 0,
+    sfm_dir: str | Path | None = None, start: int = 0, articulation: float | None = None,
 ) -> list[Sample]:
     """Generate ``n`` samples of ``category`` in memory (instances ``start .. start + n - 1``).
 
@@ -187,12 +243,16 @@ def generate(
             apart for the procedural categories, yaw 10-45 degrees for faces).
         sfm_dir: the Surrey Face Model folder (``face`` only).
         start: index of the first instance.
+        articulation: fraction of each joint's angle range that poses span, centred on the
+            range's middle (``creature`` and ``quadruped`` only; None: the category's default,
+            0.3; 1: whole ranges). Only the joint angles change: the same ``seed`` gives the
+            same viewpoints, proportions, colours and backgrounds.
 
     Returns:
         ``n`` :class:`Sample` objects.
     """
     check_options(size, views, pairs, n)
-    gen = get_category(category, sfm_dir=sfm_dir)
+    gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation)
     cid = CATEGORIES.index(category)
     multiview = pairs or views > 1
     out: list[Sample] = []
@@ -202,5 +262,6 @@ def generate(
     return out
 
 
-__all__ = ["CATEGORIES", "GENERATOR_VERSION", "Category", "generate", "get_category",
-           "iter_rendered", "render_indices", "to_samples"]
+__all__ = ["CATEGORIES", "GENERATOR_VERSION", "Category", "check_articulation",
+           "effective_articulation", "generate", "get_category", "iter_rendered",
+           "render_indices", "to_samples"]
