@@ -76,7 +76,7 @@ def measure(
         image = image.contiguous(memory_format=torch.channels_last)
     sample = Sample(image=image)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)  # as kp3d.engine does
 
     def train_step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

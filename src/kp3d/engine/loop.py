@@ -588,8 +588,12 @@ class _Session:
         )
         self.window = window
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # The fused kernel updates every tensor in one pass: 5x faster than the default
+        # (foreach) AdamW on the CPU, ~10% of a lifter's step, measured on autolink3d's 109
+        # parameter tensors (8.3 -> 1.7 ms).
         self.optimizer = torch.optim.AdamW(
-            _param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tcfg.betas
+            _param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tcfg.betas,
+            fused=device.type in ("cpu", "cuda"),
         )
         self.ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema), use_buffers=True)
