@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from kp3d.errors import UserError
 
@@ -38,9 +37,9 @@ def discovered_keypoints(run_dir: str | Path, *, batch_size: int = 64) -> Path:
             still be opened (the message names the run and the path).
     """
     from kp3d.data.adapters import open_dataset
-    from kp3d.data.schema import collate
     from kp3d.engine.atomic import atomic_path
     from kp3d.engine.run import WEIGHTS_FILE, load_run
+    from kp3d.evaluation import collect
 
     run_dir = Path(run_dir)
     out = run_dir / DISCOVERED_FILE
@@ -59,9 +58,7 @@ def discovered_keypoints(run_dir: str | Path, *, batch_size: int = 64) -> Path:
         dataset = open_dataset(data["path"], size=data.get("size"), format=data.get("format"))
     except (OSError, UserError) as e:
         raise UserError(f"{run_dir}: cannot open its training data {data['path']}: {e}") from e
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    parts = [run.model.predict(batch)["kp2d"].float().cpu() for batch in loader]
-    kp2d = torch.cat(parts).numpy()
+    kp2d = collect(run.model, dataset, batch_size=batch_size).pred["kp2d"].numpy()
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, kp2d=kp2d, vis=np.ones(kp2d.shape[:2], dtype=bool))
     return out

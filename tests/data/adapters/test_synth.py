@@ -125,15 +125,21 @@ def test_writing_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
 
-def test_workers_give_the_same_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Threads stand in for processes (the spawn start-up is slow); what matters is that chunks
-    # finishing in any order are assembled by index.
+@pytest.fixture
+def thread_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads stand in for worker processes (the spawn start-up is slow), with chunks of 2, so
+    several chunks finish in any order and must be assembled by index."""
+
     class Pool(ThreadPoolExecutor):
         def __init__(self, workers, mp_context=None, initializer=None):
             super().__init__(workers)
 
     monkeypatch.setattr(adapter, "ProcessPoolExecutor", Pool)
     monkeypatch.setattr("kp3d.data.synth.CHUNK", 2)
+
+
+@pytest.mark.usefixtures("thread_workers")
+def test_workers_give_the_same_set(tmp_path: Path) -> None:
     one = adapter.write(tmp_path / "one", "creature", 5, size=32, seed=3)
     three = adapter.write(tmp_path / "three", "creature", 5, size=32, seed=3, workers=3)
     a, b = np.load(one / "annotations.npz"), np.load(three / "annotations.npz")
@@ -144,13 +150,8 @@ def test_workers_give_the_same_set(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert (one / "images" / name).read_bytes() == (three / "images" / name).read_bytes()
 
 
-def test_articulation_reaches_the_workers_and_meta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Pool(ThreadPoolExecutor):
-        def __init__(self, workers, mp_context=None, initializer=None):
-            super().__init__(workers)
-
-    monkeypatch.setattr(adapter, "ProcessPoolExecutor", Pool)
-    monkeypatch.setattr("kp3d.data.synth.CHUNK", 2)
+@pytest.mark.usefixtures("thread_workers")
+def test_articulation_reaches_the_workers_and_meta(tmp_path: Path) -> None:
     out = adapter.write(tmp_path / "wild", "quadruped", 4, size=32, seed=2, workers=2, articulation=1.0)
     assert json.loads((out / "meta.json").read_text())["options"]["articulation"] == 1.0
     # Each worker's chunk was posed with the option, not with the default.
