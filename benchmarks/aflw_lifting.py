@@ -123,7 +123,8 @@ def write_split(out: Path, faces: np.ndarray) -> tuple[Path, Path]:
 
 
 def train_and_predict(method: str, train_path: Path, test_px: Tensor, run_dir: Path, *,
-                      steps: int, seed: int, method_config: dict) -> tuple[Tensor, dict]:
+                      steps: int, seed: int, method_config: dict,
+                      train_config: dict | None = None) -> tuple[Tensor, dict]:
     """Train ``method`` with the engine (one thread); predict the test faces' 3D keypoints.
 
     ``cpu_s`` in the returned info is the process CPU time of training plus prediction (the
@@ -135,8 +136,9 @@ def train_and_predict(method: str, train_path: Path, test_px: Tensor, run_dir: P
     from kp3d.metrics import mutual_coherence
 
     data = open_dataset(train_path, format="keypoints_npz")
-    cfg = TrainConfig(steps=steps, batch_size=256, lr=1e-3, seed=seed, bf16=False,
-                      ckpt_every=steps, log_every=100, device="cpu")
+    cfg = TrainConfig(**{"steps": steps, "batch_size": 256, "lr": 1e-3, "seed": seed,
+                         "bf16": False, "ckpt_every": steps, "log_every": 100, "device": "cpu",
+                         **(train_config or {})})
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = train(method, data, run_dir, method_config=method_config, train_config=cfg,
                    progress_bar=False)
@@ -183,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE",
                         help="method-config values, e.g. lifter.n_basis=8 (JSON values)")
+    parser.add_argument("--train", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training-config values for every method, e.g. ema=0.999 (JSON "
+                             "values)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -192,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         key, value = kv.split("=", 1)
         method, field = key.split(".", 1)
         extra.setdefault(method, {})[field] = json.loads(value)
+    train_extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.train)}
     if args.out.exists() and any(args.out.iterdir()):
         sys.exit(f"error: {args.out} is not empty; choose another --out")
     train_path, _ = write_split(args.out, faces)
@@ -202,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         steps = args.steps or DEFAULT_STEPS[method]
         pred, info = train_and_predict(method, train_path, test_px, args.out / method,
-                                       steps=steps, seed=args.seed, method_config=extra[method])
+                                       steps=steps, seed=args.seed, method_config=extra[method],
+                                       train_config=train_extra)
         rows.append({"name": method, "metrics": score(pred, test_px), **info})
         print(markdown(rows[-1:]).splitlines()[-3], flush=True)
     rows.extend(baselines(train_px, test_px))

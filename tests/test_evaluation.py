@@ -10,7 +10,6 @@ from kp3d.evaluation import (
     image_frame_3d,
     normalise_per_sample,
     procrustes_mean_shape,
-    rotation_spread,
 )
 from kp3d.geometry import axis_angle_to_matrix, random_rotation
 
@@ -155,18 +154,6 @@ def test_keypoint_discovery_3d_uses_the_image_frame_for_camera_frame_ground_trut
     out = evaluate_keypoint_discovery(part(slice(0, 40)), part(slice(40, 80)))
     assert out["nme3d"]["value"] < 1e-3 and out["nme3d_depth"]["value"] < 1e-3
     assert out["nme3d_flat_baseline"]["value"] > 0.05
-
-
-def test_rotation_spread_is_the_mean_angle_from_the_mean_rotation() -> None:
-    g = torch.Generator().manual_seed(0)
-    base = random_rotation(1, generator=g, dtype=torch.float64)
-    angle = 0.3
-    axis = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
-    R = torch.cat([base @ axis_angle_to_matrix(s * angle * axis) for s in (1.0, -1.0)])
-    assert float(rotation_spread(R)) == pytest.approx(angle, abs=1e-9)
-    assert float(rotation_spread(base.expand(5, 3, 3))) == pytest.approx(0.0, abs=1e-6)
-    spread = float(rotation_spread(random_rotation(2000, generator=g, dtype=torch.float64)))
-    assert spread > 1.5  # uniform rotations: far from any single pose
 
 
 def test_keypoint_discovery_reports_the_3d_heads_rotation_spread() -> None:

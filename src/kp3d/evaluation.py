@@ -43,12 +43,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import roma
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from kp3d.data.schema import Sample, collate
-from kp3d.geometry import axis_angle_to_matrix, geodesic_distance, matrix_to_axis_angle, procrustes
+from kp3d.geometry import (
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    procrustes,
+    rotation_spread,
+)
 from kp3d.metrics import (
     INTER_OCULAR_68,
     INTER_PUPIL_MAFL5,
@@ -232,13 +238,6 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
 # --------------------------------------------------------------------------- lifting protocol
 
 
-def rotation_spread(R: Tensor) -> Tensor:
-    """Mean geodesic angle (radians, scalar) of rotations ``R`` (N, 3, 3) from their chordal
-    mean, the rotation nearest to the arithmetic mean of the matrices."""
-    R = R.double()
-    return geodesic_distance(R, _nearest_rotation(R.mean(0)).expand_as(R)).mean().to(R.dtype)
-
-
 def normalise_per_sample(kp2d: Tensor, vis: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """C3DPO/ANCHORS per-sample normalisation of 2D observations.
 
@@ -294,7 +293,7 @@ def fit_orthographic_depth(
     third = torch.linalg.cross(rows[:, 0], rows[:, 1])
     best_depth = None
     best_loss = None
-    R0 = _nearest_rotation(torch.stack([rows[:, 0], rows[:, 1], third], 1))
+    R0 = roma.special_procrustes(torch.stack([rows[:, 0], rows[:, 1], third], 1))
     flip = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=X.dtype))
     # Two starts: the projected affine fit and its depth-reversed (Necker) twin D R D.
     for start in (R0, flip @ R0 @ flip):
@@ -352,13 +351,6 @@ def procrustes_mean_shape(shapes: Tensor, vis: Tensor | None = None, *, iteratio
             break
         mean = new
     return mean.to(shapes.dtype)
-
-
-def _nearest_rotation(M: Tensor) -> Tensor:
-    U, _, Vh = torch.linalg.svd(M)
-    d = torch.det(U @ Vh)
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    return U @ D @ Vh
 
 
 def lifting_errors(pred: Tensor, gt: Tensor, kp2d: Tensor, vis: Tensor | None) -> dict[str, dict[str, float]]:

@@ -14,6 +14,7 @@ from kp3d.geometry import (
     quaternion_to_matrix,
     random_rotation,
     rotation_6d_to_matrix,
+    rotation_spread,
 )
 
 
@@ -167,3 +168,19 @@ def test_geodesic_distance_is_accurate_and_has_finite_gradients_at_the_ends():
     assert torch.autograd.gradcheck(
         lambda x: geodesic_distance(rotation_6d_to_matrix(x[0]), rotation_6d_to_matrix(x[1])), (x,)
     )
+
+
+def test_rotation_spread_is_the_mean_angle_from_the_mean_rotation() -> None:
+    g = torch.Generator().manual_seed(0)
+    base = random_rotation(1, generator=g, dtype=torch.float64)
+    angle = 0.3
+    axis = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    R = torch.cat([base @ axis_angle_to_matrix(s * angle * axis) for s in (1.0, -1.0)])
+    assert float(rotation_spread(R)) == pytest.approx(angle, abs=1e-9)
+    assert float(rotation_spread(base.expand(5, 3, 3))) == pytest.approx(0.0, abs=1e-6)
+    spread = float(rotation_spread(random_rotation(2000, generator=g, dtype=torch.float64)))
+    assert spread > 1.5  # uniform rotations: far from any single pose
+    with pytest.raises(ValueError, match="rotation_spread"):
+        rotation_spread(torch.zeros(0, 3, 3))
+    with pytest.raises(ValueError, match="rotation_spread"):
+        rotation_spread(torch.eye(3))

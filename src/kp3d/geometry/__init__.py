@@ -64,6 +64,7 @@ from kp3d.geometry.rotations import (
     quaternion_to_matrix,
     random_rotation,
     rotation_6d_to_matrix,
+    rotation_spread,
 )
 from kp3d.geometry.triangulation import reprojection_residuals, triangulate_dlt
 
@@ -95,6 +96,7 @@ __all__ = [
     "render_gaussian_heatmaps",
     "reprojection_residuals",
     "rotation_6d_to_matrix",
+    "rotation_spread",
     "soft_argmax",
     "spatial_softmax",
     "transform_points",

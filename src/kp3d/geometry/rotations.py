@@ -124,3 +124,15 @@ def geodesic_distance(R1: Tensor, R2: Tensor) -> Tensor:
     )
     sin = torch.linalg.vector_norm(skew, dim=-1) / 2
     return torch.atan2(sin, cos)
+
+
+def rotation_spread(R: Tensor) -> Tensor:
+    """Mean geodesic angle (radians, scalar) of rotations ``R`` (N, 3, 3) from their chordal
+    mean, the rotation nearest (Frobenius) to the arithmetic mean of the matrices. 0 when every
+    rotation is the same; about 2.1 for uniformly random ones. Float64 inside."""
+    _check_last("rotation_spread", R, (3, 3), "(N, 3, 3)")
+    if R.ndim != 3 or R.shape[0] == 0:
+        raise ValueError(f"rotation_spread: need R (N, 3, 3) with N >= 1, got {tuple(R.shape)}")
+    Rd = R.double()
+    mean = roma.special_procrustes(Rd.mean(0))
+    return geodesic_distance(Rd, mean.expand_as(Rd)).mean().to(R.dtype)

@@ -5,6 +5,7 @@ import torch
 
 from kp3d.data.schema import Sample, collate
 from kp3d.geometry import normalised_to_pixel
+from kp3d.losses.projection import projection_loss
 from kp3d.methods import get_method
 from kp3d.methods.autolink3d import AutoLink3DConfig, ShapeModel
 from kp3d.methods.autolink3d.model import AutoLink3D, lr_scaled
@@ -95,6 +96,58 @@ def test_shape_model_starts_near_the_identity_rotation():
     torch.testing.assert_close(out.projected, kp, atol=0.05, rtol=0)
 
 
+def _half_turn_view(shape: ShapeModel, n: int) -> torch.Tensor:
+    """(n, K, 2) the rigid mean shape turned by pi about y, scaled by 0.7 and shifted."""
+    m = shape.shapes()[0].detach()
+    turn = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=m.dtype))
+    kp = 0.7 * (m @ turn.T)[:, :2] * shape.projection_scales().detach() + 0.1
+    return kp.expand(n, -1, -1)
+
+
+@pytest.mark.parametrize("hypotheses", [1, 4])
+def test_rotation_hypotheses_reach_a_half_turn(hypotheses):
+    torch.manual_seed(0)
+    shape = ShapeModel(k=6, n_basis=0, feature_channels=8, rotation_hypotheses=hypotheses)
+    shape = shape.double()
+    with torch.no_grad():
+        shape.regressor[-1].weight.zero_()  # the regressor says "identity" for every image
+    kp = _half_turn_view(shape, 3)
+    out = shape(torch.randn(3, 8, 2, 2, dtype=torch.float64), kp)
+    error = (out.projected - kp).norm(dim=-1).max()
+    if hypotheses == 1:
+        assert error > 0.1  # the identity start cannot explain the back view
+    else:
+        torch.testing.assert_close(out.projected, kp)
+        half_turn = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64))
+        torch.testing.assert_close(out.R, half_turn.expand(3, 3, 3), atol=1e-6, rtol=0)
+
+
+def test_rotation_hypotheses_keep_the_best_fitting_turn():
+    shape, _ = shape_model_and_output()
+    many = ShapeModel(k=6, n_basis=3, feature_channels=8, rotation_hypotheses=5).double()
+    many.load_state_dict(shape.state_dict())
+    g = torch.Generator().manual_seed(2)
+    feats = torch.randn(16, 8, 2, 2, dtype=torch.float64, generator=g)
+    kp = torch.rand(16, 6, 2, dtype=torch.float64, generator=g) * 2 - 1
+    out = many(feats, kp)
+    scales = many.projection_scales()
+    fits = []  # naive reference: one model per turn
+    for h in range(5):
+        single = ShapeModel(k=6, n_basis=3, feature_channels=8).double()
+        single.load_state_dict(shape.state_dict())
+        single.turns = many.turns[h : h + 1]
+        fits.append(single(feats, kp))
+    errors = torch.stack([projection_loss(f.points, kp, scales, relative=True) for f in fits], 1)
+    best = errors.argmin(1)
+    assert len(set(best.tolist())) > 1  # the data exercise more than one turn
+    for i, h in enumerate(best.tolist()):
+        torch.testing.assert_close(out.points[i], fits[h].points[i])
+        torch.testing.assert_close(out.R[i], fits[h].R[i])
+        torch.testing.assert_close(out.S[i], fits[h].S[i])
+    with pytest.raises(ValueError, match="rotation_hypotheses"):
+        ShapeModel(k=6, n_basis=3, feature_channels=8, rotation_hypotheses=0)
+
+
 def test_scale_and_translation_are_the_least_squares_fit():
     shape, _ = shape_model_and_output()
     kp = (
@@ -169,6 +222,28 @@ def test_skeleton_is_symmetric_non_negative_and_starts_at_its_init(init):
     assert (sk.diagonal() == 0).all() and (sk >= 0).all()
     off = sk[~torch.eye(5, dtype=torch.bool)]
     assert off.min() > 0.6 * init and off.max() < 1.5 * init  # +-10% noise in logit space
+
+
+def test_min_keypoint_edge_floors_each_keypoints_strongest_edge_only():
+    model = build(k=5)
+    with torch.no_grad():
+        model.edge_logits.copy_(torch.linspace(-3.0, 1.0, 10) / model.config.skeleton_lr_scale)
+    free = model.skeleton()
+    floored = dataclasses.replace(model.config, min_keypoint_edge=0.5)
+    model.config = floored
+    sk = model.skeleton()
+    assert (sk.max(1).values >= 0.5).all() and (free.max(1).values < 0.5).any()
+    # Naive reference: raise each keypoint's strongest edge to the floor, leave the rest.
+    expected = free.clone()
+    for a in range(5):
+        b = int(free[a].argmax())
+        expected[a, b] = expected[b, a] = max(float(free[a, b]), 0.5)
+    torch.testing.assert_close(sk, expected)
+    # Floored edges pass no gradient to their logits while held at the floor; others do.
+    w = model.edge_weights()
+    (grad,) = torch.autograd.grad(w.sum(), model.edge_logits)
+    held = w.detach() == 0.5
+    assert held.any() and (grad[held] == 0).all() and (grad[~held] > 0).all()
 
 
 @pytest.mark.parametrize("name", ["autolink3d", "autolink"])

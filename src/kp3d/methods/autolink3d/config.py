@@ -51,6 +51,10 @@ class AutoLink3DConfig:
     """Initial weight of every skeleton edge (AutoLink: softplus(-4) = 0.018, a faint map the
     reconstruction then sharpens; 1.0 helped slightly on the small synthetic creatures and
     slightly hurt on real faces in 200-step runs)."""
+    min_keypoint_edge: float = 0.0
+    """Floor on each keypoint's strongest edge weight (0: none). A keypoint all of whose edges
+    fade out no longer appears in the edge map, so the reconstruction stops placing it and it
+    drifts off the object, unused; with a floor every keypoint keeps drawing one edge."""
     mask_ratio: float = 0.8
     """Fraction of the image's grid cells hidden from the decoder."""
     mask_grid: int = 16
@@ -77,11 +81,19 @@ class AutoLink3DConfig:
     w_canonical: float = 1.0
     """Weight of C3DPO's canonicalisation loss, which stops the deformation basis from imitating
     rotations (without it depth is left undetermined)."""
+    rotation_hypotheses: int = 1
+    """Poses the 3D head tries per image (turns of 2 pi / H about the shape's vertical axis on
+    top of the regressed rotation); each image keeps the best-fitting one. Above 1 for objects
+    seen from all around, where a single regressed rotation stays near its start."""
     w_alpha: float = 0.0
     """Weight of a Gaussian prior ||alpha||^2 on the deformation coefficients (favours rotation
     over deformation); not needed with the canonicalisation loss."""
 
     def __post_init__(self) -> None:
+        if self.rotation_hypotheses < 1:
+            raise ConfigError(
+                f"rotation_hypotheses: need at least 1, got {self.rotation_hypotheses}"
+            )
         if self.k < 2:
             raise ConfigError(f"k: need at least 2 keypoints to link, got {self.k}")
         if self.image_size < ENCODER_STRIDE or self.image_size % ENCODER_STRIDE:
@@ -111,6 +123,8 @@ class AutoLink3DConfig:
             raise ConfigError(f"skeleton_lr_scale: must be > 0, got {self.skeleton_lr_scale}")
         if not self.edge_weight_init > 0:
             raise ConfigError(f"edge_weight_init: must be > 0, got {self.edge_weight_init}")
+        if not self.min_keypoint_edge >= 0:
+            raise ConfigError(f"min_keypoint_edge: must be >= 0, got {self.min_keypoint_edge}")
         if not 0 <= self.mask_ratio < 1:
             raise ConfigError(f"mask_ratio: must be in [0, 1), got {self.mask_ratio}")
         if self.perceptual not in PERCEPTUAL_CHOICES:

@@ -49,7 +49,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
-from kp3d.geometry import normalised_to_pixel, random_rotation, rotation_6d_to_matrix
+from kp3d.geometry import (
+    normalised_to_pixel,
+    random_rotation,
+    rotation_6d_to_matrix,
+    rotation_spread,
+)
 from kp3d.losses.perceptual import PerceptualLoss
 from kp3d.losses.projection import orthographic_project, projection_loss
 from kp3d.losses.repulsion import repulsion_loss
@@ -125,11 +130,31 @@ class ShapeModel(nn.Module):
         n_basis: basis shapes (0: a rigid shape).
         feature_channels: channels of the detector's bottleneck.
         hidden: width of the regressor and canonicaliser MLPs.
+        rotation_hypotheses: H >= 1 poses tried per image: the regressed rotation composed with
+            turns of 2 pi h / H about the canonical y axis (the vertical one at the identity
+            start); each image keeps the hypothesis that projects best (see :meth:`forward`).
     """
 
-    def __init__(self, k: int, n_basis: int, feature_channels: int, *, hidden: int = 256) -> None:
+    def __init__(
+        self,
+        k: int,
+        n_basis: int,
+        feature_channels: int,
+        *,
+        hidden: int = 256,
+        rotation_hypotheses: int = 1,
+    ) -> None:
         super().__init__()
+        if rotation_hypotheses < 1:
+            raise ValueError(f"rotation_hypotheses must be >= 1, got {rotation_hypotheses}")
         self.k, self.n_basis = k, n_basis
+        angle = torch.arange(rotation_hypotheses, dtype=torch.float64) * (
+            2 * math.pi / rotation_hypotheses
+        )
+        c, s = angle.cos(), angle.sin()
+        zero, one = torch.zeros_like(c), torch.ones_like(c)
+        turns = torch.stack([c, zero, s, zero, one, zero, -s, zero, c], -1).reshape(-1, 3, 3)
+        self.register_buffer("turns", turns.float(), persistent=False)
         g = torch.Generator().manual_seed(0x3D)
         self.mean_shape = nn.Parameter(torch.randn(k, 3, generator=g))
         self.basis = nn.Parameter(torch.randn(n_basis, k, 3, generator=g))
@@ -165,7 +190,16 @@ class ShapeModel(nn.Module):
 
     def forward(self, features: Tensor, kp2d: Tensor) -> Shape3D:
         """features (B, C, h, w), kp2d (B, K, 2) normalised -> :class:`Shape3D` (float32, or
-        float64 for a float64 model and inputs)."""
+        float64 for a float64 model and inputs).
+
+        With H rotation hypotheses, every image's canonical shape is posed by ``R Y_h`` for each
+        turn ``Y_h`` about the canonical y axis and the pose with the smallest relative
+        projection error is kept (a hard minimum: gradients reach the winner only). A regressor
+        that starts at one rotation for every image cannot reach poses half a turn away by
+        gradient steps, through side views that fit worse; the hypotheses cover the turn (as
+        the camera multiplex of Goel et al., ECCV 2020, and the pose ensembles of Insafutdinov
+        & Dosovitskiy, NeurIPS 2018).
+        """
         dtype = torch.promote_types(kp2d.dtype, torch.float32)
         kp = kp2d.detach().to(dtype)
         centre = kp.mean(-2, keepdim=True)
@@ -175,21 +209,32 @@ class ShapeModel(nn.Module):
         out = self.regressor(x).to(dtype)
         # Geometry in float32 even under bf16 autocast, which would round the matmuls.
         with torch.autocast(kp2d.device.type, enabled=False):
-            R = rotation_6d_to_matrix(out[:, :6])
+            # (B, H, 3, 3): every hypothesis; H = 1 is the plain regressed rotation.
+            R = rotation_6d_to_matrix(out[:, :6])[:, None] @ self.turns.to(dtype)
             alpha = out[:, 6:]
             canonical = self.compose(alpha)
             scales = self.projection_scales()
-            rotated = canonical @ R.transpose(-1, -2)
+            rotated = canonical[:, None] @ R.transpose(-1, -2)  # (B, H, K, 3)
             unit = orthographic_project(rotated, scales)  # zero-mean
-            S = (unit * centred).sum((-2, -1)) / unit.square().sum((-2, -1)).clamp_min(1e-12)
+            target = centred[:, None]
+            S = (unit * target).sum((-2, -1)) / unit.square().sum((-2, -1)).clamp_min(1e-12)
             # A negative fit is the same shape turned by pi about the optical axis: move the
             # sign into R (D R with D = diag(-1, -1, 1) is a rotation, and X (D R)^T = X R^T D),
             # so gradients never stall at S = 0.
             flip = torch.where(S < 0, -1.0, 1.0).to(dtype)
-            D = torch.stack([flip, flip, torch.ones_like(flip)], dim=-1)  # (B, 3)
-            R = R * D[:, :, None]
-            rotated = rotated * D[:, None, :]
+            D = torch.stack([flip, flip, torch.ones_like(flip)], dim=-1)  # (B, H, 3)
+            R = R * D[..., :, None]
+            rotated = rotated * D[..., None, :]
             S = S.abs().clamp_min(1e-8)
+            if R.shape[1] > 1:
+                fit = projection_loss(
+                    S[..., None, None] * rotated, target.expand_as(unit), scales, relative=True
+                )
+                best = fit.detach().argmin(1)
+                pick = torch.arange(R.shape[0], device=R.device)
+                R, rotated, S = R[pick, best], rotated[pick, best], S[pick, best]
+            else:
+                R, rotated, S = R[:, 0], rotated[:, 0], S[:, 0]
             T = F.pad(centre[:, 0] / scales, (0, 1))
             points = S[:, None, None] * rotated + T[:, None, :]
             projected = orthographic_project(points, scales)
@@ -242,7 +287,14 @@ class AutoLink3D(MethodModel):
         self.image_gain = nn.Parameter(torch.ones(()))
         self.decoder = UNet(3 + 1, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w], norm=c.norm)
         self.shape = (
-            ShapeModel(c.k, c.n_basis, self.detector.feature_channels) if c.use_3d else None
+            ShapeModel(
+                c.k,
+                c.n_basis,
+                self.detector.feature_channels,
+                rotation_hypotheses=c.rotation_hypotheses,
+            )
+            if c.use_3d
+            else None
         )
         self.perceptual = self._perceptual_loss(c)
 
@@ -258,8 +310,23 @@ class AutoLink3D(MethodModel):
     # -- the learned skeleton
 
     def edge_weights(self) -> Tensor:
-        """(P,) non-negative weight of each keypoint pair, in :func:`skeleton_pairs` order."""
-        return F.softplus(lr_scaled(self.edge_logits, self.config.skeleton_lr_scale))
+        """(P,) non-negative weight of each keypoint pair, in :func:`skeleton_pairs` order; each
+        keypoint's strongest edge at least ``min_keypoint_edge``."""
+        w = F.softplus(lr_scaled(self.edge_logits, self.config.skeleton_lr_scale))
+        floor = self.config.min_keypoint_edge
+        if floor <= 0:
+            return w
+        k, (i, j) = self.config.k, self.pairs
+        table = w.new_full((k, k), -1.0)
+        table[i, j] = table[j, i] = w.detach()
+        n = torch.arange(k, device=w.device)
+        best = table.argmax(1)
+        lo, hi = torch.minimum(n, best), torch.maximum(n, best)
+        strongest = torch.unique(lo * k + hi)  # pair ids i * k + j of the pairs to floor
+        index = torch.full((k * k,), -1, dtype=torch.long, device=w.device)
+        index[i * k + j] = torch.arange(i.numel(), device=w.device)
+        at = index[strongest]
+        return w.index_put((at,), torch.clamp_min(w[at], floor))
 
     @torch.no_grad()
     def skeleton(self) -> Tensor:
@@ -327,6 +394,8 @@ class AutoLink3D(MethodModel):
             scales = self.shape.projection_scales()
             logs["projection"] = projection_loss(shape.points, det.kp, scales, relative=True).mean()
             logs["alpha"] = shape.alpha.square().sum(-1).mean()
+            # Near 0 the head poses every image alike: a 2D template whose depth carries nothing.
+            logs["rotation_spread_deg"] = torch.rad2deg(rotation_spread(shape.R.detach().float()))
             loss = loss + c.w_projection * logs["projection"] + c.w_alpha * logs["alpha"]
             if c.w_canonical > 0:
                 logs["canonical"] = self.shape.canonicalisation_loss(shape.canonical)
