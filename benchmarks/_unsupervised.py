@@ -40,9 +40,12 @@ def run_grid(
     test: Dataset,
     *,
     after: Callable[[Path, dict[str, Any]], None] | None = None,
+    data_path: Path | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`train_and_score` for every method and K of ``args`` (:func:`add_run_arguments`),
-    into ``args.out/METHOD-kK``; ``after(run_dir, row)`` may add to each row. Prints each row."""
+    into ``args.out/METHOD-kK``; ``after(run_dir, row)`` may add to each row. Prints each row.
+    ``data_path``, the training data's folder, is recorded in each run's ``config.json`` (as
+    ``kp3d train`` does), so reports and ``kp3d train --data RUN`` can find the images."""
     if args.threads:
         torch.set_num_threads(args.threads)
     extra = {kv.split("=", 1)[0]: json.loads(kv.split("=", 1)[1]) for kv in args.set}
@@ -56,6 +59,8 @@ def run_grid(
                 method, data, fit, test, run_dir,
                 method_config={"k": k, "image_size": args.size, **extra},
                 budget=budget, seed=args.seed,
+                data_info=None if data_path is None else {
+                    "path": str(data_path.resolve()), "size": args.size, "format": None},
             )
             row["budget"] = budget
             if after is not None:
@@ -75,6 +80,7 @@ def train_and_score(
     method_config: dict[str, Any],
     budget: dict[str, Any],
     seed: int = 0,
+    data_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``method`` on ``data`` (resuming ``run_dir`` if it exists), evaluate it with the
     regression fitted on ``fit`` and scored on ``test``, write ``run_dir/montage.png``.
@@ -92,7 +98,7 @@ def train_and_score(
     t0, c0 = time.perf_counter(), time.process_time()
     done = train(method, data, run_dir, method_config=method_config,
                  train_config=TrainConfig(seed=seed, **budget),
-                 resume=(run_dir / "config.json").exists())
+                 resume=(run_dir / "config.json").exists(), data_info=data_info)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     run = load_run(run_dir)
     with torch.no_grad():

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
               "--out", str(run_dir / "report.html")])
         row["report"] = str(run_dir / "report.html")
 
-    rows = run_grid(args, data, data, test, after=report if args.report else None)
+    rows = run_grid(args, data, data, test, after=report if args.report else None,
+                    data_path=train_dir)
     print(merge_results(args.out, rows, COLUMNS))
     return 0
 

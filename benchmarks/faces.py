@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     data = open_dataset(root, size=args.size)
     fit = open_dataset(root, size=args.size, split="training")
     test = open_dataset(root, size=args.size, split="test")
-    rows = run_grid(args, data, fit, test)
+    rows = run_grid(args, data, fit, test, data_path=root)
     print(merge_results(args.out, rows, COLUMNS))
     return 0
 

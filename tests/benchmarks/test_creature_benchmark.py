@@ -29,3 +29,7 @@ def test_two_invocations_merge_into_one_table(tmp_path: Path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert table.count("\n") == 4 and "autolink3d" in table
     assert all(Path(r["montage"]).is_file() for r in rows)
+    # Each run records its training data, as `kp3d train` does (reports name it).
+    config = json.loads((tmp_path / "autolink-k4" / "config.json").read_text())
+    assert config["data"]["path"] == str((tmp_path / "data" / "creature-train").resolve())
+    assert config["data"]["size"] == 32
