@@ -69,6 +69,25 @@ def test_lifting_protocol_perfect_prediction_and_baselines() -> None:
     assert out["flat"]["mpjpe"]["input_units"] > out["flat"]["mpjpe"]["norm"] * s.min() * 0.99
 
 
+def test_lifting_protocol_brings_camera_frame_ground_truth_into_the_image_frame() -> None:
+    # Synthetic sets give 3D in the camera frame (metres) and 2D in pixels: the protocol must
+    # score them like the same shapes given in the image frame (x, y = 2D, z scaled alike).
+    shape = torch.randn(10, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    camera = _rotated_copies(shape, 20) * 0.3 + torch.tensor([0.1, -0.2, 2.5], dtype=torch.float64)
+    pixels = camera[..., :2] * 40.0 + 32.0  # weak perspective: one scale per set here
+    image = torch.cat([pixels, camera[..., 2:] * 40.0], -1)
+    guess = torch.cat([pixels, torch.randn(20, 10, 1, dtype=torch.float64)], -1)
+    got = evaluate_lifting(guess, Sample(kp2d=pixels, kp3d=camera),
+                           fit=Sample(kp2d=pixels, kp3d=camera))
+    want = evaluate_lifting(guess, Sample(kp2d=pixels, kp3d=image),
+                            fit=Sample(kp2d=pixels, kp3d=image))
+    for row in ("method", "flat", "mean_shape"):
+        for metric in ("mpjpe", "stress", "p_mpjpe"):
+            assert got[row][metric]["norm"] == pytest.approx(want[row][metric]["norm"], rel=1e-9)
+    perfect = evaluate_lifting(image, Sample(kp2d=pixels, kp3d=camera))
+    assert perfect["method"]["mpjpe"]["norm"] < 1e-9
+
+
 def test_lifting_protocol_needs_3d_ground_truth() -> None:
     with pytest.raises(ValueError, match="kp3d"):
         evaluate_lifting(torch.zeros(2, 3, 3), Sample(kp2d=torch.zeros(2, 3, 2)))

@@ -374,17 +374,22 @@ def evaluate_lifting(
 ) -> dict[str, Any]:
     """The lifting protocol (module docstring) for predictions ``pred_kp3d`` (N, K, 3) of the test
     set ``test`` (a batch Sample with kp2d, kp3d and optionally vis). ``fit`` (with kp3d) enables
-    the mean-shape baseline."""
+    the mean-shape baseline. Ground truth in a camera frame (synthetic sets: metres) is first
+    brought into the image frame of ``kp2d`` by :func:`image_frame_3d`, a no-op for ground truth
+    that already shares x, y with the 2D input (AFLW2000-3D)."""
     if test.kp2d is None or test.kp3d is None:
         raise ValueError("the lifting protocol needs 2D inputs and 3D ground truth (kp2d, kp3d)")
-    kp2d, gt, vis = test.kp2d.double(), test.kp3d.double(), test.vis
+    # Camera-frame ground truth (synthetic sets: metres, perspective) is brought into the image
+    # frame of the 2D input; image-frame ground truth (AFLW2000-3D) is left as it is.
+    kp2d, vis = test.kp2d.double(), test.vis
+    gt = image_frame_3d(test.kp3d.double(), kp2d)
     out: dict[str, Any] = {"counts": {"test": int(kp2d.shape[0]), "keypoints": int(kp2d.shape[1])}}
     out["method"] = lifting_errors(pred_kp3d.double(), gt, kp2d, vis)
     flat = torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], -1)
     out["flat"] = lifting_errors(flat, gt, kp2d, vis)
     if fit is not None and fit.kp3d is not None and fit.kp2d is not None:
         fc, fs = normalise_per_sample(fit.kp2d.double(), fit.vis)
-        fg = _to_normalised(fit.kp3d.double(), fc, fs)
+        fg = _to_normalised(image_frame_3d(fit.kp3d.double(), fit.kp2d.double()), fc, fs)
         mean_shape = procrustes_mean_shape(fg, fit.vis)
         tc, ts = normalise_per_sample(kp2d, vis)
         obs = (kp2d - tc[..., None, :]) / ts[..., None, None]
