@@ -285,6 +285,23 @@ def test_every_loss_term_reaches_the_detector():
     assert model.shape.mean_shape.grad.abs().sum() > 0
 
 
+def test_keypoint_maps_reach_the_decoder_and_move_the_keypoints():
+    plain = build(perceptual="none", w_pixel=1.0)
+    named = build(perceptual="none", w_pixel=1.0, decoder_input="edges+keypoints")
+    assert plain.decoder.stem.in_channels == 4 and named.decoder.stem.in_channels == 4 + 4
+    batch = tiny_batch()
+    # Skeleton and 3D head off: the keypoints get gradient only through what the decoder sees.
+    for model in (plain, named):
+        with torch.no_grad():
+            model.edge_logits.fill_(-1e4)  # softplus -> 0: an empty edge map
+        model.config = dataclasses.replace(model.config, w_repulsion=0.0, w_projection=0.0,
+                                           w_canonical=0.0)
+        model.training_step(batch, 0).loss.backward()
+    assert named.decoder.stem.weight.grad[:, 4:].abs().sum() > 0
+    assert named.detector.head.weight.grad.abs().sum() > 0
+    assert plain.detector.head.weight.grad is None or plain.detector.head.weight.grad.abs().sum() == 0
+
+
 def test_training_step_is_deterministic_given_the_global_seed():
     model = build()
     batch = tiny_batch()

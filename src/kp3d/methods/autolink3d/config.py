@@ -12,6 +12,8 @@ Perceptual = Literal["efficientnet_lite0", "vgg16", "none"]
 PERCEPTUAL_CHOICES: tuple[str, ...] = ("efficientnet_lite0", "vgg16", "none")
 Norm = Literal["batch", "group"]
 NORM_CHOICES: tuple[str, ...] = ("batch", "group")
+DecoderInput = Literal["edges", "edges+keypoints"]
+DECODER_INPUT_CHOICES: tuple[str, ...] = ("edges", "edges+keypoints")
 
 ENCODER_STRIDE = 16
 """Detector and U-Net both downsample four times."""
@@ -55,6 +57,14 @@ class AutoLink3DConfig:
     """Floor on each keypoint's strongest edge weight (0: none). A keypoint all of whose edges
     fade out no longer appears in the edge map, so the reconstruction stops placing it and it
     drifts off the object, unused; with a floor every keypoint keeps drawing one edge."""
+    decoder_input: DecoderInput = "edges"
+    """What the decoder gets besides the masked image: AutoLink's one-channel edge map, in which
+    keypoints are anonymous, or also one Gaussian map per keypoint (as in Jakab et al., NeurIPS
+    2018), which tells the decoder which keypoint is which, so that a keypoint that keeps to one
+    part of the object (its left hand, say, told apart by colour) reconstructs better."""
+    keypoint_map_sigma: float = 0.1
+    """Standard deviation of the per-keypoint maps of decoder_input = edges+keypoints,
+    normalised units (2 = image width)."""
     mask_ratio: float = 0.8
     """Fraction of the image's grid cells hidden from the decoder."""
     mask_grid: int = 16
@@ -127,6 +137,13 @@ class AutoLink3DConfig:
             raise ConfigError(f"min_keypoint_edge: must be >= 0, got {self.min_keypoint_edge}")
         if not 0 <= self.mask_ratio < 1:
             raise ConfigError(f"mask_ratio: must be in [0, 1), got {self.mask_ratio}")
+        if self.decoder_input not in DECODER_INPUT_CHOICES:
+            raise ConfigError(
+                f"decoder_input: unknown choice {self.decoder_input!r}; "
+                f"valid choices: {', '.join(DECODER_INPUT_CHOICES)}"
+            )
+        if not self.keypoint_map_sigma > 0:
+            raise ConfigError(f"keypoint_map_sigma: must be > 0, got {self.keypoint_map_sigma}")
         if self.perceptual not in PERCEPTUAL_CHOICES:
             raise ConfigError(
                 f"perceptual: got {self.perceptual!r}; "

@@ -52,6 +52,7 @@ from kp3d.data.schema import Sample
 from kp3d.geometry import (
     normalised_to_pixel,
     random_rotation,
+    render_gaussian_heatmaps,
     rotation_6d_to_matrix,
     rotation_spread,
 )
@@ -285,7 +286,8 @@ class AutoLink3D(MethodModel):
         noise = torch.randn(n_pairs, generator=g) / 10
         self.edge_logits = nn.Parameter((logit + noise) / c.skeleton_lr_scale)
         self.image_gain = nn.Parameter(torch.ones(()))
-        self.decoder = UNet(3 + 1, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w], norm=c.norm)
+        c_in = 3 + 1 + (c.k if c.decoder_input == "edges+keypoints" else 0)
+        self.decoder = UNet(c_in, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w], norm=c.norm)
         self.shape = (
             ShapeModel(
                 c.k,
@@ -373,9 +375,11 @@ class AutoLink3D(MethodModel):
         keep = random_block_mask(
             B, (H, W), grid=c.mask_grid, ratio=c.mask_ratio, device=x.device, dtype=x.dtype
         )
-        recon = self.decoder(
-            torch.cat([x * keep * self.image_gain, edges[:, None].to(x.dtype)], dim=1)
-        )
+        parts = [x * keep * self.image_gain, edges[:, None].to(x.dtype)]
+        if c.decoder_input == "edges+keypoints":
+            maps = render_gaussian_heatmaps(det.kp, (H, W), sigma=c.keypoint_map_sigma)
+            parts.append(maps.to(x.dtype))
+        recon = self.decoder(torch.cat(parts, dim=1))
 
         target, pred = x * 0.5 + 0.5, recon.float() * 0.5 + 0.5
         logs: dict[str, Tensor] = {}
