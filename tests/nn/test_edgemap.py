@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kp3d.geometry import pixel_centres
-from kp3d.nn.edgemap import render_edge_map, skeleton_pairs
+from kp3d.nn.edgemap import render_depth_edge_map, render_edge_map, skeleton_pairs
 
 
 def naive_edge_map(kp, weights, size, thickness, pairs=None):
@@ -145,3 +145,51 @@ def test_errors(kwargs, match):
         render_edge_map(
             args["kp"], args["weights"], args["size"], thickness=args["thickness"], pairs=pairs
         )
+
+
+def naive_depth_edge_map(kp, depth, weights, size, thickness):
+    """Every pair's map and depth materialised; per pixel, the strongest pair's S and S z."""
+    H, W = size
+    ys, xs = pixel_centres(H, dtype=kp.dtype), pixel_centres(W, dtype=kp.dtype)
+    p = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+    i, j = skeleton_pairs(kp.shape[-2])
+    a, c = kp[..., i, None, None, :], kp[..., j, None, None, :]
+    e = c - a
+    t = (((p - a) * e).sum(-1) / (e * e).sum(-1).clamp_min(1e-12)).clamp(0, 1).detach()
+    d2 = ((p - a - t[..., None] * e) ** 2).sum(-1)
+    maps = weights[:, None, None] * torch.exp(-d2 / thickness)  # (B, P, H, W)
+    z = (1 - t) * depth[..., i, None, None] + t * depth[..., j, None, None]
+    best = maps.argmax(dim=-3, keepdim=True)
+    s = maps.gather(-3, best)[..., 0, :, :]
+    return s, s * z.gather(-3, best)[..., 0, :, :]
+
+
+def test_depth_edge_map_matches_naive_in_value_and_gradient():
+    kp, w = random_inputs(2, 5, seed=7)
+    depth = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    depth.requires_grad_()
+    fast = render_depth_edge_map(kp, depth, w, (14, 18), thickness=0.02)
+    edges, along = naive_depth_edge_map(kp, depth, w, (14, 18), 0.02)
+    torch.testing.assert_close(fast.edges, render_edge_map(kp, w, (14, 18), thickness=0.02))
+    torch.testing.assert_close(fast.edges, edges)
+    torch.testing.assert_close(fast.depth, along)
+    g = torch.randn_like(along)
+    got = torch.autograd.grad((fast.depth * g).sum(), (kp, depth, w))
+    want = torch.autograd.grad((along * g).sum(), (kp, depth, w))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    assert got[1].abs().sum() > 0
+
+
+def test_depth_edge_map_gradcheck_in_depth_and_errors():
+    kp, w = random_inputs(2, 4, seed=9)
+    depth = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(
+        lambda z: render_depth_edge_map(kp.detach(), z, w.detach(), (9, 7), thickness=0.05).depth,
+        (depth,),
+    )
+    with pytest.raises(ValueError, match="depth must be"):
+        render_depth_edge_map(kp, depth[:, :3], w, (9, 7), thickness=0.05)
+    with pytest.raises(ValueError, match="render_depth_edge_map: thickness"):
+        render_depth_edge_map(kp, depth, w, (9, 7), thickness=0.0)
+

@@ -17,7 +17,7 @@ max (the max's gradient flows to the winner only); memory is O(B H W) instead of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -99,7 +99,9 @@ def _winning_pairs(
 
 
 class _EdgeMap(torch.autograd.Function):
-    """Winner-only edge map; see the module docstring. Inputs kp (B, K, 2), weights (P,)."""
+    """Winner-only edge map; see the module docstring. Inputs kp (B, K, 2), weights (P,);
+    outputs the map (B, H, W) and, for :func:`render_depth_edge_map`, each pixel's winning pair
+    (B, HW) and position t along it (B, HW)."""
 
     @staticmethod
     def forward(
@@ -122,11 +124,14 @@ class _EdgeMap(torch.autograd.Function):
         # A few (B, HW) maps: the backward needs no second search.
         ctx.save_for_backward(kp, weights, pairs, winner, t, offset, gauss, value)
         ctx.thickness = thickness  # type: ignore[attr-defined]
-        return value.reshape(kp.shape[0], *size)
+        ctx.mark_non_differentiable(winner, t)
+        return value.reshape(kp.shape[0], *size), winner, t
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(
+        ctx: Any, grad_out: Tensor, _grad_winner: Tensor | None, _grad_t: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
         kp, weights, pairs, winner, t, offset, gauss, value = ctx.saved_tensors
         g = grad_out.reshape(value.shape).to(kp.dtype)
         grad_kp = grad_w = None
@@ -145,6 +150,37 @@ class _EdgeMap(torch.autograd.Function):
 
 def _expand2(index: Tensor) -> Tensor:
     return index[..., None].expand(*index.shape, 2)
+
+
+def _check(kp: Tensor, weights: Tensor, size: Sequence[int], thickness: float,
+           pairs: Tensor | None, name: str) -> Tensor:
+    """Validate render arguments; return ``pairs`` (default all pairs)."""
+    if kp.ndim < 2 or kp.shape[-1] != 2:
+        raise ValueError(f"{name}: kp must be (..., K, 2), got {tuple(kp.shape)}")
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"{name}: size must be (H, W) >= 1, got {tuple(size)}")
+    if not thickness > 0:
+        raise ValueError(f"{name}: thickness must be > 0, got {thickness}")
+    k = kp.shape[-2]
+    if pairs is None:
+        pairs = skeleton_pairs(k, device=kp.device)
+    if pairs.ndim != 2 or pairs.shape[0] != 2 or pairs.shape[1] == 0:
+        raise ValueError(f"{name}: pairs must be (2, P) with P >= 1, got {tuple(pairs.shape)}")
+    if int(pairs.min()) < 0 or int(pairs.max()) >= k:
+        raise ValueError(f"{name}: pairs index keypoints outside 0..{k - 1}")
+    if weights.shape != (pairs.shape[1],):
+        raise ValueError(f"{name}: weights must be ({pairs.shape[1]},), got {tuple(weights.shape)}")
+    return pairs.long()
+
+
+def _render(
+    kp: Tensor, weights: Tensor, size: Sequence[int], thickness: float, pairs: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, H, W) map, (B, HW) winners, (B, HW) t of keypoints flattened to (B, K, 2)."""
+    dtype = torch.float64 if kp.dtype == torch.float64 else torch.float32
+    flat = kp.reshape(-1, kp.shape[-2], 2).to(dtype)
+    return _EdgeMap.apply(flat, weights.to(dtype), pairs, (int(size[0]), int(size[1])),
+                          float(thickness))
 
 
 def render_edge_map(
@@ -168,29 +204,56 @@ def render_edge_map(
         (..., H, W) the edge map, float32 (float64 for float64 keypoints), differentiable with
         respect to ``kp`` and ``weights``; gradients flow through each pixel's winning pair only.
     """
-    if kp.ndim < 2 or kp.shape[-1] != 2:
-        raise ValueError(f"render_edge_map: kp must be (..., K, 2), got {tuple(kp.shape)}")
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"render_edge_map: size must be (H, W) >= 1, got {tuple(size)}")
-    if not thickness > 0:
-        raise ValueError(f"render_edge_map: thickness must be > 0, got {thickness}")
-    k = kp.shape[-2]
-    if pairs is None:
-        pairs = skeleton_pairs(k, device=kp.device)
-    if pairs.ndim != 2 or pairs.shape[0] != 2 or pairs.shape[1] == 0:
+    pairs = _check(kp, weights, size, thickness, pairs, "render_edge_map")
+    value, _, _ = _render(kp, weights, size, thickness, pairs)
+    return value.reshape(*kp.shape[:-2], int(size[0]), int(size[1]))
+
+
+class DepthEdgeMap(NamedTuple):
+    """Output of :func:`render_depth_edge_map`."""
+
+    edges: Tensor
+    """(..., H, W) the edge map S of :func:`render_edge_map`."""
+    depth: Tensor
+    """(..., H, W) ``S(p) z(p)``: the depth of the winning segment at its point closest to p,
+    interpolated between its end points' depths, faded like the edge (0 off the skeleton)."""
+
+
+def render_depth_edge_map(
+    kp: Tensor,
+    depth: Tensor,
+    weights: Tensor,
+    size: Sequence[int],
+    *,
+    thickness: float,
+    pairs: Tensor | None = None,
+) -> DepthEdgeMap:
+    """The edge map and the depth of the skeleton drawn in it.
+
+    Where one limb crosses another in the image, the picture shows the nearer one; a decoder
+    that knows the depth of each drawn segment can tell which, so its reconstruction loss gives
+    the keypoints' depths a signal that orthographic projection cannot.
+
+    Args:
+        kp: (..., K, 2) keypoints, as in :func:`render_edge_map`.
+        depth: (..., K) depth of each keypoint (any offset and units).
+        weights, size, thickness, pairs: as in :func:`render_edge_map`.
+
+    Returns:
+        :class:`DepthEdgeMap`. Gradients reach ``depth`` and, through S, ``kp`` and ``weights``;
+        the position along the segment is held fixed (a segment's depth gradient does not move
+        its end points sideways).
+    """
+    pairs = _check(kp, weights, size, thickness, pairs, "render_depth_edge_map")
+    if depth.shape != kp.shape[:-1]:
         raise ValueError(
-            f"render_edge_map: pairs must be (2, P) with P >= 1, got {tuple(pairs.shape)}"
+            f"render_depth_edge_map: depth must be {tuple(kp.shape[:-1])}, "
+            f"got {tuple(depth.shape)}"
         )
-    if int(pairs.min()) < 0 or int(pairs.max()) >= k:
-        raise ValueError(f"render_edge_map: pairs index keypoints outside 0..{k - 1}")
-    if weights.shape != (pairs.shape[1],):
-        raise ValueError(
-            f"render_edge_map: weights must be ({pairs.shape[1]},), got {tuple(weights.shape)}"
-        )
-    dtype = torch.float64 if kp.dtype == torch.float64 else torch.float32
-    lead = kp.shape[:-2]
-    flat = kp.reshape(-1, k, 2).to(dtype)
-    out = _EdgeMap.apply(
-        flat, weights.to(dtype), pairs.long(), (int(size[0]), int(size[1])), float(thickness)
-    )
-    return out.reshape(*lead, int(size[0]), int(size[1]))
+    value, winner, t = _render(kp, weights, size, thickness, pairs)
+    z = depth.reshape(value.shape[0], -1).to(value.dtype)
+    z_a = torch.gather(z, 1, pairs[0][winner])
+    z_c = torch.gather(z, 1, pairs[1][winner])
+    along = value.reshape(winner.shape) * ((1 - t) * z_a + t * z_c)
+    shape = (*kp.shape[:-2], int(size[0]), int(size[1]))
+    return DepthEdgeMap(value.reshape(shape), along.reshape(shape))

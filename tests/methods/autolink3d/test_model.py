@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kp3d.data.schema import Sample, collate
+from kp3d.errors import ConfigError
 from kp3d.geometry import normalised_to_pixel
 from kp3d.losses.projection import projection_loss
 from kp3d.methods import get_method
@@ -300,6 +301,22 @@ def test_keypoint_maps_reach_the_decoder_and_move_the_keypoints():
     assert named.decoder.stem.weight.grad[:, 4:].abs().sum() > 0
     assert named.detector.head.weight.grad.abs().sum() > 0
     assert plain.detector.head.weight.grad is None or plain.detector.head.weight.grad.abs().sum() == 0
+
+
+def test_depth_along_the_skeleton_gives_the_3d_head_a_reconstruction_gradient():
+    model = build(perceptual="none", w_pixel=1.0, decoder_input="edges+depth")
+    assert model.decoder.stem.in_channels == 5
+    model.config = dataclasses.replace(model.config, w_projection=0.0, w_canonical=0.0)
+    model.training_step(tiny_batch(), 0).loss.backward()
+    # Only the decoder's depth channel can reach the depth (z) of the mean shape.
+    assert model.decoder.stem.weight.grad[:, 4].abs().sum() > 0
+    assert model.shape.mean_shape.grad[:, 2].abs().sum() > 0
+    plain = build(perceptual="none", w_pixel=1.0)
+    plain.config = dataclasses.replace(plain.config, w_projection=0.0, w_canonical=0.0)
+    plain.training_step(tiny_batch(), 0).loss.backward()
+    assert plain.shape.mean_shape.grad is None or not plain.shape.mean_shape.grad.any()
+    with pytest.raises(ConfigError, match="edges\\+depth"):
+        AutoLink3DConfig(use_3d=False, decoder_input="edges+depth")
 
 
 def test_training_step_is_deterministic_given_the_global_seed():

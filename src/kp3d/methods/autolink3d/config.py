@@ -12,8 +12,8 @@ Perceptual = Literal["efficientnet_lite0", "vgg16", "none"]
 PERCEPTUAL_CHOICES: tuple[str, ...] = ("efficientnet_lite0", "vgg16", "none")
 Norm = Literal["batch", "group"]
 NORM_CHOICES: tuple[str, ...] = ("batch", "group")
-DecoderInput = Literal["edges", "edges+keypoints"]
-DECODER_INPUT_CHOICES: tuple[str, ...] = ("edges", "edges+keypoints")
+DecoderInput = Literal["edges", "edges+keypoints", "edges+depth"]
+DECODER_INPUT_CHOICES: tuple[str, ...] = ("edges", "edges+keypoints", "edges+depth")
 
 ENCODER_STRIDE = 16
 """Detector and U-Net both downsample four times."""
@@ -58,10 +58,13 @@ class AutoLink3DConfig:
     fade out no longer appears in the edge map, so the reconstruction stops placing it and it
     drifts off the object, unused; with a floor every keypoint keeps drawing one edge."""
     decoder_input: DecoderInput = "edges"
-    """What the decoder gets besides the masked image: AutoLink's one-channel edge map, in which
-    keypoints are anonymous, or also one Gaussian map per keypoint (as in Jakab et al., NeurIPS
-    2018), which tells the decoder which keypoint is which, so that a keypoint that keeps to one
-    part of the object (its left hand, say, told apart by colour) reconstructs better."""
+    """What the decoder gets besides the masked image: ``edges``, AutoLink's one-channel edge
+    map, in which keypoints are anonymous; ``edges+keypoints``, also one Gaussian map per
+    keypoint (as in Jakab et al., NeurIPS 2018), which tells the decoder which keypoint is which,
+    so that a keypoint that keeps to one part of the object (its left hand, say, told apart by
+    colour) reconstructs better; ``edges+depth`` (3D head on), also the 3D keypoints' depth along
+    the drawn skeleton (:func:`kp3d.nn.edgemap.render_depth_edge_map`), so that occlusions in the
+    image (the nearer of two crossing limbs is the one seen) give the depths a signal."""
     keypoint_map_sigma: float = 0.1
     """Standard deviation of the per-keypoint maps of decoder_input = edges+keypoints,
     normalised units (2 = image width)."""
@@ -142,6 +145,8 @@ class AutoLink3DConfig:
                 f"decoder_input: unknown choice {self.decoder_input!r}; "
                 f"valid choices: {', '.join(DECODER_INPUT_CHOICES)}"
             )
+        if self.decoder_input == "edges+depth" and not self.use_3d:
+            raise ConfigError("decoder_input: edges+depth needs the 3D head (use_3d)")
         if not self.keypoint_map_sigma > 0:
             raise ConfigError(f"keypoint_map_sigma: must be > 0, got {self.keypoint_map_sigma}")
         if self.perceptual not in PERCEPTUAL_CHOICES:

@@ -63,7 +63,7 @@ from kp3d.methods.autolink3d.config import AutoLink3DConfig
 from kp3d.methods.base import MethodModel, StepOutput
 from kp3d.nn.blocks import LEAK
 from kp3d.nn.detector import Detector
-from kp3d.nn.edgemap import render_edge_map, skeleton_pairs
+from kp3d.nn.edgemap import render_depth_edge_map, render_edge_map, skeleton_pairs
 from kp3d.nn.masking import random_block_mask
 from kp3d.nn.perceptual import load_efficientnet_lite0, load_vgg16
 from kp3d.nn.unet import UNet
@@ -286,7 +286,7 @@ class AutoLink3D(MethodModel):
         noise = torch.randn(n_pairs, generator=g) / 10
         self.edge_logits = nn.Parameter((logit + noise) / c.skeleton_lr_scale)
         self.image_gain = nn.Parameter(torch.ones(()))
-        c_in = 3 + 1 + (c.k if c.decoder_input == "edges+keypoints" else 0)
+        c_in = 3 + 1 + {"edges": 0, "edges+keypoints": c.k, "edges+depth": 1}[c.decoder_input]
         self.decoder = UNet(c_in, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w], norm=c.norm)
         self.shape = (
             ShapeModel(
@@ -369,17 +369,28 @@ class AutoLink3D(MethodModel):
         x = self._input(batch)
         B, _, H, W = x.shape
         det = self.detector(x)
-        edges = render_edge_map(
-            det.kp, self.edge_weights(), (H, W), thickness=c.edge_thickness, pairs=self.pairs
-        )
+        shape = None if self.shape is None else self.shape(det.features, det.kp)
+        weights = self.edge_weights()
+        extra: list[Tensor] = []
+        if c.decoder_input == "edges+depth":
+            assert shape is not None  # checked by the config
+            drawn = render_depth_edge_map(
+                det.kp, shape.points[..., 2], weights, (H, W),
+                thickness=c.edge_thickness, pairs=self.pairs,
+            )
+            edges = drawn.edges
+            extra.append(drawn.depth[:, None])
+        else:
+            edges = render_edge_map(
+                det.kp, weights, (H, W), thickness=c.edge_thickness, pairs=self.pairs
+            )
+        if c.decoder_input == "edges+keypoints":
+            extra.append(render_gaussian_heatmaps(det.kp, (H, W), sigma=c.keypoint_map_sigma))
         keep = random_block_mask(
             B, (H, W), grid=c.mask_grid, ratio=c.mask_ratio, device=x.device, dtype=x.dtype
         )
-        parts = [x * keep * self.image_gain, edges[:, None].to(x.dtype)]
-        if c.decoder_input == "edges+keypoints":
-            maps = render_gaussian_heatmaps(det.kp, (H, W), sigma=c.keypoint_map_sigma)
-            parts.append(maps.to(x.dtype))
-        recon = self.decoder(torch.cat(parts, dim=1))
+        parts = [x * keep * self.image_gain, edges[:, None], *extra]
+        recon = self.decoder(torch.cat([p.to(x.dtype) for p in parts], dim=1))
 
         target, pred = x * 0.5 + 0.5, recon.float() * 0.5 + 0.5
         logs: dict[str, Tensor] = {}
@@ -393,8 +404,7 @@ class AutoLink3D(MethodModel):
         if c.w_repulsion > 0:
             logs["repulsion"] = repulsion_loss(det.kp, h=c.repulsion_h).mean()
             loss = loss + c.w_repulsion * logs["repulsion"]
-        if self.shape is not None:
-            shape = self.shape(det.features, det.kp)
+        if self.shape is not None and shape is not None:
             scales = self.shape.projection_scales()
             logs["projection"] = projection_loss(shape.points, det.kp, scales, relative=True).mean()
             logs["alpha"] = shape.alpha.square().sum(-1).mean()
