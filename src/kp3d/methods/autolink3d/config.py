@@ -56,7 +56,9 @@ class AutoLink3DConfig:
     min_keypoint_edge: float = 0.0
     """Floor on each keypoint's strongest edge weight (0: none). A keypoint all of whose edges
     fade out no longer appears in the edge map, so the reconstruction stops placing it and it
-    drifts off the object, unused; with a floor every keypoint keeps drawing one edge."""
+    drifts off the object, unused; with a floor every keypoint keeps drawing one edge. On
+    ``creature`` (30 CPU-min, seed 0, 0.1) the keypoints' mean distance to their most frequent
+    nearest joint fell from 9.4 to 6.7 px, 2D NME stayed (16.56% against 16.50%)."""
     decoder_input: DecoderInput = "edges"
     """What the decoder gets besides the masked image: ``edges``, AutoLink's one-channel edge
     map, in which keypoints are anonymous; ``edges+keypoints``, also one Gaussian map per
@@ -64,7 +66,10 @@ class AutoLink3DConfig:
     so that a keypoint that keeps to one part of the object (its left hand, say, told apart by
     colour) reconstructs better; ``edges+depth`` (3D head on), also the 3D keypoints' depth along
     the drawn skeleton (:func:`kp3d.nn.edgemap.render_depth_edge_map`), so that occlusions in the
-    image (the nearer of two crossing limbs is the one seen) give the depths a signal."""
+    image (the nearer of two crossing limbs is the one seen) give the depths a signal. On
+    ``creature`` (30 CPU-min, seed 0) edges+depth gave 2D NME 16.03% and 3D NME from the head's
+    depth 22.75% against 23.16% at the mean depth (edges: 16.50%, 23.53% against 23.97%);
+    edges+keypoints drew the keypoints together (mean spread 0.19 against 0.47 at step 700)."""
     keypoint_map_sigma: float = 0.1
     """Standard deviation of the per-keypoint maps of decoder_input = edges+keypoints,
     normalised units (2 = image width)."""
@@ -96,8 +101,11 @@ class AutoLink3DConfig:
     rotations (without it depth is left undetermined)."""
     rotation_hypotheses: int = 1
     """Poses the 3D head tries per image (turns of 2 pi / H about the shape's vertical axis on
-    top of the regressed rotation); each image keeps the best-fitting one. Above 1 for objects
-    seen from all around, where a single regressed rotation stays near its start."""
+    top of the regressed rotation); each image keeps the best-fitting one, so a regressor that
+    starts at one pose can reach views from behind. It only helps keypoints that keep to body
+    parts as the object turns: on ``creature`` (30 CPU-min, seed 0, with min_keypoint_edge 0.1)
+    4 turns left every image on the same one (rotation spread 6.8 degrees) and 2D / 3D NME as
+    without (16.56% / 24.03% against 16.50% / 23.53%)."""
     w_alpha: float = 0.0
     """Weight of a Gaussian prior ||alpha||^2 on the deformation coefficients (favours rotation
     over deformation); not needed with the canonicalisation loss."""
