@@ -318,17 +318,10 @@ class AutoLink3D(MethodModel):
         floor = self.config.min_keypoint_edge
         if floor <= 0:
             return w
-        k, (i, j) = self.config.k, self.pairs
-        table = w.new_full((k, k), -1.0)
-        table[i, j] = table[j, i] = w.detach()
-        n = torch.arange(k, device=w.device)
-        best = table.argmax(1)
-        lo, hi = torch.minimum(n, best), torch.maximum(n, best)
-        strongest = torch.unique(lo * k + hi)  # pair ids i * k + j of the pairs to floor
-        index = torch.full((k * k,), -1, dtype=torch.long, device=w.device)
-        index[i * k + j] = torch.arange(i.numel(), device=w.device)
-        at = index[strongest]
-        return w.index_put((at,), torch.clamp_min(w[at], floor))
+        n = torch.arange(self.config.k, device=w.device)[:, None]
+        touches = (self.pairs[0] == n) | (self.pairs[1] == n)  # (K, P): pair p has keypoint k
+        strongest = torch.where(touches, w.detach(), -1.0).argmax(1).unique()  # pair ids
+        return w.index_put((strongest,), w[strongest].clamp_min(floor))
 
     @torch.no_grad()
     def skeleton(self) -> Tensor:
