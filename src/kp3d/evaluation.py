@@ -379,8 +379,6 @@ def evaluate_lifting(
     that already shares x, y with the 2D input (AFLW2000-3D)."""
     if test.kp2d is None or test.kp3d is None:
         raise ValueError("the lifting protocol needs 2D inputs and 3D ground truth (kp2d, kp3d)")
-    # Camera-frame ground truth (synthetic sets: metres, perspective) is brought into the image
-    # frame of the 2D input; image-frame ground truth (AFLW2000-3D) is left as it is.
     kp2d, vis = test.kp2d.double(), test.vis
     gt = image_frame_3d(test.kp3d.double(), kp2d)
     out: dict[str, Any] = {"counts": {"test": int(kp2d.shape[0]), "keypoints": int(kp2d.shape[1])}}

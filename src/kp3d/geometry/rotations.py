@@ -129,7 +129,7 @@ def geodesic_distance(R1: Tensor, R2: Tensor) -> Tensor:
 def rotation_spread(R: Tensor) -> Tensor:
     """Mean geodesic angle (radians, scalar) of rotations ``R`` (N, 3, 3) from their chordal
     mean, the rotation nearest (Frobenius) to the arithmetic mean of the matrices. 0 when every
-    rotation is the same; about 2.1 for uniformly random ones. Float64 inside."""
+    rotation is the same; about 2.2 (pi / 2 + 2 / pi) for uniformly random ones. Float64 inside."""
     _check_last("rotation_spread", R, (3, 3), "(N, 3, 3)")
     if R.ndim != 3 or R.shape[0] == 0:
         raise ValueError(f"rotation_spread: need R (N, 3, 3) with N >= 1, got {tuple(R.shape)}")

@@ -181,10 +181,10 @@ class KeypointArrays(Dataset[Sample]):
         operation per field replaces a few thousand small tensors per batch of 256, a fifth of
         a lifter's training step.
         """
-        for i in indices:
-            if not -len(self) <= i < len(self):
-                raise IndexError(f"index {i} out of range for {len(self)} samples")
         idx = torch.as_tensor(list(indices), dtype=torch.long)
+        bad = (idx < -len(self)) | (idx >= len(self))
+        if bad.any():
+            raise IndexError(f"index {int(idx[bad][0])} out of range for {len(self)} samples")
         return Sample(
             kp2d=self._kp2d[idx],
             vis=self._vis[idx],

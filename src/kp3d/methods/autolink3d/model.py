@@ -402,12 +402,12 @@ class AutoLink3D(MethodModel):
             logs["projection"] = projection_loss(shape.points, det.kp, scales, relative=True).mean()
             logs["alpha"] = shape.alpha.square().sum(-1).mean()
             # Near 0 the head poses every image alike: a 2D template whose depth carries nothing.
-            logs["rotation_spread_deg"] = torch.rad2deg(rotation_spread(shape.R.detach().float()))
+            logs["rotation_spread_deg"] = torch.rad2deg(rotation_spread(shape.R.detach()))
             loss = loss + c.w_projection * logs["projection"] + c.w_alpha * logs["alpha"]
             if c.w_canonical > 0:
                 logs["canonical"] = self.shape.canonicalisation_loss(shape.canonical)
                 loss = loss + c.w_canonical * logs["canonical"]
-        logs["edge_weight_max"] = self.edge_weights().detach().max()
+        logs["edge_weight_max"] = weights.detach().max()
         logs["kp_spread"] = (det.kp - det.kp.mean(1, keepdim=True)).norm(dim=-1).mean()
         return StepOutput(loss, {k: v.detach() for k, v in logs.items()})
 
