@@ -343,7 +343,7 @@ class LiftingNet(nn.Module):
         """
         shapes = self.fit_shapes()
         coef = fit_shape_coefficients(R, shapes, kp2d, vis, self.coefficient_ridge)
-        shape = torch.einsum("bn,nkc->bkc", coef, shapes)
+        shape = (coef @ shapes.flatten(1)).reshape(-1, *shapes.shape[1:])
         c = coef[:, 0]
         c = torch.where(c.abs() < _EPS, torch.full_like(c, _EPS), c)
         basis_shape = shape
@@ -415,21 +415,25 @@ def _ridge_system(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None) -
     (B, n, K, 2) intermediates, which dominated a training step's time and memory."""
     w = visibility(kp2d, vis)
     S = shapes - shapes.mean(-2, keepdim=True)  # (n, K, 3)
+    n, K = S.shape[:2]
+    B = kp2d.shape[0]
     y = (kp2d - masked_mean(kp2d, w[..., None], dim=-2)[..., None, :]) * w[..., None]
     Rxy = R[..., :2, :]
     # y sums to 0 over the points, so the shapes' own (visible) centring drops out of A y.
-    rhs = torch.einsum("nkc,bkc->bn", S, y @ Rxy)
+    # Plain matrix products: einsum's batched products of 3-wide matrices were 7x slower here.
+    rhs = (y @ Rxy).reshape(B, 3 * K) @ S.reshape(n, 3 * K).T
+    # sum_i r_i^T M r_i = <Rxy^T Rxy, M>: contract the 3 x 3 blocks with one product per sample.
+    P = (Rxy.transpose(-1, -2) @ Rxy).reshape(B, 9)
     if vis is None or bool((w == 1).all()):
-        M = torch.einsum("akc,ekd->aecd", S, S)  # shapes centred over all points
-        gram = torch.einsum("bic,aecd,bid->bae", Rxy, M, Rxy)
+        M = torch.einsum("akc,ekd->cdae", S, S)  # shapes centred over all points
+        gram = (P @ M.reshape(9, n * n)).reshape(B, n, n)
     else:
-        n, K = S.shape[:2]
         outer = torch.einsum("kac,ked->kaecd", S.transpose(0, 1), S.transpose(0, 1))
         count = w.sum(-1).clamp_min(_EPS)
         m = torch.einsum("bk,nkc->bnc", w, S) / count[:, None, None]  # visible means
         M = (w @ outer.reshape(K, -1)).reshape(-1, n, n, 3, 3)
         M = M - count[:, None, None, None, None] * torch.einsum("bac,bed->baecd", m, m)
-        gram = torch.einsum("bic,baecd,bid->bae", Rxy, M, Rxy)
+        gram = (M.reshape(B, n * n, 9) @ P[..., None]).reshape(B, n, n)
     return RidgeSystem(gram, rhs, y.square().sum((-2, -1)))
 
 
