@@ -224,3 +224,99 @@ def test_ensemble_prediction_aligns_each_members_depth_sign() -> None:
     second = Lifter(LifterConfig(**SMALL)).double().eval()
     second.net = model.ensemble[0]
     torch.testing.assert_close(second.predict(Sample(kp2d=kp2d))["kp3d"][..., 2], -z_first)
+
+
+def test_split_ensemble_members_train_on_their_own_rows() -> None:
+    torch.manual_seed(0)
+    model = Lifter(LifterConfig(**SMALL, ensemble=3, ensemble_batches="split",
+                                coefficient_ridge=1.0, cycle_start=None))
+    rows = model.member_rows(8)
+    assert rows == [slice(0, 2), slice(2, 5), slice(5, 8)]
+    b = batch(n=8)
+    out = model.training_step(b, 0)
+    alone = []
+    for net, r in zip(model.members, rows, strict=True):
+        norm, lifted = model.lift(b.kp2d[r], b.vis[r], net=net)
+        alone.append(reprojection_loss(lifted.shape_cam, norm.kp2d, b.vis[r].float(), delta=0.1))
+    torch.testing.assert_close(out.loss.detach(), sum(alone).detach())
+    # The first member's gradient comes from its rows only.
+    first = model.members[0].shape_basis.raw_basis
+    (grad,) = torch.autograd.grad(out.loss, first)
+    changed = b.kp2d.clone()
+    changed[2:] += 5 * torch.randn_like(changed[2:])
+    moved = model.training_step(Sample(kp2d=changed, vis=b.vis, category=b.category), 0)
+    torch.testing.assert_close(torch.autograd.grad(moved.loss, first)[0], grad)
+    assert Lifter(LifterConfig(**SMALL, ensemble=3)).member_rows(8) == [slice(None)] * 3
+    with pytest.raises(ValueError, match="at least one sample per member"):
+        model.member_rows(2)
+    with pytest.raises(ConfigError, match="ensemble_batches"):
+        LifterConfig(ensemble_batches="bagged")  # type: ignore[arg-type]
+
+
+def test_depth_extent_is_the_running_mean_of_each_members_depth_rms() -> None:
+    torch.manual_seed(0)
+    model = Lifter(LifterConfig(**SMALL, ensemble=2, ensemble_batches="split",
+                                coefficient_ridge=1.0, cycle_start=None))
+    assert model.depth_extent.isnan().all()
+
+    def naive(b: Sample) -> Tensor:
+        extents = []
+        for net, r in zip(model.members, model.member_rows(len(b.kp2d)), strict=True):
+            _, lifted = model.lift(b.kp2d[r], b.vis[r], net=net)
+            z, vis = lifted.shape_cam[..., 2].detach(), b.vis[r]
+            rms = [(z[s][vis[s]] - z[s][vis[s]].mean()).square().mean().sqrt()
+                   for s in range(len(z))]
+            extents.append(torch.stack(rms).mean())
+        return torch.stack(extents)
+
+    first, second = batch(n=8, seed=1), batch(n=8, seed=2)
+    expected = 0.99 * naive(first) + 0.01 * naive(second)  # no optimiser: the weights stay
+    model.training_step(first, 0)
+    model.training_step(second, 1)
+    torch.testing.assert_close(model.depth_extent, expected)
+    model.eval()
+    model.training_step(batch(seed=3), 2)  # evaluation passes leave it alone
+    torch.testing.assert_close(model.depth_extent, expected)
+    # Saved with the weights; runs saved before it existed load with NaN (every member kept).
+    state = {k: v for k, v in model.state_dict().items() if k != "depth_extent"}
+    model.load_state_dict(state)
+    assert model.depth_extent.isnan().all() and model.kept_members() == model.members
+
+
+def test_prediction_leaves_out_flattened_members() -> None:
+    g = torch.Generator().manual_seed(0)
+    shapes = [torch.randn(K, 3, generator=g, dtype=torch.float64) for _ in range(4)]
+    oracles = [RigidOracle(X - X.mean(0)) for X in shapes]
+    R = random_rotation(16, generator=g, dtype=torch.float64)
+    kp2d = 70 * (shapes[0] @ R.transpose(-1, -2))[..., :2] + 3
+    alone = []
+    for oracle in oracles:
+        single = Lifter(LifterConfig(**SMALL)).double().eval()
+        single.net = oracle
+        alone.append(single.predict(Sample(kp2d=kp2d)))
+
+    def average(kept: list[int]) -> Tensor:
+        z0 = alone[kept[0]]["kp3d"][..., 2]
+        zs = [z0]
+        for i in kept[1:]:
+            z = alone[i]["kp3d"][..., 2]
+            flip = (z - z0).square().sum(-1) > (z + z0).square().sum(-1)
+            zs.append(torch.where(flip[:, None], -z, z))
+        return torch.stack(zs).mean(0)
+
+    model = Lifter(LifterConfig(**SMALL, ensemble=4)).double().eval()
+    model.net, model.ensemble = oracles[0], nn.ModuleList(oracles[1:])
+    # Members 1 and 2 flattened (AFLW2000-3D's were at 0.35 against 0.61-0.63).
+    model.depth_extent.copy_(torch.tensor([0.61, 0.35, 0.34, 0.63]))
+    assert model.kept_members() == [oracles[0], oracles[3]]
+    pred = model.predict(Sample(kp2d=kp2d))
+    torch.testing.assert_close(pred["kp3d"][..., 2], average([0, 3]))
+    torch.testing.assert_close(pred["R"], alone[0]["R"])
+    assert not torch.allclose(pred["kp3d"][..., 2], average([0, 1, 2, 3]))
+    model.config = LifterConfig(**SMALL, ensemble=4, ensemble_tolerance=0.0)
+    assert model.kept_members() == [oracles[3]]  # only the deepest
+    model.depth_extent.fill_(float("nan"))  # untrained: all
+    assert model.kept_members() == oracles
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="ensemble_tolerance"):
+            LifterConfig(ensemble_tolerance=bad)

@@ -39,11 +39,18 @@ layers run on their running averages) and the cycle losses are added. Frozen sta
 synthetic views ``Y~``, whose distribution (any rotation, including views from behind) differs
 from the data, from shifting the normalisation that real inputs see.
 
-Ensemble (``ensemble`` > 1): several independently initialised networks train side by side on
-the same batches, each on its own loss; a prediction averages their depths after aligning each
-member's sign per sample with the first member's. On AFLW2000-3D single networks of the same
-setting end up to 0.8 px apart in MPJPE depending on the seed; averaging two recovers part of
-that spread, at twice the cost per step.
+Ensemble (``ensemble`` > 1): several independently initialised networks train side by side,
+each on its own loss, on the same batches or (``ensemble_batches = split``) each on its own part
+of every batch. A prediction averages their depths after aligning each member's sign per sample
+with the first averaged member's. Networks of one setting differ by seed, and their errors are
+unlike enough that the average beats each of them. Now and then one ends flattened, the
+degenerate solution of non-rigid structure from motion: it poses every view alike and explains
+the views by deformation, with too little depth (on AFLW2000-3D, 3 of the 16 networks of
+``lifter-fit`` over seeds 0-3: MPJPE 33-37 px, worse than flat, rotation spread 12-13 degrees
+and depth RMS 0.34-0.35 where the others reached 3.2-4.8 px, 35 degrees and 0.60-0.63). So
+each member's depth extent is tracked in training (:attr:`Lifter.depth_extent`) and the
+flattened ones are left out of the average (``ensemble_tolerance``). Their reprojection loss is
+higher, but it does not rank the rest: the lowest one belonged to a 4.8 px member in one run.
 
 Multiple categories share one network: category ``z`` owns a subset ``zeta_z`` of the
 ``K = sum_z k_z`` keypoints, and an instance of ``z`` is given with the other categories'
@@ -55,8 +62,10 @@ from a keypoint detector trained end to end) is appended to the network's input.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
-from typing import NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -78,6 +87,11 @@ from kp3d.nn.lifting import (
     normalise_keypoints,
     visibility,
 )
+
+EnsembleBatches = Literal["shared", "split"]
+
+EXTENT_DECAY = 0.99
+"""Decay of the running mean :attr:`Lifter.depth_extent`: about the last hundred steps."""
 
 
 @dataclass(frozen=True)
@@ -130,18 +144,29 @@ class LifterConfig:
     weighed against the sum of squared residuals over the visible coordinates in normalised
     units (so its effect grows as K shrinks). On AFLW2000-3D (4000 steps with the cycle,
     seed 0) 1.0 with ``motion_free_basis`` gave MPJPE 3.52 px against 3.76 px for the
-    non-negative head, which learned an almost rigid shape. Without the cycle, 10000 steps and
-    refine_steps = 50 (``benchmarks/aflw_lifting.py``): 3.57 / 3.71 px for seeds 0 / 1 with
-    1.0 (3.49 / 3.71 and 3.23 / 3.62 px with earlier versions of the solver that drew
-    differently), 3.74 / 3.37 px with 3.0: the seed matters more than this value. 1.0 in
-    ``lifter-fit``."""
+    non-negative head, which learned an almost rigid shape. Without the cycle, one network,
+    10000 steps and refine_steps = 50 (``benchmarks/aflw_lifting.py``): 3.57 / 3.71 px for
+    seeds 0 / 1 with 1.0 (3.49 / 3.71 and 3.23 / 3.62 px with earlier versions of the solver
+    that drew differently), 3.74 / 3.37 px with 3.0: the seed matters more than this value. 1.0
+    in ``lifter-fit``."""
     ensemble: int = 1
-    """Independently initialised lifting networks trained side by side on the same batches (the
-    step costs this many times more); prediction averages their depths, each member's sign
-    aligned per sample with the first member's (the depth-flip ambiguity of orthographic views).
-    On AFLW2000-3D (``lifter-fit``, 10000 steps, seed 0) two members gave MPJPE 3.47 px where
-    each alone gave 3.57 and 4.29 px: the average beats the average member, not always the best
-    one."""
+    """Independently initialised lifting networks trained side by side (a step costs about this
+    many times more at the same batch per member); prediction averages their depths (see
+    ``ensemble_tolerance``), each member's sign aligned per sample with the first averaged
+    member's (the depth-flip ambiguity of orthographic views). On AFLW2000-3D (``lifter-fit``)
+    one network gave MPJPE 3.57 / 3.71 px (seeds 0 / 1, 10000 steps), four 3.26 / 3.16 / 3.16 /
+    3.09 px (seeds 0-3, 8500 steps). 4 in ``lifter-fit``."""
+    ensemble_batches: EnsembleBatches = "shared"
+    """What each ensemble member trains on per step: ``shared``, the whole batch; ``split``, its
+    own 1/ensemble of the batch (set the batch size to ensemble x the batch per member), so the
+    members' gradient noise is independent. On AFLW2000-3D (2 members of batch 256, 9000 steps, seeds 0 / 1)
+    shared gave MPJPE 3.53 / 3.34 px, split 3.47 / 3.33 px. ``split`` in ``lifter-fit``."""
+    ensemble_tolerance: float = 0.25
+    """Prediction averages the members whose :attr:`Lifter.depth_extent` is at least (1 - this)
+    times the largest member's, leaving out flattened ones; all before training. Must lie in
+    [0, 1). On AFLW2000-3D (``lifter-fit``, 10000 steps, seeds 0-3) the members' extents were
+    0.60-0.62 but for three at 0.34-0.35 (seeds 1 and 2), which had MPJPE 33-37 px; without
+    them the averages gave 3.19 / 3.17 / 3.16 / 3.05 px."""
     refine_steps: int = 50
     """Test-time refinement in :meth:`Lifter.predict` (with ``coefficient_ridge`` > 0): Adam
     steps per face on the rotation, from the prediction and from its depth-reversed twin, on the
@@ -172,8 +197,20 @@ class LifterConfig:
         for name in ("camera_weight", "shape_weight", "shape_prior_weight", "coefficient_ridge"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ensemble_tolerance < 1:
+            raise ConfigError(f"ensemble_tolerance must lie in [0, 1), got {self.ensemble_tolerance}")
         if self.camera not in get_args(CameraKind):
             raise ConfigError(f"camera must be one of {get_args(CameraKind)}, got {self.camera!r}")
+        if self.ensemble_batches not in get_args(EnsembleBatches):
+            raise ConfigError(f"ensemble_batches must be one of {get_args(EnsembleBatches)}, "
+                              f"got {self.ensemble_batches!r}")
+
+
+def depth_extent(depth: Tensor, vis: Tensor) -> Tensor:
+    """Mean over the batch of the RMS of the centred depth (B, K) over the visible keypoints
+    (vis (B, K)): a scalar."""
+    centred = (depth - masked_mean(depth, vis, dim=-1)[:, None]) * vis
+    return (centred.square().sum(-1) / vis.sum(-1).clamp_min(1)).sqrt().mean()
 
 
 class CycleLosses(NamedTuple):
@@ -193,6 +230,10 @@ class Lifter(MethodModel):
     """
 
     support: Tensor
+    depth_extent: Tensor
+    """(ensemble,) running mean over training steps of each member's depth extent on its rows:
+    per sample, the RMS over the visible keypoints of the centred camera-frame depth, in the
+    input's normalised units (the 2D RMS radius is 1); NaN before the first step."""
 
     def __init__(self, config: LifterConfig) -> None:
         super().__init__()
@@ -215,6 +256,13 @@ class Lifter(MethodModel):
         self.register_buffer(
             "support", torch.zeros(config.n_categories, config.n_keypoints, dtype=torch.bool)
         )
+        self.register_buffer("depth_extent", torch.full((config.ensemble,), math.nan))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # Runs saved before extents were tracked load with NaN: every member is averaged, as it
+        # was then.
+        state_dict.setdefault(prefix + "depth_extent", torch.full_like(self.depth_extent, math.nan))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def members(self) -> list[LiftingNet]:
@@ -300,21 +348,57 @@ class Lifter(MethodModel):
             value = value.detach() / n
             logs[name] = logs[name] + value if name in logs else value
 
-        for net in self.members:
-            norm, out = self.lift(kp2d, w, context, net=net)
-            l_rep = reprojection_loss(out.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
+        extents = []
+        for net, rows in zip(self.members, self.member_rows(kp2d.shape[0]), strict=True):
+            kp, ww, cat = kp2d[rows], w[rows], category[rows]
+            ctx = None if context is None else context[rows]
+            norm, out = self.lift(kp, ww, ctx, net=net)
+            if n > 1:
+                extents.append(depth_extent(out.shape_cam[..., 2].detach(), ww))
+            l_rep = reprojection_loss(out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta)
             log("reprojection", l_rep)
             loss = loss + l_rep
             if cfg.shape_prior_weight > 0:
-                l_prior = shape_prior_loss(out.basis_shape, category, self.support[category])
+                l_prior = shape_prior_loss(out.basis_shape, cat, self.support[cat])
                 loss = loss + cfg.shape_prior_weight * l_prior
                 log("shape_prior", l_prior)
             if cycling:
-                cyc = self.cycle_losses(out, category, context, net=net)
+                cyc = self.cycle_losses(out, cat, ctx, net=net)
                 loss = loss + cfg.camera_weight * cyc.camera + cfg.shape_weight * cyc.shape
                 log("camera", cyc.camera)
                 log("shape", cyc.shape)
+        if self.training and extents:
+            with torch.no_grad():
+                new = torch.stack(extents).to(self.depth_extent)
+                old = self.depth_extent
+                self.depth_extent.copy_(
+                    torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY))
+                )
         return StepOutput(loss, logs)
+
+    def kept_members(self) -> list[LiftingNet]:
+        """The members a prediction averages (see ``ensemble_tolerance``), in order."""
+        extent = self.depth_extent
+        if bool(extent.isnan().any()):
+            return self.members
+        keep = extent >= (1 - self.config.ensemble_tolerance) * extent.max()
+        return [net for net, k in zip(self.members, keep.tolist(), strict=True) if k]
+
+    def member_rows(self, batch_size: int) -> list[slice]:
+        """The rows of a training batch that each member trains on (``ensemble_batches``): with
+        ``split``, the batch cut into equal parts.
+
+        Raises:
+            ValueError: ``split`` with fewer rows than members.
+        """
+        n = len(self.members)
+        if self.config.ensemble_batches == "shared" or n == 1:
+            return [slice(None)] * n
+        if batch_size < n:
+            raise ValueError(f"lifter: ensemble_batches = split needs at least one sample per "
+                             f"member, got a batch of {batch_size} for {n} members")
+        bounds = [batch_size * i // n for i in range(n + 1)]
+        return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
     def training_step(self, batch: Sample, step: int) -> StepOutput:
         return self.losses(batch.kp2d, batch.vis, batch.category, step)
@@ -331,12 +415,13 @@ class Lifter(MethodModel):
     def predict(self, batch: Sample) -> dict[str, Tensor]:
         """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y.
 
-        With an ensemble, ``kp3d``'s depth is the mean of the members' depths, each multiplied
-        per sample by the sign (+-1) that brings it closer to the first member's; every other
-        entry (``R``, ``alpha``, ``shape``) is the first member's.
+        With an ensemble, ``kp3d``'s depth is the mean of the depths of the
+        :meth:`kept_members`, each multiplied per sample by the sign (+-1) that brings it closer
+        to the first kept member's; every other entry (``R``, ``alpha``, ``shape``) is that
+        member's.
         """
         preds = []
-        for net in self.members:
+        for net in self.kept_members():
             norm, out = self.lift(batch.kp2d, batch.vis, net=net)
             if self.config.refine_steps > 0 and self.config.coefficient_ridge > 0:
                 out = net.refine_rotations(out.R, norm.kp2d, visibility(batch.kp2d, batch.vis),
