@@ -338,7 +338,7 @@ class Lifter(MethodModel):
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        # Members share nothing but the batch, so the summed loss trains each as if alone; the
+        # Members share no weights, so the summed loss trains each as if alone on its rows; the
         # logs are the members' means.
         loss = kp2d.new_zeros(())
         logs: dict[str, Tensor] = {}
@@ -348,12 +348,13 @@ class Lifter(MethodModel):
             value = value.detach() / n
             logs[name] = logs[name] + value if name in logs else value
 
-        extents = []
+        extents = []  # depth_extent's inputs: training steps of an ensemble only
+        track = self.training and n > 1
         for net, rows in zip(self.members, self.member_rows(kp2d.shape[0]), strict=True):
             kp, ww, cat = kp2d[rows], w[rows], category[rows]
             ctx = None if context is None else context[rows]
             norm, out = self.lift(kp, ww, ctx, net=net)
-            if n > 1:
+            if track:
                 extents.append(depth_extent(out.shape_cam[..., 2].detach(), ww))
             l_rep = reprojection_loss(out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta)
             log("reprojection", l_rep)
@@ -367,13 +368,9 @@ class Lifter(MethodModel):
                 loss = loss + cfg.camera_weight * cyc.camera + cfg.shape_weight * cyc.shape
                 log("camera", cyc.camera)
                 log("shape", cyc.shape)
-        if self.training and extents:
-            with torch.no_grad():
-                new = torch.stack(extents).to(self.depth_extent)
-                old = self.depth_extent
-                self.depth_extent.copy_(
-                    torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY))
-                )
+        if track:
+            new, old = torch.stack(extents).to(self.depth_extent), self.depth_extent
+            old.copy_(torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY)))
         return StepOutput(loss, logs)
 
     def kept_members(self) -> list[LiftingNet]:
