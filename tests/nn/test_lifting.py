@@ -6,7 +6,9 @@ from kp3d.geometry.rotations import axis_angle_to_matrix, random_rotation
 from kp3d.nn.lifting import (
     LiftingNet,
     ShapeBasis,
+    Trunk,
     fit_shape_coefficients,
+    fit_shapes,
     lifting_predictions,
     normalise_keypoints,
     orthographic_lift,
@@ -14,6 +16,8 @@ from kp3d.nn.lifting import (
     project_onto_motions,
     ridge_fit,
     rotation_from_params,
+    stacked_forward,
+    stacked_lift,
     weak_perspective_scale,
 )
 
@@ -256,3 +260,73 @@ def test_refine_rotations_improves_the_fit_and_tries_the_depth_flip() -> None:
     with pytest.raises(ValueError, match="coefficient_ridge"):
         LiftingNet(K, n_basis=2).refine_rotations(R_start.float(), kp2d.float(), vis.float(),
                                                   steps=1)
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer", "none"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_stacked_forward_equals_each_module_on_its_own_input(norm: str, mode: str) -> None:
+    torch.manual_seed(0)
+    def make() -> list[Trunk]:
+        return [Trunk(6, width=8, n_layers=2, norm=norm).double()  # type: ignore[arg-type]
+                for _ in range(3)]
+
+    trunks, reference = make(), make()
+    for a, b in zip(trunks, reference, strict=True):
+        with torch.no_grad():  # distinct affine norms and running statistics per member
+            for p in a.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+            for buf in a.buffers():
+                if buf.is_floating_point():
+                    buf.uniform_(0.5, 1.5)
+        b.load_state_dict(a.state_dict())
+        a.train(mode == "train")
+        b.train(mode == "train")
+    x = torch.randn(3, 5, 6, dtype=torch.float64)
+    out = stacked_forward(trunks, x)
+    expected = torch.stack([m(x[e]) for e, m in enumerate(reference)])
+    torch.testing.assert_close(out, expected)
+    for a, b in zip(trunks, reference, strict=True):  # the same running statistics
+        for (name, buf), ref in zip(a.named_buffers(), b.buffers(), strict=True):
+            torch.testing.assert_close(buf, ref, msg=name)
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), [p for m in trunks for p in m.parameters()])
+    ref_grads = torch.autograd.grad((expected * weights).sum(),
+                                    [p for m in reference for p in m.parameters()])
+    for got, ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, ref)
+    with pytest.raises(TypeError, match="no batched form"):
+        stacked_forward([torch.nn.Tanh()], x)
+
+
+def test_stacked_lift_equals_each_network_on_its_own_views() -> None:
+    torch.manual_seed(0)
+    K = 6
+    nets = [LiftingNet(K, n_basis=2, width=16, n_layers=1, rotation="6d", motion_free_basis=True,
+                       coefficient_ridge=0.5, camera="weak_perspective").double() for _ in range(2)]
+    kp2d = torch.randn(2, 4, K, 2, dtype=torch.float64)
+    vis = (torch.rand(2, 4, K) > 0.2).double()
+    norm = normalise_keypoints(kp2d, vis)
+    out = stacked_lift(nets, norm.kp2d, vis)
+    for e, net in enumerate(nets):
+        alone = net(norm.kp2d[e], vis[e])
+        for name, got, ref in zip(alone._fields, out, alone, strict=True):
+            torch.testing.assert_close(got[e], ref, msg=name)
+    torch.testing.assert_close(fit_shapes(nets), torch.stack([n.fit_shapes() for n in nets]))
+    with pytest.raises(ValueError, match="fitted coefficients"):
+        stacked_lift([LiftingNet(K, n_basis=2, width=16, n_layers=1).double()], norm.kp2d[:1],
+                     vis[:1])
+
+
+@pytest.mark.parametrize("partly_visible", [False, True])
+def test_fit_shape_coefficients_with_a_shape_model_per_member(partly_visible: bool) -> None:
+    g = torch.Generator().manual_seed(5)
+    E, B, K, n = 3, 4, 6, 3
+    shapes = torch.randn(E, n, K, 3, generator=g, dtype=torch.float64)
+    R = random_rotation((E, B), generator=g, dtype=torch.float64)
+    kp2d = torch.randn(E, B, K, 2, generator=g, dtype=torch.float64)
+    vis = torch.ones(E, B, K, dtype=torch.bool)
+    vis[1, 2, :2] = not partly_visible
+    coef = fit_shape_coefficients(R, shapes, kp2d, vis, 0.3)
+    for e in range(E):
+        torch.testing.assert_close(coef[e], fit_shape_coefficients(R[e], shapes[e], kp2d[e],
+                                                                   vis[e], 0.3))

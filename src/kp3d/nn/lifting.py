@@ -19,9 +19,11 @@ predicted: each is the least-squares optimum over the visible points.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, NamedTuple, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kp3d.geometry.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
@@ -160,17 +162,93 @@ class Trunk(nn.Module):
         return self.net(x)
 
 
+def stacked_forward(modules: Sequence[nn.Module], x: Tensor) -> Tensor:
+    """Run E modules of one architecture, each on its own input, as one batched network.
+
+    The same function as ``torch.stack([m(x[e]) for e, m in enumerate(modules)])``, weights,
+    gradients and BatchNorm statistics included, but normalisations, activations and residual
+    sums run once for all E (an ensemble's members are small networks, so running them one by
+    one cost more in per-operation overhead than in arithmetic). Handles the layers of
+    :class:`Trunk` and ``nn.Linear``.
+
+    Args:
+        modules: E modules of identical structure.
+        x: (E, B, D) inputs.
+
+    Returns:
+        (E, B, D') outputs.
+    """
+    first = modules[0]
+    if isinstance(first, (Trunk, ResidualBlock)):
+        inner = stacked_forward([m.net for m in modules], x)
+        return x + inner if isinstance(first, ResidualBlock) else inner
+    if isinstance(first, nn.Sequential):
+        for layers in zip(*modules, strict=True):
+            x = stacked_forward(layers, x)
+        return x
+    if isinstance(first, nn.Linear):
+        # One product per member: stacking the weights for a batched product cost more (a copy
+        # of every weight per step, and CPU bmm is slow on the transposed inputs of backward).
+        return torch.stack([m(xe) for m, xe in zip(modules, x.unbind(0), strict=True)])
+    if isinstance(first, nn.BatchNorm1d):
+        return _stacked_batch_norm(modules, x)
+    if isinstance(first, nn.LayerNorm):
+        y = F.layer_norm(x, first.normalized_shape, eps=first.eps)
+        return (y * torch.stack([m.weight for m in modules])[:, None]
+                + torch.stack([m.bias for m in modules])[:, None])
+    if isinstance(first, (nn.ReLU, nn.Identity)):
+        return first(x)
+    raise TypeError(f"stacked_forward: no batched form for {type(first).__name__}")
+
+
+def _stacked_batch_norm(modules: Sequence[nn.Module], x: Tensor) -> Tensor:
+    """BatchNorm1d of E members as one BatchNorm over their E x C channels (each member's
+    channels see only its own rows); running statistics are read from and written back to the
+    members' buffers, as each member's own forward would."""
+    E, B, C = x.shape
+    bn = modules[0]
+    if not (isinstance(bn, nn.BatchNorm1d) and bn.affine and bn.track_running_stats):
+        raise TypeError("stacked_forward: BatchNorm1d needs affine=True, track_running_stats=True")
+    momentum = bn.momentum
+    if bn.training:
+        torch._foreach_add_([m.num_batches_tracked for m in modules], 1)  # type: ignore[misc]
+        if momentum is None:  # cumulative average, as nn.BatchNorm1d
+            momentum = 1.0 / float(bn.num_batches_tracked)  # type: ignore[arg-type]
+    mean = torch.cat([m.running_mean for m in modules])  # type: ignore[misc]
+    var = torch.cat([m.running_var for m in modules])  # type: ignore[misc]
+    y = F.batch_norm(
+        x.transpose(0, 1).reshape(B, E * C), mean, var,
+        torch.cat([m.weight for m in modules]), torch.cat([m.bias for m in modules]),
+        training=bn.training, momentum=momentum, eps=bn.eps,
+    )
+    if bn.training:
+        torch._foreach_copy_(
+            [b for m in modules for b in (m.running_mean, m.running_var)],  # type: ignore[misc]
+            [b for mv in zip(mean.view(E, C), var.view(E, C), strict=True) for b in mv],
+        )
+    return y.view(B, E, C).transpose(0, 1)
+
+
 def project_onto_motions(shapes: Tensor, base: Tensor) -> Tensor:
-    """The part of ``shapes`` (n, K, 3) in the span of the infinitesimal similarity motions of the
-    centred shape ``base`` (K, 3): ``base`` (scale) and ``e_j x base``, j = x, y, z (rotations),
-    as vectors of R^{3K} with the Euclidean inner product."""
+    """The part of ``shapes`` (*E, n, K, 3) in the span of the infinitesimal similarity motions of
+    the centred shape ``base`` (*E, K, 3): ``base`` (scale) and ``e_j x base``, j = x, y, z
+    (rotations), as vectors of R^{3K} with the Euclidean inner product."""
     eye = torch.eye(3, dtype=base.dtype, device=base.device)
     motions = torch.stack(
-        [base, *(torch.linalg.cross(eye[j].expand_as(base), base) for j in range(3))]
-    ).flatten(1)
-    Q = torch.linalg.qr(motions.T).Q  # (3K, 4) orthonormal
-    flat = shapes.flatten(1)
-    return ((flat @ Q) @ Q.T).reshape(shapes.shape)
+        [base, *(torch.linalg.cross(eye[j].expand_as(base), base) for j in range(3))], dim=-3
+    ).flatten(-2)
+    Q = torch.linalg.qr(motions.transpose(-1, -2)).Q  # (*E, 3K, 4) orthonormal
+    flat = shapes.flatten(-2)
+    return ((flat @ Q) @ Q.transpose(-1, -2)).reshape(shapes.shape)
+
+
+def basis_shapes(raw_basis: Tensor, bias: Tensor, *, motion_free: bool) -> Tensor:
+    """:attr:`ShapeBasis.basis` (*E, n, K, 3) from the stored basis (*E, n, K, 3) and the bias
+    shape (*E, K, 3)."""
+    V = raw_basis - raw_basis.mean(-2, keepdim=True)
+    if motion_free:
+        V = V - project_onto_motions(V, bias - bias.mean(-2, keepdim=True))
+    return V / V.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[..., None, None]
 
 
 class ShapeBasis(nn.Module):
@@ -210,10 +288,7 @@ class ShapeBasis(nn.Module):
     @property
     def basis(self) -> Tensor:
         """(n_basis, K, 3) the centred, unit-RMS basis shapes ``S_i``."""
-        V = self.raw_basis - self.raw_basis.mean(-2, keepdim=True)
-        if self.motion_free:
-            V = V - project_onto_motions(V, self.bias - self.bias.mean(-2, keepdim=True))
-        return V / V.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[:, None, None]
+        return basis_shapes(self.raw_basis, self.bias, motion_free=self.motion_free)
 
     def forward(self, alpha: Tensor) -> Tensor:
         """alpha (..., n_basis) -> canonical shape (..., K, 3)."""
@@ -313,12 +388,7 @@ class LiftingNet(nn.Module):
 
     def forward(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None) -> LiftingOutput:
         """kp2d (B, K, 2) normalised and zero where invisible; vis (B, K); context (B, C)."""
-        x = torch.cat([kp2d.flatten(-2), vis.to(kp2d.dtype)], dim=-1)
-        if self.context_dim:
-            if context is None:
-                raise ValueError(f"this lifter needs a context vector of size {self.context_dim}")
-            x = torch.cat([x, context], dim=-1)
-        f = self.trunk(x)
+        f = self.trunk(self.trunk_input(kp2d, vis, context))
         R = rotation_from_params(self.rotation_head(f), self.rotation)
         if self.alpha_head is None:
             return self.fitted_output(R, kp2d, vis)
@@ -332,32 +402,26 @@ class LiftingNet(nn.Module):
             shape = basis_shape * scale[..., None, None]
         return LiftingOutput(R, alpha, basis_shape, shape, shape @ R.transpose(-1, -2))
 
-    def fitted_output(self, R: Tensor, kp2d: Tensor, vis: Tensor) -> LiftingOutput:
-        """The output for rotations ``R`` (B, 3, 3) with the shape fitted to the view.
+    def trunk_input(self, kp2d: Tensor, vis: Tensor, context: Tensor | None) -> Tensor:
+        """(..., 3K [+ C]) the trunk's input: keypoints (..., K, 2), visibility (..., K) and the
+        context vector (..., C) when the network takes one."""
+        x = torch.cat([kp2d.flatten(-2), vis.to(kp2d.dtype)], dim=-1)
+        if self.context_dim:
+            if context is None:
+                raise ValueError(f"this lifter needs a context vector of size {self.context_dim}")
+            x = torch.cat([x, context], dim=-1)
+        return x
 
-        The canonical shape ``c b_S + sum_i beta_i S_i`` minimises, in closed form,
-        ``sum_visible ||Pi(R X)_k + t - y_k||^2 + ridge ||beta||^2`` over the scale ``c``, the
-        coefficients ``beta`` and the translation ``t`` (:func:`fit_shape_coefficients`): no
-        amortisation gap, and a Gaussian prior on the deformation. ``alpha = beta / c``; the
-        coefficients' sign constraint (``relu``) does not apply.
-        """
-        shapes = self.fit_shapes()
-        coef = fit_shape_coefficients(R, shapes, kp2d, vis, self.coefficient_ridge)
-        shape = (coef @ shapes.flatten(1)).reshape(-1, *shapes.shape[1:])
-        c = coef[:, 0]
-        c = torch.where(c.abs() < _EPS, torch.full_like(c, _EPS), c)
-        basis_shape = shape
-        if self.camera == "weak_perspective":
-            rms = shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)
-            basis_shape = shape / rms[:, None, None]
-        return LiftingOutput(R, coef[:, 1:] / c[:, None], basis_shape, shape,
-                             shape @ R.transpose(-1, -2))
+    def fitted_output(self, R: Tensor, kp2d: Tensor, vis: Tensor) -> LiftingOutput:
+        """The output for rotations ``R`` (B, 3, 3) with the shape fitted to the view
+        (:func:`fitted_output` with this network's :meth:`fit_shapes`)."""
+        return fitted_output(R, self.fit_shapes(), kp2d, vis, ridge=self.coefficient_ridge,
+                             camera=self.camera)
 
     def fit_shapes(self) -> Tensor:
         """(1 + n_basis, K, 3) the centred bias ``b_S`` and the basis shapes, the shapes that
         :meth:`fitted_output` combines."""
-        bias = self.shape_basis.bias - self.shape_basis.bias.mean(-2, keepdim=True)
-        return torch.cat([bias[None], self.shape_basis.basis])
+        return fit_shapes([self])[0]
 
     def refine_rotations(self, R: Tensor, kp2d: Tensor, vis: Tensor, *, steps: int,
                          lr: float = 1e-2) -> LiftingOutput:
@@ -395,6 +459,61 @@ class LiftingNet(nn.Module):
                                   kp2d, vis)
 
 
+def fitted_output(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor, *, ridge: float,
+                  camera: CameraKind) -> LiftingOutput:
+    """A lifter's output for rotations ``R`` with the shape fitted to each view.
+
+    The canonical shape ``c b_S + sum_i beta_i S_i`` minimises, in closed form,
+    ``sum_visible ||Pi(R X)_k + t - y_k||^2 + ridge ||beta||^2`` over the scale ``c``, the
+    coefficients ``beta`` and the translation ``t`` (:func:`fit_shape_coefficients`): no
+    amortisation gap, and a Gaussian prior on the deformation. ``alpha = beta / c``; the
+    coefficients' sign constraint (``relu``) does not apply.
+
+    Args:
+        R: (*E, B, 3, 3) rotations; kp2d: (*E, B, K, 2) normalised keypoints; vis: (*E, B, K).
+        shapes: (*E, 1 + n, K, 3) the bias and basis shapes (:meth:`LiftingNet.fit_shapes`);
+            the optional leading axes ``E`` hold separate shape models (ensemble members).
+    """
+    coef = fit_shape_coefficients(R, shapes, kp2d, vis, ridge)
+    shape = (coef @ shapes.flatten(-2)).unflatten(-1, shapes.shape[-2:])
+    c = coef[..., 0]
+    c = torch.where(c.abs() < _EPS, torch.full_like(c, _EPS), c)
+    basis_shape = shape
+    if camera == "weak_perspective":
+        rms = shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)
+        basis_shape = shape / rms[..., None, None]
+    return LiftingOutput(R, coef[..., 1:] / c[..., None], basis_shape, shape,
+                         shape @ R.transpose(-1, -2))
+
+
+def fit_shapes(nets: Sequence[LiftingNet]) -> Tensor:
+    """(E, 1 + n_basis, K, 3) :meth:`LiftingNet.fit_shapes` of E networks, computed as one."""
+    shape_basis = nets[0].shape_basis
+    bias = shape_basis.lr_scale * torch.stack([m.shape_basis.raw_bias for m in nets])
+    basis = basis_shapes(torch.stack([m.shape_basis.raw_basis for m in nets]), bias,
+                         motion_free=shape_basis.motion_free)
+    return torch.cat([(bias - bias.mean(-2, keepdim=True))[:, None], basis], dim=1)
+
+
+def stacked_lift(nets: Sequence[LiftingNet], kp2d: Tensor, vis: Tensor,
+                 context: Tensor | None = None) -> LiftingOutput:
+    """E networks with fitted coefficients (``coefficient_ridge > 0``), each on its own batch,
+    as one batched pass (:func:`stacked_forward`): the outputs of ``nets[e](kp2d[e], vis[e],
+    context[e])`` stacked, with a leading axis E on every field.
+
+    Args:
+        nets: E networks of one configuration.
+        kp2d: (E, B, K, 2) normalised keypoints; vis: (E, B, K); context: (E, B, C).
+    """
+    net = nets[0]
+    if net.alpha_head is not None:
+        raise ValueError("stacked_lift: only for networks with fitted coefficients")
+    f = stacked_forward([m.trunk for m in nets], net.trunk_input(kp2d, vis, context))
+    R = rotation_from_params(stacked_forward([m.rotation_head for m in nets], f), net.rotation)
+    return fitted_output(R, fit_shapes(nets), kp2d, vis, ridge=net.coefficient_ridge,
+                         camera=net.camera)
+
+
 class RidgeSystem(NamedTuple):
     """The normal equations of :func:`fit_shape_coefficients` for a batch of views."""
 
@@ -412,34 +531,36 @@ def _ridge_system(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None) -
     shapes, so ``A A^T = sum_i r_i^T M r_i`` over the two image rows ``r_i`` of ``R``, with the
     3 x 3 blocks ``M_ab = sum_k w_k s~_ak s~_bk^T`` of the shapes' second moments (shared by the
     batch when every point is visible), and ``A y = sum_k s_ak . (R_xy^T y_k)``. This avoids
-    (B, n, K, 2) intermediates, which dominated a training step's time and memory."""
+    (B, n, K, 2) intermediates, which dominated a training step's time and memory. Shapes
+    (*E, n, K, 3) with leading axes go with views (*E, B, ...)."""
     w = visibility(kp2d, vis)
-    S = shapes - shapes.mean(-2, keepdim=True)  # (n, K, 3)
-    n, K = S.shape[:2]
-    B = kp2d.shape[0]
+    S = shapes - shapes.mean(-2, keepdim=True)  # (*E, n, K, 3)
+    n, K = S.shape[-3:-1]
+    lead = kp2d.shape[:-2]  # (*E, B)
     y = (kp2d - masked_mean(kp2d, w[..., None], dim=-2)[..., None, :]) * w[..., None]
     Rxy = R[..., :2, :]
     # y sums to 0 over the points, so the shapes' own (visible) centring drops out of A y.
     # Plain matrix products: einsum's batched products of 3-wide matrices were 7x slower here.
-    rhs = (y @ Rxy).reshape(B, 3 * K) @ S.reshape(n, 3 * K).T
+    rhs = (y @ Rxy).flatten(-2) @ S.flatten(-2).transpose(-1, -2)
     # sum_i r_i^T M r_i = <Rxy^T Rxy, M>: contract the 3 x 3 blocks with one product per sample.
-    P = (Rxy.transpose(-1, -2) @ Rxy).reshape(B, 9)
+    P = (Rxy.transpose(-1, -2) @ Rxy).flatten(-2)  # (*E, B, 9)
     if vis is None or bool((w == 1).all()):
-        M = torch.einsum("akc,ekd->cdae", S, S)  # shapes centred over all points
-        gram = (P @ M.reshape(9, n * n)).reshape(B, n, n)
+        M = torch.einsum("...akc,...ekd->...cdae", S, S)  # shapes centred over all points
+        gram = (P @ M.reshape(*S.shape[:-3], 9, n * n)).unflatten(-1, (n, n))
     else:
-        outer = torch.einsum("kac,ked->kaecd", S.transpose(0, 1), S.transpose(0, 1))
+        St = S.transpose(-3, -2)  # (*E, K, n, 3)
+        outer = torch.einsum("...kac,...ked->...kaecd", St, St)
         count = w.sum(-1).clamp_min(_EPS)
-        m = torch.einsum("bk,nkc->bnc", w, S) / count[:, None, None]  # visible means
-        M = (w @ outer.reshape(K, -1)).reshape(-1, n, n, 3, 3)
-        M = M - count[:, None, None, None, None] * torch.einsum("bac,bed->baecd", m, m)
-        gram = (M.reshape(B, n * n, 9) @ P[..., None]).reshape(B, n, n)
+        m = torch.einsum("...bk,...nkc->...bnc", w, S) / count[..., None, None]  # visible means
+        M = (w @ outer.reshape(*S.shape[:-3], K, -1)).reshape(*lead, n, n, 3, 3)
+        M = M - count[..., None, None, None, None] * torch.einsum("...bac,...bed->...baecd", m, m)
+        gram = (M.reshape(*lead, n * n, 9) @ P[..., None]).reshape(*lead, n, n)
     return RidgeSystem(gram, rhs, y.square().sum((-2, -1)))
 
 
 def _ridge_weights(shapes: Tensor, ridge: float) -> Tensor:
     """(n,) the ridge weight of each shape's coefficient: 0 for the bias, ``ridge`` otherwise."""
-    reg = torch.full((shapes.shape[0],), ridge, dtype=shapes.dtype, device=shapes.device)
+    reg = torch.full((shapes.shape[-3],), ridge, dtype=shapes.dtype, device=shapes.device)
     reg[0] = 0.0
     return reg
 
@@ -461,7 +582,8 @@ def ridge_fit(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
     coef = _solve_ridge(system, reg)
     # ||c A - y||^2 = c G c - 2 c . A y + y . y, evaluated in float64 against cancellation.
     c, G = coef.double(), system.gram.double()
-    objective = (torch.einsum("ba,bae,be->b", c, G, c) - 2 * (c * system.rhs.double()).sum(-1)
+    objective = (torch.einsum("...a,...ae,...e->...", c, G, c)
+                 - 2 * (c * system.rhs.double()).sum(-1)
                  + system.yy.double() + (reg.double() * c.square()).sum(-1))
     return coef, objective.to(coef.dtype)
 
@@ -475,7 +597,8 @@ def fit_shape_coefficients(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor 
     problem per sample, solved in closed form (differentiable in ``R``, the shapes and ``kp2d``).
 
     Args:
-        R: (B, 3, 3) rotations; kp2d: (B, K, 2) keypoints; vis: (B, K) visibility.
+        R: (B, 3, 3) rotations; kp2d: (B, K, 2) keypoints; vis: (B, K) visibility. With shapes
+            (*E, n, K, 3), leading axes on all of them: (*E, B, ...).
     """
     return _solve_ridge(_ridge_system(R, shapes, kp2d, vis), _ridge_weights(shapes, ridge))
 

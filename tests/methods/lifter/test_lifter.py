@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
-from kp3d.losses.lifting import reprojection_loss
+from kp3d.losses.lifting import reprojection_loss, shape_prior_loss
 from kp3d.methods import get_method
 from kp3d.methods.lifter import Lifter, LifterConfig
 from kp3d.nn.lifting import LiftingOutput, normalise_keypoints
@@ -231,7 +231,7 @@ def test_split_ensemble_members_train_on_their_own_rows() -> None:
     model = Lifter(LifterConfig(**SMALL, ensemble=3, ensemble_batches="split",
                                 coefficient_ridge=1.0, cycle_start=None))
     rows = model.member_rows(8)
-    assert rows == [slice(0, 2), slice(2, 5), slice(5, 8)]
+    assert rows == [slice(0, 2), slice(2, 4), slice(4, 6)]  # rows 6, 7 left out
     b = batch(n=8)
     out = model.training_step(b, 0)
     alone = []
@@ -251,6 +251,38 @@ def test_split_ensemble_members_train_on_their_own_rows() -> None:
         model.member_rows(2)
     with pytest.raises(ConfigError, match="ensemble_batches"):
         LifterConfig(ensemble_batches="bagged")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ridge", [0.0, 1.0])
+def test_ensemble_objective_is_the_sum_of_the_members_own(ridge: float) -> None:
+    """Members run together (batched with fitted coefficients, else one by one and stacked);
+    the objective must be each member's reprojection, shape prior and cycle losses on its own
+    rows, computed alone, summed."""
+    cfg = LifterConfig(**SMALL, ensemble=2, ensemble_batches="split", n_categories=2,
+                       coefficient_ridge=ridge, cycle_start=0, shape_prior_weight=0.5)
+    torch.manual_seed(0)
+    model = Lifter(cfg).double()
+    b = batch(n=10, categories=2)
+    kp2d, vis = b.kp2d.double(), b.vis
+    torch.manual_seed(1)  # the cycle's random rotations
+    out = model.losses(kp2d, vis, b.category, step=0)
+    torch.manual_seed(0)
+    reference = Lifter(cfg).double()
+    reference.load_state_dict(model.state_dict())  # the updated support and statistics
+    for m in reference.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.eval()  # cycling: frozen statistics, as in the step above
+    torch.manual_seed(1)
+    total = torch.zeros((), dtype=torch.float64)
+    for net, rows in zip(reference.members, reference.member_rows(10), strict=True):
+        w, cat = vis[rows].double(), b.category[rows]
+        norm, lifted = reference.lift(kp2d[rows], vis[rows], net=net)
+        cyc = reference.cycle_losses(lifted, cat, net=net)
+        total = total + (reprojection_loss(lifted.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
+                         + 0.5 * shape_prior_loss(lifted.basis_shape, cat, reference.support[cat])
+                         + cfg.camera_weight * cyc.camera + cfg.shape_weight * cyc.shape)
+    torch.testing.assert_close(out.loss, total)
+    assert set(out.logs) == {"reprojection", "shape_prior", "camera", "shape"}
 
 
 def test_depth_extent_is_the_running_mean_of_each_members_depth_rms() -> None:
