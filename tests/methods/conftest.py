@@ -1,4 +1,4 @@
-"""Shared by the lifting methods' tests: recovery of a rigid shape from noise-free views."""
+"""Shared by the lifting methods' tests: recovery of a low-rank shape from noise-free views."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ def _rigid_recovery(
     n: int = 512,
     k: int = 8,
     steps: int = 400,
+    deform: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Train ``build()`` (made after ``torch.manual_seed(0)``) for ``steps`` Adam steps on
-    noise-free orthographic views (pixels) of one rigid shape; returns (MPJPE with depth flip,
+    noise-free orthographic views (pixels) of one rigid shape, or with ``deform > 0`` of a rank-1
+    shape space ``X + a S`` with ``a ~ N(0, deform)`` per view; returns (MPJPE with depth flip,
     MPJPE of flat depth) in the protocol's per-sample normalised units.
 
     The views come from a generator seeded 0; batches are drawn from ``index_generator``, or
@@ -34,7 +36,11 @@ def _rigid_recovery(
     g = torch.Generator().manual_seed(0)
     X = torch.randn(k, 3, generator=g)
     R = axis_angle_to_matrix(0.6 * torch.randn(n, 3, generator=g))
-    cam = 50 * (X - X.mean(0)) @ R.transpose(-1, -2)
+    shapes = (X - X.mean(0)).expand(n, k, 3)
+    if deform > 0:
+        S = torch.randn(k, 3, generator=g)
+        shapes = shapes + deform * torch.randn(n, 1, 1, generator=g) * (S - S.mean(0))
+    cam = 50 * shapes @ R.transpose(-1, -2)
     kp2d = cam[..., :2] + 100
     torch.manual_seed(0)
     model = build()

@@ -163,6 +163,16 @@ def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecover
     assert err < 0.05 and err < 0.1 * flat
 
 
+def test_fitted_shape_recovers_a_deforming_low_rank_shape(rigid_recovery: RigidRecovery) -> None:
+    err, flat = rigid_recovery(
+        lambda: Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
+                                    cycle_start=None, coefficient_ridge=1e-3,
+                                    motion_free_basis=True)),
+        deform=0.3,
+    )
+    assert err < 0.05 and err < 0.1 * flat
+
+
 def test_fitted_coefficients_explain_views_of_the_shape_space() -> None:
     """With coefficient_ridge > 0 the shape is the closed-form fit to the view for the predicted
     rotation: a view of a shape in the model's span is reproduced exactly (tiny ridge)."""
