@@ -154,14 +154,15 @@ class LifterConfig:
     many times more at the same batch per member; less with fitted coefficients, whose members
     run as one batched network, see :meth:`Lifter.lift_members`); prediction averages their
     depths (see ``ensemble_tolerance``), each member's sign aligned per sample with the first
-    averaged member's (the depth-flip ambiguity of orthographic views). On AFLW2000-3D (``lifter-fit``)
-    one network gave MPJPE 3.57 / 3.71 px (seeds 0 / 1, 10000 steps), four 3.26 / 3.15 / 3.16 /
-    3.08 px (seeds 0-3, 8500 steps). 4 in ``lifter-fit``."""
+    averaged member's (the depth-flip ambiguity of orthographic views). On AFLW2000-3D
+    (``lifter-fit``) one network gave MPJPE 3.57 / 3.71 px (seeds 0 / 1, 10000 steps), four
+    3.26 / 3.15 / 3.16 / 3.08 px (seeds 0-3, 8500 steps). 4 in ``lifter-fit``."""
     ensemble_batches: EnsembleBatches = "shared"
     """What each ensemble member trains on per step: ``shared``, the whole batch; ``split``, its
     own 1/ensemble of the batch (set the batch size to ensemble x the batch per member), so the
-    members' gradient noise is independent. On AFLW2000-3D (2 members of batch 256, 9000 steps, seeds 0 / 1)
-    shared gave MPJPE 3.53 / 3.34 px, split 3.47 / 3.33 px. ``split`` in ``lifter-fit``."""
+    members' gradient noise is independent. On AFLW2000-3D (2 members of batch 256, 9000 steps,
+    seeds 0 / 1) shared gave MPJPE 3.53 / 3.34 px, split 3.47 / 3.33 px. ``split`` in
+    ``lifter-fit``."""
     ensemble_tolerance: float = 0.25
     """Prediction averages the members whose :attr:`Lifter.depth_extent` is at least (1 - this)
     times the largest member's, leaving out flattened ones; all before training. Must lie in
@@ -199,7 +200,9 @@ class LifterConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.ensemble_tolerance < 1:
-            raise ConfigError(f"ensemble_tolerance must lie in [0, 1), got {self.ensemble_tolerance}")
+            raise ConfigError(
+                f"ensemble_tolerance must lie in [0, 1), got {self.ensemble_tolerance}"
+            )
         if self.camera not in get_args(CameraKind):
             raise ConfigError(f"camera must be one of {get_args(CameraKind)}, got {self.camera!r}")
         if self.ensemble_batches not in get_args(EnsembleBatches):
