@@ -30,7 +30,23 @@ def add_run_arguments(
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra method-config values, e.g. n_basis=8 (JSON values)")
+                        help="extra method-config values, e.g. n_basis=8 decoder_input=edges+depth "
+                             "(JSON values; anything that is not JSON is taken as a string)")
+
+
+def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE ...`` -> a dict: each value as JSON (numbers, true, null, lists), or
+    the plain string when it is not JSON, so ``decoder_input=edges+depth`` needs no quotes."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set {pair!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
 
 
 def run_grid(
@@ -48,7 +64,7 @@ def run_grid(
     ``kp3d train`` does), so reports and ``kp3d train --data RUN`` can find the images."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    extra = {kv.split("=", 1)[0]: json.loads(kv.split("=", 1)[1]) for kv in args.set}
+    extra = parse_set(args.set)
     budget = ({"steps": args.steps, "minutes": None} if args.steps
               else {"steps": None, "minutes": args.minutes, "clock": args.clock})
     rows = []

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _unsupervised import parse_set
 from torch import Tensor
 
 CATEGORIES = ("creature", "quadruped")
@@ -89,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000, help="step budget of every model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="lifter config values, e.g. n_basis=8 (JSON values)")
+                        help="lifter config values, e.g. n_basis=8 (JSON values, else strings)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.out.exists() and any(args.out.iterdir()):
         sys.exit(f"error: {args.out} is not empty; choose another --out")
-    extra = {kv.split("=", 1)[0]: json.loads(kv.split("=", 1)[1]) for kv in args.set}
+    extra = parse_set(args.set)
 
     from kp3d.data.schema import Sample
 

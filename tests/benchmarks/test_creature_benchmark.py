@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -33,3 +35,18 @@ def test_two_invocations_merge_into_one_table(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "autolink-k4" / "config.json").read_text())
     assert config["data"]["path"] == str((tmp_path / "data" / "creature-train").resolve())
     assert config["data"]["size"] == 32
+
+
+def test_set_values_are_json_or_plain_strings() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from _unsupervised import parse_set
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    got = parse_set(["n_basis=8", "decoder_input=edges+depth", "name=\"x\"", "ema=null",
+                     "betas=[0.9, 0.99]", "note=a=b"])
+    assert got == {"n_basis": 8, "decoder_input": "edges+depth", "name": "x", "ema": None,
+                   "betas": [0.9, 0.99], "note": "a=b"}
+    for bad in ("n_basis", "=3"):
+        with pytest.raises(SystemExit, match="expected KEY=VALUE"):
+            parse_set([bad])
