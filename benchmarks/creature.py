@@ -29,23 +29,37 @@ Writes ``OUT/results.json``, ``OUT/results.md``, a montage per run and, with ``-
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from _unsupervised import add_run_arguments, merge_results, run_grid
 
+ALL_AROUND = [0.0, 360.0]
+"""The generator's default camera azimuth range, degrees."""
+
 COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline",
            "rotation_spread_deg", "steps", "images", "cpu_s", "threads"]
 
 
-def synthesise(folder: Path, n: int, seed: int, size: int) -> Path:
+def synthesise(folder: Path, n: int, seed: int, size: int,
+               azimuth: list[float] | None = None) -> Path:
+    """The set in ``folder``, generated unless it is there; a cached set drawn with another
+    azimuth range is an error, not silently reused."""
     from kp3d.cli import main as kp3d
 
-    if not (folder / "meta.json").exists():
+    meta = folder / "meta.json"
+    if not meta.exists():
+        view = [] if azimuth is None else ["--azimuth", *map(str, azimuth)]
         code = kp3d(["synth", "creature", "--n", str(n), "--seed", str(seed), "--size", str(size),
-                     "--out", str(folder), "--overwrite"])
+                     *view, "--out", str(folder), "--overwrite"])
         if code:
             raise SystemExit(f"kp3d synth failed for {folder} (exit {code})")
+    # Sets from before the option went all around.
+    cached = json.loads(meta.read_text())["options"].get("azimuth") or ALL_AROUND
+    if [float(a) for a in cached] != [float(a) for a in azimuth or ALL_AROUND]:
+        raise SystemExit(f"{folder} was generated with --azimuth {cached[0]:g} {cached[1]:g}, not "
+                         f"{' '.join(f'{a:g}' for a in azimuth or ALL_AROUND)}; use another --out")
     return folder
 
 
@@ -57,13 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=6000)
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--report", action="store_true", help="also write each run's report")
+    parser.add_argument("--azimuth", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="camera azimuth range of both sets, degrees (default: all around; "
+                             "-90 90: no views from behind)")
     args = parser.parse_args(argv)
 
     from kp3d.cli import main as kp3d
     from kp3d.data.adapters import open_dataset
 
-    train_dir = synthesise(args.out / "data" / "creature-train", args.n_train, 0, args.size)
-    test_dir = synthesise(args.out / "data" / "creature-test", args.n_test, 1, args.size)
+    train_dir = synthesise(args.out / "data" / "creature-train", args.n_train, 0, args.size,
+                           args.azimuth)
+    test_dir = synthesise(args.out / "data" / "creature-test", args.n_test, 1, args.size,
+                          args.azimuth)
     data = open_dataset(train_dir, size=args.size)
     test = open_dataset(test_dir, size=args.size)
 

@@ -50,3 +50,22 @@ def test_set_values_are_json_or_plain_strings() -> None:
     for bad in ("n_basis", "=3"):
         with pytest.raises(SystemExit, match="expected KEY=VALUE"):
             parse_set([bad])
+
+
+def test_a_cached_set_with_another_azimuth_range_is_refused(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from creature import synthesise
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    folder = tmp_path / "creature-train"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"options": {"articulation": 0.3}}))
+    # A set from before the option went all around: reused for the default, refused otherwise.
+    assert synthesise(folder, 4, 0, 32) == folder
+    with pytest.raises(SystemExit, match="generated with --azimuth 0 360, not -90 90"):
+        synthesise(folder, 4, 0, 32, [-90.0, 90.0])
+    (folder / "meta.json").write_text(json.dumps({"options": {"azimuth": [-90.0, 90.0]}}))
+    assert synthesise(folder, 4, 0, 32, [-90.0, 90.0]) == folder
+    with pytest.raises(SystemExit, match="not 0 360"):
+        synthesise(folder, 4, 0, 32)

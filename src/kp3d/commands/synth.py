@@ -5,6 +5,7 @@ Examples::
     kp3d synth creature --n 4000 --size 64 --seed 0 --out data/creature-train
     kp3d synth quadruped --n 500 --views 4 --out data/quadruped-mv
     kp3d synth creature --n 4000 --articulation 1.0 --out data/creature-wild
+    kp3d synth creature --n 4000 --azimuth -90 90 --out data/creature-front
     kp3d synth face --n 2000 --pairs --sfm-dir ../shared/assets/sfm --out data/face-pairs
 
 The layout written is documented in :mod:`kp3d.data.adapters.synth`; the categories in
@@ -17,6 +18,11 @@ default, 0.3, keeps the poses near a typical one, like the instances of a real c
 the whole ranges (a random-pose stress test); 0 puts every joint at its range's middle. It
 changes only the joint angles: the same ``--seed`` gives the same viewpoints, proportions and
 colours (the framing follows the pose). The value used is recorded in meta.json's ``options``.
+
+``--azimuth LO HI`` (``creature`` and ``quadruped`` only) limits the camera's azimuth to
+[LO, HI] degrees (0 sees the front, 90 the left side, 180 the back; default all around), e.g.
+``-90 90`` for a collection without views from behind, as photographs of faces are. Recorded in
+meta.json's ``options`` too.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="creature/quadruped only: fraction of each joint's angle range that "
                              "poses span, in [0, 1] (default: the category's 0.3 = poses span the "
                              "middle 30%% of each range; 1.0 = full ranges)")
+    parser.add_argument("--azimuth", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="creature/quadruped only: camera azimuth range in degrees, 0 = the "
+                             "front, 180 = the back (default: all around); -90 90 = front half")
     parser.add_argument("--start", type=int, default=0, help="index of the first instance (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -59,11 +68,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     from kp3d.data.adapters.synth import check_write, write
-    from kp3d.data.synth import check_articulation, get_category
+    from kp3d.data.synth import check_articulation, check_azimuth, get_category
     from kp3d.errors import ConfigError
 
     # Before the --sfm-dir check: `face --articulation` is wrong whatever the model folder.
     check_articulation(args.category, args.articulation)
+    check_azimuth(args.category, args.azimuth)
     if args.category == "face" and args.sfm_dir is None:
         raise ConfigError(
             "`face` renders the Surrey Face Model: pass --sfm-dir DIR, the folder of eos' share/ "
@@ -73,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     check_write(args.out, args.n, size=args.size, seed=args.seed, views=args.views,
                 pairs=args.pairs, start=args.start, workers=args.workers, overwrite=args.overwrite)
     # A bad model folder fails before the bar.
-    get_category(args.category, sfm_dir=args.sfm_dir, articulation=args.articulation)
+    get_category(args.category, sfm_dir=args.sfm_dir, articulation=args.articulation,
+                 azimuth=args.azimuth)
     console = Console(stderr=True)
     t0 = time.perf_counter()
     with Progress(TextColumn(f"synth {args.category}"), BarColumn(), MofNCompleteColumn(),
@@ -89,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         out = write(args.out, args.category, args.n, size=args.size, seed=args.seed,
                     views=args.views, pairs=args.pairs, sfm_dir=args.sfm_dir, start=args.start,
                     workers=args.workers, overwrite=args.overwrite, progress=advance,
-                    articulation=args.articulation)
+                    articulation=args.articulation, azimuth=args.azimuth)
     dt = time.perf_counter() - t0
     console.print(f"wrote {args.n} {args.category} instances to {out} in {dt:.1f} s "
                   f"({args.n / dt:.0f}/s)")

@@ -147,3 +147,44 @@ def test_articulation_is_validated() -> None:
         get_category("face", articulation=0.5)
     with pytest.raises(ConfigError, match="face has no joints"):
         generate("face", 1, sfm_dir="/nonexistent", articulation=0.5)
+
+
+def camera_azimuth_deg(samples: list) -> np.ndarray:
+    """Each camera's azimuth about the instance, from its extrinsics (world = the instance's
+    frame, which faces +z with its left at +x): the direction from the object to the camera is
+    minus the optical axis, the world->camera rotation's third row."""
+    R = torch.stack([x.extrinsics[:3, :3] for x in samples]).double()
+    back = -R[:, 2]
+    return torch.rad2deg(torch.atan2(back[:, 0], back[:, 2])).numpy()
+
+
+def test_azimuth_limits_where_the_camera_goes() -> None:
+    front = camera_azimuth_deg(generate("creature", 40, size=32, seed=2, azimuth=(-60, 60)))
+    side = camera_azimuth_deg(generate("creature", 40, size=32, seed=2, azimuth=(60, 120)))
+    around = camera_azimuth_deg(generate("creature", 40, size=32, seed=2))
+    assert np.abs(front).max() <= 60 + 1e-6 and np.abs(side - 90).max() <= 30 + 1e-6
+    # The ranges are covered, and the default goes behind the object too.
+    assert front.min() < -30 and front.max() > 30
+    assert (np.abs(around) > 120).any() and (np.abs(around) < 60).any()
+    # The image agrees: from the left side (azimuth 90) the left hip (joint 10) is the nearer.
+    z = torch.stack([x.kp3d[[10, 13], 2] for x in generate("creature", 8, size=32, seed=2,
+                                                            azimuth=(75, 105))])
+    assert bool((z[:, 0] < z[:, 1]).all())
+
+
+def test_azimuth_all_around_is_the_default_draw() -> None:
+    a = generate("creature", 3, size=32, seed=4)
+    b = generate("creature", 3, size=32, seed=4, azimuth=(0, 360))
+    assert all(fields_equal(x, y) for x, y in zip(a, b))
+    assert get_category("creature", azimuth=(-90, 90)).spec.azimuth == (-90.0, 90.0)
+    assert get_category("creature").spec.azimuth == (0.0, 360.0)
+
+
+def test_azimuth_is_validated() -> None:
+    for bad in ((10, 10), (90, -90), (0, 361), (float("nan"), 90)):
+        with pytest.raises(ConfigError, match=r"azimuth must be \(lo, hi\).*got"):
+            get_category("creature", azimuth=bad)
+    with pytest.raises(ConfigError, match="two numbers"):
+        generate("quadruped", 1, size=32, azimuth=(0, 90, 180))
+    with pytest.raises(ConfigError, match="face draws its own head rotation"):
+        generate("face", 1, sfm_dir="/nonexistent", azimuth=(-90, 90))

@@ -26,6 +26,18 @@ def test_articulation_round_trip(tmp_path: Path) -> None:
     assert all(torch.equal(x.kp3d, y.kp3d) for x, y in zip(open_dataset(out), ref))
 
 
+def test_azimuth_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "front"
+    assert cli.main(["synth", "quadruped", "--n", "3", "--size", "32", "--seed", "1",
+                     "--azimuth", "-90", "90", "--out", str(out)]) == 0
+    assert json.loads((out / "meta.json").read_text())["options"]["azimuth"] == [-90.0, 90.0]
+    ref = generate("quadruped", 3, size=32, seed=1, azimuth=(-90, 90))
+    assert all(torch.equal(x.kp3d, y.kp3d) for x, y in zip(open_dataset(out), ref))
+    default = tmp_path / "around"
+    assert cli.main(["synth", "quadruped", "--n", "1", "--size", "32", "--out", str(default)]) == 0
+    assert json.loads((default / "meta.json").read_text())["options"]["azimuth"] == [0.0, 360.0]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["synth", "face", "--n", "2"], "--sfm-dir"),
     (["synth", "creature", "--n", "2", "--size", "300"], "32..256"),
@@ -33,6 +45,8 @@ def test_articulation_round_trip(tmp_path: Path) -> None:
     (["synth", "creature", "--n", "2", "--workers", "0"], "workers"),
     (["synth", "creature", "--n", "2", "--articulation", "1.5"], "articulation must be in [0, 1]"),
     (["synth", "face", "--n", "2", "--articulation", "0.5"], "face has no joints"),
+    (["synth", "creature", "--n", "2", "--azimuth", "90", "-90"], "azimuth must be (lo, hi)"),
+    (["synth", "face", "--n", "2", "--azimuth", "-90", "90"], "face draws its own head rotation"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           argv: list[str], message: str) -> None:

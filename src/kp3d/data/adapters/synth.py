@@ -15,7 +15,9 @@ Layout (N instances, V views each, K keypoints, S x S images)::
 (index of the first instance), ``options`` (everything else the generator was given:
 ``sfm_dir``, the face model's folder or null; ``articulation``, the fraction of each joint's
 angle range the poses span, the value actually used, null for ``face``; sets written before
-the option existed lack the key and were posed with the default of the kp3d that wrote them),
+the option existed lack the key and were posed with the default of the kp3d that wrote them;
+``azimuth``, the camera's azimuth range in degrees as ``[lo, hi]``, null for ``face``, absent
+from sets written before the option, whose cameras went all around),
 ``keypoint_names`` (K), ``skeleton`` (edges as index pairs), ``absent`` (keypoints the category
 never defines: ``vis`` False, coordinates 0), ``view_dependent`` (keypoints that are not fixed
 points of the instance, e.g. a face's outline), ``units`` ("m"), ``depth_scale`` (metres per
@@ -45,7 +47,7 @@ import shutil
 import struct
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +115,7 @@ class _Job:
     category: str
     sfm_dir: str | None
     articulation: float | None
+    azimuth: tuple[float, float] | None
     size: int
     seed: int
     views: int
@@ -124,7 +127,8 @@ def _render_and_save(job: _Job, indices: range) -> dict[str, np.ndarray]:
     """Render instances ``indices`` and write their PNGs; returns their annotation arrays."""
     from kp3d.data.synth import get_category, render_indices
 
-    gen = get_category(job.category, sfm_dir=job.sfm_dir, articulation=job.articulation)
+    gen = get_category(job.category, sfm_dir=job.sfm_dir, articulation=job.articulation,
+                       azimuth=job.azimuth)
     r = render_indices(gen, indices, size=job.size, seed=job.seed, views=job.views, pairs=job.pairs)
     folder = Path(job.folder)
     image = (r.image.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
@@ -195,6 +199,7 @@ def write(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
     articulation: float | None = None,
+    azimuth: Sequence[float] | None = None,
 ) -> Path:
     """Generate a synthetic set and write it to ``out`` (layout in the module doc).
 
@@ -202,7 +207,8 @@ def write(
     same files. ``progress`` is called with the number of instances finished after each chunk.
     ``articulation`` (``creature`` / ``quadruped`` only) is the fraction of each joint's angle
     range that poses span; None keeps the category's default (see
-    :func:`kp3d.data.synth.get_category`).
+    :func:`kp3d.data.synth.get_category`); ``azimuth`` (the same two) the camera's azimuth range
+    in degrees, None all around.
 
     Raises:
         ConfigError: bad options, or ``out`` exists (and is not empty) without ``overwrite``.
@@ -212,7 +218,9 @@ def write(
         CATEGORIES,
         CHUNK,
         GENERATOR_VERSION,
+        check_azimuth,
         effective_articulation,
+        effective_azimuth,
         get_category,
     )
 
@@ -228,7 +236,8 @@ def write(
         workers=workers,
         overwrite=overwrite,
     )
-    gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation)
+    view_range = check_azimuth(category, azimuth)
+    gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation, azimuth=view_range)
     V = 2 if pairs else views
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +249,7 @@ def write(
             category=category,
             sfm_dir=None if sfm_dir is None else str(sfm_dir),
             articulation=articulation,
+            azimuth=view_range,
             size=size,
             seed=seed,
             views=views,
@@ -286,6 +296,7 @@ def write(
                 # The value used, not the one asked for: None means "the default", which a
                 # later kp3d may change.
                 "articulation": effective_articulation(gen),
+                "azimuth": effective_azimuth(gen),
             },
             "keypoint_names": list(gen.keypoint_names),
             "skeleton": [list(e) for e in gen.edges],

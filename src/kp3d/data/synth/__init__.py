@@ -9,7 +9,10 @@ Categories (:data:`CATEGORIES`)
 Options besides size, seed, views and pairs: ``sfm_dir`` (``face`` only) and ``articulation``
 (``creature`` and ``quadruped`` only): the fraction of each joint's angle range that poses span,
 centred on the range's middle; None keeps the category's default, 0.3 (poses near a typical
-one), 1 draws every angle over the joint's whole range, 0 puts every joint at its range's middle.
+one), 1 draws every angle over the joint's whole range, 0 puts every joint at its range's middle;
+and ``azimuth`` (the same two): the camera's azimuth range in degrees, ``(lo, hi)`` with
+``lo < hi <= lo + 360``; None keeps the default, all around (0 sees the front, 90 the left side,
+180 the back; ``(-90, 90)`` keeps to the front half).
 
 In memory::
 
@@ -17,6 +20,7 @@ In memory::
     samples = generate("creature", 64, size=64, seed=0)          # list[Sample]
     pairs = generate("quadruped", 8, size=64, seed=1, pairs=True)  # Sample fields (2, ...)
     wild = generate("creature", 64, size=64, seed=0, articulation=1.0)  # full joint ranges
+    front = generate("creature", 64, size=64, seed=0, azimuth=(-90, 90))  # no views from behind
 
 On disk: ``kp3d synth`` / :func:`kp3d.data.adapters.synth.write` (layout documented in
 :mod:`kp3d.data.adapters.synth`). Image ``i`` of a set depends only on ``(seed, i)`` and the
@@ -73,7 +77,7 @@ class Category(Protocol):
     def render(self, params: dict[str, Tensor], size: int) -> Rendered: ...
 
 
-_cache: dict[tuple[str, str, float | None], Category] = {}
+_cache: dict[tuple[str, str, float | None, tuple[float, float] | None], Category] = {}
 
 
 def check_articulation(name: str, articulation: float | None) -> None:
@@ -97,8 +101,38 @@ def check_articulation(name: str, articulation: float | None) -> None:
         )
 
 
+def check_azimuth(name: str, azimuth: Sequence[float] | None) -> tuple[float, float] | None:
+    """Validate the ``azimuth`` option for category ``name``; returns it as a float pair.
+
+    Raises:
+        ConfigError: ``azimuth`` given for ``face`` (its head rotation has its own ranges), not
+            two numbers, or not ``lo < hi <= lo + 360``.
+    """
+    if azimuth is None:
+        return None
+    if name == "face":
+        raise ConfigError(
+            f"azimuth applies to the procedural articulated categories (creature, quadruped); "
+            f"face draws its own head rotation (yaw within +-70 degrees; got azimuth={azimuth})"
+        )
+    if len(azimuth) != 2:
+        raise ConfigError(f"azimuth must be two numbers (lo, hi) in degrees, got {azimuth}")
+    lo, hi = float(azimuth[0]), float(azimuth[1])
+    # Written so that NaN fails too.
+    if not lo < hi <= lo + 360.0:
+        raise ConfigError(
+            f"azimuth must be (lo, hi) degrees with lo < hi <= lo + 360 (0 sees the front, 180 "
+            f"the back), got ({lo:g}, {hi:g})"
+        )
+    return lo, hi
+
+
 def get_category(
-    name: str, *, sfm_dir: str | Path | None = None, articulation: float | None = None
+    name: str,
+    *,
+    sfm_dir: str | Path | None = None,
+    articulation: float | None = None,
+    azimuth: Sequence[float] | None = None,
 ) -> Category:
     """The generator of category ``name`` (built once per process and options).
 
@@ -107,20 +141,24 @@ def get_category(
         sfm_dir: the Surrey Face Model folder (``face`` only).
         articulation: fraction of each joint's angle range that poses span (``creature`` and
             ``quadruped`` only); None keeps the category's default (``SPEC.articulation``).
+        azimuth: camera azimuth range ``(lo, hi)`` in degrees (``creature`` and ``quadruped``
+            only); None keeps the default, all around.
 
     Raises:
-        ConfigError: unknown name, ``face`` without ``sfm_dir``, or a bad ``articulation``
-            (given for ``face``, or outside [0, 1]).
+        ConfigError: unknown name, ``face`` without ``sfm_dir``, a bad ``articulation`` (given
+            for ``face``, or outside [0, 1]) or a bad ``azimuth`` (:func:`check_azimuth`).
     """
     if name not in CATEGORIES:
         raise ConfigError(f"unknown synthetic category {name!r}; valid: {', '.join(CATEGORIES)}")
     check_articulation(name, articulation)
+    view_range = check_azimuth(name, azimuth)
     if articulation is not None:
         articulation = float(articulation)
     key = (
         name,
         str(Path(sfm_dir).resolve()) if sfm_dir is not None and name == "face" else "",
         articulation,
+        view_range,
     )
     if key not in _cache:
         if name == "face":
@@ -140,6 +178,8 @@ def get_category(
             spec = module.SPEC
             if articulation is not None:
                 spec = dataclasses.replace(spec, articulation=articulation)
+            if view_range is not None:
+                spec = dataclasses.replace(spec, azimuth=view_range)
             _cache[key] = ArticulatedCategory(spec)
     return _cache[key]
 
@@ -150,6 +190,15 @@ def effective_articulation(category: Category) -> float | None:
 
     if isinstance(category, ArticulatedCategory):
         return float(category.spec.articulation)
+    return None
+
+
+def effective_azimuth(category: Category) -> list[float] | None:
+    """The camera azimuth range (degrees) a generator draws from; None for ``face``."""
+    from kp3d.data.synth.articulated import ArticulatedCategory
+
+    if isinstance(category, ArticulatedCategory):
+        return [float(a) for a in category.spec.azimuth]
     return None
 
 
@@ -230,6 +279,7 @@ def to_samples(
 def generate(
     category: str, n: int, *, size: int = 64, seed: int = 0, views: int = 1, pairs: bool = False,
     sfm_dir: str | Path | None = None, start: int = 0, articulation: float | None = None,
+    azimuth: Sequence[float] | None = None,
 ) -> list[Sample]:
     """Generate ``n`` samples of ``category`` in memory (instances ``start .. start + n - 1``).
 
@@ -247,12 +297,14 @@ def generate(
             range's middle (``creature`` and ``quadruped`` only; None: the category's default,
             0.3; 1: whole ranges). Only the joint angles change: the same ``seed`` gives the
             same viewpoints, proportions, colours and backgrounds.
+        azimuth: the camera's azimuth range ``(lo, hi)`` in degrees (``creature`` and
+            ``quadruped`` only; None: all around).
 
     Returns:
         ``n`` :class:`Sample` objects.
     """
     check_options(size, views, pairs, n)
-    gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation)
+    gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation, azimuth=azimuth)
     cid = CATEGORIES.index(category)
     multiview = pairs or views > 1
     out: list[Sample] = []
@@ -263,5 +315,5 @@ def generate(
 
 
 __all__ = ["CATEGORIES", "GENERATOR_VERSION", "Category", "check_articulation",
-           "effective_articulation", "generate", "get_category", "iter_rendered",
-           "render_indices", "to_samples"]
+           "check_azimuth", "effective_articulation", "effective_azimuth", "generate",
+           "get_category", "iter_rendered", "render_indices", "to_samples"]

@@ -13,8 +13,9 @@ fraction of the joint's ranges), so sibling bones move independently.
 What varies per instance: every bone-rotation angle; bone lengths (one factor per length group,
 so left and right limbs match, times a small per-bone jitter); part thickness (one global factor
 times a per-part jitter); overall size; colours, pattern and its frequency. Per view: camera
-azimuth (all around), elevation, roll and field of view; framing (the object's image box fills
-``fill`` of the image, with a small offset); light; background.
+azimuth (all around unless the spec's ``azimuth`` narrows it), elevation, roll and field of
+view; framing (the object's image box fills ``fill`` of the image, with a small offset); light;
+background.
 
 Ground truth per view: joints in the camera frame (kp3d) and projected (kp2d); ``vis`` from the
 depth buffer (:func:`kp3d.data.synth.scene.visibility`): a joint is occluded when the surface
@@ -96,6 +97,10 @@ class ArticulatedSpec:
     parts: tuple[Part, ...]
     elevation: Range = (-15.0, 50.0)
     """Camera elevation range, degrees (positive looks down)."""
+    azimuth: Range = (0.0, 360.0)
+    """Camera azimuth range, degrees: 0 looks at the object's front, 90 at its left side, 180
+    at its back (:func:`kp3d.data.synth.scene.orbit_rotation`); the default goes all around.
+    (-90, 90) keeps to the front half, as photographs of faces do."""
     root_tilt: Range = (-10.0, 10.0)
     """Range of the root's flex and abduction, degrees."""
     fov: Range = (30.0, 50.0)
@@ -114,6 +119,10 @@ class ArticulatedSpec:
     def __post_init__(self) -> None:
         if not 0.0 <= self.articulation <= 1.0:
             raise ValueError(f"{self.name}: articulation must be in [0, 1], got {self.articulation}")
+        lo, hi = self.azimuth
+        if not lo < hi <= lo + 360.0:
+            raise ValueError(f"{self.name}: azimuth must be (lo, hi) with lo < hi <= lo + 360, "
+                             f"got {self.azimuth}")
         object.__setattr__(self, "edges", tuple((j.parent, i) for i, j in enumerate(self.joints)
                                                 if j.parent >= 0))
 
@@ -188,7 +197,8 @@ class ArticulatedCategory:
             "pattern_strength": np.array(rng.uniform(0.3, 0.8)),
             "pattern_phase": rng.uniform(0, 2 * math.pi, (P, 3)),
         }
-        az0 = rng.uniform(0, 2 * math.pi)
+        azimuth = math.radians(s.azimuth[0]), math.radians(s.azimuth[1])
+        az0 = rng.uniform(*azimuth)
         el0 = rng.uniform(*s.elevation)
         per_view: list[dict[str, np.ndarray]] = []
         for v in range(views):
@@ -198,7 +208,7 @@ class ArticulatedCategory:
                 az = az0 + rng.choice([-1, 1]) * math.radians(rng.uniform(10, 60))
                 el = float(np.clip(el0 + rng.uniform(-15, 15), *s.elevation))
             else:
-                az, el = rng.uniform(0, 2 * math.pi), rng.uniform(*s.elevation)
+                az, el = rng.uniform(*azimuth), rng.uniform(*s.elevation)
             view = {
                 "azimuth": np.array(az),
                 "elevation": np.radians(np.array(el)),
