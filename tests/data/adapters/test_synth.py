@@ -42,7 +42,8 @@ def test_layout_and_meta(written: Path) -> None:
     assert meta["format"] == "kp3d-synth" and meta["category"] == "creature"
     assert meta["n"] == 5 and meta["size"] == 32 and meta["seed"] == 4 and meta["views"] == 1
     assert len(meta["keypoint_names"]) == 16 and len(meta["skeleton"]) == 15
-    assert meta["options"] == {"sfm_dir": None, "articulation": 0.3}  # the default, as used
+    # The defaults, as used.
+    assert meta["options"] == {"sfm_dir": None, "articulation": 0.3, "azimuth": [0.0, 360.0]}
     assert sorted(p.name for p in (written / "images").iterdir()) == [f"{i:06d}.png" for i in range(5)]
     with Image.open(written / "depth" / "000000.png") as img:
         assert img.mode.startswith("I") and img.size == (32, 32)
@@ -165,6 +166,22 @@ def test_articulation_reaches_the_workers_and_meta(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="got 2.0"):
         adapter.write(tmp_path / "g", "creature", 1, size=32, articulation=2.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wild"]  # nothing half-written
+
+
+@pytest.mark.usefixtures("thread_workers")
+def test_azimuth_reaches_the_workers_and_meta(tmp_path: Path) -> None:
+    out = adapter.write(tmp_path / "front", "creature", 4, size=32, seed=2, workers=2,
+                        azimuth=(-90, 90))
+    assert json.loads((out / "meta.json").read_text())["options"]["azimuth"] == [-90.0, 90.0]
+    kp3d = np.load(out / "annotations.npz")["kp3d"][:, 0]
+    front = np.stack([x.kp3d.numpy() for x in generate("creature", 4, size=32, seed=2,
+                                                       azimuth=(-90, 90))])
+    np.testing.assert_array_equal(kp3d, front)
+    with pytest.raises(ConfigError, match="face draws its own head rotation"):
+        adapter.write(tmp_path / "f", "face", 1, size=32, sfm_dir=tmp_path, azimuth=(0, 90))
+    with pytest.raises(ConfigError, match=r"got \(90, 0\)"):
+        adapter.write(tmp_path / "g", "creature", 1, size=32, azimuth=(90, 0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["front"]  # nothing half-written
 
 
 def test_sets_without_the_articulation_option_still_open(tmp_path: Path, written: Path) -> None:
