@@ -184,7 +184,8 @@ def test_azimuth_is_validated() -> None:
     for bad in ((10, 10), (90, -90), (0, 361), (float("nan"), 90)):
         with pytest.raises(ConfigError, match=r"azimuth must be \(lo, hi\).*got"):
             get_category("creature", azimuth=bad)
-    with pytest.raises(ConfigError, match="two numbers"):
-        generate("quadruped", 1, size=32, azimuth=(0, 90, 180))
+    for bad in ((0, 90, 180), 90, ("front", 90)):
+        with pytest.raises(ConfigError, match="two numbers"):
+            generate("quadruped", 1, size=32, azimuth=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="face draws its own head rotation"):
         generate("face", 1, sfm_dir="/nonexistent", azimuth=(-90, 90))

@@ -115,9 +115,12 @@ def check_azimuth(name: str, azimuth: Sequence[float] | None) -> tuple[float, fl
             f"azimuth applies to the procedural articulated categories (creature, quadruped); "
             f"face draws its own head rotation (yaw within +-70 degrees; got azimuth={azimuth})"
         )
-    if len(azimuth) != 2:
-        raise ConfigError(f"azimuth must be two numbers (lo, hi) in degrees, got {azimuth}")
-    lo, hi = float(azimuth[0]), float(azimuth[1])
+    try:
+        lo, hi = (float(a) for a in azimuth)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"azimuth must be two numbers (lo, hi) in degrees, got {azimuth!r}"
+        ) from None
     # Written so that NaN fails too.
     if not lo < hi <= lo + 360.0:
         raise ConfigError(
