@@ -56,10 +56,11 @@ def synthesise(folder: Path, n: int, seed: int, size: int,
         if code:
             raise SystemExit(f"kp3d synth failed for {folder} (exit {code})")
     # Sets from before the option went all around.
-    cached = json.loads(meta.read_text())["options"].get("azimuth") or ALL_AROUND
-    if [float(a) for a in cached] != [float(a) for a in azimuth or ALL_AROUND]:
-        raise SystemExit(f"{folder} was generated with --azimuth {cached[0]:g} {cached[1]:g}, not "
-                         f"{' '.join(f'{a:g}' for a in azimuth or ALL_AROUND)}; use another --out")
+    have = [float(a) for a in json.loads(meta.read_text())["options"].get("azimuth") or ALL_AROUND]
+    want = [float(a) for a in azimuth or ALL_AROUND]
+    if have != want:
+        raise SystemExit(f"{folder} was generated with --azimuth {have[0]:g} {have[1]:g}, not "
+                         f"{want[0]:g} {want[1]:g}; use another --out")
     return folder
 
 

@@ -1,14 +1,25 @@
 """The creature benchmark's code path (synth -> train -> evaluate -> montage -> merged table)
 on a tiny set: the numbers are meaningless here, the plumbing is what is tested."""
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _benchmark_module(name: str) -> ModuleType:
+    """Import ``benchmarks/NAME.py`` (scripts, not a package: they import each other by name)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def _run(out: Path, method: str) -> None:
@@ -38,11 +49,7 @@ def test_two_invocations_merge_into_one_table(tmp_path: Path) -> None:
 
 
 def test_set_values_are_json_or_plain_strings() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from _unsupervised import parse_set
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    parse_set = _benchmark_module("_unsupervised").parse_set
     got = parse_set(["n_basis=8", "decoder_input=edges+depth", "name=\"x\"", "ema=null",
                      "betas=[0.9, 0.99]", "note=a=b"])
     assert got == {"n_basis": 8, "decoder_input": "edges+depth", "name": "x", "ema": None,
@@ -53,11 +60,7 @@ def test_set_values_are_json_or_plain_strings() -> None:
 
 
 def test_a_cached_set_with_another_azimuth_range_is_refused(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from creature import synthesise
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    synthesise = _benchmark_module("creature").synthesise
     folder = tmp_path / "creature-train"
     folder.mkdir()
     (folder / "meta.json").write_text(json.dumps({"options": {"articulation": 0.3}}))
