@@ -12,6 +12,10 @@ scores it with kp3d's harness, the regression fitted on the training set's label
 * ``nme3d_depth``: that regression from the discovered 2D keypoints with the 3D head's depth;
 * ``nme3d_flat_baseline``: from the discovered 2D keypoints at the mean depth. The 3D head is
   worth something only if ``nme3d_depth`` (and ``nme3d``) are clearly below it;
+* ``nme_lr``, ``nme3d_lr``, ``nme3d_depth_lr``, ``nme3d_flat_baseline_lr``: the same under
+  AutoLink's Human3.6M protocol, which forgives left/right swaps (each image is scored against
+  its ground truth with left and right joints exchanged where that fits better): keypoints on
+  the symmetric creature tend to follow the side of the image, not of the body;
 * ``rotation_spread_deg``: mean angle of the 3D head's rotations from their mean (the camera
   goes all around the creature, so a head that has learned poses spreads them widely; near 0 it
   is a 2D template).
@@ -38,8 +42,9 @@ from _unsupervised import add_run_arguments, merge_results, run_grid
 ALL_AROUND = [0.0, 360.0]
 """The generator's default camera azimuth range, degrees."""
 
-COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline",
-           "rotation_spread_deg", "steps", "images", "cpu_s", "threads"]
+COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline", "nme_lr",
+           "nme3d_lr", "nme3d_depth_lr", "nme3d_flat_baseline_lr", "rotation_spread_deg", "steps",
+           "images", "cpu_s", "threads"]
 
 
 def synthesise(folder: Path, n: int, seed: int, size: int,

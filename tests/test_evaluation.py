@@ -183,3 +183,76 @@ def test_keypoint_discovery_reports_the_3d_heads_rotation_spread() -> None:
     test.pred["R"] = axis_angle_to_matrix(torch.tensor([[0.0, 0.1, 0.0], [0.0, -0.1, 0.0]]).repeat(5, 1))
     out = evaluate_keypoint_discovery(fit, test)
     assert out["rotation_spread_deg"]["value"] == pytest.approx(0.1 * 180 / torch.pi, rel=1e-4)
+
+
+_BODY = ["pelvis", "left_knee", "right_knee", "left_ankle", "right_ankle", "head"]
+_BODY_MIRROR = [0, 2, 1, 4, 3, 5]
+
+
+def test_keypoint_discovery_forgives_left_right_swaps_where_landmarks_name_sides() -> None:
+    # Keypoints that follow the image side: exact, except that a third of the images label the
+    # left joints as right ones.
+    g = torch.Generator().manual_seed(11)
+    lm = 16 + 32 * torch.rand(300, 6, 2, generator=g)
+    kp = lm.clone()
+    kp[::3] = kp[::3][:, _BODY_MIRROR]
+    fit, test = _collected(kp[:240], lm[:240]), _collected(kp[240:], lm[240:])
+    assert "nme_lr" not in evaluate_keypoint_discovery(fit, test)  # no names, no sides
+    fit.landmark_names = test.landmark_names = _BODY
+    out = evaluate_keypoint_discovery(fit, test)
+    assert out["nme"]["value"] > 0.05
+    assert out["nme_lr"]["value"] < 1e-4
+    assert "Human3.6M" in out["nme_lr"]["protocol"]
+    # Names that do not pair up keep the labels as given.
+    test.landmark_names = ["left_knee", *_BODY[1:]]
+    assert "nme_lr" not in evaluate_keypoint_discovery(fit, test)
+
+
+def test_keypoint_discovery_keeps_face_landmark_labels_as_given() -> None:
+    # iBUG names say left and right, but right_brow_1 is not the mirror of left_brow_1, and the
+    # face protocols do not swap.
+    from kp3d.data.synth.face import IBUG_NAMES
+
+    g = torch.Generator().manual_seed(13)
+    lm = 16 + 32 * torch.rand(200, 68, 3, generator=g)
+    fit = _collected(lm[:150, :, :2], lm[:150, :, :2], lm[:150], lm[:150])
+    test = _collected(lm[150:, :, :2], lm[150:, :, :2], lm[150:], lm[150:])
+    fit.landmark_names = test.landmark_names = list(IBUG_NAMES)
+    out = evaluate_keypoint_discovery(fit, test)
+    assert "nme68" in out and "nme3d" in out and not any(k.endswith("_lr") for k in out)
+
+
+def test_keypoint_discovery_3d_errors_with_left_right_swaps_forgiven() -> None:
+    g = torch.Generator().manual_seed(12)
+    gt3d = 16 + 32 * torch.rand(300, 6, 3, generator=g)
+    kp3d = gt3d.clone()
+    kp3d[::3] = kp3d[::3][:, _BODY_MIRROR]
+    fit = _collected(kp3d[:240, :, :2], gt3d[:240, :, :2], kp3d[:240], gt3d[:240])
+    test = _collected(kp3d[240:, :, :2], gt3d[240:, :, :2], kp3d[240:], gt3d[240:])
+    fit.landmark_names = test.landmark_names = _BODY
+    out = evaluate_keypoint_discovery(fit, test)
+    assert out["nme3d"]["value"] > 0.05 and out["nme3d_lr"]["value"] < 1e-3
+    assert out["nme3d_flat_baseline_lr"]["value"] > 10 * out["nme3d_depth_lr"]["value"]
+
+
+def test_collect_takes_the_landmark_names_through_subsets() -> None:
+    from torch.utils.data import Subset
+
+    from kp3d.evaluation import collect
+
+    class Named(torch.utils.data.Dataset):
+        keypoint_names = _BODY
+
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> Sample:
+            return Sample(kp2d=torch.zeros(6, 2), name=str(i))
+
+    class Model(torch.nn.Module):
+        def predict(self, batch: Sample) -> dict[str, torch.Tensor]:
+            return {"kp2d": batch.kp2d}
+
+    assert collect(Model(), Subset(Subset(Named(), [0, 1, 2]), [0, 2])).landmark_names == _BODY
+    Named.keypoint_names = None
+    assert collect(Model(), Named()).landmark_names is None

@@ -11,7 +11,12 @@ Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
     - 68 iBUG landmarks: ``nme68`` (outer-eye-corner normaliser, landmarks 36 and 45) and
       ``nme5`` (the MAFL 5-point reduction, eye-centre normaliser);
     - 5 landmarks (MAFL order): ``nme5`` with the eye-centre normaliser;
-    - any other landmark set: ``nme`` normalised by the ground-truth box ``sqrt(w h)``.
+    - any other landmark set: ``nme`` normalised by the ground-truth box ``sqrt(w h)``; and when
+      the dataset names left and right landmarks (bodies: ``left_knee``, ``right_knee``, ...;
+      :func:`kp3d.metrics.mirror_permutation`), also ``nme_lr`` and the 3D errors below with
+      ``_lr``: AutoLink's Human3.6M protocol, which scores each image against its mirror
+      labelling (left and right landmarks exchanged) where that fits better, because keypoints
+      on a bilaterally symmetric body tend to follow the side of the image, not of the body.
 
     Landmarks that are not visible (``vis`` False: absent in CUB/COCO, occluded in the synthetic
     sets) or whose coordinates are not finite are left out of the 2D fit and error, as in
@@ -46,7 +51,7 @@ from typing import Any
 import roma
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from kp3d.data.schema import Sample, collate
 from kp3d.geometry import (
@@ -59,6 +64,7 @@ from kp3d.metrics import (
     INTER_OCULAR_68,
     INTER_PUPIL_MAFL5,
     mafl5_from_ibug68,
+    mirror_permutation,
     mpjpe,
     nme_2d,
     nme_3d,
@@ -75,11 +81,14 @@ class Collected:
         pred: concatenated outputs of ``model.predict``.
         gt: concatenated ground truth (a batch :class:`Sample` without images).
         image_size: (H, W) of the evaluated images, or None for keypoint-only data.
+        landmark_names: names of the ground-truth landmarks, where the dataset has them.
     """
 
     pred: dict[str, Tensor]
     gt: Sample
     image_size: tuple[int, int] | None
+    landmark_names: list[str] | None = None
+    """Names of the ground-truth landmarks, where the dataset has them."""
 
 
 _GT_FIELDS = ("mask", "kp2d", "vis", "kp3d", "category")
@@ -112,7 +121,17 @@ def collect(
     if not names:
         raise ValueError("collect: the dataset is empty")
     gt = Sample(**{k: torch.cat(v) for k, v in gts.items()}, name=names)
-    return Collected({k: torch.cat(v) for k, v in preds.items()}, gt, size)
+    return Collected(
+        {k: torch.cat(v) for k, v in preds.items()}, gt, size, _landmark_names(dataset)
+    )
+
+
+def _landmark_names(dataset: Dataset) -> list[str] | None:
+    """The dataset's ``keypoint_names`` (the ground truth's), looking through ``Subset``s."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    names = getattr(dataset, "keypoint_names", None)
+    return None if names is None else list(names)
 
 
 def format_value(name: str, value: float) -> str:
@@ -171,6 +190,20 @@ def image_frame_3d(kp3d: Tensor, kp2d: Tensor) -> Tensor:
     return out.masked_fill(~ok, float("nan"))
 
 
+_LR = "left/right swaps forgiven (AutoLink's Human3.6M protocol)"
+
+
+def _mirror(test: Collected, n_landmarks: int) -> tuple[int, ...] | None:
+    """The landmarks' left/right mirror from the test set's names, if they name sides in pairs."""
+    names = test.landmark_names
+    if names is None or len(names) != n_landmarks:
+        return None
+    try:
+        return mirror_permutation(names)
+    except ValueError:  # unpaired or repeated names: the protocol does not apply
+        return None
+
+
 def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, Any]:
     """Protocols for discovered image keypoints (see the module docstring).
 
@@ -195,6 +228,9 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
     def add(name: str, value: Tensor, protocol: str) -> None:
         results[name] = {"value": float(value), "protocol": protocol}
 
+    # Face landmark sets have their own protocols, which keep the labels as given.
+    mirror = None if n_lm in (5, 68) else _mirror(test, n_lm)
+
     if n_lm == 68:
         r = nme_2d(fk, fl, tk, tl, INTER_OCULAR_68, fit_vis=fv, test_vis=tv)
         add("nme68", r.nme, "2D NME, 68 iBUG landmarks, outer-eye-corner distance (36, 45)")
@@ -209,6 +245,10 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
     else:
         r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv)
         add("nme", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h)")
+        if mirror is not None:
+            r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv, mirror=mirror)
+            add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), "
+                + _LR)
 
     if "R" in test.pred:
         add("rotation_spread_deg", rotation_spread(test.pred["R"]) * 180 / torch.pi,
@@ -220,18 +260,22 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
         fv3, tv3 = _landmark_mask(fg), _landmark_mask(tg)
         fp, tp = _unit3(fit.pred[key3d], fit.image_size), _unit3(test.pred[key3d], test.image_size)
 
-        def nme3(fit_kp: Tensor, test_kp: Tensor) -> Tensor:
-            return nme_3d(fit_kp, fg, test_kp, tg, "bbox", fit_vis=fv3, test_vis=tv3).nme
-
-        add("nme3d", nme3(fp, tp),
-            "3D NME from the discovered 3D keypoints, ground-truth box sqrt(w h)")
-        add("nme3d_depth",
-            nme3(torch.cat([fk, fp[..., 2:]], -1), torch.cat([tk, tp[..., 2:]], -1)),
-            "3D NME from the discovered 2D keypoints with the 3D head's depth")
-        add("nme3d_flat_baseline",
-            nme3(torch.cat([fk, torch.zeros_like(fk[..., :1])], -1),
-                 torch.cat([tk, torch.zeros_like(tk[..., :1])], -1)),
-            "3D NME from the discovered 2D keypoints at the mean depth (baseline)")
+        inputs = {
+            "nme3d": (
+                fp, tp, "3D NME from the discovered 3D keypoints, ground-truth box sqrt(w h)"),
+            "nme3d_depth": (
+                torch.cat([fk, fp[..., 2:]], -1), torch.cat([tk, tp[..., 2:]], -1),
+                "3D NME from the discovered 2D keypoints with the 3D head's depth"),
+            "nme3d_flat_baseline": (
+                torch.cat([fk, torch.zeros_like(fk[..., :1])], -1),
+                torch.cat([tk, torch.zeros_like(tk[..., :1])], -1),
+                "3D NME from the discovered 2D keypoints at the mean depth (baseline)"),
+        }
+        variants = [("", None)] + ([("_lr", mirror)] if mirror is not None else [])
+        for suffix, m in variants:
+            for name, (fit_kp, test_kp, protocol) in inputs.items():
+                r = nme_3d(fit_kp, fg, test_kp, tg, "bbox", fit_vis=fv3, test_vis=tv3, mirror=m)
+                add(name + suffix, r.nme, protocol + (f", {_LR}" if suffix else ""))
     return results
 
 

@@ -311,3 +311,129 @@ def test_nme_3d_zero_for_exact_linear_keypoints():
     lm = torch.rand(90, 4, 3, generator=g, dtype=torch.float64)
     kp = (lm.flatten(1) @ torch.randn(12, 18, generator=g, dtype=torch.float64)).reshape(90, 6, 3)
     assert nme_3d(kp[:60], lm[:60], kp[60:], lm[60:]).nme.item() < 1e-9
+
+
+# ----------------------------------------------------------------- left/right mirror protocol
+
+MIRROR = (0, 2, 1, 4, 3)
+"""Landmark 0 central, (1, 2) and (3, 4) left/right pairs."""
+
+
+def _naive_autolink_h36m(fk, fl, tk, tl, perm, norm):
+    """AutoLink ``regress_kp`` + ``test_epoch_end`` of ``datasets/h36m.py``: least squares
+    (the pseudo-inverse: AutoLink's normal equations where X^T X is invertible), swap rounds
+    until at most ten images change, 3-sigma outliers out, one test round."""
+    fk, fl, tk, tl = (t.numpy().astype(np.float64).copy() for t in (fk, fl, tk, tl))
+    n, L, D = fl.shape
+    X, Y = fk.reshape(n, -1), fl.reshape(n, -1)
+
+    def dist(pred, y, m):
+        return np.linalg.norm((pred - y).reshape(m, L, D), axis=2).mean(axis=1)
+
+    def swap(y, m):
+        return y.reshape(m, L, D)[:, list(perm)].reshape(m, L * D)
+
+    while True:
+        beta = np.linalg.pinv(X) @ Y
+        pred = X @ beta
+        d, ds = dist(pred, Y, n), dist(pred, swap(Y, n), n)
+        should = d > ds
+        if should.sum() > 10:
+            Y[should] = swap(Y, n)[should]
+        else:
+            break
+    chosen = d < d.mean() + 3 * d.std(ddof=1)
+    beta = np.linalg.pinv(X[chosen]) @ Y[chosen]
+    m = len(tk)
+    Xt, Yt = tk.reshape(m, -1), tl.reshape(m, -1)
+    pred = Xt @ beta
+    while True:
+        d, ds = dist(pred, Yt, m), dist(pred, swap(Yt, m), m)
+        should = d > ds
+        if should.sum() > 10:
+            Yt[should] = swap(Yt, m)[should]
+        else:
+            break
+    return float((d / norm).mean())
+
+
+def _mirrored_data(seed=0, n_fit=200, n_test=80, every=4):
+    """Keypoints that follow the image side: the ground truth of every ``every``-th image is
+    labelled the other way round (a left landmark where the keypoints put a right one)."""
+    fk, fl, tk, tl = _data(n_fit=n_fit, n_test=n_test, seed=seed, noise=0.01)
+    fl, tl = fl.clone(), tl.clone()
+    fl[::every], tl[::every] = fl[::every][:, list(MIRROR)], tl[::every][:, list(MIRROR)]
+    return fk, fl, tk, tl
+
+
+def test_mirror_protocol_matches_autolink_h36m_code():
+    fk, fl, tk, tl = _mirrored_data()
+    res = nme_2d(fk, fl, tk, tl, 1.0, mirror=MIRROR)
+    expected = _naive_autolink_h36m(fk, fl, tk, tl, MIRROR, 1.0)
+    assert res.nme.item() == pytest.approx(expected, rel=1e-9)
+    plain = nme_2d(fk, fl, tk, tl, 1.0)
+    assert res.nme.item() < 0.5 * plain.nme.item()  # the swaps were what the plain fit missed
+    # Which test images it scored against the mirror labelling: the ones relabelled above.
+    flipped = torch.zeros(len(tk), dtype=torch.bool)
+    flipped[::4] = True
+    assert res.mirrored is not None and plain.mirrored is None
+    agree = (res.mirrored == flipped).double().mean().item()
+    assert agree > 0.9 or agree < 0.1  # the protocol may pick either labelling as "unswapped"
+
+
+def test_mirror_protocol_in_3d_swaps_whole_landmarks():
+    fk, fl, tk, tl = _data(D=3, n_fit=200, n_test=80, noise=0.01)
+    fl, tl = fl.clone(), tl.clone()
+    fl[::4], tl[::4] = fl[::4][:, list(MIRROR)], tl[::4][:, list(MIRROR)]
+    centre = lambda t: torch.cat([t[..., :2], t[..., 2:] - t[..., 2:].mean(1, keepdim=True)], -1)
+    res = nme_3d(fk, fl, tk, tl, 1.0, mirror=MIRROR)
+    expected = _naive_autolink_h36m(centre(fk), centre(fl), centre(tk), centre(tl), MIRROR, 1.0)
+    assert res.nme.item() == pytest.approx(expected, rel=1e-9)
+    assert res.nme.item() < 0.5 * nme_3d(fk, fl, tk, tl, 1.0).nme.item()
+
+
+def test_mirror_protocol_leaves_ten_or_fewer_test_changes_alone():
+    fk, fl, tk, tl = _data(n_fit=200, n_test=80, noise=0.01)
+    tl = tl.clone()
+    tl[:8] = tl[:8][:, list(MIRROR)]
+    res = nme_2d(fk, fl, tk, tl, 1.0, mirror=MIRROR)
+    assert not res.mirrored.any()
+    assert res.nme.item() == pytest.approx(_naive_autolink_h36m(fk, fl, tk, tl, MIRROR, 1.0))
+    tl[8:12] = tl[8:12][:, list(MIRROR)]  # now twelve images fit better mirrored
+    res = nme_2d(fk, fl, tk, tl, 1.0, mirror=MIRROR)
+    assert res.mirrored[:12].all() and not res.mirrored[12:].any()
+
+
+def test_mirror_protocol_with_visibility_mirrors_the_mask_too():
+    fk, fl, tk, tl = _mirrored_data()
+    tv = torch.ones(tl.shape[:2], dtype=torch.bool)
+    tv[::2, 3] = False  # on relabelled images and on others
+    tl = tl.clone()
+    tl[~tv] = 100.0  # hidden landmarks hold garbage, which must never be scored
+    res = nme_2d(fk, fl, tk, tl, 1.0, test_vis=tv, mirror=MIRROR)
+    assert res.mirrored.any() and res.nme.item() < 0.5
+    hidden, m = res.errors.isnan(), res.mirrored
+    # An image scored against its mirror labelling has landmark 3's hidden slot moved to 4.
+    assert torch.equal(hidden[m][:, 4], ~tv[m][:, 3])
+    assert torch.equal(hidden[~m][:, 3], ~tv[~m][:, 3])
+
+
+def test_mirror_argument_errors():
+    fk, fl, tk, tl = _data()
+    with pytest.raises(ValueError, match="5 landmark indices"):
+        nme_2d(fk, fl, tk, tl, 1.0, mirror=(0, 2, 1))
+    with pytest.raises(ValueError, match=r"mirror\[mirror\[i\]\] == i"):
+        nme_2d(fk, fl, tk, tl, 1.0, mirror=(1, 2, 0, 4, 3))
+
+
+def test_mirror_permutation_from_names():
+    from kp3d.metrics import mirror_permutation
+
+    names = ["pelvis", "left_knee", "right_knee", "Left Eye", "right eye", "tail-left",
+             "tail-right"]
+    assert mirror_permutation(names) == (0, 2, 1, 4, 3, 6, 5)
+    assert mirror_permutation(["head", "tail", "leftover"]) is None  # "leftover" is not a side
+    with pytest.raises(ValueError, match="'left_knee' has no counterpart 'right_knee'"):
+        mirror_permutation(["left_knee", "left_ankle", "right_ankle"])
+    with pytest.raises(ValueError, match="duplicate"):
+        mirror_permutation(["left_knee", "Left_Knee", "right_knee"])

@@ -5,6 +5,7 @@ metric              what                                                   proto
 ==================  =====================================================  =====================
 nme_2d              landmark NME of keypoints via bias-free linear fit      AutoLink / Thewlis+17
 nme_3d              the same in 3D, GT-bbox normaliser                      3DDFA (AFLW2000-3D)
+  mirror=...        left/right swaps of the ground truth forgiven           AutoLink (H36M)
 mpjpe               mean per-joint error, depth centring + depth flip      C3DPO
 n_mpjpe             MPJPE after the optimal per-sample scale               Rhodin+18
 p_mpjpe             MPJPE after similarity Procrustes                      H36M protocol #2
@@ -27,6 +28,7 @@ from kp3d.metrics.nme import (
     NMEResult,
     fit_linear_regression,
     mafl5_from_ibug68,
+    mirror_permutation,
     nme_2d,
     nme_3d,
     pixel_to_unit,
@@ -46,6 +48,7 @@ __all__ = [
     "fit_linear_regression",
     "mad",
     "mafl5_from_ibug68",
+    "mirror_permutation",
     "mpjpe",
     "mutual_coherence",
     "n_mpjpe",

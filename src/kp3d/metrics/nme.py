@@ -30,6 +30,17 @@ over all visible (test image, landmark) pairs, pooled. Without missing landmarks
 equals the mean over landmarks then images. AutoLink reports CUB errors unnormalised in unit
 coordinates, i.e. ``normaliser=1.0``.
 
+Left/right ambiguity (AutoLink's Human3.6M protocol, ``regress_kp`` and ``test_epoch_end`` of
+its ``datasets/h36m.py``): unsupervised keypoints on a bilaterally symmetric body often follow the
+side of the image rather than the side of the body, so with ``mirror`` (the landmark index of
+each landmark's left/right counterpart, :func:`mirror_permutation`) the ground truth of an image
+is replaced by its mirror labelling wherever that is closer to the regression's prediction: on
+the fit set repeatedly, refitting after each round, until at most ten images would change; then
+fit images whose mean error exceeds the mean plus three standard deviations are left out and
+the map is fitted once more; on the test set in one round, applied only if more than ten images
+would change (all as in AutoLink's code; the per-image errors deciding are unnormalised, over
+visible landmarks).
+
 The solve is ``torch.linalg.lstsq`` with the SVD-based ``gelsd`` driver in float64, the same
 solution as AutoLink's normal equations ``(X^T X)^{-1} X^T Y`` whenever ``X^T X`` is invertible
 and the minimum-norm one otherwise. No regularisation unless ``ridge > 0`` is asked for.
@@ -38,6 +49,8 @@ and the minimum-norm one otherwise. No regularisation unless ``ridge > 0`` is as
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from typing import Final, Literal, NamedTuple
 
 import torch
@@ -72,6 +85,8 @@ class NMEResult(NamedTuple):
     """(N_test, L, D) landmarks predicted by the fitted map, in the landmarks' units."""
     weights: Tensor
     """(D·K, D·L) the fitted map: ``pred.flatten(1) = test_kp.flatten(1) @ weights``."""
+    mirrored: Tensor | None = None
+    """(N_test,) bool, test images scored against the mirrored labelling (``mirror`` given)."""
 
 
 def pixel_to_unit(points: ArrayLike, image_size: tuple[int, int]) -> Tensor:
@@ -117,6 +132,46 @@ def mafl5_from_ibug68(landmarks: ArrayLike) -> Tensor:
     nose = lm[..., IBUG68_NOSE_TIP, :]
     mouth_1, mouth_2 = (lm[..., i, :] for i in IBUG68_MOUTH_CORNERS)
     return torch.stack([eye_1, eye_2, nose, mouth_1, mouth_2], dim=-2)
+
+
+_SIDE_SWAP: Final[dict[str, str]] = {"left": "right", "right": "left"}
+
+
+def mirror_permutation(names: Sequence[str]) -> tuple[int, ...] | None:
+    """Each named landmark's left/right counterpart, for ``nme_2d(..., mirror=...)``.
+
+    A name's counterpart has the words ``left`` and ``right`` exchanged (words are separated by
+    ``_``, ``-`` or spaces; any case): ``left_knee`` and ``right_knee``, ``"left eye"`` and
+    ``"right eye"``; a name with neither word (``pelvis``) is its own counterpart. Only for
+    landmark sets whose sided names correspond one to one: iBUG-68 face names, for instance,
+    pair ``right_brow_1`` with ``left_brow_1``, which are not mirror images of each other.
+
+    Args:
+        names: the L landmark names.
+
+    Returns:
+        (L,) indices, an involution; None when no name mentions a side.
+
+    Raises:
+        ValueError: duplicate names, or a sided name whose counterpart is missing.
+    """
+    lowered = [n.lower() for n in names]
+    if len(set(lowered)) != len(lowered):
+        dup = sorted({n for n in lowered if lowered.count(n) > 1})
+        raise ValueError(f"mirror_permutation: duplicate landmark names {dup}")
+    index = {n: i for i, n in enumerate(lowered)}
+    sided = False
+    out = []
+    for name in lowered:
+        words = re.split(r"([_\-\s]+)", name)
+        swapped = "".join(_SIDE_SWAP.get(w, w) for w in words)
+        sided |= swapped != name
+        if swapped not in index:
+            raise ValueError(
+                f"mirror_permutation: landmark {name!r} has no counterpart {swapped!r}"
+            )
+        out.append(index[swapped])
+    return tuple(out) if sided else None
 
 
 def fit_linear_regression(
@@ -190,6 +245,7 @@ def nme_2d(
     fit_vis: ArrayLike | None = None,
     test_vis: ArrayLike | None = None,
     ridge: float = 0.0,
+    mirror: Sequence[int] | None = None,
 ) -> NMEResult:
     """2D landmark NME of unsupervised keypoints via a bias-free linear regression (AutoLink).
 
@@ -211,6 +267,10 @@ def nme_2d(
         fit_vis: (N_fit, L) bool, landmark visibility on the fit images; ``None`` = all visible.
         test_vis: (N_test, L) bool, landmark visibility on the test images.
         ridge: Tikhonov weight of the fit; 0 (default, the protocol) = plain least squares.
+        mirror: (L,) index of each landmark's left/right counterpart (an involution, e.g. from
+            :func:`mirror_permutation`): score with AutoLink's Human3.6M protocol, which takes
+            the mirror labelling of an image's ground truth where it fits better (module
+            docstring); None (default) = labels as given.
 
     Returns:
         :class:`NMEResult` in the promoted input dtype, on the device of ``test_kp``.
@@ -220,7 +280,8 @@ def nme_2d(
             image, a non-positive normaliser, or a landmark never visible in the fit set.
     """
     return _regression_nme(
-        "nme_2d", 2, fit_kp, fit_lm, test_kp, test_lm, normaliser, fit_vis, test_vis, ridge
+        "nme_2d", 2, fit_kp, fit_lm, test_kp, test_lm, normaliser, fit_vis, test_vis, ridge,
+        mirror,
     )
 
 
@@ -234,6 +295,7 @@ def nme_3d(
     fit_vis: ArrayLike | None = None,
     test_vis: ArrayLike | None = None,
     ridge: float = 0.0,
+    mirror: Sequence[int] | None = None,
 ) -> NMEResult:
     """3D landmark NME of unsupervised 3D keypoints: the 2D protocol with a 3K -> 3L regression.
 
@@ -261,13 +323,15 @@ def nme_3d(
         test_lm: (N_test, L, 3) landmarks of the test images.
         normaliser: ``"bbox"`` (default), a landmark index pair (3D ground-truth distance), a
             (N_test,) tensor, or a number; see :func:`nme_2d`.
-        fit_vis, test_vis, ridge: as in :func:`nme_2d`.
+        fit_vis, test_vis, ridge, mirror: as in :func:`nme_2d` (the mirror labelling swaps
+            whole 3D landmarks).
 
     Returns:
         :class:`NMEResult`; ``pred`` holds the predicted landmarks with centred z.
     """
     return _regression_nme(
-        "nme_3d", 3, fit_kp, fit_lm, test_kp, test_lm, normaliser, fit_vis, test_vis, ridge
+        "nme_3d", 3, fit_kp, fit_lm, test_kp, test_lm, normaliser, fit_vis, test_vis, ridge,
+        mirror,
     )
 
 
@@ -282,6 +346,7 @@ def _regression_nme(
     fit_vis: ArrayLike | None,
     test_vis: ArrayLike | None,
     ridge: float,
+    mirror: Sequence[int] | None = None,
 ) -> NMEResult:
     tensors = {
         name: as_tensor(v, name, fn)
@@ -311,6 +376,7 @@ def _regression_nme(
     (N_fit, K, _), (N_test, L, _) = fk.shape, tl.shape
     fv = as_mask(fit_vis, (N_fit, L), "fit_vis", fn)
     tv = as_mask(test_vis, (N_test, L), "test_vis", fn)
+    perm = None if mirror is None else _check_mirror(fn, mirror, L)
     dtype, device = float_dtype(*tensors.values()), tk.device
     fk, fl, tk, tl = (t.detach().to(device, torch.float64) for t in (fk, fl, tk, tl))
     fv = fv.to(device) if fv is not None else None
@@ -321,13 +387,12 @@ def _regression_nme(
         fk, tk = _centre_z(fk, None), _centre_z(tk, None)
         fl, tl = _centre_z(fl, fv), _centre_z(tl, tv)
 
-    weights = fit_linear_regression(
-        fk.reshape(N_fit, K * D),
-        fl.reshape(N_fit, L * D),
-        mask=None if fv is None else fv.repeat_interleave(D, dim=1),
-        ridge=ridge,
-    )
-    pred = (tk.reshape(N_test, K * D) @ weights).reshape(N_test, L, D)
+    fk, tk = fk.reshape(N_fit, K * D), tk.reshape(N_test, K * D)
+    weights = _fit(fk, fl, fv, ridge) if perm is None else _fit_mirrored(fk, fl, fv, perm, ridge)
+    pred = (tk @ weights).reshape(N_test, L, D)
+    mirrored = None
+    if perm is not None:
+        tl, tv, mirrored = _mirror_closer(pred, tl, tv, perm)
     errors = (pred - tl).norm(dim=-1) / norm[:, None]
     if tv is None:
         nme, per_image = errors.mean(), errors.mean(dim=1)
@@ -336,7 +401,7 @@ def _regression_nme(
             raise ValueError(f"{fn}: no landmark is visible in any test image")
         errors = errors.masked_fill(~tv, math.nan)
         nme, per_image = errors[tv].mean(), errors.nanmean(dim=1)
-    return NMEResult(*(t.to(dtype) for t in (nme, per_image, errors, pred, weights)))
+    return NMEResult(*(t.to(dtype) for t in (nme, per_image, errors, pred, weights)), mirrored)
 
 
 def _normaliser(fn: str, normaliser: Normaliser, lm: Tensor, vis: Tensor | None) -> Tensor:
@@ -397,6 +462,71 @@ def _normaliser(fn: str, normaliser: Normaliser, lm: Tensor, vis: Tensor | None)
             f"{bad[:10].tolist()}"
         )
     return norm
+
+
+_MIRROR_MIN_CHANGES: Final = 10
+"""AutoLink's stopping rule: a round that would mirror this many images or fewer changes none."""
+_MIRROR_MAX_ROUNDS: Final = 100
+"""Bound on the fit's rounds (AutoLink's loop has none; they stop after a few in practice)."""
+
+
+def _check_mirror(fn: str, mirror: Sequence[int], L: int) -> Tensor:
+    perm = torch.as_tensor(list(mirror), dtype=torch.long)
+    if perm.shape != (L,) or not bool(((perm >= 0) & (perm < L)).all()):
+        raise ValueError(
+            f"{fn}: mirror must hold {L} landmark indices in [0, {L}), got {list(mirror)}"
+        )
+    if not bool((perm[perm] == torch.arange(L)).all()):
+        raise ValueError(
+            f"{fn}: mirror must pair landmarks (mirror[mirror[i]] == i), got {list(mirror)}"
+        )
+    return perm
+
+
+def _fit(x: Tensor, lm: Tensor, vis: Tensor | None, ridge: float) -> Tensor:
+    """The bias-free map from flattened keypoints x (N, D·K) to landmarks lm (N, L, D)."""
+    D = lm.shape[-1]
+    mask = None if vis is None else vis.repeat_interleave(D, dim=1)
+    return fit_linear_regression(x, lm.flatten(1), mask=mask, ridge=ridge)
+
+
+def _mean_distance(pred: Tensor, lm: Tensor, vis: Tensor | None) -> Tensor:
+    """(N,) mean landmark distance per image over its visible landmarks (NaN if none)."""
+    d = (pred - lm).norm(dim=-1)
+    return d.mean(1) if vis is None else d.masked_fill(~vis, math.nan).nanmean(1)
+
+
+def _mirror_closer(
+    pred: Tensor, lm: Tensor, vis: Tensor | None, perm: Tensor
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """One round: the mirror labelling where it is closer to ``pred``, if more than
+    ``_MIRROR_MIN_CHANGES`` images change. Returns the landmarks, visibility, and which images
+    now hold the mirror labelling (N,)."""
+    vis_m = None if vis is None else vis[:, perm]
+    closer = _mean_distance(pred, lm[:, perm], vis_m) < _mean_distance(pred, lm, vis)
+    if not int(closer.sum()) > _MIRROR_MIN_CHANGES:
+        return lm, vis, torch.zeros_like(closer)
+    lm = torch.where(closer[:, None, None], lm[:, perm], lm)
+    if vis is not None and vis_m is not None:
+        vis = torch.where(closer[:, None], vis_m, vis)
+    return lm, vis, closer
+
+
+def _fit_mirrored(
+    x: Tensor, lm: Tensor, vis: Tensor | None, perm: Tensor, ridge: float
+) -> Tensor:
+    """AutoLink's fit under left/right ambiguity: mirror labellings and refit until a round
+    changes nothing, then refit without the images beyond mean + 3 std of the error."""
+    for _ in range(_MIRROR_MAX_ROUNDS):
+        weights = _fit(x, lm, vis, ridge)
+        pred = (x @ weights).reshape(lm.shape)
+        lm, vis, changed = _mirror_closer(pred, lm, vis, perm)
+        if not changed.any():
+            break
+    error = _mean_distance(pred, lm, vis)
+    finite = error[error.isfinite()]
+    keep = ~(error >= finite.mean() + 3 * finite.std())
+    return _fit(x[keep], lm[keep], None if vis is None else vis[keep], ridge)
 
 
 def _centre_z(points: Tensor, vis: Tensor | None) -> Tensor:
