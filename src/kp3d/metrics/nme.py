@@ -346,7 +346,7 @@ def _regression_nme(
     fit_vis: ArrayLike | None,
     test_vis: ArrayLike | None,
     ridge: float,
-    mirror: Sequence[int] | None = None,
+    mirror: Sequence[int] | None,
 ) -> NMEResult:
     tensors = {
         name: as_tensor(v, name, fn)
