@@ -88,7 +88,6 @@ class Collected:
     gt: Sample
     image_size: tuple[int, int] | None
     landmark_names: list[str] | None = None
-    """Names of the ground-truth landmarks, where the dataset has them."""
 
 
 _GT_FIELDS = ("mask", "kp2d", "vis", "kp3d", "category")
