@@ -256,3 +256,21 @@ def test_collect_takes_the_landmark_names_through_subsets() -> None:
     assert collect(Model(), Subset(Subset(Named(), [0, 1, 2]), [0, 2])).landmark_names == _BODY
     Named.keypoint_names = None
     assert collect(Model(), Named()).landmark_names is None
+
+
+def test_keypoint_discovery_reports_how_much_3d_motion_the_tracks_carry() -> None:
+    g = torch.Generator().manual_seed(8)
+    shape = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    gt3d = (_rotated_copies(shape, 60, seed=9) * 10 + 32).float()
+    lm = gt3d[..., :2]
+    A = torch.eye(2) + 0.3 * torch.randn(60, 2, 2, generator=g)
+    template = lm[0] @ A.transpose(-1, -2)  # every image an affine map of the first one
+    out = evaluate_keypoint_discovery(
+        _collected(template[:40], lm[:40]), _collected(template[40:], lm[40:])
+    )
+    assert out["tracks_sv3"]["value"] < 1e-4
+    assert out["tracks_sv3_gt"]["value"] > 0.1
+    lm_hidden = lm[40:].clone()
+    lm_hidden[0, 0] = float("nan")  # an image without every landmark is left out of the gt value
+    out = evaluate_keypoint_discovery(_collected(lm[:40], lm[:40]), _collected(lm[40:], lm_hidden))
+    assert out["tracks_sv3"]["value"] == pytest.approx(out["tracks_sv3_gt"]["value"], abs=0.02)

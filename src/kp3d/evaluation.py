@@ -32,6 +32,10 @@ Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
     against it isolates what the predicted depth adds. ``rotation_spread_deg`` (no ground truth
     needed): the mean angle of the head's rotations from their mean; near 0 means the head gives
     every image the same pose, i.e. it acts as a 2D template and its depth carries nothing.
+    ``tracks_sv3`` and ``tracks_sv3_gt`` (:func:`kp3d.metrics.track_singular_values`, test set):
+    how much of the discovered keypoints' motion, and of the ground truth's, needs a third
+    dimension; when the first is far below the second, the keypoints move as one flat template
+    and no 3D head can add depth to them.
 
 Lifting methods (2D -> 3D), :func:`evaluate_lifting`
     C3DPO's protocol as recorded in ``shared/ANCHORS.md``: per sample, centre the visible 2D
@@ -70,6 +74,7 @@ from kp3d.metrics import (
     nme_3d,
     p_mpjpe,
     stress,
+    track_singular_values,
 )
 
 
@@ -249,6 +254,12 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
             add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), "
                 + _LR)
 
+    add("tracks_sv3", track_singular_values(tk)[2],
+        "discovered keypoints' tracks (test set, centred and scale-normalised per image): "
+        "3rd singular value over the 1st; near 0 = affine maps of one flat template, "
+        "no depth for any lifting to recover")
+    add("tracks_sv3_gt", track_singular_values(tl, _landmark_mask(tl))[2],
+        "the same for the ground-truth landmarks (every finite one, occluded or not)")
     if "R" in test.pred:
         add("rotation_spread_deg", rotation_spread(test.pred["R"]) * 180 / torch.pi,
             "3D head: mean angle (degrees) of the predicted rotations from their mean rotation")
