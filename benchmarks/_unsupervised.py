@@ -29,19 +29,22 @@ def add_run_arguments(
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="extra method-config values, e.g. n_basis=8 decoder_input=edges+depth "
                              "(JSON values; anything that is not JSON is taken as a string)")
 
 
 def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
     """``--set KEY=VALUE ...`` -> a dict: each value as JSON (numbers, true, null, lists), or
-    the plain string when it is not JSON, so ``decoder_input=edges+depth`` needs no quotes."""
+    the plain string when it is not JSON, so ``decoder_input=edges+depth`` needs no quotes.
+    A key given twice is an error (``--set`` may be repeated; its values add up)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"error: --set {pair!r}: expected KEY=VALUE")
+        if key in out:
+            raise SystemExit(f"error: --set {key}: given twice")
         try:
             out[key] = json.loads(text)
         except json.JSONDecodeError:

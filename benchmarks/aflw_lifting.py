@@ -184,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None,
                         help=f"step budget per method (default {DEFAULT_STEPS})")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE",
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.KEY=VALUE",
                         help="method-config values, e.g. lifter.n_basis=8 (JSON values)")
-    parser.add_argument("--train", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--train", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="training-config values for every method, e.g. ema=0.999 (JSON "
                              "values)")
     args = parser.parse_args(argv)

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=500, help="test instances per category")
     parser.add_argument("--steps", type=int, default=3000, help="step budget of every model")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="lifter config values, e.g. n_basis=8 (JSON values, else strings)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

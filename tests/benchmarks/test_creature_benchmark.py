@@ -1,6 +1,7 @@
 """The creature benchmark's code path (synth -> train -> evaluate -> montage -> merged table)
 on a tiny set: the numbers are meaningless here, the plumbing is what is tested."""
 
+import argparse
 import importlib
 import json
 import subprocess
@@ -57,6 +58,16 @@ def test_set_values_are_json_or_plain_strings() -> None:
     for bad in ("n_basis", "=3"):
         with pytest.raises(SystemExit, match="expected KEY=VALUE"):
             parse_set([bad])
+
+
+def test_repeated_set_options_add_up_and_a_repeated_key_is_refused() -> None:
+    bench = _benchmark_module("_unsupervised")
+    parser = argparse.ArgumentParser()
+    bench.add_run_arguments(parser, out="runs/x", k=[16], minutes=1.0, clock="cpu")
+    args = parser.parse_args(["--set", "min_keypoint_edge=0.1", "--set", "n_basis=0", "k=8"])
+    assert bench.parse_set(args.set) == {"min_keypoint_edge": 0.1, "n_basis": 0, "k": 8}
+    with pytest.raises(SystemExit, match="n_basis: given twice"):
+        bench.parse_set(["n_basis=0", "n_basis=5"])
 
 
 def test_a_cached_set_with_another_azimuth_range_is_refused(tmp_path: Path) -> None:
