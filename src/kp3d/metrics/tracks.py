@@ -6,8 +6,9 @@ when every image's keypoints are an affine map of one flat 2D template. The thir
 of W relative to the first therefore says how much of the keypoints' motion needs a third
 dimension (a rotation in depth, or a deformation): near 0, no lifting of those keypoints, however
 good, can recover more depth than the mean depth; ground-truth joints of an object seen from all
-around score far higher. Articulation adds rank beyond 3, so the ratio is a necessary condition
-for recoverable depth, not a measure of its quality.
+around score far higher. Articulation and noise add rank too (keypoints scattered at random score
+high), so the ratio is a necessary condition for recoverable depth, not a measure of its quality:
+read it beside the landmark error.
 
 Each image's keypoints are centred and scaled to unit RMS radius first, so that images weigh
 alike whatever the object's size.
