@@ -274,3 +274,15 @@ def test_keypoint_discovery_reports_how_much_3d_motion_the_tracks_carry() -> Non
     lm_hidden[0, 0] = float("nan")  # an image without every landmark is left out of the gt value
     out = evaluate_keypoint_discovery(_collected(lm[:40], lm[:40]), _collected(lm[40:], lm_hidden))
     assert out["tracks_sv3"]["value"] == pytest.approx(out["tracks_sv3_gt"]["value"], abs=0.02)
+
+
+def test_keypoint_discovery_leaves_the_track_rank_out_where_it_is_undefined() -> None:
+    g = torch.Generator().manual_seed(10)
+    lm = torch.rand(30, 6, 2, generator=g) * 64
+    two = lm[:, :2] + torch.randn(30, 2, 2, generator=g)  # two keypoints have no third direction
+    out = evaluate_keypoint_discovery(_collected(two[:20], lm[:20]), _collected(two[20:], lm[20:]))
+    assert "tracks_sv3" not in out and out["tracks_sv3_gt"]["value"] > 0
+    hidden = lm[20:].clone()
+    hidden[1:, 2] = float("nan")  # one test image keeps every landmark: too few for the gt row
+    out = evaluate_keypoint_discovery(_collected(lm[:20], lm[:20]), _collected(lm[20:], hidden))
+    assert "tracks_sv3_gt" not in out and out["tracks_sv3"]["value"] > 0

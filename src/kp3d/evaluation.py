@@ -208,6 +208,15 @@ def _mirror(test: Collected, n_landmarks: int) -> tuple[int, ...] | None:
         return None
 
 
+def _track_sv3(points: Tensor, mask: Tensor | None) -> Tensor | None:
+    """``tracks_sv3`` of (N, K, 2) points, or None where it is undefined (fewer than 3 points,
+    or fewer than 2 images with all of them)."""
+    try:
+        return track_singular_values(points, mask)[2]
+    except ValueError:
+        return None
+
+
 def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, Any]:
     """Protocols for discovered image keypoints (see the module docstring).
 
@@ -254,12 +263,14 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
             add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), "
                 + _LR)
 
-    add("tracks_sv3", track_singular_values(tk)[2],
-        "discovered keypoints' tracks (test set, centred and scale-normalised per image): "
-        "3rd singular value over the 1st; near 0 = affine maps of one flat template, "
-        "no depth for any lifting to recover")
-    add("tracks_sv3_gt", track_singular_values(tl, _landmark_mask(tl))[2],
-        "the same for the ground-truth landmarks (every finite one, occluded or not)")
+    sv3, sv3_gt = _track_sv3(tk, None), _track_sv3(tl, _landmark_mask(tl))
+    if sv3 is not None:
+        add("tracks_sv3", sv3, "discovered keypoints' tracks (test set, centred and "
+            "scale-normalised per image): 3rd singular value over the 1st; near 0 = affine maps "
+            "of one flat template, no depth for any lifting to recover")
+    if sv3_gt is not None:
+        add("tracks_sv3_gt", sv3_gt,
+            "the same for the ground-truth landmarks (every finite one, occluded or not)")
     if "R" in test.pred:
         add("rotation_spread_deg", rotation_spread(test.pred["R"]) * 180 / torch.pi,
             "3D head: mean angle (degrees) of the predicted rotations from their mean rotation")
