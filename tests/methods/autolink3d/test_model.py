@@ -216,7 +216,7 @@ def test_lr_scaled_scales_the_value_but_not_the_gradient():
 
 @pytest.mark.parametrize("init", [0.018, 1.0])
 def test_skeleton_is_symmetric_non_negative_and_starts_at_its_init(init):
-    model = build(k=5, edge_weight_init=init)
+    model = build(k=5, edge_weight_init=init, min_keypoint_edge=0.0)
     sk = model.skeleton()
     assert sk.shape == (5, 5)
     torch.testing.assert_close(sk, sk.T)
@@ -226,7 +226,7 @@ def test_skeleton_is_symmetric_non_negative_and_starts_at_its_init(init):
 
 
 def test_min_keypoint_edge_floors_each_keypoints_strongest_edge_only():
-    model = build(k=5)
+    model = build(k=5, min_keypoint_edge=0.0)
     with torch.no_grad():
         model.edge_logits.copy_(torch.linspace(-3.0, 1.0, 10) / model.config.skeleton_lr_scale)
     free = model.skeleton()
@@ -287,8 +287,9 @@ def test_every_loss_term_reaches_the_detector():
 
 
 def test_keypoint_maps_reach_the_decoder_and_move_the_keypoints():
-    plain = build(perceptual="none", w_pixel=1.0)
-    named = build(perceptual="none", w_pixel=1.0, decoder_input="edges+keypoints")
+    empty = {"perceptual": "none", "w_pixel": 1.0, "min_keypoint_edge": 0.0}
+    plain = build(**empty)
+    named = build(**empty, decoder_input="edges+keypoints")
     assert plain.decoder.stem.in_channels == 4 and named.decoder.stem.in_channels == 4 + 4
     batch = tiny_batch()
     # Skeleton and 3D head off: the keypoints get gradient only through what the decoder sees.
