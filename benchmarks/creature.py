@@ -43,9 +43,8 @@ ALL_AROUND = [0.0, 360.0]
 """The generator's default camera azimuth range, degrees."""
 
 COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline", "nme_lr",
-           "nme3d_lr", "nme3d_depth_lr", "nme3d_flat_baseline_lr", "rotation_spread_deg", "tracks_sv3",
-           "tracks_sv3_gt", "steps",
-           "images", "cpu_s", "threads"]
+           "nme3d_lr", "nme3d_depth_lr", "nme3d_flat_baseline_lr", "rotation_spread_deg",
+           "tracks_sv3", "tracks_sv3_gt", "steps", "images", "cpu_s", "threads"]
 
 
 def synthesise(folder: Path, n: int, seed: int, size: int,

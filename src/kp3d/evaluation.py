@@ -208,11 +208,11 @@ def _mirror(test: Collected, n_landmarks: int) -> tuple[int, ...] | None:
         return None
 
 
-def _track_sv3(points: Tensor, mask: Tensor | None) -> Tensor | None:
+def _track_sv3(points: Tensor) -> Tensor | None:
     """``tracks_sv3`` of (N, K, 2) points, or None where it is undefined (fewer than 3 points,
-    or fewer than 2 images with all of them)."""
+    or fewer than 2 images with all of them finite)."""
     try:
-        return track_singular_values(points, mask)[2]
+        return track_singular_values(points)[2]
     except ValueError:
         return None
 
@@ -263,7 +263,7 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
             add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), "
                 + _LR)
 
-    sv3, sv3_gt = _track_sv3(tk, None), _track_sv3(tl, _landmark_mask(tl))
+    sv3, sv3_gt = _track_sv3(tk), _track_sv3(tl)
     if sv3 is not None:
         add("tracks_sv3", sv3, "discovered keypoints' tracks (test set, centred and "
             "scale-normalised per image): 3rd singular value over the 1st; near 0 = affine maps "
