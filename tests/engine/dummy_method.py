@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from kp3d.data.inputs import IMAGES
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.methods.base import MethodModel, MethodSpec, StepOutput
@@ -90,7 +91,7 @@ class DummyModel(MethodModel):
 SPEC = MethodSpec(
     config_cls=DummyConfig,
     build=DummyModel,
-    data="images",
+    inputs=IMAGES,
     description="engine test model",
     train_defaults={
         "lr": 1e-2,
@@ -105,7 +106,7 @@ SPEC = MethodSpec(
 SPEC_OTHER = MethodSpec(
     config_cls=DummyConfig,
     build=DummyModel,
-    data="images",
+    inputs=IMAGES,
     description="another test method",
 )
 
@@ -141,6 +142,6 @@ class ClashConfig:
 SPEC_CLASH = MethodSpec(
     config_cls=ClashConfig,
     build=lambda config: DummyModel(DummyConfig(k=config.k)),
-    data="images",
+    inputs=IMAGES,
     description="a method with a setting named like a training setting",
 )

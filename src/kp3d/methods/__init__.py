@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import importlib
 
-from kp3d.methods.base import MethodModel, MethodSpec, StepOutput
+from kp3d.methods.base import (
+    LossOutput,
+    MethodModel,
+    MethodSpec,
+    ParamGroup,
+    StepOutput,
+    default_param_groups,
+)
+from kp3d.methods.prediction import Prediction
 
 REGISTRY: dict[str, str] = {
     "autolink3d": "kp3d.methods.autolink3d:SPEC",
@@ -26,4 +34,14 @@ def get_method(name: str) -> MethodSpec:
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["REGISTRY", "MethodModel", "MethodSpec", "StepOutput", "get_method"]
+__all__ = [
+    "REGISTRY",
+    "LossOutput",
+    "MethodModel",
+    "MethodSpec",
+    "ParamGroup",
+    "Prediction",
+    "StepOutput",
+    "default_param_groups",
+    "get_method",
+]

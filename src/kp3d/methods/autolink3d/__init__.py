@@ -3,6 +3,7 @@
 ``autolink`` is the same model with the 3D head switched off (the 2D AutoLink baseline).
 """
 
+from kp3d.data.inputs import IMAGES
 from kp3d.methods.autolink3d.config import AutoLink3DConfig
 from kp3d.methods.autolink3d.model import AutoLink3D, ShapeModel, build
 from kp3d.methods.base import MethodSpec
@@ -14,7 +15,8 @@ converge far sooner with it in a fixed time budget."""
 SPEC = MethodSpec(
     config_cls=AutoLink3DConfig,
     build=build,
-    data="images",
+    inputs=IMAGES,
+    protocols=("keypoint_discovery",),
     description="AutoLink keypoints and skeleton with a learned 3D shape model and per-image pose",
     train_defaults=TRAIN_DEFAULTS,
 )
@@ -22,7 +24,8 @@ SPEC = MethodSpec(
 SPEC_2D = MethodSpec(
     config_cls=AutoLink3DConfig,
     build=build,
-    data="images",
+    inputs=IMAGES,
+    protocols=("keypoint_discovery",),
     description="AutoLink: 2D keypoints and skeleton by masked reconstruction (autolink3d, no 3D)",
     overrides={"use_3d": False},
     train_defaults=TRAIN_DEFAULTS,

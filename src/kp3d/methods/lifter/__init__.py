@@ -1,13 +1,15 @@
 """``lifter``: the multi-category, cyclically self-supervised 2D→3D lifter of Can et al.; see
 :mod:`.model`."""
 
+from kp3d.data.inputs import KEYPOINTS
 from kp3d.methods.base import MethodSpec
 from kp3d.methods.lifter.model import Lifter, LifterConfig, build
 
 SPEC = MethodSpec(
     config_cls=LifterConfig,
     build=build,
-    data="keypoints",
+    inputs=KEYPOINTS,
+    protocols=("lifting",),
     description="Can et al.'s lifter: non-negative shape coefficients, cyclic "
     "self-supervision, several categories in one network (no 3D labels)",
     # bf16 (~3 significant digits) is too coarse for reprojection residuals of ~1% of a shape.
@@ -31,7 +33,8 @@ samples), averaged at prediction without those that ended flattened."""
 SPEC_FIT = MethodSpec(
     config_cls=LifterConfig,
     build=build,
-    data="keypoints",
+    inputs=KEYPOINTS,
+    protocols=("lifting",),
     description="kp3d's lifter: deformation fitted per view with a ridge prior over a "
     "motion-free basis, rotation refined at prediction, four networks averaged (no 3D labels)",
     overrides=FIT_OVERRIDES,
