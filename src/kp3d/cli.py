@@ -8,8 +8,11 @@ imported, so ``kp3d --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import re
 import sys
+import typing
 
 from kp3d.errors import UserError
 
@@ -24,11 +27,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a "did you mean" for mistyped flags and commands."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        super().error(message + _suggestion(self, message))
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """``"; did you mean --steps?"`` for the first unknown flag or command in ``message``."""
+    if m := re.search(r"unrecognized arguments: (\S+)", message):
+        word = m.group(1).split("=", 1)[0]
+        known = list(parser._option_string_actions)
+    elif m := re.search(r"invalid choice: '([^']+)'", message):
+        word = m.group(1)
+        known = [c for a in parser._actions if a.choices for c in a.choices]
+    else:
+        return ""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _deepest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost sub-command parser that ``args`` went through (``kp3d data info``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _deepest(action.choices[chosen], args)
+    return parser
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s own arguments are loaded (all when None)."""
     from kp3d import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kp3d",
         description="Discover 3D keypoints, a skeleton, a canonical shape and poses from images.",
     )
@@ -39,14 +73,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command is None or name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
-            p.set_defaults(_run=module.run)
+            p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else "").parse_args(argv)
+    parser = build_parser(command if command in COMMANDS else "")
+    if not argv:
+        parser.print_help()
+        return 0
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Reported under the sub-command's own usage (argparse would show the top-level one).
+        _deepest(args._parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args._run(args) or 0)
     except UserError as e:
