@@ -17,8 +17,22 @@ import numpy as np
 from PIL import Image
 
 PALETTE: tuple[str, ...] = (
-    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-    "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075",
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+    "#dcbeff",
+    "#9a6324",
+    "#800000",
+    "#aaffc3",
+    "#808000",
+    "#000075",
 )
 
 
@@ -51,7 +65,7 @@ def table(rows: Sequence[Mapping[str, object]], *, columns: Sequence[str] | None
     body = "".join(
         "<tr>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def line_chart(
@@ -63,7 +77,9 @@ def line_chart(
     log_y: bool = False,
 ) -> str:
     """An inline SVG line chart of named (x, y) series sharing the axes."""
-    pts = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items() if len(x)}
+    pts = {
+        k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in series.items() if len(x)
+    }
     if not pts:
         return "<p><em>no data</em></p>"
     if log_y:
@@ -111,7 +127,9 @@ def line_chart(
         ok = np.isfinite(y)
         poly = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(sx(x[ok]), sy(y[ok])))
         colour = keypoint_colour(i)
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{poly}"/>')
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{poly}"/>'
+        )
         parts.append(
             f'<text x="{width - m}" y="{m + 12 * i}" text-anchor="end" font-size="10" '
             f'fill="{colour}">{escape(name)}</text>'
@@ -166,14 +184,25 @@ def skeleton_svg(
 VIEWER_JS = """
 function kp3dViewer(canvas, pts, edges) {
   // pts: [[x,y,z],...] in the camera convention (x right, y down, z forward); edges: [[i,j,w],...]
+  // Drag (mouse or one finger) rotates; each point is labelled with its keypoint index.
   const ctx = canvas.getContext('2d');
   const n = pts.length;
   const c = [0, 1, 2].map(a => pts.reduce((s, p) => s + p[a], 0) / n);
   const q = pts.map(p => [p[0] - c[0], p[1] - c[1], p[2] - c[2]]);
   const r = Math.max(1e-9, ...q.map(p => Math.hypot(p[0], p[1], p[2])));
+  const css = canvas.width;  // the size asked for, in CSS pixels; the bitmap follows the screen
   let yaw = 0.6, pitch = -0.3, drag = null;
+  function resize() {
+    const shown = Math.min(css, canvas.parentElement ? canvas.parentElement.clientWidth || css : css);
+    const dpr = window.devicePixelRatio || 1;
+    canvas.style.width = canvas.style.height = shown + 'px';
+    canvas.width = canvas.height = Math.round(shown * dpr);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    draw();
+  }
   function draw() {
-    const W = canvas.width, H = canvas.height, s = 0.42 * Math.min(W, H) / r;
+    const dpr = window.devicePixelRatio || 1;
+    const W = canvas.width / dpr, H = canvas.height / dpr, s = 0.42 * Math.min(W, H) / r;
     const cy = Math.cos(yaw), sy = Math.sin(yaw), cp = Math.cos(pitch), sp = Math.sin(pitch);
     const v = q.map(p => {
       const x = cy * p[0] + sy * p[2], z = -sy * p[0] + cy * p[2];
@@ -187,19 +216,24 @@ function kp3dViewer(canvas, pts, edges) {
       ctx.beginPath(); ctx.moveTo(v[i][0], v[i][1]); ctx.lineTo(v[j][0], v[j][1]); ctx.stroke();
     }
     const order = [...v.keys()].sort((a, b) => v[b][2] - v[a][2]);
+    ctx.font = '10px system-ui, sans-serif';
     for (const i of order) {
       ctx.fillStyle = PALETTE[i % PALETTE.length];
       ctx.beginPath(); ctx.arc(v[i][0], v[i][1], 4, 0, 2 * Math.PI); ctx.fill();
+      ctx.fillStyle = '#333';
+      ctx.fillText(String(i), v[i][0] + 5, v[i][1] - 5);
     }
   }
   canvas.addEventListener('pointerdown', e => { drag = [e.clientX, e.clientY]; canvas.setPointerCapture(e.pointerId); });
   canvas.addEventListener('pointerup', () => { drag = null; });
+  canvas.addEventListener('pointercancel', () => { drag = null; });
   canvas.addEventListener('pointermove', e => {
     if (!drag) return;
     yaw += (e.clientX - drag[0]) * 0.01; pitch += (e.clientY - drag[1]) * 0.01;
     drag = [e.clientX, e.clientY]; draw();
   });
-  draw();
+  window.addEventListener('resize', resize);
+  resize();
 }
 """
 
@@ -222,9 +256,7 @@ def viewer(
     )
 
 
-def spanning_edges(
-    weights: np.ndarray, *, min_weight: float = 0.5
-) -> list[tuple[int, int, float]]:
+def spanning_edges(weights: np.ndarray, *, min_weight: float = 0.5) -> list[tuple[int, int, float]]:
     """The edges to draw for a learned skeleton: its maximum spanning tree, plus every edge of
     at least ``min_weight`` times the largest weight and twice the median; sorted, i < j.
 
@@ -235,8 +267,9 @@ def spanning_edges(
     """
     w = np.asarray(weights, float)
     k = w.shape[0]
-    finite = [(float(w[i, j]), i, j) for i in range(k) for j in range(i + 1, k)
-              if math.isfinite(w[i, j])]
+    finite = [
+        (float(w[i, j]), i, j) for i in range(k) for j in range(i + 1, k) if math.isfinite(w[i, j])
+    ]
     parent = list(range(k))
 
     def root(a: int) -> int:
@@ -260,18 +293,20 @@ def spanning_edges(
 
 
 PAGE_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1200px}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:16px;color:#222}
 h1{font-size:22px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+.scroll{overflow-x:auto} table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:10px} figure{margin:0;text-align:center;font-size:11px}
-canvas.viewer{border:1px solid #ddd;cursor:grab;background:#fafafa} .muted{color:#777;font-size:12px}
+canvas.viewer{border:1px solid #ddd;cursor:grab;background:#fafafa;touch-action:none;max-width:100%}
+img,svg{max-width:100%;height:auto} .muted{color:#777;font-size:12px}
 """
 
 
 def page(title: str, body: str) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{escape(title)}</title><style>{PAGE_CSS}</style>{viewer_script()}</head>"
         f"<body><h1>{escape(title)}</h1>{body}</body></html>"
     )
