@@ -78,7 +78,7 @@ def _open(page: Path, tmp: Path, *, width: int, height: int) -> tuple[dict, np.n
         timeout=120,
         check=True,
     ).stdout
-    found = re.search(r'<pre id="kp3d-probe">(.*?)</pre>', dom, re.S)
+    found = re.search(r'<pre id="kp3d-probe">(.*?)</pre>', dom, re.DOTALL)
     assert found, f"the probe did not run; Chromium printed: {dom[:500]!r}"
     shot = tmp / f"shot-{width}.png"
     subprocess.run(
