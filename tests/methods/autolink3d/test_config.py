@@ -57,3 +57,11 @@ def test_roundtrip_through_dict():
 def test_invalid_values_raise_config_error(changes, match):
     with pytest.raises(ConfigError, match=match):
         AutoLink3DConfig(**changes)
+
+
+@pytest.mark.parametrize(("size", "heatmap"), [(32, 8), (48, 12), (64, 16), (128, 32)])
+def test_the_heatmap_size_follows_the_image_size_unless_set(size: int, heatmap: int) -> None:
+    assert AutoLink3DConfig(image_size=size, mask_grid=16).heatmap_size == heatmap
+    assert AutoLink3DConfig(image_size=size, mask_grid=16, heatmap_size=size // 8).heatmap_size == (
+        size // 8
+    )

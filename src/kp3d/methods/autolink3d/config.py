@@ -34,9 +34,9 @@ class AutoLink3DConfig:
     width: float = 0.25
     """Channel-width multiplier relative to AutoLink's networks (detector 64-512 channels,
     U-Net 64-512); 0.25 gives about 1.6M trainable parameters, sized for a laptop CPU."""
-    heatmap_size: int = 16
-    """Side of the detector's heatmaps: image_size / 16 times a power of two (AutoLink:
-    image_size / 4)."""
+    heatmap_size: int = 0
+    """Side of the detector's heatmaps: image_size / 16 times a power of two; 0 = AutoLink's
+    image_size / 4, so that it follows the image size."""
     norm: Norm = "batch"
     """Normalisation in the detector and U-Net: batch = AutoLink's BatchNorm (batch statistics,
     synchronised across GPUs but per process on CPU); group = GroupNorm (per-sample
@@ -127,6 +127,8 @@ class AutoLink3DConfig:
             raise ConfigError(
                 f"mask_grid: must divide image_size {self.image_size}, got {self.mask_grid}"
             )
+        if self.heatmap_size == 0:
+            object.__setattr__(self, "heatmap_size", self.image_size // 4)
         coarsest = self.image_size // ENCODER_STRIDE
         valid = [coarsest * 2**i for i in range(5) if coarsest * 2**i <= self.image_size]
         if self.heatmap_size not in valid:
