@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("kp3d.commands.evaluate", "score a trained model with the literature's protocols"),
     "report": ("kp3d.commands.report", "write a self-contained HTML report of a run"),
     "data": ("kp3d.commands.data", "inspect datasets (`kp3d data info PATH`)"),
+    "export": ("kp3d.commands.export", "export a trained run as an ONNX graph"),
 }
 
 

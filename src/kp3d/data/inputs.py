@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from kp3d.data.schema import Sample
@@ -32,6 +33,14 @@ class Inputs:
     def image_size(self, config: Any) -> int | None:
         """The image side length ``config`` asks for (None: the data's own size)."""
         return next((int(getattr(config, f)) for f in SIZE_FIELDS if hasattr(config, f)), None)
+
+    def example(self, config: Any, *, batch: int = 2) -> Sample:
+        """A batch of the inputs a model with ``config`` takes (random values), for tracing and
+        export: ``image`` (batch, 3, S, S)."""
+        size = self.image_size(config)
+        if size is None:
+            raise ValueError(f"{type(config).__name__} has no image size")
+        return Sample(image=torch.rand(batch, 3, size, size))
 
     def open(
         self,
@@ -62,6 +71,9 @@ class ViewInputs(Inputs):
 
     name: str = "views"
 
+    def example(self, config: Any, *, batch: int = 2) -> Sample:
+        raise NotImplementedError("multi-view inputs have no fixed example (the rig decides V)")
+
 
 @dataclass(frozen=True)
 class KeypointInputs(Inputs):
@@ -72,6 +84,13 @@ class KeypointInputs(Inputs):
 
     def image_size(self, config: Any) -> int | None:
         return None
+
+    def example(self, config: Any, *, batch: int = 2) -> Sample:
+        """``kp2d`` (batch, K, 2) and ``vis`` for K = the config's ``n_keypoints``."""
+        k = int(getattr(config, "n_keypoints", 0))
+        if k < 1:
+            raise ValueError(f"{type(config).__name__} records no number of keypoints")
+        return Sample(kp2d=torch.randn(batch, k, 2), vis=torch.ones(batch, k, dtype=torch.bool))
 
     def open(
         self,
