@@ -142,7 +142,7 @@ class OnnxPredictor:
         try:
             self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise UserError(f"{self.path}: not a readable ONNX graph ({e})") from None
+            raise UserError(f"{self.path}: not a readable ONNX graph ({e})") from e
         props = self.session.get_modelmeta().custom_metadata_map
         if META_KEY not in props:
             raise UserError(f"{self.path}: not written by kp3d export (no {META_KEY!r} metadata)")
