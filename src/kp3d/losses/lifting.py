@@ -14,7 +14,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kp3d.nn.lifting import masked_mean, orthographic_translation, visibility
+from kp3d.geometry.keypoints import (
+    least_squares_scale,
+    masked_mean,
+    orthographic_translation,
+)
+from kp3d.geometry.keypoints import visibility_weights as visibility
 
 
 def pseudo_huber(sq_dist: Tensor, delta: float) -> Tensor:
@@ -86,6 +91,6 @@ def shape_prior_loss(shapes: Tensor, groups: Tensor | None = None,
     sums = shapes.new_zeros(n, *shapes.shape[1:]).index_add_(0, groups, shapes * w)
     counts = shapes.new_zeros(n, *w.shape[1:]).index_add_(0, groups, w)
     mean = (sums / counts.clamp_min(1))[groups] * w
-    c = (shapes * mean).sum((-2, -1)) / mean.square().sum((-2, -1)).clamp_min(1e-12)
+    c = least_squares_scale(mean, shapes)
     sq_dist = (shapes - c[:, None, None] * mean).square().sum(-1)
     return masked_mean(sq_dist, w[..., 0], dim=-1).mean()

@@ -56,6 +56,7 @@ from kp3d.geometry import (
     rotation_6d_to_matrix,
     rotation_spread,
 )
+from kp3d.geometry.keypoints import least_squares_scale, normalise_keypoints
 from kp3d.losses.perceptual import PerceptualLoss
 from kp3d.losses.projection import orthographic_project, projection_loss
 from kp3d.losses.repulsion import repulsion_loss
@@ -203,10 +204,10 @@ class ShapeModel(nn.Module):
         """
         dtype = torch.promote_types(kp2d.dtype, torch.float32)
         kp = kp2d.detach().to(dtype)
-        centre = kp.mean(-2, keepdim=True)
+        norm = normalise_keypoints(kp)
+        centre = norm.centre[:, None]
         centred = kp - centre
-        rms = centred.square().sum(-1).mean(-1).clamp_min(1e-12).sqrt()[:, None, None]
-        x = torch.cat([features.mean(dim=(-2, -1)).to(dtype), (centred / rms).flatten(1)], dim=1)
+        x = torch.cat([features.mean(dim=(-2, -1)).to(dtype), norm.kp2d.flatten(1)], dim=1)
         out = self.regressor(x).to(dtype)
         # Geometry in float32 even under bf16 autocast, which would round the matmuls.
         with torch.autocast(kp2d.device.type, enabled=False):
@@ -218,7 +219,7 @@ class ShapeModel(nn.Module):
             rotated = canonical[:, None] @ R.transpose(-1, -2)  # (B, H, K, 3)
             unit = orthographic_project(rotated, scales)  # zero-mean
             target = centred[:, None]
-            S = (unit * target).sum((-2, -1)) / unit.square().sum((-2, -1)).clamp_min(1e-12)
+            S = least_squares_scale(unit, target)
             # A negative fit is the same shape turned by pi about the optical axis: move the
             # sign into R (D R with D = diag(-1, -1, 1) is a rotation, and X (D R)^T = X R^T D),
             # so gradients never stall at S = 0.
