@@ -55,7 +55,7 @@ def check_shape(
     want = "(" + ", ".join(tokens) + ")"
     ok = len(shape) >= len(fixed) if leading else len(shape) == len(fixed)
     if ok:
-        tail = shape[len(shape) - len(fixed):]
+        tail = shape[len(shape) - len(fixed) :]
         new: dict[str, int] = {}
         for token, size in zip(fixed, tail, strict=True):
             if token.isdigit():
@@ -90,9 +90,7 @@ def masked_mean(
     Entries of ``x`` under a zero weight must be finite (``0 * nan`` is nan).
     """
     mask = mask.expand_as(x)
-    return (x * mask).sum(dim, keepdim=keepdim) / mask.sum(dim, keepdim=keepdim).clamp_min(
-        MEAN_EPS
-    )
+    return (x * mask).sum(dim, keepdim=keepdim) / mask.sum(dim, keepdim=keepdim).clamp_min(MEAN_EPS)
 
 
 class Normalised(NamedTuple):
@@ -106,7 +104,9 @@ class Normalised(NamedTuple):
     """(...) the RMS distance of the visible points from ``centre``, in input units."""
 
 
-def normalise_keypoints(kp2d: Tensor, vis: Tensor | None = None, *, eps: float = 1e-8) -> Normalised:
+def normalise_keypoints(
+    kp2d: Tensor, vis: Tensor | None = None, *, eps: float = 1e-8
+) -> Normalised:
     """Centre the visible keypoints on their mean and divide by their RMS distance from it.
 
     ``c = mean_w(y)``, ``s = max(sqrt(mean_w ||y_k - c||^2), eps)``, ``y' = w (y - c) / s``: the
