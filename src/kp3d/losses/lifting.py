@@ -11,6 +11,8 @@ then over the batch, so a masked point contributes neither value nor gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -20,6 +22,7 @@ from kp3d.geometry.keypoints import (
     orthographic_translation,
 )
 from kp3d.geometry.keypoints import visibility_weights as visibility
+from kp3d.geometry.rotations import random_rotation
 
 
 def pseudo_huber(sq_dist: Tensor, delta: float) -> Tensor:
@@ -56,6 +59,45 @@ def reprojection_loss(shape_cam: Tensor, kp2d: Tensor, vis: Tensor | None = None
     projected = shape_cam[..., :2]
     t = orthographic_translation(projected, kp2d, w)
     return point_loss(projected + t[..., None, :], kp2d, w, delta=delta)
+
+
+def canonicalisation_loss(
+    shapes: Tensor,
+    canonicaliser: Callable[[Tensor], Tensor],
+    compose: Callable[[Tensor], Tensor],
+    *,
+    rotations: int = 1,
+    delta: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """C3DPO's canonicalisation (transversality) loss (Novotny et al., ICCV 2019, eq. 6).
+
+    ``mean_k rho(|| compose(Psi(R~ X))_k - X_k ||)`` over the shapes and ``rotations`` uniformly
+    random rotations ``R~`` each: the canonicaliser ``Psi`` must recover, from a randomly
+    rotated canonical shape, coefficients whose shape is the unrotated one. That is possible
+    only if no two shapes of the model are rotations of one another, which makes the canonical
+    frame, and with it the depth, unique.
+
+    Args:
+        shapes: (B, K, 3) canonical shapes ``X``; gradients flow into them too, so the shape
+            space itself is pushed towards being canonicalisable.
+        canonicaliser: ``Psi``, (N, 3K) flattened rotated shapes -> (N, n) coefficients.
+        compose: the shape model, (N, n) coefficients -> (N, K, 3) shapes.
+        rotations: random rotations per shape.
+        delta: pseudo-Huber scale (:func:`pseudo_huber`, as C3DPO); None = the plain Euclidean
+            distance.
+        generator: for the random rotations.
+
+    Returns:
+        Scalar, the mean over points, then over shapes and rotations.
+    """
+    X = shapes.repeat(rotations, 1, 1)
+    R = random_rotation(X.shape[0], generator=generator, dtype=X.dtype, device=X.device)
+    alpha = canonicaliser((X @ R.transpose(-1, -2)).flatten(-2)).to(X.dtype)
+    rebuilt = compose(alpha)
+    if delta is None:
+        return (X - rebuilt).norm(dim=-1).mean()
+    return point_loss(rebuilt, X, delta=delta)
 
 
 def rotation_loss(R: Tensor, R_target: Tensor, *, delta: float) -> Tensor:

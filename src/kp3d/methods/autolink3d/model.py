@@ -51,12 +51,12 @@ from torch import Tensor, nn
 from kp3d.data.schema import Sample
 from kp3d.geometry import (
     normalised_to_pixel,
-    random_rotation,
     render_gaussian_heatmaps,
     rotation_6d_to_matrix,
     rotation_spread,
 )
 from kp3d.geometry.keypoints import least_squares_scale, normalise_keypoints
+from kp3d.losses.lifting import canonicalisation_loss
 from kp3d.losses.perceptual import PerceptualLoss
 from kp3d.losses.projection import orthographic_project, projection_loss
 from kp3d.losses.repulsion import repulsion_loss
@@ -252,16 +252,9 @@ class ShapeModel(nn.Module):
         if self.canonicaliser is None:
             return canonical.new_zeros(())
         with torch.autocast(canonical.device.type, enabled=False):
-            R = random_rotation(
-                canonical.shape[0],
-                generator=generator,
-                dtype=canonical.dtype,
-                device=canonical.device,
+            return canonicalisation_loss(
+                canonical, self.canonicaliser, self.compose, generator=generator
             )
-            alpha = self.canonicaliser((canonical @ R.transpose(-1, -2)).flatten(1)).to(
-                canonical.dtype
-            )
-            return (canonical - self.compose(alpha)).norm(dim=-1).mean()
 
 
 # ----------------------------------------------------------------------------- the model
