@@ -16,8 +16,7 @@ How the 3D head avoids trivial solutions
     * Collapsed keypoints, which any 3D shape projects onto: the reconstruction needs spread
       keypoints, the repulsion loss pushes crowded ones apart, and the projection loss is
       relative to the keypoints' spread. (With S fitted to P2D, the absolute loss falls as P2D
-      shrinks; in single 200-step runs on real faces it contracted the keypoints and cost 2
-      points of NME-5 against the 2D-only model, while the relative loss gained 1.5.)
+      shrinks, which pulls the keypoints together.)
     * Scale: the mean shape M is centred with unit RMS and each basis shape is centred with unit
       norm, so size lives in S (per image) and Pi (global) only.
     * Pose that the regressor need not learn: S and T are the least-squares fit of the rotated
@@ -34,9 +33,7 @@ How the 3D head avoids trivial solutions
     * The head sees P2D detached, so it fits the keypoints instead of moving them towards an
       easy input; the projection loss still pulls P2D towards 3D-consistent configurations.
 
-Measured on the 68 ground-truth 2D landmarks of AFLW2000-3D (the 3D head alone, 3000 steps of
-batch 256, C3DPO's protocol in ``shared/ANCHORS.md``): MPJPE 0.052 against 0.058 for the
-C3DPO anchor and 0.483 for flat depth.
+Results: ``docs/results.md``.
 """
 
 from __future__ import annotations
