@@ -15,6 +15,7 @@ from kp3d.geometry.keypoints import (
     masked_mean,
     normalise_keypoints,
     orthographic_translation,
+    rms_radius,
     weak_perspective_scale,
 )
 
@@ -229,3 +230,20 @@ def test_project_pinhole_matches_loop_with_skew() -> None:
     uv = project_pinhole(X.float(), K0.float())
     direct = X.float()[:, :2] / X.float()[:, 2:] * K0.float().diagonal()[:2] + K0.float()[:2, 2]
     assert torch.equal(uv, direct)
+
+
+# ------------------------------------------------------------------------------ RMS radius
+
+
+def test_rms_radius_matches_loop() -> None:
+    kp, vis = _data(D=3)
+    got = rms_radius(kp, vis)
+    assert got.shape == (4,)
+    for b in range(4):
+        pts = [p for p, v in zip(kp[b].tolist(), vis[b].tolist()) if v]
+        want = math.sqrt(sum(sum(c * c for c in p) for p in pts) / len(pts))
+        assert got[b].item() == pytest.approx(want, rel=1e-12)
+    all_rms = rms_radius(kp)
+    torch.testing.assert_close(all_rms, rms_radius(kp, torch.ones_like(vis)))
+    with pytest.raises(ValueError, match="rms_radius: vis"):
+        rms_radius(kp, vis[:, 1:])

@@ -93,6 +93,21 @@ def masked_mean(
     return (x * mask).sum(dim, keepdim=keepdim) / mask.sum(dim, keepdim=keepdim).clamp_min(MEAN_EPS)
 
 
+def rms_radius(points: Tensor, vis: Tensor | None = None) -> Tensor:
+    """RMS distance of the points from the origin, ``sqrt(mean_w ||x_k||^2)``: (..., K, D) -> (...).
+
+    Pass centred points for the spread about the centroid (the scale of
+    :func:`normalise_keypoints`). ``vis`` (..., K) restricts the mean to the visible points
+    (0 where none is); entries under a zero weight must be finite.
+    """
+    dims = check_shape(points, "... K D", name="rms_radius: points")
+    sq = points.square().sum(-1)
+    if vis is None:
+        return sq.mean(-1).sqrt()
+    check_shape(vis, "... K", name="rms_radius: vis", dims=dims)
+    return masked_mean(sq, vis.to(points.dtype), dim=-1).sqrt()
+
+
 class Normalised(NamedTuple):
     """Keypoints centred and scaled per sample, with the statistics that map them back."""
 
@@ -128,7 +143,7 @@ def normalise_keypoints(
     w = visibility_weights(kp2d, vis)
     centre = masked_mean(kp2d, w[..., None], dim=-2)
     centred = (kp2d - centre[..., None, :]) * w[..., None]
-    scale = masked_mean(centred.square().sum(-1), w, dim=-1).sqrt().clamp_min(eps)
+    scale = rms_radius(centred, w).clamp_min(eps)
     return Normalised(centred / scale[..., None, None], centre, scale)
 
 

@@ -32,10 +32,12 @@ from kp3d.geometry.keypoints import (  # noqa: F401
     masked_mean,
     normalise_keypoints,
     orthographic_translation,
+    rms_radius,
     weak_perspective_scale,
 )
 from kp3d.geometry.keypoints import visibility_weights as visibility
 from kp3d.geometry.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
+from kp3d.nn.shape import linear_shape
 
 NormKind = Literal["batch", "layer", "none"]
 RotationKind = Literal["axis_angle", "6d"]
@@ -189,7 +191,7 @@ def basis_shapes(raw_basis: Tensor, bias: Tensor, *, motion_free: bool) -> Tenso
     V = raw_basis - raw_basis.mean(-2, keepdim=True)
     if motion_free:
         V = V - project_onto_motions(V, bias - bias.mean(-2, keepdim=True))
-    return V / V.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[..., None, None]
+    return V / rms_radius(V).clamp_min(_EPS)[..., None, None]
 
 
 class ShapeBasis(nn.Module):
@@ -233,7 +235,7 @@ class ShapeBasis(nn.Module):
 
     def forward(self, alpha: Tensor) -> Tensor:
         """alpha (..., n_basis) -> canonical shape (..., K, 3)."""
-        shape = self.bias + torch.einsum("...n,nkc->...kc", alpha, self.basis)
+        shape = linear_shape(self.bias, self.basis, alpha)
         return shape - shape.mean(-2, keepdim=True)
 
 
@@ -319,7 +321,7 @@ class LiftingNet(nn.Module):
         weak-perspective camera."""
         shape = self.shape_basis(alpha)
         if self.camera == "weak_perspective":
-            shape = shape / shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[..., None, None]
+            shape = shape / rms_radius(shape).clamp_min(_EPS)[..., None, None]
         return shape
 
     def base_shape(self) -> Tensor:
@@ -421,7 +423,7 @@ def fitted_output(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor, *, ridge
     c = torch.where(c.abs() < _EPS, torch.full_like(c, _EPS), c)
     basis_shape = shape
     if camera == "weak_perspective":
-        rms = shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)
+        rms = rms_radius(shape).clamp_min(_EPS)
         basis_shape = shape / rms[..., None, None]
     return LiftingOutput(R, coef[..., 1:] / c[..., None], basis_shape, shape,
                          shape @ R.transpose(-1, -2))

@@ -64,6 +64,7 @@ from kp3d.nn.detector import Detector
 from kp3d.nn.edgemap import render_depth_edge_map, render_edge_map, skeleton_pairs
 from kp3d.nn.masking import random_block_mask
 from kp3d.nn.perceptual import load_efficientnet_lite0, load_vgg16
+from kp3d.nn.shape import linear_shape
 from kp3d.nn.unet import UNet
 
 
@@ -185,7 +186,7 @@ class ShapeModel(nn.Module):
         m, b = self.shapes()
         if not self.n_basis:
             return m.expand(alpha.shape[0], -1, -1)
-        return m + torch.einsum("bn,nkd->bkd", alpha, b)
+        return linear_shape(m, b, alpha)
 
     def forward(self, features: Tensor, kp2d: Tensor) -> Shape3D:
         """features (B, C, h, w), kp2d (B, K, 2) normalised -> :class:`Shape3D` (float32, or
