@@ -374,6 +374,12 @@ def _refine_orthographic_pose(
     """L-BFGS on rotation (axis-angle), log-scale and 2D translation from (R0, s0).
 
     X (N, K, 3), Y (N, K, 2), w (N, K) -> per-sample weighted residual (N,), posed X (N, K, 3).
+
+    Not shared with the lifters' test-time refinement (``LiftingNet.refine_rotations``), which
+    also starts from R and its depth twin D R D: that one refines the rotation alone, by a fixed
+    number of Adam steps, on the ridge-regularised fit of a deformable shape, while this baseline
+    poses a fixed shape with scale and translation to convergence. One function for both would
+    change the numbers of one or the other.
     """
     rotvec = matrix_to_axis_angle(R0).detach().clone().requires_grad_(True)
     log_s = s0.clamp_min(1e-9).log().detach().clone().requires_grad_(True)
