@@ -68,7 +68,8 @@ class C3DPOConfig:
     least-squares scale per sample)."""
     huber_delta: float = 0.1
     """Pseudo-Huber scale of every loss, in normalised units (the input's RMS radius is 1):
-    near L1 far below it, near L2 far above (results: docs/results.md)."""
+    residuals well below it are penalised quadratically, those well above linearly (results:
+    docs/results.md)."""
     canonicalisation_weight: float = 1.0
     """Weight of the canonicalisation (transversality) loss."""
     canonicalisation_rotations: int = 1
