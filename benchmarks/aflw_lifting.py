@@ -44,9 +44,7 @@ ANCHOR_MPJPE_PX = 4.16
 
 DEFAULT_STEPS = {"c3dpo": 5000, "lifter": 10000, "lifter-fit": 8500}
 """Step budget per method when ``--steps`` is not given: each fits in the 10-minute CPU budget
-on one thread (measured with the engine at each method's default batch, two runs side by side
-on a 2-core AMD EPYC: lifter-fit, four networks of 128 samples each run batched, ~0.062 CPU s
-a step, 525-540 s training for 8500 steps; lifter with its cycle ~0.05; c3dpo ~0.05)."""
+on one thread (the step times: docs/results.md)."""
 
 CPU_BUDGET_S = 600.0
 """The issue's budget per method: 10 CPU minutes (a row above it is flagged in the table)."""

@@ -61,9 +61,11 @@ from kp3d.data.schema import Sample, collate
 from kp3d.geometry import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
+    pixel_to_unit,
     procrustes,
     rotation_spread,
 )
+from kp3d.geometry.keypoints import least_squares_scale, masked_mean, normalise_keypoints
 from kp3d.metrics import (
     INTER_OCULAR_68,
     INTER_PUPIL_MAFL5,
@@ -144,14 +146,13 @@ def format_value(name: str, value: float) -> str:
 
 
 def _unit(points: Tensor, size: tuple[int, int]) -> Tensor:
-    h, w = size
-    return points / points.new_tensor([w, h])
+    return pixel_to_unit(points, size)
 
 
 def _unit3(points: Tensor, size: tuple[int, int]) -> Tensor:
     """(N, K, 3) image-frame points in pixels -> x / W, y / H, z / ((W + H) / 2)."""
     h, w = size
-    return points / points.new_tensor([w, h, (w + h) / 2])
+    return torch.cat([pixel_to_unit(points[..., :2], size), points[..., 2:] / ((w + h) / 2)], -1)
 
 
 def _landmark_mask(lm: Tensor, vis: Tensor | None = None) -> Tensor | None:
@@ -185,11 +186,10 @@ def image_frame_3d(kp3d: Tensor, kp2d: Tensor) -> Tensor:
         )
     ok = (kp3d.isfinite().all(-1) & kp2d.isfinite().all(-1))[..., None]
     w = ok.to(kp3d.dtype)
-    n = w.sum(-2, keepdim=True).clamp_min(1)
     X, x = kp3d.nan_to_num() * w, kp2d.nan_to_num() * w
-    Xc = (X - X.sum(-2, keepdim=True) / n) * w
-    xc = (x - x.sum(-2, keepdim=True) / n) * w
-    s = (Xc[..., :2] * xc).sum((-2, -1)) / Xc[..., :2].square().sum((-2, -1)).clamp_min(1e-12)
+    Xc = (X - masked_mean(X, w, -2, keepdim=True)) * w
+    xc = (x - masked_mean(x, w, -2, keepdim=True)) * w
+    s = least_squares_scale(Xc[..., :2], xc)
     out = torch.cat([kp2d, s[:, None, None] * Xc[..., 2:]], -1)
     return out.masked_fill(~ok, float("nan"))
 
@@ -314,12 +314,8 @@ def normalise_per_sample(kp2d: Tensor, vis: Tensor | None = None) -> tuple[Tenso
         ``(centre (..., 2), scale (...))``: the mean of the visible points and the RMS distance of
         the centred visible points from it.
     """
-    w = torch.ones_like(kp2d[..., 0]) if vis is None else vis.to(kp2d.dtype)
-    n = w.sum(-1, keepdim=True).clamp_min(1)
-    centre = (kp2d * w[..., None]).sum(-2) / n
-    sq = ((kp2d - centre[..., None, :]) ** 2).sum(-1)
-    scale = ((sq * w).sum(-1, keepdim=True) / n).sqrt().squeeze(-1)
-    return centre, scale
+    norm = normalise_keypoints(kp2d, vis, eps=0.0)
+    return norm.centre, norm.scale
 
 
 def _to_normalised(points: Tensor, centre: Tensor, scale: Tensor) -> Tensor:
@@ -378,6 +374,12 @@ def _refine_orthographic_pose(
     """L-BFGS on rotation (axis-angle), log-scale and 2D translation from (R0, s0).
 
     X (N, K, 3), Y (N, K, 2), w (N, K) -> per-sample weighted residual (N,), posed X (N, K, 3).
+
+    Not shared with the lifters' test-time refinement (``LiftingNet.refine_rotations``), which
+    also starts from R and its depth twin D R D: that one refines the rotation alone, by a fixed
+    number of Adam steps, on the ridge-regularised fit of a deformable shape, while this baseline
+    poses a fixed shape with scale and translation to convergence. One function for both would
+    change the numbers of one or the other.
     """
     rotvec = matrix_to_axis_angle(R0).detach().clone().requires_grad_(True)
     log_s = s0.clamp_min(1e-9).log().detach().clone().requires_grad_(True)

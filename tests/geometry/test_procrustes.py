@@ -201,3 +201,25 @@ def test_gradcheck(mode, D, allow_reflection):
         return (R, t, aligned) + ((s,) if mode == "similarity" else ())  # s = 1 has no gradient
 
     assert torch.autograd.gradcheck(f, (X, Y, w), fast_mode=True)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("mode", ["similarity", "orthogonal"])
+@pytest.mark.parametrize("D", [2, 3])
+def test_matches_roma_rigid_points_registration(weighted, mode, D):
+    """An independent implementation: roma's Kabsch/Umeyama registration on noisy data."""
+    import roma
+
+    g = _gen(11)
+    X = torch.randn(5, 9, D, generator=g, dtype=torch.float64)
+    R = _random_orthonormal((5,), D, g)
+    Y = 1.8 * X @ R.transpose(-1, -2) + torch.randn(5, 1, D, generator=g, dtype=torch.float64)
+    Y = Y + 0.05 * torch.randn(Y.shape, generator=g, dtype=torch.float64)
+    w = torch.rand(5, 9, generator=g, dtype=torch.float64) + 0.1 if weighted else None
+    ours = procrustes(X, Y, weights=w, mode=mode)
+    similarity = mode == "similarity"
+    ref = roma.rigid_points_registration(X, Y, weights=w, compute_scaling=similarity)
+    torch.testing.assert_close(ours.R, ref[0])
+    torch.testing.assert_close(ours.t, ref[1])
+    if similarity:
+        torch.testing.assert_close(ours.s, ref[2])

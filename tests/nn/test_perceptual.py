@@ -145,7 +145,9 @@ def test_vgg16_safetensors(tmp_path):
         f"features.{k}": v.contiguous() for k, v in VGG16Features().layers.state_dict().items()
     }
     save_file(state, str(tmp_path / "vgg.safetensors"))
-    load_vgg16(tmp_path / "vgg.safetensors")
+    loaded = load_vgg16(tmp_path / "vgg.safetensors")
+    for k, v in loaded.layers.state_dict().items():
+        assert torch.equal(v, state[f"features.{k}"]), k
 
 
 def test_imagenet_normalise():

@@ -23,6 +23,11 @@ Intrinsics
     principal point in the image centre is ``(W / 2, H / 2)``. Pinhole: ``u = fx X/Z + cx``.
     Orthographic / weak perspective: ``u = s * X + tx``, ``v = s * Y + ty`` (z dropped).
 
+Keypoints
+    Masked means, per-sample normalisation (centre and RMS scale), least-squares scale and the
+    orthographic translation live once, in :mod:`kp3d.geometry.keypoints`, with the shape
+    checker :func:`check_shape` (``check_shape(x, "B K 2", name="kp2d")``).
+
 Shapes
     Batch first, coordinates last: kp2d (B, K, 2), kp3d (B, K, 3), views (B, V, K, 2),
     visibility (B, K), images (B, C, H, W). Functions accept any number of leading batch dims
@@ -54,6 +59,18 @@ from kp3d.geometry.heatmaps import (
     soft_argmax,
     spatial_softmax,
 )
+from kp3d.geometry.keypoints import (
+    LS_SCALE_EPS,
+    Normalised,
+    check_shape,
+    least_squares_scale,
+    masked_mean,
+    normalise_keypoints,
+    orthographic_translation,
+    rms_radius,
+    visibility_weights,
+    weak_perspective_scale,
+)
 from kp3d.geometry.procrustes import ProcrustesResult, procrustes, procrustes_align
 from kp3d.geometry.rotations import (
     axis_angle_to_matrix,
@@ -69,18 +86,25 @@ from kp3d.geometry.rotations import (
 from kp3d.geometry.triangulation import reprojection_residuals, triangulate_dlt
 
 __all__ = [
+    "LS_SCALE_EPS",
+    "Normalised",
     "ProcrustesResult",
     "SoftArgmax",
     "axis_angle_to_matrix",
+    "check_shape",
     "compose_extrinsics",
     "expected_variance",
     "geodesic_distance",
     "invert_extrinsics",
+    "least_squares_scale",
     "make_extrinsics",
+    "masked_mean",
     "matrix_to_axis_angle",
     "matrix_to_quaternion",
     "matrix_to_rotation_6d",
+    "normalise_keypoints",
     "normalised_to_pixel",
+    "orthographic_translation",
     "pixel_centres",
     "pixel_to_normalised",
     "pixel_to_unit",
@@ -95,6 +119,7 @@ __all__ = [
     "random_rotation",
     "render_gaussian_heatmaps",
     "reprojection_residuals",
+    "rms_radius",
     "rotation_6d_to_matrix",
     "rotation_spread",
     "soft_argmax",
@@ -103,4 +128,6 @@ __all__ = [
     "triangulate_dlt",
     "unit_to_pixel",
     "unproject_pinhole",
+    "visibility_weights",
+    "weak_perspective_scale",
 ]

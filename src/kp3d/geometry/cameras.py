@@ -55,6 +55,10 @@ def project_weak_perspective(X: Tensor, scale: Tensor, translation: Tensor) -> T
 def project_pinhole(X: Tensor, K: Tensor, *, min_depth: float | None = None) -> Tensor:
     """Pinhole projection ``uv = (K X)[:2] / (K X)[2]`` (i.e. ``u = fx X/Z + cx`` for zero skew).
 
+    Computed as ``K (X / Z)``: the point is divided by its depth first, then mapped by the
+    intrinsics, so with the usual last row (0, 0, 1) the pixel is ``fx (X / Z) + cx`` to the last
+    bit (the order in which the synthetic renderer has always projected).
+
     Args:
         X: (..., K, 3) camera-frame points, z forward.
         K: (..., 3, 3) intrinsics.
@@ -67,11 +71,12 @@ def project_pinhole(X: Tensor, K: Tensor, *, min_depth: float | None = None) -> 
     """
     _check_points("project_pinhole", X)
     _check_matrix("project_pinhole", "K", K, (3, 3))
-    p = X @ K.transpose(-1, -2)
-    z = p[..., 2:]
+    z = X[..., 2:]
     if min_depth is not None:
         z = z.clamp_min(min_depth)
-    return p[..., :2] / z
+    xy1 = torch.cat((X[..., :2] / z, torch.ones_like(z)), dim=-1)
+    p = xy1 @ K.transpose(-1, -2)
+    return p[..., :2] / p[..., 2:]
 
 
 def unproject_pinhole(uv: Tensor, depth: Tensor, K: Tensor) -> Tensor:

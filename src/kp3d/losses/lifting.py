@@ -11,10 +11,18 @@ then over the batch, so a masked point contributes neither value nor gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from kp3d.nn.lifting import masked_mean, orthographic_translation, visibility
+from kp3d.geometry.keypoints import (
+    least_squares_scale,
+    masked_mean,
+    orthographic_translation,
+)
+from kp3d.geometry.keypoints import visibility_weights as visibility
+from kp3d.geometry.rotations import random_rotation
 
 
 def pseudo_huber(sq_dist: Tensor, delta: float) -> Tensor:
@@ -53,6 +61,45 @@ def reprojection_loss(shape_cam: Tensor, kp2d: Tensor, vis: Tensor | None = None
     return point_loss(projected + t[..., None, :], kp2d, w, delta=delta)
 
 
+def canonicalisation_loss(
+    shapes: Tensor,
+    canonicaliser: Callable[[Tensor], Tensor],
+    compose: Callable[[Tensor], Tensor],
+    *,
+    rotations: int = 1,
+    delta: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """C3DPO's canonicalisation (transversality) loss (Novotny et al., ICCV 2019, eq. 6).
+
+    ``mean_k rho(|| compose(Psi(R~ X))_k - X_k ||)`` over the shapes and ``rotations`` uniformly
+    random rotations ``R~`` each: the canonicaliser ``Psi`` must recover, from a randomly
+    rotated canonical shape, coefficients whose shape is the unrotated one. That is possible
+    only if no two shapes of the model are rotations of one another, which makes the canonical
+    frame, and with it the depth, unique.
+
+    Args:
+        shapes: (B, K, 3) canonical shapes ``X``; gradients flow into them too, so the shape
+            space itself is pushed towards being canonicalisable.
+        canonicaliser: ``Psi``, (N, 3K) flattened rotated shapes -> (N, n) coefficients.
+        compose: the shape model, (N, n) coefficients -> (N, K, 3) shapes.
+        rotations: random rotations per shape.
+        delta: pseudo-Huber scale (:func:`pseudo_huber`, as C3DPO); None = the plain Euclidean
+            distance.
+        generator: for the random rotations.
+
+    Returns:
+        Scalar, the mean over points, then over shapes and rotations.
+    """
+    X = shapes.repeat(rotations, 1, 1)
+    R = random_rotation(X.shape[0], generator=generator, dtype=X.dtype, device=X.device)
+    alpha = canonicaliser((X @ R.transpose(-1, -2)).flatten(-2)).to(X.dtype)
+    rebuilt = compose(alpha)
+    if delta is None:
+        return (X - rebuilt).norm(dim=-1).mean()
+    return point_loss(rebuilt, X, delta=delta)
+
+
 def rotation_loss(R: Tensor, R_target: Tensor, *, delta: float) -> Tensor:
     """Mean pseudo-Huber of the Frobenius distance between rotations (..., 3, 3).
 
@@ -86,6 +133,6 @@ def shape_prior_loss(shapes: Tensor, groups: Tensor | None = None,
     sums = shapes.new_zeros(n, *shapes.shape[1:]).index_add_(0, groups, shapes * w)
     counts = shapes.new_zeros(n, *w.shape[1:]).index_add_(0, groups, w)
     mean = (sums / counts.clamp_min(1))[groups] * w
-    c = (shapes * mean).sum((-2, -1)) / mean.square().sum((-2, -1)).clamp_min(1e-12)
+    c = least_squares_scale(mean, shapes)
     sq_dist = (shapes - c[:, None, None] * mean).square().sum(-1)
     return masked_mean(sq_dist, w[..., 0], dim=-1).mean()

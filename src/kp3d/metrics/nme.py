@@ -56,6 +56,7 @@ from typing import Final, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from kp3d import geometry
 from kp3d.metrics._utils import ArrayLike, as_mask, as_tensor, float_dtype
 
 INTER_OCULAR_68: Final[tuple[int, int]] = (36, 45)
@@ -105,8 +106,7 @@ def pixel_to_unit(points: ArrayLike, image_size: tuple[int, int]) -> Tensor:
     H, W = image_size
     if not (H > 0 and W > 0):
         raise ValueError(f"pixel_to_unit: image_size (H, W) must be positive, got {image_size}")
-    scale = torch.tensor([W, H], dtype=float_dtype(p), device=p.device)
-    return p / scale
+    return geometry.pixel_to_unit(p.to(float_dtype(p)), image_size)
 
 
 def mafl5_from_ibug68(landmarks: ArrayLike) -> Tensor:

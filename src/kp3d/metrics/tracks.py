@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kp3d.geometry.keypoints import normalise_keypoints
 from kp3d.metrics._utils import ArrayLike, as_mask, as_tensor, float_dtype
 
 
@@ -44,10 +45,8 @@ def track_singular_values(kp2d: ArrayLike, vis: ArrayLike | None = None) -> Tens
     mask = as_mask(vis, tuple(kp.shape[:2]), "vis", fn)
     if mask is not None:
         keep = keep & mask.to(keep.device)
-    x = kp.double()[keep.all(-1)]
-    x = x - x.mean(-2, keepdim=True)
-    radius = x.square().sum(-1).mean(-1).sqrt()
-    x = x[radius > 0] / radius[radius > 0, None, None]
+    norm = normalise_keypoints(kp.double()[keep.all(-1)], eps=0.0)
+    x = norm.kp2d[norm.scale > 0]
     if x.shape[0] < 2:
         raise ValueError(
             f"{fn}: need at least 2 images with every keypoint visible and spread, got {x.shape[0]}"

@@ -26,7 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The keypoint formulas live in kp3d.geometry.keypoints; imported here for the lifters.
+from kp3d.geometry.keypoints import (  # noqa: F401
+    Normalised,
+    masked_mean,
+    normalise_keypoints,
+    orthographic_translation,
+    rms_radius,
+    weak_perspective_scale,
+)
+from kp3d.geometry.keypoints import visibility_weights as visibility
 from kp3d.geometry.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
+from kp3d.nn.shape import linear_shape
 
 NormKind = Literal["batch", "layer", "none"]
 RotationKind = Literal["axis_angle", "6d"]
@@ -34,74 +45,6 @@ CoefficientKind = Literal["linear", "relu"]
 CameraKind = Literal["orthographic", "weak_perspective"]
 
 _EPS = 1e-8
-
-
-class Normalised(NamedTuple):
-    """Keypoints in lifter units and the statistics that map back to the input's units."""
-
-    kp2d: Tensor
-    """(..., K, 2) ``(y - centre) / scale`` at visible points, 0 at invisible ones."""
-    centre: Tensor
-    """(..., 2) mean of the visible input keypoints."""
-    scale: Tensor
-    """(...) RMS distance of the visible keypoints from ``centre``, in input units."""
-
-
-def visibility(kp2d: Tensor, vis: Tensor | None) -> Tensor:
-    """``vis`` as a float mask (..., K) of the dtype of ``kp2d``; all ones when ``vis`` is None."""
-    if vis is None:
-        return torch.ones_like(kp2d[..., 0])
-    return vis.to(kp2d.dtype)
-
-
-def masked_mean(x: Tensor, mask: Tensor, dim: int | tuple[int, ...]) -> Tensor:
-    """Mean of ``x`` over ``dim`` counting only entries where ``mask`` (broadcastable) is 1.
-
-    An all-zero mask gives 0 (not NaN), so samples with nothing visible contribute nothing.
-    """
-    mask = mask.expand_as(x)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp_min(_EPS)
-
-
-def normalise_keypoints(kp2d: Tensor, vis: Tensor | None = None) -> Normalised:
-    """Centre the visible keypoints and scale them to unit RMS distance from their centre.
-
-    Args:
-        kp2d: (..., K, 2) keypoints in any units (pixels).
-        vis: (..., K) visibility (bool or {0, 1}); None = all visible.
-
-    Returns:
-        :class:`Normalised`. A sample whose visible points coincide (or with none visible) gets
-        ``scale`` clamped to a tiny positive value rather than a division by zero.
-    """
-    w = visibility(kp2d, vis)
-    centre = masked_mean(kp2d, w[..., None], dim=-2)
-    centred = (kp2d - centre[..., None, :]) * w[..., None]
-    scale = masked_mean(centred.square().sum(-1), w, dim=-1).sqrt().clamp_min(_EPS)
-    return Normalised(centred / scale[..., None, None], centre, scale)
-
-
-def orthographic_translation(projected: Tensor, kp2d: Tensor, vis: Tensor | None = None) -> Tensor:
-    """The 2D translation ``t`` (..., 2) minimising ``sum_visible ||projected_k + t - kp2d_k||^2``.
-
-    Args:
-        projected: (..., K, 2) the x, y of camera-frame points.
-        kp2d: (..., K, 2) observed keypoints; vis: (..., K) as in :func:`normalise_keypoints`.
-    """
-    w = visibility(kp2d, vis)[..., None]
-    return masked_mean(kp2d - projected, w, dim=-2)
-
-
-def weak_perspective_scale(projected: Tensor, kp2d: Tensor, vis: Tensor | None = None) -> Tensor:
-    """The scale ``s`` (...) minimising ``sum_visible ||s p_k + t - y_k||^2`` over ``s`` and ``t``.
-
-    ``s = <p~, y~> / <p~, p~>`` for the visible points centred on their means; clamped to a tiny
-    positive value, because ``s < 0`` would mirror the depth as well (an improper motion).
-    """
-    w = visibility(kp2d, vis)[..., None]
-    p = (projected - masked_mean(projected, w, dim=-2)[..., None, :]) * w
-    y = (kp2d - masked_mean(kp2d, w, dim=-2)[..., None, :]) * w
-    return ((p * y).sum((-2, -1)) / p.square().sum((-2, -1)).clamp_min(_EPS)).clamp_min(_EPS)
 
 
 def rotation_dim(kind: RotationKind) -> int:
@@ -248,7 +191,7 @@ def basis_shapes(raw_basis: Tensor, bias: Tensor, *, motion_free: bool) -> Tenso
     V = raw_basis - raw_basis.mean(-2, keepdim=True)
     if motion_free:
         V = V - project_onto_motions(V, bias - bias.mean(-2, keepdim=True))
-    return V / V.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[..., None, None]
+    return V / rms_radius(V).clamp_min(_EPS)[..., None, None]
 
 
 class ShapeBasis(nn.Module):
@@ -292,7 +235,7 @@ class ShapeBasis(nn.Module):
 
     def forward(self, alpha: Tensor) -> Tensor:
         """alpha (..., n_basis) -> canonical shape (..., K, 3)."""
-        shape = self.bias + torch.einsum("...n,nkc->...kc", alpha, self.basis)
+        shape = linear_shape(self.bias, self.basis, alpha)
         return shape - shape.mean(-2, keepdim=True)
 
 
@@ -378,7 +321,7 @@ class LiftingNet(nn.Module):
         weak-perspective camera."""
         shape = self.shape_basis(alpha)
         if self.camera == "weak_perspective":
-            shape = shape / shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)[..., None, None]
+            shape = shape / rms_radius(shape).clamp_min(_EPS)[..., None, None]
         return shape
 
     def base_shape(self) -> Tensor:
@@ -480,7 +423,7 @@ def fitted_output(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor, *, ridge
     c = torch.where(c.abs() < _EPS, torch.full_like(c, _EPS), c)
     basis_shape = shape
     if camera == "weak_perspective":
-        rms = shape.square().sum(-1).mean(-1).sqrt().clamp_min(_EPS)
+        rms = rms_radius(shape).clamp_min(_EPS)
         basis_shape = shape / rms[..., None, None]
     return LiftingOutput(R, coef[..., 1:] / c[..., None], basis_shape, shape,
                          shape @ R.transpose(-1, -2))

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kp3d.geometry.cameras import project_pinhole
+
 UP = (0.0, 1.0, 0.0)
 """World up of the procedural categories (their world frames are y up)."""
 
@@ -115,11 +117,9 @@ def intrinsics(fov: Tensor, size: int) -> Tensor:
 
 
 def project(X: Tensor, K: Tensor) -> Tensor:
-    """Pinhole ``u = fx X / Z + cx``: X (..., N, 3), K (..., 3, 3) -> (..., N, 2)."""
-    uv = X[..., :2] / X[..., 2:]
-    f = torch.stack((K[..., 0, 0], K[..., 1, 1]), -1)[..., None, :]
-    c = torch.stack((K[..., 0, 2], K[..., 1, 2]), -1)[..., None, :]
-    return uv * f + c
+    """Pinhole ``u = fx X / Z + cx``: X (..., N, 3), K (..., 3, 3) -> (..., N, 2)
+    (:func:`kp3d.geometry.project_pinhole`)."""
+    return project_pinhole(X, K)
 
 
 def frame_object(

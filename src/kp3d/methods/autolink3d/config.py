@@ -51,15 +51,12 @@ class AutoLink3DConfig:
     50 at this method's lr 1e-3 keeps the same effective rate)."""
     edge_weight_init: float = 0.018
     """Initial weight of every skeleton edge (AutoLink: softplus(-4) = 0.018, a faint map the
-    reconstruction then sharpens; 1.0 helped slightly on the small synthetic creatures and
-    slightly hurt on real faces in 200-step runs)."""
+    reconstruction then sharpens)."""
     min_keypoint_edge: float = 0.1
     """Floor on each keypoint's strongest edge weight (0: none, as in AutoLink). A keypoint all
     of whose edges fade out no longer appears in the edge map, so the reconstruction stops
     placing it and it drifts off the object, unused; with a floor every keypoint keeps drawing
-    one edge. On ``creature`` (30 CPU-min, seeds 0 / 1 / 2) autolink3d's 2D NME was 16.02 /
-    16.15 / 16.16% with 0.1 against 16.50 / 24.53 / 16.38% with 0 (the failed seed 1 kept its
-    strongest edge near 0.1, where the good runs reached 0.3-0.5)."""
+    one edge (results: docs/results.md)."""
     decoder_input: DecoderInput = "edges"
     """What the decoder gets besides the masked image: ``edges``, AutoLink's one-channel edge
     map, in which keypoints are anonymous; ``edges+keypoints``, also one Gaussian map per
@@ -67,10 +64,8 @@ class AutoLink3DConfig:
     so that a keypoint that keeps to one part of the object (its left hand, say, told apart by
     colour) reconstructs better; ``edges+depth`` (3D head on), also the 3D keypoints' depth along
     the drawn skeleton (:func:`kp3d.nn.edgemap.render_depth_edge_map`), so that occlusions in the
-    image (the nearer of two crossing limbs is the one seen) give the depths a signal. On
-    ``creature`` (30 CPU-min, seed 0) edges+depth gave 2D NME 16.03% and 3D NME from the head's
-    depth 22.75% against 23.16% at the mean depth (edges: 16.50%, 23.53% against 23.97%);
-    edges+keypoints drew the keypoints together (mean spread 0.19 against 0.47 at step 700)."""
+    image (the nearer of two crossing limbs is the one seen) give the depths a signal
+    (results: docs/results.md)."""
     keypoint_map_sigma: float = 0.1
     """Standard deviation of the per-keypoint maps of decoder_input = edges+keypoints,
     normalised units (2 = image width)."""
@@ -104,9 +99,7 @@ class AutoLink3DConfig:
     """Poses the 3D head tries per image (turns of 2 pi / H about the shape's vertical axis on
     top of the regressed rotation); each image keeps the best-fitting one, so a regressor that
     starts at one pose can reach views from behind. It only helps keypoints that keep to body
-    parts as the object turns: on ``creature`` (30 CPU-min, seed 0, with min_keypoint_edge 0.1)
-    4 turns left every image on the same one (rotation spread 6.8 degrees) and 2D / 3D NME as
-    without (16.56% / 24.03% against 16.50% / 23.53%)."""
+    parts as the object turns (results: docs/results.md)."""
     w_alpha: float = 0.0
     """Weight of a Gaussian prior ||alpha||^2 on the deformation coefficients (favours rotation
     over deformation); not needed with the canonicalisation loss."""

@@ -16,8 +16,7 @@ How the 3D head avoids trivial solutions
     * Collapsed keypoints, which any 3D shape projects onto: the reconstruction needs spread
       keypoints, the repulsion loss pushes crowded ones apart, and the projection loss is
       relative to the keypoints' spread. (With S fitted to P2D, the absolute loss falls as P2D
-      shrinks; in single 200-step runs on real faces it contracted the keypoints and cost 2
-      points of NME-5 against the 2D-only model, while the relative loss gained 1.5.)
+      shrinks, which pulls the keypoints together.)
     * Scale: the mean shape M is centred with unit RMS and each basis shape is centred with unit
       norm, so size lives in S (per image) and Pi (global) only.
     * Pose that the regressor need not learn: S and T are the least-squares fit of the rotated
@@ -34,9 +33,7 @@ How the 3D head avoids trivial solutions
     * The head sees P2D detached, so it fits the keypoints instead of moving them towards an
       easy input; the projection loss still pulls P2D towards 3D-consistent configurations.
 
-Measured on the 68 ground-truth 2D landmarks of AFLW2000-3D (the 3D head alone, 3000 steps of
-batch 256, C3DPO's protocol in ``shared/ANCHORS.md``): MPJPE 0.052 against 0.058 for the
-C3DPO anchor and 0.483 for flat depth.
+Results: ``docs/results.md``.
 """
 
 from __future__ import annotations
@@ -51,11 +48,12 @@ from torch import Tensor, nn
 from kp3d.data.schema import Sample
 from kp3d.geometry import (
     normalised_to_pixel,
-    random_rotation,
     render_gaussian_heatmaps,
     rotation_6d_to_matrix,
     rotation_spread,
 )
+from kp3d.geometry.keypoints import least_squares_scale, normalise_keypoints
+from kp3d.losses.lifting import canonicalisation_loss
 from kp3d.losses.perceptual import PerceptualLoss
 from kp3d.losses.projection import orthographic_project, projection_loss
 from kp3d.losses.repulsion import repulsion_loss
@@ -66,6 +64,7 @@ from kp3d.nn.detector import Detector
 from kp3d.nn.edgemap import render_depth_edge_map, render_edge_map, skeleton_pairs
 from kp3d.nn.masking import random_block_mask
 from kp3d.nn.perceptual import load_efficientnet_lite0, load_vgg16
+from kp3d.nn.shape import linear_shape
 from kp3d.nn.unet import UNet
 
 
@@ -187,7 +186,7 @@ class ShapeModel(nn.Module):
         m, b = self.shapes()
         if not self.n_basis:
             return m.expand(alpha.shape[0], -1, -1)
-        return m + torch.einsum("bn,nkd->bkd", alpha, b)
+        return linear_shape(m, b, alpha)
 
     def forward(self, features: Tensor, kp2d: Tensor) -> Shape3D:
         """features (B, C, h, w), kp2d (B, K, 2) normalised -> :class:`Shape3D` (float32, or
@@ -203,10 +202,10 @@ class ShapeModel(nn.Module):
         """
         dtype = torch.promote_types(kp2d.dtype, torch.float32)
         kp = kp2d.detach().to(dtype)
-        centre = kp.mean(-2, keepdim=True)
+        norm = normalise_keypoints(kp)
+        centre = norm.centre[:, None]
         centred = kp - centre
-        rms = centred.square().sum(-1).mean(-1).clamp_min(1e-12).sqrt()[:, None, None]
-        x = torch.cat([features.mean(dim=(-2, -1)).to(dtype), (centred / rms).flatten(1)], dim=1)
+        x = torch.cat([features.mean(dim=(-2, -1)).to(dtype), norm.kp2d.flatten(1)], dim=1)
         out = self.regressor(x).to(dtype)
         # Geometry in float32 even under bf16 autocast, which would round the matmuls.
         with torch.autocast(kp2d.device.type, enabled=False):
@@ -218,7 +217,7 @@ class ShapeModel(nn.Module):
             rotated = canonical[:, None] @ R.transpose(-1, -2)  # (B, H, K, 3)
             unit = orthographic_project(rotated, scales)  # zero-mean
             target = centred[:, None]
-            S = (unit * target).sum((-2, -1)) / unit.square().sum((-2, -1)).clamp_min(1e-12)
+            S = least_squares_scale(unit, target)
             # A negative fit is the same shape turned by pi about the optical axis: move the
             # sign into R (D R with D = diag(-1, -1, 1) is a rotation, and X (D R)^T = X R^T D),
             # so gradients never stall at S = 0.
@@ -251,16 +250,9 @@ class ShapeModel(nn.Module):
         if self.canonicaliser is None:
             return canonical.new_zeros(())
         with torch.autocast(canonical.device.type, enabled=False):
-            R = random_rotation(
-                canonical.shape[0],
-                generator=generator,
-                dtype=canonical.dtype,
-                device=canonical.device,
+            return canonicalisation_loss(
+                canonical, self.canonicaliser, self.compose, generator=generator
             )
-            alpha = self.canonicaliser((canonical @ R.transpose(-1, -2)).flatten(1)).to(
-                canonical.dtype
-            )
-            return (canonical - self.compose(alpha)).norm(dim=-1).mean()
 
 
 # ----------------------------------------------------------------------------- the model

@@ -30,8 +30,7 @@ from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
-from kp3d.geometry.rotations import random_rotation
-from kp3d.losses.lifting import point_loss, reprojection_loss, shape_prior_loss
+from kp3d.losses.lifting import canonicalisation_loss, reprojection_loss, shape_prior_loss
 from kp3d.methods.base import MethodModel, StepOutput
 from kp3d.nn.lifting import (
     CameraKind,
@@ -68,8 +67,9 @@ class C3DPOConfig:
     """orthographic (shapes carry their apparent size) or weak_perspective (scale-free shapes,
     least-squares scale per sample)."""
     huber_delta: float = 0.1
-    """Pseudo-Huber scale of every loss, in normalised units (the input's RMS radius is 1). On
-    AFLW2000-3D 0.1 gave lower depth errors than 0.01 (nearly L1) or 1 (nearly L2)."""
+    """Pseudo-Huber scale of every loss, in normalised units (the input's RMS radius is 1):
+    residuals well below it are penalised quadratically, those well above linearly (results:
+    docs/results.md)."""
     canonicalisation_weight: float = 1.0
     """Weight of the canonicalisation (transversality) loss."""
     canonicalisation_rotations: int = 1
@@ -139,11 +139,11 @@ class C3DPO(MethodModel):
             shape: (B, K, 3) canonical shapes ``X``; gradients flow into them too, so the shape
                 space itself is pushed towards being canonicalisable.
         """
-        n = self.config.canonicalisation_rotations
-        X = shape.repeat(n, 1, 1)
-        R = random_rotation(X.shape[0], generator=generator, dtype=X.dtype, device=X.device)
-        alpha = self.canonicaliser((X @ R.transpose(-1, -2)).flatten(-2))
-        return point_loss(self.net.shape_from_alpha(alpha), X, delta=self.config.huber_delta)
+        return canonicalisation_loss(
+            shape, self.canonicaliser, self.net.shape_from_alpha,
+            rotations=self.config.canonicalisation_rotations, delta=self.config.huber_delta,
+            generator=generator,
+        )
 
     def training_step(self, batch: Sample, step: int) -> StepOutput:
         norm, out = self.lift(batch)

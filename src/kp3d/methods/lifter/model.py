@@ -45,12 +45,10 @@ of every batch. A prediction averages their depths after aligning each member's 
 with the first averaged member's. Networks of one setting differ by seed, and their errors are
 unlike enough that the average beats each of them. Now and then one ends flattened, the
 degenerate solution of non-rigid structure from motion: it poses every view alike and explains
-the views by deformation, with too little depth (on AFLW2000-3D, 3 of the 16 networks of
-``lifter-fit`` over seeds 0-3: MPJPE 33-37 px, worse than flat, rotation spread 12-13 degrees
-and depth RMS 0.34-0.35 where the others reached 3.2-4.8 px, 35 degrees and 0.60-0.63). So
-each member's depth extent is tracked in training (:attr:`Lifter.depth_extent`) and the
-flattened ones are left out of the average (``ensemble_tolerance``). Their reprojection loss is
-higher, but it does not rank the rest: the lowest one belonged to a 4.8 px member in one run.
+the views by deformation, with too little depth. So each member's depth extent is tracked in
+training (:attr:`Lifter.depth_extent`) and the flattened ones are left out of the average
+(``ensemble_tolerance``); their reprojection loss does not rank the members (results:
+docs/results.md).
 
 Multiple categories share one network: category ``z`` owns a subset ``zeta_z`` of the
 ``K = sum_z k_z`` keypoints, and an instance of ``z`` is given with the other categories'
@@ -122,9 +120,8 @@ class LifterConfig:
     """Pseudo-Huber scale of every loss, in normalised units (the input's RMS radius is 1)."""
     cycle_start: int | None = 1000
     """Steps of reprojection-only pre-training before the cycle losses start and the BatchNorm
-    statistics freeze (the paper's schedule); None = no cycle. With the fitted shape
-    (``coefficient_ridge`` > 0) on AFLW2000-3D (4000 steps, seed 0) the cycle doubled the step
-    time and gave MPJPE 3.52 px against 3.42 px without it, hence off in ``lifter-fit``."""
+    statistics freeze (the paper's schedule); None = no cycle (as in ``lifter-fit``; results:
+    docs/results.md)."""
     camera_weight: float = 1.0
     """Weight of the cycle camera loss."""
     shape_weight: float = 1.0
@@ -142,33 +139,24 @@ class LifterConfig:
     form (:meth:`kp3d.nn.lifting.LiftingNet.fitted_output`), with this ridge weight on the
     (signed) coefficients of the unit-RMS basis shapes: a Gaussian prior on the deformation,
     weighed against the sum of squared residuals over the visible coordinates in normalised
-    units (so its effect grows as K shrinks). On AFLW2000-3D (4000 steps with the cycle,
-    seed 0) 1.0 with ``motion_free_basis`` gave MPJPE 3.52 px against 3.76 px for the
-    non-negative head, which learned an almost rigid shape. Without the cycle, one network,
-    10000 steps and refine_steps = 50 (``benchmarks/aflw_lifting.py``): 3.57 / 3.71 px for
-    seeds 0 / 1 with 1.0 (3.49 / 3.71 and 3.23 / 3.62 px with earlier versions of the solver
-    that drew differently), 3.74 / 3.37 px with 3.0: the seed matters more than this value. 1.0
-    in ``lifter-fit``."""
+    units (so its effect grows as K shrinks). 1.0 in ``lifter-fit`` (results:
+    docs/results.md)."""
     ensemble: int = 1
     """Independently initialised lifting networks trained side by side (a step costs up to this
     many times more at the same batch per member; less with fitted coefficients, whose members
     run as one batched network, see :meth:`Lifter.lift_members`); prediction averages their
     depths (see ``ensemble_tolerance``), each member's sign aligned per sample with the first
-    averaged member's (the depth-flip ambiguity of orthographic views). On AFLW2000-3D
-    (``lifter-fit``) one network gave MPJPE 3.57 / 3.71 px (seeds 0 / 1, 10000 steps), four
-    3.26 / 3.15 / 3.16 / 3.08 px (seeds 0-3, 8500 steps). 4 in ``lifter-fit``."""
+    averaged member's (the depth-flip ambiguity of orthographic views). 4 in ``lifter-fit``
+    (results: docs/results.md)."""
     ensemble_batches: EnsembleBatches = "shared"
     """What each ensemble member trains on per step: ``shared``, the whole batch; ``split``, its
     own 1/ensemble of the batch (set the batch size to ensemble x the batch per member), so the
-    members' gradient noise is independent. On AFLW2000-3D (2 members of batch 256, 9000 steps,
-    seeds 0 / 1) shared gave MPJPE 3.53 / 3.34 px, split 3.47 / 3.33 px. ``split`` in
-    ``lifter-fit``."""
+    members' gradient noise is independent. ``split`` in ``lifter-fit`` (results:
+    docs/results.md)."""
     ensemble_tolerance: float = 0.25
     """Prediction averages the members whose :attr:`Lifter.depth_extent` is at least (1 - this)
     times the largest member's, leaving out flattened ones; all before training. Must lie in
-    [0, 1). On AFLW2000-3D (``lifter-fit``, 10000 steps, seeds 0-3) the members' extents were
-    0.60-0.62 but for three at 0.34-0.35 (seeds 1 and 2), which had MPJPE 33-37 px; without
-    them the averages gave 3.19 / 3.17 / 3.16 / 3.05 px."""
+    [0, 1) (results: docs/results.md)."""
     refine_steps: int = 50
     """Test-time refinement in :meth:`Lifter.predict` (with ``coefficient_ridge`` > 0): Adam
     steps per face on the rotation, from the prediction and from its depth-reversed twin, on the
@@ -385,8 +373,7 @@ class Lifter(MethodModel):
         """:meth:`lift` of member e on ``kp2d[e]`` (E, B, K, 2), ``vis[e]`` (E, B, K) and
         ``context[e]`` (E, B, C), every output stacked (E, B, ...). Members with fitted
         coefficients run as one batched network (:func:`~kp3d.nn.lifting.stacked_lift`, the same
-        function; four members of 128 rows: a training step took a median 50-66 ms against 71 ms
-        one after another, one thread of a 2-core AMD EPYC)."""
+        function, with less per-operation overhead)."""
         norm = normalise_keypoints(kp2d, vis)
         members = self.members
         if all(isinstance(m, LiftingNet) and m.alpha_head is None for m in members):
