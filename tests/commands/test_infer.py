@@ -75,10 +75,13 @@ def test_npz_has_every_prediction_in_original_pixels(
     for i, name in enumerate(names):
         image, (w, h) = load_image(images / name, size=8)
         assert z["image_size"][i].tolist() == [w, h]
-        expected = model.predict(Sample(image=image[None]))["kp2d"][0].numpy() * np.array(
+        expected = model.predict(Sample(image=image[None])).kp2d[0].numpy() * np.array(
             [w / 8, h / 8]
         )
         np.testing.assert_allclose(z["kp2d"][i], expected, rtol=1e-5, atol=1e-5)
+        # Every pixel-frame field is in the original pixels: the image-frame 3D keypoints'
+        # x, y agree with the 2D keypoints after the rescale.
+        np.testing.assert_allclose(z["kp3d_image"][i][:, :2], z["kp2d"][i], rtol=1e-5, atol=1e-5)
     assert not (tmp_path / "res.npz.parts").exists()
 
 

@@ -37,7 +37,8 @@ def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None
     assert main(["evaluate", "--run", str(tiny / "run"), "--data", str(tiny / "test"),
                  "--fit", str(tiny / "train"), "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
-    results = doc["results"]
+    assert doc["skipped"] == {}
+    results = doc["results"]["keypoint_discovery"]
     assert results["counts"] == {"fit": 16, "test": 8, "keypoints": 4, "landmarks": 16}
     for key in ("nme", "nme3d", "nme3d_flat_baseline"):
         assert np.isfinite(results[key]["value"]) and results[key]["value"] > 0
@@ -48,7 +49,7 @@ def test_evaluate_without_fit_splits_the_data_in_halves(tiny: Path) -> None:
     assert main(["evaluate", "--run", str(tiny / "run"), "--data", str(tiny / "train"),
                  "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert doc["results"]["counts"]["fit"] == 8 and "first 8" in doc["fit"]
+    assert doc["results"]["keypoint_discovery"]["counts"]["fit"] == 8 and "first 8" in doc["fit"]
 
 
 def test_report_is_one_self_contained_page(tiny: Path) -> None:
