@@ -29,7 +29,13 @@ def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:
         assert f["kp2d"].shape == (8, 4, 2)
         assert f["kp3d"].shape == (8, 4, 3)
         assert np.isfinite(f["kp2d"]).all()
+        assert f["kp3d_image"].shape == (8, 4, 3) and "heatmaps" not in f.files
     assert len(list((tiny / "kp_overlay").glob("*.png"))) == 8
+    out = tiny / "kp_heatmaps.npz"
+    assert main(["infer", "--run", str(tiny / "run"), "--input", str(tiny / "test" / "images"),
+                 "--out", str(out), "--heatmaps"]) == 0
+    with np.load(out) as f:
+        assert f["heatmaps"].shape == (8, 4, 8, 8)
 
 
 def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None:

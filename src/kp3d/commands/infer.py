@@ -291,10 +291,7 @@ def run(args: argparse.Namespace) -> int:
     )
     loaded = load_run(args.run, device=device)
     size = _image_size(loaded)
-    try:
-        source = loaded.spec.inputs.inference_source(args.input, size=size)
-    except UserError as e:
-        raise UserError(f"--input {args.input}: {e}") from e
+    source = loaded.spec.inputs.inference_source(args.input, size=size)
     names = source.names
 
     parts = PartStore(

@@ -74,7 +74,7 @@ class Inputs:
         from kp3d.data.images import IMAGE_EXTENSIONS, find_images
 
         if size is None:
-            raise UserError("the run records no image size (config.json data.size)")
+            raise UserError(f"{path}: the run records no image size to read it at")
         path = Path(path)
         if not path.exists():
             raise DataError(f"{path}: no such file or folder")
