@@ -162,6 +162,7 @@ def test_commands_and_engine_never_name_a_method_or_ask_its_kind() -> None:
             ":(exclude)src/kp3d/commands/train.py",
         ],
         cwd=REPO,
+        check=False,
         capture_output=True,
         text=True,
     )
