@@ -124,9 +124,9 @@ def train_and_score(
         scores = evaluate_keypoint_discovery(collect(run.model, fit), collect(run.model, test))
         shown = collate([test[i] for i in range(0, len(test), max(1, len(test) // 32))][:32])
         pred = run.model.predict(shown)
-    skeleton = run.model.skeleton()
+    skeleton = run.model.artifacts().get("skeleton")
     edges = [] if skeleton is None else spanning_edges(skeleton.float().numpy())
-    tiles = [draw_overlay(shown.image[i], pred["kp2d"][i].numpy(), edges)
+    tiles = [draw_overlay(shown.image[i], pred.kp2d[i].numpy(), edges)
              for i in range(len(shown.name))]
     montage(tiles).save(run_dir / "montage.png")
     steps = done.steps

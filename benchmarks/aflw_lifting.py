@@ -143,12 +143,12 @@ def train_and_predict(method: str, train_path: Path, test_px: Tensor, run_dir: P
                    progress_bar=False)
     cpu1 = time.process_time()
     model = result.model.eval()
-    pred = model.predict(as_sample(test_px.float(), with_3d=False))["kp3d"].double()
+    pred = model.predict(as_sample(test_px.float(), with_3d=False)).kp3d.double()
     cpu2 = time.process_time()
     info = {"steps": result.steps, "cpu_s": cpu2 - cpu0, "train_cpu_s": cpu1 - cpu0,
             "predict_cpu_s": cpu2 - cpu1, "wall_s": time.perf_counter() - wall0,
             "final_loss": result.final_loss}
-    info["mutual_coherence"] = mutual_coherence(model.shape_basis()).item()
+    info["mutual_coherence"] = mutual_coherence(model.artifacts()["shape_basis"]).item()
     return pred, info
 
 

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     for z, name in enumerate(CATEGORIES):
         x, v = joint_layout(z, data[name]["kp2d"][args.train:])
         with torch.no_grad():
-            pred = model.predict(Sample(kp2d=x, vis=v))["kp3d"][:, offsets[z]:offsets[z + 1]]
+            pred = model.predict(Sample(kp2d=x, vis=v)).kp3d[:, offsets[z]:offsets[z + 1]]
         rows.append({"training": "joint", "category": name,
                      **score(pred, data[name]["gt"][args.train:]), **info})
         print(rows[-1], flush=True)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps, seed=args.seed, extra=extra,
         )
         with torch.no_grad():
-            pred = model.predict(Sample(kp2d=data[name]["kp2d"][args.train:]))["kp3d"]
+            pred = model.predict(Sample(kp2d=data[name]["kp2d"][args.train:])).kp3d
         rows.append({"training": "separate", "category": name,
                      **score(pred, data[name]["gt"][args.train:]), **info})
         print(rows[-1], flush=True)

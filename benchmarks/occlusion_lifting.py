@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                            progress_bar=False)
             cpu = time.process_time() - cpu0
             with torch.no_grad():
-                pred = result.model.eval().predict(Sample(kp2d=test_in, vis=test_vis))["kp3d"]
+                pred = result.model.eval().predict(Sample(kp2d=test_in, vis=test_vis)).kp3d
             pred = pred.double()
             row = {"method": method, "drop": p, "steps": result.steps, "cpu_s": cpu,
                    "all": score(pred, test_px, None), "visible": score(pred, test_px, test_vis)}

@@ -12,6 +12,7 @@ from kp3d.evaluation import (
     procrustes_mean_shape,
 )
 from kp3d.geometry import axis_angle_to_matrix, random_rotation
+from kp3d.methods.prediction import Prediction
 
 
 def _rotated_copies(shape: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
@@ -94,9 +95,7 @@ def test_lifting_protocol_needs_3d_ground_truth() -> None:
 
 
 def _collected(kp: torch.Tensor, lm: torch.Tensor, kp3d=None, gt3d=None) -> Collected:
-    pred = {"kp2d": kp}
-    if kp3d is not None:
-        pred["kp3d"] = kp3d
+    pred = Prediction(kp2d=kp, kp3d=kp3d)
     return Collected(pred, Sample(kp2d=lm, kp3d=gt3d, name=[""] * len(kp)), (64, 64))
 
 
@@ -157,7 +156,7 @@ def test_image_frame_3d_ignores_missing_landmarks_and_checks_shapes() -> None:
 
 def test_keypoint_discovery_3d_uses_the_image_frame_for_camera_frame_ground_truth() -> None:
     # Ground truth in a camera frame whose scale relative to the image differs per image (the
-    # synthetic sets); the method's image-frame 3D keypoints (kp3d_pixels) are exact.
+    # synthetic sets); the method's image-frame 3D keypoints (kp3d_image) are exact.
     g = torch.Generator().manual_seed(8)
     shape = torch.randn(8, 3, generator=g, dtype=torch.float64)
     cam = _rotated_copies(shape, 80, seed=9) + torch.tensor([0.0, 0.0, 20.0], dtype=torch.float64)
@@ -167,7 +166,7 @@ def test_keypoint_discovery_3d_uses_the_image_frame_for_camera_frame_ground_trut
     cam, kp2d, image = cam.float(), kp2d.float(), image.float()
 
     def part(sl: slice) -> Collected:
-        pred = {"kp2d": kp2d[sl], "kp3d": cam[sl], "kp3d_pixels": image[sl]}
+        pred = Prediction(kp2d=kp2d[sl], kp3d=cam[sl], kp3d_image=image[sl])
         return Collected(pred, Sample(kp2d=kp2d[sl], kp3d=cam[sl], name=[""] * 40), (64, 64))
 
     out = evaluate_keypoint_discovery(part(slice(0, 40)), part(slice(40, 80)))
@@ -180,7 +179,7 @@ def test_keypoint_discovery_reports_the_3d_heads_rotation_spread() -> None:
     kp = torch.rand(20, 6, 2, generator=g) * 64
     fit, test = _collected(kp[:10], kp[:10]), _collected(kp[10:], kp[10:])
     assert "rotation_spread_deg" not in evaluate_keypoint_discovery(fit, test)
-    test.pred["R"] = axis_angle_to_matrix(torch.tensor([[0.0, 0.1, 0.0], [0.0, -0.1, 0.0]]).repeat(5, 1))
+    test.pred.R = axis_angle_to_matrix(torch.tensor([[0.0, 0.1, 0.0], [0.0, -0.1, 0.0]]).repeat(5, 1))
     out = evaluate_keypoint_discovery(fit, test)
     assert out["rotation_spread_deg"]["value"] == pytest.approx(0.1 * 180 / torch.pi, rel=1e-4)
 
@@ -250,8 +249,8 @@ def test_collect_takes_the_landmark_names_through_subsets() -> None:
             return Sample(kp2d=torch.zeros(6, 2), name=str(i))
 
     class Model(torch.nn.Module):
-        def predict(self, batch: Sample) -> dict[str, torch.Tensor]:
-            return {"kp2d": batch.kp2d}
+        def predict(self, batch: Sample) -> Prediction:
+            return Prediction(kp2d=batch.kp2d)
 
     assert collect(Model(), Subset(Subset(Named(), [0, 1, 2]), [0, 2])).landmark_names == _BODY
     Named.keypoint_names = None

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kp3d.commands.demo", "make a synthetic set, train, evaluate and write a report"),
     "synth": ("kp3d.commands.synth", "generate a synthetic category with exact 3D ground truth"),
     "train": ("kp3d.commands.train", "train a method on a dataset"),
-    "infer": ("kp3d.commands.infer", "run a trained model on images"),
+    "infer": ("kp3d.commands.infer", "run a trained model on new images, keypoints or views"),
     "evaluate": ("kp3d.commands.evaluate", "score a trained model with the literature's protocols"),
     "report": ("kp3d.commands.report", "write a self-contained HTML report of a run"),
     "data": ("kp3d.commands.data", "inspect datasets (`kp3d data info PATH`)"),

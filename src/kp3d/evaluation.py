@@ -1,9 +1,15 @@
-"""The evaluation harness: which protocol applies to which data, run over a trained model.
+"""The evaluation harness: the protocols, and which of them apply, run over a trained model.
 
 ``kp3d evaluate`` and the benchmarks call these functions; the metrics themselves live in
 :mod:`kp3d.metrics`. Every number is a fraction or in the stated units, never a percentage.
 
-Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
+:data:`PROTOCOLS` names every protocol with the :class:`~kp3d.methods.prediction.Prediction`
+fields and ground-truth :class:`~kp3d.data.schema.Sample` fields it needs; a method's
+``MethodSpec.protocols`` says which apply to it, and :func:`evaluate_protocols` runs those the
+data allows on predictions :func:`collect`-ed over a fit set and a test set, skipping the
+others with a one-line reason.
+
+``keypoint_discovery``: discovered image keypoints, :func:`evaluate_keypoint_discovery`
     Discovered keypoints and ground-truth landmarks, both in unit coordinates ``u / W``,
     ``v / H`` of the evaluated image size, go through the bias-free linear regression of
     :func:`kp3d.metrics.nme_2d`, fitted on the *fit* set and scored on the *test* set:
@@ -23,7 +29,7 @@ Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
     AutoLink's CUB protocol. 3D ground truth is exact where it exists, so the 3D errors use every
     finite landmark, occluded or not. With ground-truth 3D keypoints and a 3D method, the ground
     truth is brought into the image frame (:func:`image_frame_3d`) and the method's 3D keypoints
-    are taken in the image frame too (``kp3d_pixels`` when the method predicts it, divided like
+    are taken in the image frame too (``kp3d_image`` when the method predicts it, divided like
     2D by the image size), because the regression has no bias: inputs and landmarks must share
     their origin. Then, with :func:`kp3d.metrics.nme_3d` (3K -> 3L regression, depth centred per
     image): ``nme3d`` from the discovered 3D keypoints; ``nme3d_depth`` from the discovered 2D
@@ -37,7 +43,7 @@ Image methods (keypoint discovery), :func:`evaluate_keypoint_discovery`
     dimension; when the first is far below the second, the keypoints move as one flat template
     and no 3D head can add depth to them.
 
-Lifting methods (2D -> 3D), :func:`evaluate_lifting`
+``lifting``: lifting methods (2D -> 3D), :func:`evaluate_lifting`
     C3DPO's protocol as recorded in ``shared/ANCHORS.md``: per sample, centre the visible 2D
     points and divide prediction and ground truth by ``s``, the RMS distance of the centred 2D
     points (so x, y of both are the normalised input); MPJPE with the mean depth set to 0 and
@@ -45,12 +51,21 @@ Lifting methods (2D -> 3D), :func:`evaluate_lifting`
     each in normalised units and in input units (per-sample error times ``s``). Baselines on the
     same split: ``flat`` (z = 0) and ``mean_shape`` (the mean of the *fit* set's normalised
     ground-truth 3D shapes, placed by the best orthographic fit to each test observation).
+
+``surface_depth``: depth maps, :func:`evaluate_surface_depth`
+    Unsup3d's SIDE and MAD over the ground-truth foreground eroded by one pixel, with its two
+    baselines (a constant depth and the fit set's mean depth map) on the same pixels.
+
+``multiview_3d``: 3D keypoints of multi-view methods, :func:`evaluate_multiview_3d`
+    The 3K -> 3L regression of :func:`kp3d.metrics.nme_3d` onto the first view's camera-frame
+    joints, fitted on the fit set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import roma
 import torch
@@ -66,15 +81,19 @@ from kp3d.geometry import (
     rotation_spread,
 )
 from kp3d.geometry.keypoints import least_squares_scale, masked_mean, normalise_keypoints
+from kp3d.methods.prediction import Prediction
 from kp3d.metrics import (
     INTER_OCULAR_68,
     INTER_PUPIL_MAFL5,
+    depth_to_normals,
+    mad,
     mafl5_from_ibug68,
     mirror_permutation,
     mpjpe,
     nme_2d,
     nme_3d,
     p_mpjpe,
+    side,
     stress,
     track_singular_values,
 )
@@ -91,13 +110,13 @@ class Collected:
         landmark_names: names of the ground-truth landmarks, where the dataset has them.
     """
 
-    pred: dict[str, Tensor]
+    pred: Prediction
     gt: Sample
     image_size: tuple[int, int] | None
     landmark_names: list[str] | None = None
 
 
-_GT_FIELDS = ("mask", "kp2d", "vis", "kp3d", "category")
+_GT_FIELDS = ("mask", "depth", "kp2d", "vis", "kp3d", "intrinsics", "extrinsics", "category")
 
 
 @torch.no_grad()
@@ -108,17 +127,14 @@ def collect(
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=workers)
-    preds: dict[str, list[Tensor]] = {}
+    preds: list[Prediction] = []
     gts: dict[str, list[Tensor]] = {}
     names: list[str] = []
     size: tuple[int, int] | None = None
     for batch in loader:
         if batch.image is not None:
             size = (int(batch.image.shape[-2]), int(batch.image.shape[-1]))
-        out = model.predict(batch)
-        for k, v in out.items():
-            if isinstance(v, Tensor) and v.shape[:1] == (len(batch.name),):
-                preds.setdefault(k, []).append(v.detach().float().cpu())
+        preds.append(model.predict(batch).detach_cpu())
         for f in _GT_FIELDS:
             v = getattr(batch, f)
             if v is not None:
@@ -127,9 +143,7 @@ def collect(
     if not names:
         raise ValueError("collect: the dataset is empty")
     gt = Sample(**{k: torch.cat(v) for k, v in gts.items()}, name=names)
-    return Collected(
-        {k: torch.cat(v) for k, v in preds.items()}, gt, size, _landmark_names(dataset)
-    )
+    return Collected(Prediction.cat(preds), gt, size, _landmark_names(dataset))
 
 
 def _landmark_names(dataset: Dataset) -> list[str] | None:
@@ -225,11 +239,11 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
     """
     if fit.gt.kp2d is None or test.gt.kp2d is None:
         raise ValueError("2D NME needs landmarks (kp2d) in both the fit and the test set")
-    if "kp2d" not in fit.pred:
+    if fit.pred.kp2d is None or test.pred.kp2d is None:
         raise ValueError("the model does not predict 2D keypoints")
     if fit.image_size is None or test.image_size is None:
         raise ValueError("2D NME needs images")
-    fk, tk = _unit(fit.pred["kp2d"], fit.image_size), _unit(test.pred["kp2d"], test.image_size)
+    fk, tk = _unit(fit.pred.kp2d, fit.image_size), _unit(test.pred.kp2d, test.image_size)
     fl, tl = _unit(fit.gt.kp2d.float(), fit.image_size), _unit(test.gt.kp2d.float(), test.image_size)
     fv, tv = _landmark_mask(fl, fit.gt.vis), _landmark_mask(tl, test.gt.vis)
     n_lm = fl.shape[1]
@@ -271,15 +285,16 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
     if sv3_gt is not None:
         add("tracks_sv3_gt", sv3_gt,
             "the same for the ground-truth landmarks (every finite one, occluded or not)")
-    if "R" in test.pred:
-        add("rotation_spread_deg", rotation_spread(test.pred["R"]) * 180 / torch.pi,
+    if test.pred.R is not None:
+        add("rotation_spread_deg", rotation_spread(test.pred.R) * 180 / torch.pi,
             "3D head: mean angle (degrees) of the predicted rotations from their mean rotation")
-    key3d = "kp3d_pixels" if "kp3d_pixels" in fit.pred else "kp3d"
-    if key3d in fit.pred and fit.gt.kp3d is not None and test.gt.kp3d is not None:
+    key3d = "kp3d_image" if fit.pred.kp3d_image is not None else "kp3d"
+    fp3, tp3 = getattr(fit.pred, key3d), getattr(test.pred, key3d)
+    if fp3 is not None and tp3 is not None and fit.gt.kp3d is not None and test.gt.kp3d is not None:
         fg = image_frame_3d(fit.gt.kp3d.float(), fit.gt.kp2d.float())
         tg = image_frame_3d(test.gt.kp3d.float(), test.gt.kp2d.float())
         fv3, tv3 = _landmark_mask(fg), _landmark_mask(tg)
-        fp, tp = _unit3(fit.pred[key3d], fit.image_size), _unit3(test.pred[key3d], test.image_size)
+        fp, tp = _unit3(fp3, fit.image_size), _unit3(tp3, test.image_size)
 
         inputs = {
             "nme3d": (
@@ -463,3 +478,280 @@ def evaluate_lifting(
         out["mean_shape"] = lifting_errors(pred_ms, gt, kp2d, vis)
         out["counts"]["fit"] = int(fit.kp2d.shape[0])
     return out
+
+
+# --------------------------------------------------------------------------- surface protocol
+
+
+def erode_mask(mask: Tensor) -> Tensor:
+    """Unsup3d's one-pixel erosion of (..., 1, H, W) masks: a pixel stays where its whole 3x3
+    neighbourhood is in the mask (3x3 average pool > 0.99, zero padding, so the border goes)."""
+    m = mask.to(torch.float32)
+    flat = m.reshape(-1, 1, *m.shape[-2:])
+    pooled = torch.nn.functional.avg_pool2d(flat, 3, stride=1, padding=1)
+    return (pooled > 0.99).reshape(mask.shape)
+
+
+def _surface_errors(
+    pred: Tensor, gt: Tensor, mask: Tensor, intrinsics: Tensor | None
+) -> tuple[float, float]:
+    """Mean SIDE and MAD (degrees) of (N, 1, H, W) depth maps over ``mask``."""
+    n_pred = depth_to_normals(pred, intrinsics)
+    n_gt = depth_to_normals(gt, intrinsics)
+    return float(side(pred, gt, mask)), float(mad(n_pred, n_gt, mask))
+
+
+def evaluate_surface_depth(fit: Collected, test: Collected) -> dict[str, Any]:
+    """Unsup3d's depth protocol (Wu, Rupprecht & Vedaldi, CVPR 2020) on ``Prediction.depth``.
+
+    Per test image, the evaluated pixels are the ground-truth foreground (``mask > 0.5`` and
+    ``depth > 0``), eroded by one pixel (:func:`erode_mask`), intersected with the prediction's
+    own eroded ``mask`` where the method predicts one (Unsup3d's rendered-pixel mask); images
+    with no pixel left are not scored. ``side`` (:func:`kp3d.metrics.side`) and ``mad_deg``
+    (:func:`kp3d.metrics.mad`, normals from each depth map by :func:`kp3d.metrics.depth_to_normals`
+    with the test set's intrinsics, else Unsup3d's camera) are means over images. Baselines on the
+    same pixels, as Unsup3d's Table 2: ``_null_baseline``, a constant depth (the image's mean
+    ground-truth depth: a fronto-parallel plane), and ``_average_baseline``, the per-pixel mean
+    of the *fit* set's ground-truth depth maps (the mean over all fit pixels where no fit image
+    has a surface).
+
+    Returns:
+        ``{"side": {"value", "protocol"}, "mad_deg": ..., "side_null_baseline": ...,
+        "mad_deg_null_baseline": ..., "side_average_baseline": ...,
+        "mad_deg_average_baseline": ..., "counts": ...}``.
+
+    Raises:
+        ValueError: missing depth or masks, maps of different sizes, no pixel left to score.
+    """
+    pred, gt, gm = test.pred.depth, test.gt.depth, test.gt.mask
+    if pred is None or gt is None or gm is None:
+        raise ValueError("the surface protocol needs predicted depth and ground-truth depth+mask")
+    if fit.gt.depth is None or fit.gt.mask is None:
+        raise ValueError("the surface protocol's average-depth baseline needs depth+mask to fit")
+    if pred.shape != gt.shape or fit.gt.depth.shape[1:] != gt.shape[1:] or gt.ndim != 4:
+        raise ValueError(
+            f"the surface protocol needs (N, 1, H, W) depth maps of one size, got prediction "
+            f"{tuple(pred.shape)}, test {tuple(gt.shape)}, fit {tuple(fit.gt.depth.shape)}"
+        )
+    gt = gt.double()
+    mask = erode_mask((gm > 0.5) & (gt > 0))
+    if test.pred.mask is not None:
+        mask = mask & erode_mask(test.pred.mask > 0.5)
+    keep = mask.flatten(1).any(1)
+    if not bool(keep.any()):
+        raise ValueError("the surface protocol: no test image has a pixel left to score")
+    K = test.gt.intrinsics
+    K = None if K is None or K.ndim != 3 else K[keep].double()
+    pred, gt, mask = pred[keep].double(), gt[keep], mask[keep]
+
+    fd, fm = fit.gt.depth.double(), ((fit.gt.mask > 0.5) & (fit.gt.depth > 0)).double()
+    total = (fd * fm).sum(0)
+    count = fm.sum(0)
+    fill = total.sum() / count.sum().clamp_min(1)
+    average = torch.where(count > 0, total / count.clamp_min(1), fill).expand_as(gt)
+    level = (gt * mask).sum((1, 2, 3)) / mask.sum((1, 2, 3))
+    null = level[:, None, None, None].expand_as(gt)
+
+    results: dict[str, Any] = {
+        "counts": {"fit": int(fd.shape[0]), "test": int(keep.shape[0]),
+                   "scored": int(keep.sum())}
+    }
+    where = "ground-truth foreground eroded by 1 px"
+    for suffix, depth, what in (
+        ("", pred, "predicted depth"),
+        ("_null_baseline", null, "constant depth (baseline)"),
+        ("_average_baseline", average, "mean ground-truth depth map of the fit set (baseline)"),
+    ):
+        s_err, m_err = _surface_errors(depth, gt, mask, K)
+        results["side" + suffix] = {
+            "value": s_err, "protocol": f"SIDE (Unsup3d), {what}, {where}"}
+        results["mad_deg" + suffix] = {
+            "value": m_err, "protocol": f"MAD in degrees (Unsup3d), {what}, {where}"}
+    return results
+
+
+# ----------------------------------------------------------------------- multi-view protocol
+
+
+def _centred(points: Tensor) -> Tensor:
+    """(N, K, 3) minus the mean of each sample's finite points (non-finite stay non-finite)."""
+    ok = points.isfinite().all(-1, keepdim=True)
+    n = ok.sum(-2, keepdim=True).clamp_min(1)
+    mean = torch.where(ok, points, 0.0).sum(-2, keepdim=True) / n
+    return points - mean
+
+
+def _first_view(kp3d: Tensor) -> Tensor:
+    """Ground-truth 3D joints (N, V, L, 3) of multi-view samples -> the first view's (N, L, 3)."""
+    return kp3d[:, 0] if kp3d.ndim == 4 else kp3d
+
+
+def evaluate_multiview_3d(fit: Collected, test: Collected) -> dict[str, Any]:
+    """3D keypoints of a multi-view method against the ground-truth 3D joints.
+
+    ``Prediction.kp3d`` (N, K, 3) is compared with the joints in the camera frame of each
+    sample's first view (``Sample.kp3d[:, 0]``), both centred per sample, through the bias-free
+    3K -> 3L regression of :func:`kp3d.metrics.nme_3d` fitted on the *fit* set: ``nme3d``,
+    normalised by the ground-truth box ``sqrt(w h)`` of the joints' x, y (every finite joint).
+
+    Raises:
+        ValueError: missing 3D keypoints or joints.
+    """
+    if test.pred.kp3d is None or fit.pred.kp3d is None:
+        raise ValueError("the multi-view protocol needs predicted 3D keypoints (kp3d)")
+    if test.gt.kp3d is None or fit.gt.kp3d is None:
+        raise ValueError("the multi-view protocol needs ground-truth 3D joints (kp3d)")
+    fg, tg = _centred(_first_view(fit.gt.kp3d).double()), _centred(_first_view(test.gt.kp3d).double())
+    fp, tp = _centred(fit.pred.kp3d.double()), _centred(test.pred.kp3d.double())
+    r = nme_3d(fp, fg, tp, tg, "bbox", fit_vis=_landmark_mask(fg), test_vis=_landmark_mask(tg))
+    return {
+        "counts": {"fit": int(fp.shape[0]), "test": int(tp.shape[0]),
+                   "keypoints": int(tp.shape[1]), "landmarks": int(tg.shape[1])},
+        "nme3d": {"value": float(r.nme), "protocol": "3D NME, multi-view 3D keypoints against "
+                  "the first view's camera-frame joints (both centred), 3K -> 3L regression on "
+                  "the fit set, ground-truth box sqrt(w h)"},
+    }
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An evaluation protocol: the fields it needs and how it runs.
+
+    Attributes:
+        prediction: :class:`~kp3d.methods.prediction.Prediction` fields the model must give.
+        ground_truth: :class:`~kp3d.data.schema.Sample` fields the *test* set must have.
+        fit_ground_truth: the fields the *fit* set must have.
+        images: whether it needs the images' size (keypoints in pixels of images).
+        run: ``(fit, test) -> results``, both :class:`Collected` (predictions and ground truth
+            over a whole set); results are named ``{"value": float, "protocol": str}`` entries
+            (or groups of them) and ``counts``.
+        description: one line for messages.
+    """
+
+    prediction: tuple[str, ...]
+    ground_truth: tuple[str, ...]
+    run: Callable[[Collected, Collected], dict[str, Any]]
+    description: str
+    fit_ground_truth: tuple[str, ...] = ()
+    images: bool = False
+
+
+def _lifting(fit: Collected, test: Collected) -> dict[str, Any]:
+    assert test.pred.kp3d is not None  # checked by the registry's fields
+    return evaluate_lifting(test.pred.kp3d, test.gt, fit=fit.gt)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "keypoint_discovery": Protocol(
+        prediction=("kp2d",),
+        ground_truth=("kp2d",),
+        fit_ground_truth=("kp2d",),
+        images=True,
+        run=evaluate_keypoint_discovery,
+        description="discovered keypoints against landmarks by linear regression (2D and 3D NME)",
+    ),
+    "lifting": Protocol(
+        prediction=("kp3d",),
+        ground_truth=("kp2d", "kp3d"),
+        run=_lifting,
+        description="lifted 3D keypoints: MPJPE, Stress, P-MPJPE (C3DPO's protocol)",
+    ),
+    "surface_depth": Protocol(
+        prediction=("depth",),
+        ground_truth=("depth", "mask"),
+        fit_ground_truth=("depth", "mask"),
+        run=evaluate_surface_depth,
+        description="depth maps: SIDE and MAD (Unsup3d's protocol)",
+    ),
+    "multiview_3d": Protocol(
+        prediction=("kp3d",),
+        ground_truth=("kp3d",),
+        fit_ground_truth=("kp3d",),
+        run=evaluate_multiview_3d,
+        description="multi-view 3D keypoints against 3D joints by a 3K -> 3L regression",
+    ),
+}
+"""Every evaluation protocol by name; a method's ``MethodSpec.protocols`` names those that apply
+(register another by adding an entry)."""
+
+_FIELD_WORDS = {
+    "kp2d": "2D landmarks (kp2d)",
+    "kp3d": "3D keypoints (kp3d)",
+    "depth": "depth maps (depth)",
+    "mask": "foreground masks (mask)",
+}
+
+
+def _words(field: str) -> str:
+    return _FIELD_WORDS.get(field, field)
+
+
+def why_not(protocol: Protocol, fit: Collected, test: Collected) -> str | None:
+    """Why ``protocol`` cannot run on these sets (one line), or None when it can."""
+    for f in protocol.prediction:
+        if getattr(test.pred, f) is None:
+            return f"the model predicts no {_words(f)}"
+    for f in protocol.ground_truth:
+        if getattr(test.gt, f) is None:
+            return f"the test set has no {_words(f)}"
+    for f in protocol.fit_ground_truth:
+        if getattr(fit.gt, f) is None:
+            return f"the fit set has no {_words(f)}"
+    if protocol.images and (fit.image_size is None or test.image_size is None):
+        return "the sets have no images"
+    return None
+
+
+class ProtocolResults(NamedTuple):
+    """Results by protocol name, and the protocols skipped with their one-line reasons."""
+
+    results: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+
+
+def evaluate_protocols(
+    names: Sequence[str], fit: Collected, test: Collected
+) -> ProtocolResults:
+    """Run the protocols ``names`` (in order) that these sets allow; skip the others.
+
+    Raises:
+        KeyError: a name that is not in :data:`PROTOCOLS`.
+        ValueError: from a protocol that runs but cannot score the data (message says why).
+    """
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        if name not in PROTOCOLS:
+            raise KeyError(f"unknown evaluation protocol {name!r}; known: {sorted(PROTOCOLS)}")
+        protocol = PROTOCOLS[name]
+        reason = why_not(protocol, fit, test)
+        if reason is None:
+            results[name] = protocol.run(fit, test)
+        else:
+            skipped[name] = reason
+    return ProtocolResults(results, skipped)
+
+
+def result_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(metric, shown value, protocol)`` rows of evaluation results for tables: entries with
+    a ``value``, groups of ``{"norm", "input_units"}`` errors, and groups of either; ``counts``
+    left out."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for name, r in tree.items():
+            if name == "counts" or not isinstance(r, dict):
+                continue
+            if "value" in r:
+                rows.append((prefix + name, format_value(name, r["value"]), r.get("protocol", "")))
+            elif "norm" in r:
+                rows.append((prefix + name, f"{r['norm']:.4f} / {r['input_units']:.3f}",
+                             "normalised / input units"))
+            else:
+                walk(r, f"{prefix}{name} ")
+
+    walk(results, "")
+    return rows

@@ -28,10 +28,11 @@ def test_evaluate_reports_the_protocol_baselines_and_coherence(tmp_path: Path, m
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--run", str(run), "--data", str(tmp_path / "test.npz"),
                  "--fit", str(tmp_path / "train.npz"), "--json", str(out)]) == 0
-    results = json.loads(out.read_text())["results"]
+    results = json.loads(out.read_text())["results"]["lifting"]
     for row in ("method", "flat", "mean_shape"):
         for metric in ("mpjpe", "stress", "p_mpjpe"):
             assert np.isfinite(results[row][metric]["norm"])
     # A rigid training set: the mean-shape baseline is exact, flat is not.
     assert results["mean_shape"]["mpjpe"]["norm"] < 1e-3 < results["flat"]["mpjpe"]["norm"]
-    assert 0.0 <= results["mutual_coherence"]["value"] <= 1.0
+    coherence = json.loads(out.read_text())["results"]["artifacts"]["mutual_coherence"]
+    assert 0.0 <= coherence["value"] <= 1.0

@@ -75,10 +75,13 @@ def test_npz_has_every_prediction_in_original_pixels(
     for i, name in enumerate(names):
         image, (w, h) = load_image(images / name, size=8)
         assert z["image_size"][i].tolist() == [w, h]
-        expected = model.predict(Sample(image=image[None]))["kp2d"][0].numpy() * np.array(
+        expected = model.predict(Sample(image=image[None])).kp2d[0].numpy() * np.array(
             [w / 8, h / 8]
         )
         np.testing.assert_allclose(z["kp2d"][i], expected, rtol=1e-5, atol=1e-5)
+        # Every pixel-frame field is in the original pixels: the image-frame 3D keypoints'
+        # x, y agree with the 2D keypoints after the rescale.
+        np.testing.assert_allclose(z["kp3d_image"][i][:, :2], z["kp2d"][i], rtol=1e-5, atol=1e-5)
     assert not (tmp_path / "res.npz.parts").exists()
 
 
@@ -169,3 +172,29 @@ def test_a_single_image(run: Path, images: Path, tmp_path: Path) -> None:
     assert _infer(run, images / "im3.png", tmp_path / "one.npz") == 0
     z = np.load(tmp_path / "one.npz")
     assert z["names"].tolist() == ["im3.png"] and torch.from_numpy(z["kp2d"]).isfinite().all()
+
+
+def test_overlays_go_to_the_folder_given(run: Path, images: Path, tmp_path: Path) -> None:
+    # The README's form: --overlay overlays/
+    assert _infer(run, images, tmp_path / "res.npz", "--overlay", str(tmp_path / "drawn")) == 0
+    assert len(list((tmp_path / "drawn").rglob("*.png"))) == 5
+    assert not (tmp_path / "res_overlay").exists()
+
+
+def test_a_lifter_lifts_the_keypoints_of_a_file(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    kp2d = torch.rand(24, 6, 2, generator=g) * 64
+    np.savez(tmp_path / "train.npz", kp2d=kp2d[:16].numpy())
+    np.savez(tmp_path / "new.npz", kp2d=kp2d[16:].numpy())
+    run = tmp_path / "run"
+    assert main(["train", "--method", "c3dpo", "--data", str(tmp_path / "train.npz"), "--out",
+                 str(run), "--steps", "1", "--batch-size", "8"]) == 0
+    out = tmp_path / "lifted.npz"
+    assert main(["infer", "--run", str(run), "--input", str(tmp_path / "new.npz"), "--out",
+                 str(out)]) == 0
+    z = np.load(out)
+    assert z["names"].tolist() == [f"{i:06d}" for i in range(8)]
+    assert z["kp3d"].shape == (8, 6, 3) and "image_size" not in z.files
+    # A lifter keeps the input x, y: the keypoints' own frame, not rescaled.
+    np.testing.assert_allclose(z["kp3d"][..., :2], kp2d[16:].numpy(), rtol=1e-5, atol=1e-4)
+    assert z["shape_basis"].ndim == 3  # the learned artifacts come along

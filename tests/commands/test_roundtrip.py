@@ -29,7 +29,13 @@ def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:
         assert f["kp2d"].shape == (8, 4, 2)
         assert f["kp3d"].shape == (8, 4, 3)
         assert np.isfinite(f["kp2d"]).all()
+        assert f["kp3d_image"].shape == (8, 4, 3) and "heatmaps" not in f.files
     assert len(list((tiny / "kp_overlay").glob("*.png"))) == 8
+    out = tiny / "kp_heatmaps.npz"
+    assert main(["infer", "--run", str(tiny / "run"), "--input", str(tiny / "test" / "images"),
+                 "--out", str(out), "--heatmaps"]) == 0
+    with np.load(out) as f:
+        assert f["heatmaps"].shape == (8, 4, 8, 8)
 
 
 def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None:
@@ -37,7 +43,8 @@ def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None
     assert main(["evaluate", "--run", str(tiny / "run"), "--data", str(tiny / "test"),
                  "--fit", str(tiny / "train"), "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
-    results = doc["results"]
+    assert doc["skipped"] == {}
+    results = doc["results"]["keypoint_discovery"]
     assert results["counts"] == {"fit": 16, "test": 8, "keypoints": 4, "landmarks": 16}
     for key in ("nme", "nme3d", "nme3d_flat_baseline"):
         assert np.isfinite(results[key]["value"]) and results[key]["value"] > 0
@@ -48,7 +55,7 @@ def test_evaluate_without_fit_splits_the_data_in_halves(tiny: Path) -> None:
     assert main(["evaluate", "--run", str(tiny / "run"), "--data", str(tiny / "train"),
                  "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert doc["results"]["counts"]["fit"] == 8 and "first 8" in doc["fit"]
+    assert doc["results"]["keypoint_discovery"]["counts"]["fit"] == 8 and "first 8" in doc["fit"]
 
 
 def test_report_is_one_self_contained_page(tiny: Path) -> None:

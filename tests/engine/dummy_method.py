@@ -16,6 +16,7 @@ from kp3d.data.inputs import IMAGES
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.methods.base import MethodModel, MethodSpec, StepOutput
+from kp3d.methods.prediction import Prediction
 
 
 @dataclass(frozen=True)
@@ -80,18 +81,21 @@ class DummyModel(MethodModel):
         return StepOutput(loss, logs)
 
     @torch.no_grad()
-    def predict(self, batch: Sample) -> dict[str, Tensor]:
+    def predict(self, batch: Sample) -> Prediction:
         kp2d = self.keypoints(batch.image)
-        return {"kp2d": kp2d, "kp3d": torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], -1)}
+        kp3d = torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], -1)
+        size = (int(batch.image.shape[-2]), int(batch.image.shape[-1]))
+        return Prediction(kp2d=kp2d, kp3d=kp3d, kp3d_image=kp3d, image_size=size)
 
-    def skeleton(self) -> Tensor:
-        return torch.sigmoid(self.edges + self.edges.T)
+    def artifacts(self) -> dict[str, Tensor]:
+        return {"skeleton": torch.sigmoid(self.edges + self.edges.T).detach()}
 
 
 SPEC = MethodSpec(
     config_cls=DummyConfig,
     build=DummyModel,
     inputs=IMAGES,
+    protocols=("keypoint_discovery",),
     description="engine test model",
     train_defaults={
         "lr": 1e-2,

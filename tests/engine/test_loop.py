@@ -220,7 +220,7 @@ def test_run_folder_contents(tmp_path: Path, dummy: str) -> None:
     assert not loaded.model.training
     batch = Sample(image=TinyImages().images[:3])
     # Equal up to float rounding: the trained model runs its convolutions channels-last.
-    torch.testing.assert_close(loaded.model.predict(batch)["kp2d"], r.model.predict(batch)["kp2d"])
+    torch.testing.assert_close(loaded.model.predict(batch).kp2d, r.model.predict(batch).kp2d)
 
 
 def test_a_complete_train_config_is_taken_as_is(tmp_path: Path, dummy: str) -> None:

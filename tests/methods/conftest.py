@@ -54,7 +54,7 @@ def _rigid_recovery(
         loss.backward()
         opt.step()
         sched.step()
-    pred = model.eval().predict(Sample(kp2d=kp2d))["kp3d"]
+    pred = model.eval().predict(Sample(kp2d=kp2d)).kp3d
     s = (kp2d - kp2d.mean(1, keepdim=True)).square().sum(-1).mean(-1).sqrt()[:, None, None]
     gt = torch.cat([kp2d, cam[..., 2:]], -1) / s
     err = mpjpe(pred / s, gt, flip_z=True)

@@ -1,21 +1,48 @@
-"""``kp3d infer``: run a trained model on a folder of images (or one image).
+"""``kp3d infer``: run a trained model on new data: images, or what the method reads.
 
-Output ``--out``: one ``.npz`` or ``.json`` with, per image, its name (path relative to
-``--input``), its size ``(W, H)`` and everything the method's ``predict`` returns: ``kp2d``
-(K, 2) in pixels of the *original* image (continuous coordinates, :mod:`kp3d.geometry`),
-``kp3d``, ``R``, ``T``, ``S``, ``alpha``, ... where the method has them (3D quantities in the
-method's own units). Also the learned ``skeleton`` (K, K) and ``canonical_shape`` (K, 3) where
-the method has them, and the images that could not be read (skipped with a warning, or an error
-with ``--strict``).
+``--input`` is what the run's method reads (``MethodSpec.inputs``): for image methods a folder of
+images (searched recursively) or one image; for lifting methods a keypoint file (``.npz`` with
+``kp2d`` (N, K, 2), the format of ``kp3d train --data``); for multi-view methods a multi-view
+set (``kp3d synth ... --views V``). Images are named by their path relative to ``--input``,
+dataset samples by their index (``000000``, ...).
+
+Output ``--out``: one ``.npz`` or ``.json`` with, per input, its ``names``, ``image_size``
+``(W, H)`` of the original image (image inputs only) and every field of the method's
+prediction (:class:`kp3d.methods.prediction.Prediction`) it has, then its ``extras`` under their
+own names; also the learned artifacts (``skeleton``, ``canonical_shape``, ``shape_basis``, ...
+where the method has them) and the inputs that could not be read (skipped with a warning, or an
+error with ``--strict``). Pixel-frame fields are mapped to the pixels of each *original* image
+by ``Prediction.rescale`` (continuous coordinates, :mod:`kp3d.geometry`); for dataset inputs they
+stay in the frame of the data as read (a keypoint file's own pixels; a multi-view set's views
+resized to the model's size).
+
+=============  ======================  ======  ===================================================
+key            shape (per input)       unit    frame
+=============  ======================  ======  ===================================================
+kp2d           (K, 2) / (V, K, 2)      px      original image (u, v), continuous coordinates
+vis            (K,) / (V, K)           --      visibility or confidence per keypoint
+kp3d           (K, 3)                  method  camera frame (first view's for multi-view
+                                               methods); lifters: x, y the input keypoints
+kp3d_image     (K, 3) / (V, K, 3)      px      original image: x, y in pixels, z depth scaled
+                                               like x, y
+depth          (1, h, w)               method  camera z per pixel of the model's input view
+normals        (3, h, w)               --      unit normals, camera frame
+albedo         (3, h, w)               [0, 1]  model's input view
+mask           (1, h, w)               [0, 1]  foreground probability, model's input view
+R              (3, 3) / (V, 3, 3)      --      object-to-camera rotation
+heatmaps       (K, h, w)               --      keypoint distributions (only with --heatmaps)
+extras         method-specific         method  e.g. T, S, alpha, canonical, kp2d_normalised
+=============  ======================  ======  ===================================================
 
 Streaming: results are written batch by batch to ``OUT.parts/`` (each part atomically) and
 merged into ``OUT`` at the end, so a crash or kill loses at most the batch in flight; running the
-same command again skips what is done. The parts folder remembers the run, input and image size
-it belongs to, and refuses to be mixed with another.
+same command again skips what is done. The parts folder remembers the run, input, image size and
+options it belongs to, and refuses to be mixed with another.
 
-``--overlay`` writes each image with its keypoints and the learned skeleton drawn to
-``OUT_overlay/`` (same relative names; ``.png`` appended to other extensions), at the image's
-own resolution.
+``--overlay [DIR]`` writes each input image with its keypoints and the learned skeleton drawn, at
+the image's own resolution, to ``DIR`` (bare ``--overlay``: ``OUT_overlay/`` beside ``OUT``),
+under the same relative names (``.png`` appended to other extensions); only image inputs have
+overlays. Heatmaps are large and left out unless ``--heatmaps``.
 
 Videos are not read: extract frames first (``ffmpeg -i clip.mp4 frames/%06d.png``).
 """
@@ -31,13 +58,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from kp3d.errors import ConfigError, DataError, UserError
 
 log = logging.getLogger("kp3d.infer")
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 OUTPUT_SUFFIXES = (".npz", ".json")
 MANIFEST = "manifest.json"
 
@@ -51,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         required=True,
         metavar="PATH",
-        help="a folder of images (searched recursively) or one image file",
+        help="what the method reads: a folder of images (searched recursively) or one image; "
+        "a keypoint .npz for lifting methods; a multi-view set for multi-view methods",
     )
     parser.add_argument(
         "--out",
@@ -62,8 +89,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--overlay",
+        type=Path,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="DIR",
+        help="also write the images with keypoints and skeleton drawn to DIR "
+        "(bare --overlay: OUT_overlay/ beside OUT)",
+    )
+    parser.add_argument(
+        "--heatmaps",
         action="store_true",
-        help="also write images with keypoints and skeleton drawn to OUT_overlay/",
+        help="also write the keypoint heatmaps (large; left out by default)",
     )
     parser.add_argument(
         "--batch-size",
@@ -91,61 +128,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an unreadable image is an error instead of a logged skip",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "output (per input):\n" + _OUTPUT_TABLE
 
 
-class _Images(Dataset[tuple[int, Any, Any, str | None]]):
-    """Image ``i`` resized for the model: ``(i, tensor, (W, H), None)``, or ``(i, None, None,
-    error)`` when it cannot be read."""
-
-    def __init__(self, paths: list[Path], indices: list[int], size: int) -> None:
-        self.paths, self.indices, self.size = paths, indices, size
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, j: int) -> tuple[int, Any, Any, str | None]:
-        from kp3d.data.images import load_image
-
-        i = self.indices[j]
-        try:
-            image, original = load_image(self.paths[i], size=self.size)
-        except DataError as e:
-            return i, None, None, str(e)
-        return i, image, original, None
+_OUTPUT_TABLE = __doc__[__doc__.index("=====") : __doc__.rindex("=====") + 5] if __doc__ else ""
 
 
-def _input_files(path: Path) -> tuple[list[Path], list[str]]:
-    """The image files of ``--input`` and their names (relative to it, POSIX style)."""
-    from kp3d.data.images import IMAGE_EXTENSIONS, find_images
-
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    if path.is_file():
-        ext = path.suffix.lower()
-        if ext in VIDEO_EXTENSIONS:
-            raise UserError(
-                f"{path}: videos are not read directly; extract frames first, e.g. "
-                f"ffmpeg -i {path} frames/%06d.png, and pass the folder"
-            )
-        if ext not in IMAGE_EXTENSIONS:
-            raise DataError(f"{path}: not an image file ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return [path], [path.name]
-    files = find_images(path)
-    return files, [f.relative_to(path).as_posix() for f in files]
-
-
-def _image_size(run: Any) -> int:
-    from kp3d.commands.train import SIZE_FIELDS
-
+def _image_size(run: Any) -> int | None:
+    """The image side the run's model takes: the training data's, else the method config's."""
     size = (run.config.get("data") or {}).get("size")
-    if size is None:
-        size = next(
-            (getattr(run.method_config, f) for f in SIZE_FIELDS if hasattr(run.method_config, f)),
-            None,
-        )
-    if size is None:
-        raise UserError(f"{run.run_dir}: the run records no image size (config.json data.size)")
-    return int(size)
+    return int(size) if size is not None else run.spec.inputs.image_size(run.method_config)
 
 
 class PartStore:
@@ -231,10 +224,11 @@ def _write_output(
     keys = [k for k in arrays if k not in ("names", "image_size")]
     images = []
     for i, name in enumerate(names):
-        w, h = arrays["image_size"][i].tolist()
-        images.append(
-            {"name": name, "width": w, "height": h, **{k: arrays[k][i].tolist() for k in keys}}
-        )
+        entry: dict[str, Any] = {"name": name}
+        if "image_size" in arrays:
+            w, h = arrays["image_size"][i].tolist()
+            entry.update(width=w, height=h)
+        images.append({**entry, **{k: arrays[k][i].tolist() for k in keys}})
     doc = {
         **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in extra.items()},
         "images": images,
@@ -273,9 +267,11 @@ def _weights_signature(run_dir: Path) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from kp3d.commands.train import setup_logging
     from kp3d.data.images import report_skipped
-    from kp3d.data.schema import Sample
+    from kp3d.data.schema import collate
     from kp3d.engine import load_run
     from kp3d.engine.monitor import CONSOLE
     from kp3d.viz.overlay import skeleton_edges
@@ -294,12 +290,9 @@ def run(args: argparse.Namespace) -> int:
         else "cpu"
     )
     loaded = load_run(args.run, device=device)
-    if loaded.spec.data != "images":
-        raise UserError(
-            f"{args.run}: method {loaded.method_name!r} takes {loaded.spec.data}, not images"
-        )
     size = _image_size(loaded)
-    files, names = _input_files(args.input)
+    source = loaded.spec.inputs.inference_source(args.input, size=size)
+    names = source.names
 
     parts = PartStore(
         out,
@@ -307,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
             "run": str(args.run.resolve()),
             "input": str(args.input.resolve()),
             "size": size,
+            "heatmaps": bool(args.heatmaps),
             "weights": _weights_signature(args.run),
         },
     )
@@ -317,73 +311,93 @@ def run(args: argparse.Namespace) -> int:
     todo = [i for i, n in enumerate(names) if n not in done]
     if done:
         log.info(
-            "%s: %d of %d images already done; continuing", out, len(names) - len(todo), len(names)
+            "%s: %d of %d inputs already done; continuing", out, len(names) - len(todo), len(names)
         )
 
-    model = loaded.model
-    weights = model.skeleton()
-    weights = weights.detach().float().cpu().numpy() if weights is not None else None
-    edges = skeleton_edges(weights)
-    overlay_dir = out.with_name(out.stem + "_overlay")
+    model = loaded.model.eval()
+    artifacts = {k: v.detach().float().cpu().numpy() for k, v in model.artifacts().items()}
+    edges = skeleton_edges(artifacts.get("skeleton"))
+    overlay_dir: Path | None = None
+    if args.overlay is not None:
+        overlay_dir = out.with_name(out.stem + "_overlay") if args.overlay is True else args.overlay
+    no_overlay = False
     loader = DataLoader(
-        _Images(files, todo, size),
+        source.items(todo),
         batch_size=args.batch_size,
         num_workers=args.workers,
         collate_fn=list,
     )
-    with torch.inference_mode():
+    with (
+        torch.inference_mode(),
+        Progress(
+            TextColumn("infer"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=CONSOLE,
+            transient=True,
+            disable=not todo,
+        ) as bar,
+    ):
+        task = bar.add_task("infer", total=len(todo))
         for items in loader:
-            ok = [it for it in items if it[1] is not None]
-            bad = [it for it in items if it[1] is None]
+            ok = [it for it in items if it.sample is not None]
+            bad = [it for it in items if it.sample is None]
             if bad and args.strict:
-                raise DataError(f"{bad[0][3]} (--strict)")
+                raise DataError(f"{bad[0].error} (--strict)")
             arrays: dict[str, np.ndarray] = {
-                "names": np.array([names[it[0]] for it in ok], dtype=str),
-                "image_size": np.array([it[2] for it in ok], dtype=np.int64).reshape(-1, 2),
-                "skipped_names": np.array([names[it[0]] for it in bad], dtype=str),
-                "skipped_errors": np.array([it[3] for it in bad], dtype=str),
+                "names": np.array([names[it.index] for it in ok], dtype=str),
+                "skipped_names": np.array([names[it.index] for it in bad], dtype=str),
+                "skipped_errors": np.array([it.error for it in bad], dtype=str),
             }
+            sizes = [it.size for it in ok]
+            known = bool(ok) and all(s is not None for s in sizes)
+            if known:
+                arrays["image_size"] = np.array(sizes, dtype=np.int64).reshape(-1, 2)
             if ok:
-                batch = Sample(image=torch.stack([it[1] for it in ok]).to(device))
-                pred = {
-                    k: v.detach().float().cpu().numpy() for k, v in model.predict(batch).items()
-                }
-                if "kp2d" in pred:
-                    # Model pixels -> original pixels (continuous coordinates: a pure scale).
-                    pred["kp2d"] = pred["kp2d"] * (arrays["image_size"][:, None, :] / size)
-                arrays.update(pred)
-                if args.overlay:
+                batch = collate([it.sample for it in ok]).to(device)
+                pred = model.predict(batch).detach_cpu()
+                if known and pred.image_size is not None:
+                    pred = pred.rescale(torch.tensor(sizes))
+                if not args.heatmaps:
+                    pred = pred.replace(heatmaps=None)
+                for key, value in pred.items():
+                    if key in arrays:
+                        raise UserError(f"{args.run}: the prediction's {key!r} clashes with "
+                                        "an output column of kp3d infer")
+                    arrays[key] = value.numpy()
+                if overlay_dir is not None and pred.kp2d is not None and pred.kp2d.ndim == 3:
                     for j, it in enumerate(ok):
-                        if "kp2d" in pred:
-                            vis = pred["vis"][j] if "vis" in pred else None
-                            _overlay(
-                                files[it[0]],
-                                overlay_dir / _overlay_name(names[it[0]]),
-                                pred["kp2d"][j],
-                                edges,
-                                vis,
-                            )
+                        file = source.image_file(it.index)
+                        if file is None:
+                            no_overlay = True
+                            continue
+                        _overlay(
+                            file,
+                            overlay_dir / _overlay_name(names[it.index]),
+                            arrays["kp2d"][j],
+                            edges,
+                            arrays["vis"][j] if "vis" in arrays else None,
+                        )
             parts.write(arrays)
+            bar.advance(task, len(items))
+    if no_overlay:
+        log.warning("--overlay: only image inputs are drawn; %s has none", args.input)
 
     order = {n: i for i, n in enumerate(names)}
     arrays, skipped = parts.merged(order)
     report_skipped([(n, e) for n, e in skipped], len(names), strict=False)
-    canonical = model.canonical_shape()
-    extra = {
+    extra: dict[str, Any] = {
         "run": str(args.run),
         "method": loaded.method_name,
         "image_size_model": size,
-        "skeleton": weights,
-        "canonical_shape": canonical.detach().float().cpu().numpy()
-        if canonical is not None
-        else None,
+        **artifacts,
     }
     _write_output(out, arrays, extra, skipped)
     parts.remove()
     n = len(arrays.get("names", []))
     CONSOLE.print(
-        f"{n} images -> {out}"
-        + (f" (overlays in {overlay_dir})" if args.overlay else "")
+        f"{n} inputs -> {out}"
+        + (f" (overlays in {overlay_dir})" if overlay_dir is not None and not no_overlay else "")
         + (f"; {len(skipped)} unreadable skipped" if skipped else ""),
         highlight=False,
     )

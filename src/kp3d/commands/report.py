@@ -13,13 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder written by `kp3d train`")
     parser.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN/report.html)")
     parser.add_argument("--data", type=Path, default=None,
-                        help="images to show predictions on (default: the run's training data)")
+                        help="data to show predictions on, as the method reads it "
+                        "(default: the run's training data)")
     parser.add_argument("--eval", type=Path, default=None, help="evaluation JSON (default: RUN/eval.json)")
     parser.add_argument("--samples", type=int, default=16, help="sample images shown (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from kp3d.data.adapters import open_dataset
     from kp3d.engine import load_run
     from kp3d.engine.atomic import atomic_write_text
     from kp3d.viz.report import build_report
@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
         stored = (loaded.config.get("data") or {}).get("path")
         data = Path(stored) if stored and Path(stored).exists() else None
     dataset = None
-    if data is not None and loaded.spec.data == "images":
-        size = getattr(loaded.method_config, "image_size", None)
-        dataset = open_dataset(data, size=size)
+    if data is not None:
+        inputs = loaded.spec.inputs
+        dataset = inputs.open(data, size=inputs.image_size(loaded.method_config))
     eval_doc = None
     if args.eval is not None:
         try:

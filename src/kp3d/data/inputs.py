@@ -2,19 +2,24 @@
 
 The engine and the commands open data through the spec's :class:`Inputs` object and never ask
 which kind it is: each kind knows how to open a path for training, evaluation and inference
-and which image size the method's config asks for.
+(:meth:`Inputs.inference_source`: what ``kp3d infer`` reads) and which image size the method's
+config asks for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
 
 from kp3d.data.schema import Sample
+from kp3d.errors import DataError, UserError
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 SIZE_FIELDS: tuple[str, ...] = ("image_size", "size")
 """Method config fields holding the image side length (the first one a config has)."""
@@ -26,9 +31,11 @@ class Inputs:
 
     Attributes:
         name: ``images``, ``views`` or ``keypoints``: for messages only.
+        batch_size: default batch of inference and evaluation (keypoint rows are cheap).
     """
 
     name: str = "images"
+    batch_size: int = 64
 
     def image_size(self, config: Any) -> int | None:
         """The image side length ``config`` asks for (None: the data's own size)."""
@@ -64,6 +71,117 @@ class Inputs:
             options["strict"] = True
         return open_dataset(path, format=format, **options)
 
+    def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
+        """What ``kp3d infer --input PATH`` reads: a folder of image files (searched
+        recursively) or one image file, each resized to ``size``; predictions go back to each
+        image's own pixels.
+
+        Raises:
+            DataError: no such path, not an image, no image in the folder.
+            UserError: a video (frames must be extracted first), or no ``size``.
+        """
+        from kp3d.data.images import IMAGE_EXTENSIONS, find_images
+
+        if size is None:
+            raise UserError(f"{path}: the run records no image size to read it at")
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        if path.is_file():
+            ext = path.suffix.lower()
+            if ext in VIDEO_EXTENSIONS:
+                raise UserError(
+                    f"{path}: videos are not read directly; extract frames first, e.g. "
+                    f"ffmpeg -i {path} frames/%06d.png, and pass the folder"
+                )
+            if ext not in IMAGE_EXTENSIONS:
+                raise DataError(
+                    f"{path}: not an image file ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            return ImageFiles([path], [path.name], size)
+        files = find_images(path)
+        return ImageFiles(files, [f.relative_to(path).as_posix() for f in files], size)
+
+
+class InferenceItem(NamedTuple):
+    """One input of ``kp3d infer``: ``sample`` as the model takes it (None when it cannot be
+    read, then ``error`` says why) and ``size``, the ``(W, H)`` of its original image, to which
+    pixel-frame predictions are rescaled (None: they stay in the frame of the data as read)."""
+
+    index: int
+    sample: Sample | None
+    size: tuple[int, int] | None
+    error: str | None
+
+
+class InferenceSource:
+    """The inputs of one ``kp3d infer`` call, by name (unique, stable across calls)."""
+
+    names: list[str]
+
+    def items(self, indices: Sequence[int]) -> Dataset[InferenceItem]:
+        """The inputs ``indices`` (positions in :attr:`names`), in that order."""
+        raise NotImplementedError
+
+    def image_file(self, index: int) -> Path | None:
+        """The image file input ``index`` was read from (for overlays), if it is one."""
+        return None
+
+
+class ImageFiles(InferenceSource):
+    """Image files, each resized to ``size`` x ``size`` for the model."""
+
+    def __init__(self, files: list[Path], names: list[str], size: int) -> None:
+        self.files, self.names, self.size = files, names, size
+
+    def items(self, indices: Sequence[int]) -> Dataset[InferenceItem]:
+        return _ImageItems(self, list(indices))
+
+    def image_file(self, index: int) -> Path | None:
+        return self.files[index]
+
+
+class _ImageItems(Dataset[InferenceItem]):
+    def __init__(self, source: ImageFiles, indices: list[int]) -> None:
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> InferenceItem:
+        from kp3d.data.images import load_image
+
+        i = self.indices[j]
+        try:
+            image, original = load_image(self.source.files[i], size=self.source.size)
+        except DataError as e:
+            return InferenceItem(i, None, None, str(e))
+        return InferenceItem(i, Sample(image=image, name=self.source.names[i]), original, None)
+
+
+class DatasetSource(InferenceSource):
+    """The samples of a dataset (a keypoint file, a multi-view set), named by their index
+    (``000000``, ...); their pixel-frame predictions stay in the frame of the data as read."""
+
+    def __init__(self, dataset: Dataset[Sample]) -> None:
+        self.dataset = dataset
+        self.names = [f"{i:06d}" for i in range(len(dataset))]  # type: ignore[arg-type]
+
+    def items(self, indices: Sequence[int]) -> Dataset[InferenceItem]:
+        return _DatasetItems(self.dataset, list(indices))
+
+
+class _DatasetItems(Dataset[InferenceItem]):
+    def __init__(self, dataset: Dataset[Sample], indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> InferenceItem:
+        i = self.indices[j]
+        return InferenceItem(i, self.dataset[i], None, None)
+
 
 @dataclass(frozen=True)
 class ViewInputs(Inputs):
@@ -74,6 +192,10 @@ class ViewInputs(Inputs):
     def example(self, config: Any, *, batch: int = 2) -> Sample:
         raise NotImplementedError("multi-view inputs have no fixed example (the rig decides V)")
 
+    def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
+        """A multi-view set (e.g. ``kp3d synth ... --views V``), views resized to ``size``."""
+        return DatasetSource(self.open(path, size=size))
+
 
 @dataclass(frozen=True)
 class KeypointInputs(Inputs):
@@ -81,6 +203,7 @@ class KeypointInputs(Inputs):
     keypoints it discovered on its own training data (:mod:`kp3d.engine.discovered`)."""
 
     name: str = "keypoints"
+    batch_size: int = 256
 
     def image_size(self, config: Any) -> int | None:
         return None
@@ -106,6 +229,10 @@ class KeypointInputs(Inputs):
         if is_run_folder(path):
             path = discovered_keypoints(path)
         return super().open(path, format=format, split=split, size=None, strict=strict)
+
+    def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
+        """A keypoint file (e.g. ``.npz`` with ``kp2d`` (N, K, 2)): new keypoints to lift."""
+        return DatasetSource(self.open(path))
 
 
 IMAGES = Inputs()

@@ -36,7 +36,6 @@ def discovered_keypoints(run_dir: str | Path, *, batch_size: int = 64) -> Path:
         UserError: the run is not of an image method, or records no training data that can
             still be opened (the message names the run and the path).
     """
-    from kp3d.data.adapters import open_dataset
     from kp3d.engine.atomic import atomic_path
     from kp3d.engine.run import WEIGHTS_FILE, load_run
     from kp3d.evaluation import collect
@@ -46,19 +45,24 @@ def discovered_keypoints(run_dir: str | Path, *, batch_size: int = 64) -> Path:
     if out.is_file() and out.stat().st_mtime >= (run_dir / WEIGHTS_FILE).stat().st_mtime:
         return out
     run = load_run(run_dir)
-    if run.spec.data != "images":
-        raise UserError(
-            f"{run_dir}: a {run.method_name!r} run has no discovered image keypoints to lift; "
-            "pass a run of an image method (autolink3d, autolink) or a keypoint file"
-        )
+    refusal = UserError(
+        f"{run_dir}: a {run.method_name!r} run has no discovered image keypoints to lift; "
+        "pass a run of a method that finds 2D keypoints in images (autolink3d, autolink) or "
+        "a keypoint file"
+    )
+    if run.spec.inputs.image_size(run.method_config) is None:  # it reads no images
+        raise refusal
     data = run.config.get("data") or {}
     if not data.get("path"):
         raise UserError(f"{run_dir}: config.json records no training data path")
     try:
-        dataset = open_dataset(data["path"], size=data.get("size"), format=data.get("format"))
+        dataset = run.spec.inputs.open(data["path"], size=data.get("size"), format=data.get("format"))
     except (OSError, UserError) as e:
         raise UserError(f"{run_dir}: cannot open its training data {data['path']}: {e}") from e
-    kp2d = collect(run.model, dataset, batch_size=batch_size).pred["kp2d"].numpy()
+    kp2d = collect(run.model, dataset, batch_size=batch_size).pred.kp2d
+    if kp2d is None or kp2d.ndim != 3:  # no keypoints, or one set per view
+        raise refusal
+    kp2d = kp2d.numpy()
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, kp2d=kp2d, vis=np.ones(kp2d.shape[:2], dtype=bool))
     return out

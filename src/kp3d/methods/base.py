@@ -133,16 +133,6 @@ class MethodModel(nn.Module):
         (n, K, 3), ... Empty for methods that learn none."""
         return {}
 
-    # Transitional getters (TODO(contract): remove once every caller iterates artifacts()).
-    def skeleton(self) -> Tensor | None:
-        return self.artifacts().get("skeleton")
-
-    def canonical_shape(self) -> Tensor | None:
-        return self.artifacts().get("canonical_shape")
-
-    def shape_basis(self) -> Tensor | None:
-        return self.artifacts().get("shape_basis")
-
 
 def _no_configuration(config: Any, dataset: Dataset[Sample]) -> Any:
     return config

@@ -11,8 +11,8 @@ field          shape (batch)             meaning
 =============  ========================  =====================================================
 kp2d           (B, K, 2) / (B, V, K, 2)  keypoints (u, v) in pixels (pixel frame)
 vis            (B, K) / (B, V, K)        visibility or confidence of each keypoint
-kp3d           (B, K, 3)                 3D keypoints in the camera frame (world frame for a
-                                         multi-view method; its docstring says which)
+kp3d           (B, K, 3)                 3D keypoints in the camera frame (of the first view
+                                         for a multi-view method), the method's own units
 kp3d_image     (B, K, 3) / (B, V, K, 3)  image frame: x, y in pixels, z depth in pixel units
                                          (scaled like x, y; pixel frame)
 depth          (B, 1, H, W)              depth map of the input view (pixel frame: dense)
@@ -29,6 +29,7 @@ extras         name -> (B, ...)          other per-sample outputs of the method 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,31 @@ class Prediction:
     extras: dict[str, Tensor] = field(default_factory=dict)
     image_size: tuple[int, int] | None = None
     """(H, W) of the image the pixel-frame fields refer to; None for methods without images."""
+
+    def __post_init__(self) -> None:
+        clash = sorted(set(self.extras) & set(PREDICTION_FIELDS))
+        if clash:
+            raise ValueError(f"Prediction: extras {clash} are named like fields; use the fields")
+
+    @classmethod
+    def cat(cls, predictions: Sequence[Prediction]) -> Prediction:
+        """Batches concatenated along the batch axis (every one must have the same fields and
+        extras; ``image_size`` is kept where all agree, else None)."""
+        if not predictions:
+            raise ValueError("Prediction.cat: no predictions")
+        first = predictions[0]
+        for p in predictions[1:]:
+            if p.present() != first.present() or set(p.extras) != set(first.extras):
+                raise ValueError(
+                    f"Prediction.cat: predictions differ in their fields: {first.present()} + "
+                    f"{sorted(first.extras)} against {p.present()} + {sorted(p.extras)}"
+                )
+        sizes = {p.image_size for p in predictions}
+        return cls(
+            **{f: torch.cat([getattr(p, f) for p in predictions]) for f in first.present()},
+            extras={k: torch.cat([p.extras[k] for p in predictions]) for k in first.extras},
+            image_size=first.image_size if len(sizes) == 1 else None,
+        )
 
     def present(self) -> tuple[str, ...]:
         """Names of the tensor fields this prediction has (``extras`` not included)."""

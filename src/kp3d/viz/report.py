@@ -1,8 +1,9 @@
 """The self-contained HTML report of a run (``kp3d report``).
 
-One file, no external resources: the evaluation table, training curves, the learned skeleton
-(edges drawn with their weights), the canonical 3D shape in an interactive viewer (drag to
-rotate), and sample images with their discovered keypoints, skeleton and per-image 3D keypoints.
+One file, no external resources: the evaluation table, training curves, the method's learned
+artifacts (the skeleton with its edge weights and the canonical 3D shape drawn in an interactive
+viewer, drag to rotate; every artifact listed), and samples with what the method predicts on them
+(keypoints and skeleton on the image, depth map, 3D keypoints).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from PIL import Image
 
 from kp3d.data.schema import Sample, collate
 from kp3d.engine.monitor import read_metrics
-from kp3d.evaluation import format_value
+from kp3d.evaluation import result_rows
+from kp3d.methods.prediction import Prediction
 from kp3d.viz import html
 from kp3d.viz.overlay import draw_keypoints
 
@@ -70,22 +72,73 @@ def draw_overlay(
 def _evaluation_section(eval_doc: dict[str, Any] | None) -> str:
     if not eval_doc:
         return "<p class='muted'>not evaluated yet: run <code>kp3d evaluate</code></p>"
-    rows = []
-    for name, r in eval_doc.get("results", {}).items():
-        if name == "counts":
-            continue
-        if "value" in r:
-            rows.append({"metric": name, "value": format_value(name, r["value"]),
-                         "protocol": r["protocol"]})
-        else:
-            for metric, v in r.items():
-                rows.append({"metric": f"{name}: {metric}",
-                             "value": f"{v['norm']:.4f} / {v['input_units']:.3f}",
-                             "protocol": "normalised / input units"})
-    counts = eval_doc.get("results", {}).get("counts", {})
+    results = eval_doc.get("results", {})
+    rows = [{"metric": m, "value": v, "protocol": p} for m, v, p in result_rows(results)]
+    counts = {k: r["counts"] for k, r in results.items() if isinstance(r, dict) and "counts" in r}
+    if "counts" in results:  # a file written before protocols were grouped
+        counts = {"": results["counts"]}
+    skipped = "".join(f"; {html.escape(k)} skipped: {html.escape(r)}"
+                      for k, r in (eval_doc.get("skipped") or {}).items())
     note = (f"<p class='muted'>fit: {html.escape(eval_doc.get('fit', ''))}; "
-            f"test: {html.escape(eval_doc.get('test', ''))}; counts: {html.escape(counts)}</p>")
+            f"test: {html.escape(eval_doc.get('test', ''))}; counts: {html.escape(counts)}"
+            f"{skipped}</p>")
     return html.table(rows) + note
+
+
+def depth_image(depth: torch.Tensor, *, scale: int = 3) -> Image.Image:
+    """A (1, H, W) depth map as a grey image (near = bright, min-max over its finite positive
+    values), enlarged ``scale`` times."""
+    d = depth[0].float()
+    ok = d.isfinite() & (d > 0)
+    grey = torch.zeros_like(d)
+    if bool(ok.any()):
+        lo, hi = d[ok].min(), d[ok].max()
+        grey = torch.where(ok, (hi - d) / (hi - lo).clamp_min(1e-12), 0.0)
+    arr = (grey.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(arr).resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST)
+
+
+def _learned_section(artifacts: dict[str, np.ndarray], edges: list[tuple[int, int, float]]) -> str:
+    """The learned skeleton and canonical shape drawn, every other artifact named with its
+    shape."""
+    weights, canonical = artifacts.get("skeleton"), artifacts.get("canonical_shape")
+    body = ["<h2>Learned structure</h2><div class='grid'>"]
+    if canonical is not None:
+        body.append("<figure>" + html.viewer(canonical, edges, uid="canonical") +
+                    "<figcaption>canonical 3D shape (drag to rotate)</figcaption></figure>")
+        if weights is not None:
+            body.append("<figure>" + html.skeleton_svg(canonical[:, :2], weights) +
+                        "<figcaption>skeleton on the canonical shape (front view), "
+                        "edge opacity = learned weight</figcaption></figure>")
+    body.append("</div>")
+    others = [{"artifact": k, "shape": " x ".join(map(str, v.shape))}
+              for k, v in artifacts.items()]
+    return "".join(body) + html.table(others)
+
+
+def _sample_cell(batch: Sample, pred: Prediction, b: int, edges: list[tuple[int, int, float]]) -> str:
+    """Sample ``b``: its image (the first view of multi-view samples) with the keypoints and
+    skeleton, its predicted depth, and its 3D keypoints in a viewer."""
+    cell = "<figure>"
+    height = 192
+    image = batch.image[b] if batch.image is not None else None
+    kp = pred.kp2d[b] if pred.kp2d is not None else None
+    if image is not None and image.ndim == 4:  # views: show the first
+        image = image[0]
+        kp = kp[0] if kp is not None and kp.ndim == 3 else None
+    if image is not None:
+        points = kp.float().cpu().numpy() if kp is not None else np.zeros((0, 2))
+        overlay = draw_overlay(image.float().cpu(), points, edges if kp is not None else [])
+        height = overlay.height
+        cell += f"<img src='{html.png_data_uri(overlay)}' width='{overlay.width}'>"
+    if pred.depth is not None:
+        d = depth_image(pred.depth[b].cpu())
+        cell += f"<img src='{html.png_data_uri(d)}' width='{d.width}' title='predicted depth'>"
+    if pred.kp3d is not None:
+        cell += html.viewer(pred.kp3d[b].float().cpu().numpy(), edges, size=height, uid=f"s{b}")
+    name = batch.name[b] if isinstance(batch.name, list) else ""
+    cell += f"<figcaption>{html.escape(Path(name).name if name else b)}</figcaption></figure>"
+    return cell
 
 
 def build_report(
@@ -99,13 +152,14 @@ def build_report(
 
     Args:
         run_dir: a run folder written by ``kp3d train``.
-        dataset: images to show predictions on (the first ``samples``); None shows none.
+        dataset: data as the method reads it, to show predictions on (the first ``samples``);
+            None shows none.
         eval_doc: the JSON written by ``kp3d evaluate`` (defaults to ``RUN/eval.json``).
     """
     from kp3d.engine import load_run
 
     run = load_run(run_dir)
-    model = run.model
+    model = run.model.eval()
     if eval_doc is None and (run_dir / "eval.json").is_file():
         eval_doc = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
     rows = read_metrics(run_dir / "metrics.jsonl")
@@ -119,40 +173,21 @@ def build_report(
         "<h2>Training</h2>", training_curves(rows),
     ]
 
-    skeleton = model.skeleton()
-    canonical = model.canonical_shape()
-    weights = skeleton.detach().float().cpu().numpy() if skeleton is not None else None
+    artifacts = {k: v.detach().float().cpu().numpy() for k, v in model.artifacts().items()}
+    weights = artifacts.get("skeleton")
     edges = html.spanning_edges(weights) if weights is not None else []
-    if canonical is not None or weights is not None:
-        body.append("<h2>Learned structure</h2><div class='grid'>")
-        if canonical is not None:
-            c = canonical.detach().float().cpu().numpy()
-            body.append("<figure>" + html.viewer(c, edges, uid="canonical") +
-                        "<figcaption>canonical 3D shape (drag to rotate)</figcaption></figure>")
-            if weights is not None:
-                body.append("<figure>" + html.skeleton_svg(c[:, :2], weights) +
-                            "<figcaption>skeleton on the canonical shape (front view), "
-                            "edge opacity = learned weight</figcaption></figure>")
-        body.append("</div>")
+    if artifacts:
+        body.append(_learned_section(artifacts, edges))
 
     if dataset is not None and len(dataset) > 0:
         n = min(samples, len(dataset))
         idx = np.linspace(0, len(dataset) - 1, n).round().astype(int)
         batch: Sample = collate([dataset[int(i)] for i in idx])
         with torch.no_grad():
-            pred = model.predict(batch)
-        body.append("<h2>Samples</h2><p class='muted'>discovered keypoints and learned skeleton; "
-                    "beside each, its 3D keypoints (drag to rotate)</p><div class='grid'>")
-        for b in range(n):
-            kp = pred["kp2d"][b].float().cpu().numpy()
-            overlay = draw_overlay(batch.image[b].float(), kp, edges)
-            cell = f"<figure><img src='{html.png_data_uri(overlay)}' width='{overlay.width}'>"
-            if "kp3d" in pred:
-                cell += html.viewer(pred["kp3d"][b].float().cpu().numpy(), edges,
-                                    size=overlay.height, uid=f"s{b}")
-            name = batch.name[b] if isinstance(batch.name, list) else ""
-            cell += f"<figcaption>{html.escape(Path(name).name if name else b)}</figcaption></figure>"
-            body.append(cell)
+            pred = model.predict(batch).detach_cpu()
+        body.append("<h2>Samples</h2><p class='muted'>predicted keypoints and learned skeleton, "
+                    "depth where predicted, 3D keypoints (drag to rotate)</p><div class='grid'>")
+        body.extend(_sample_cell(batch, pred, b, edges) for b in range(n))
         body.append("</div>")
     title = f"kp3d report — {run.method_name} — {run_dir.name}"
     return html.page(title, "".join(body))

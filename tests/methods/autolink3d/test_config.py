@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 
 from kp3d.config import config_from_dict, config_to_dict, field_docs
+from kp3d.data.inputs import IMAGES
 from kp3d.errors import ConfigError
 from kp3d.methods import get_method
 from kp3d.methods.autolink3d import SPEC, SPEC_2D, AutoLink3DConfig
@@ -18,7 +19,7 @@ def test_defaults_are_valid_and_every_field_is_documented():
 
 def test_registry_entries():
     assert get_method("autolink3d") is SPEC and get_method("autolink") is SPEC_2D
-    assert SPEC.data == SPEC_2D.data == "images"
+    assert SPEC.inputs == SPEC_2D.inputs == IMAGES
     assert SPEC_2D.overrides == {"use_3d": False}
     assert SPEC.train_defaults["lr"] == SPEC_2D.train_defaults["lr"]
 

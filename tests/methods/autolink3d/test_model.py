@@ -226,7 +226,7 @@ def test_lr_scaled_scales_the_value_but_not_the_gradient():
 @pytest.mark.parametrize("init", [0.018, 1.0])
 def test_skeleton_is_symmetric_non_negative_and_starts_at_its_init(init):
     model = build(k=5, edge_weight_init=init, min_keypoint_edge=0.0)
-    sk = model.skeleton()
+    sk = model.artifacts()["skeleton"]
     assert sk.shape == (5, 5)
     torch.testing.assert_close(sk, sk.T)
     assert (sk.diagonal() == 0).all() and (sk >= 0).all()
@@ -238,10 +238,10 @@ def test_min_keypoint_edge_floors_each_keypoints_strongest_edge_only():
     model = build(k=5, min_keypoint_edge=0.0)
     with torch.no_grad():
         model.edge_logits.copy_(torch.linspace(-3.0, 1.0, 10) / model.config.skeleton_lr_scale)
-    free = model.skeleton()
+    free = model.artifacts()["skeleton"]
     floored = dataclasses.replace(model.config, min_keypoint_edge=0.5)
     model.config = floored
-    sk = model.skeleton()
+    sk = model.artifacts()["skeleton"]
     assert (sk.max(1).values >= 0.5).all() and (free.max(1).values < 0.5).any()
     # Naive reference: raise each keypoint's strongest edge to the floor, leave the rest.
     expected = free.clone()
@@ -351,7 +351,7 @@ def test_bf16_autocast_and_channels_last():
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         pred = model.predict(batch)
-    assert pred["kp2d"].dtype == torch.float32 and pred["kp3d"].dtype == torch.float32
+    assert pred.kp2d.dtype == torch.float32 and pred.kp3d.dtype == torch.float32
 
 
 def test_predict_outputs_in_pixels_of_the_input_image():
@@ -364,7 +364,7 @@ def test_predict_outputs_in_pixels_of_the_input_image():
         "kp2d_normalised": (B, K, 2),
         "heatmaps": (B, K, 8, 8),
         "kp3d": (B, K, 3),
-        "kp3d_pixels": (B, K, 3),
+        "kp3d_image": (B, K, 3),
         "canonical": (B, K, 3),
         "R": (B, 3, 3),
         "T": (B, 3),
@@ -372,19 +372,21 @@ def test_predict_outputs_in_pixels_of_the_input_image():
         "alpha": (B, 2),
     }
     assert {k: tuple(v.shape) for k, v in out.items()} == shapes
-    torch.testing.assert_close(out["kp2d"], normalised_to_pixel(out["kp2d_normalised"], (48, 48)))
-    assert (out["kp2d"] >= 0).all() and (out["kp2d"] <= 48).all()
+    assert out.image_size == (48, 48)
+    kp2d_normalised = out.extras["kp2d_normalised"]
+    torch.testing.assert_close(out.kp2d, normalised_to_pixel(kp2d_normalised, (48, 48)))
+    assert (out.kp2d >= 0).all() and (out.kp2d <= 48).all()
     # The 3D keypoints in pixels project to the 3D head's projection of P3D.
     s = model.shape.projection_scales()
     torch.testing.assert_close(
-        out["kp3d_pixels"][..., :2], normalised_to_pixel(out["kp3d"][..., :2] * s, (48, 48))
+        out.kp3d_image[..., :2], normalised_to_pixel(out.kp3d[..., :2] * s, (48, 48))
     )
-    torch.testing.assert_close(out["heatmaps"].sum((-2, -1)), torch.ones(B, K))
+    torch.testing.assert_close(out.heatmaps.sum((-2, -1)), torch.ones(B, K))
 
 
 def test_2d_model_predicts_no_3d():
     out = build("autolink").eval().predict(tiny_batch())
-    assert set(out) == {"kp2d", "kp2d_normalised", "heatmaps"}
+    assert {k for k, _ in out.items()} == {"kp2d", "kp2d_normalised", "heatmaps"}
 
 
 def test_state_dict_roundtrip_excludes_the_frozen_perceptual_network():
@@ -399,7 +401,7 @@ def test_state_dict_roundtrip_excludes_the_frozen_perceptual_network():
     other.load_state_dict(state, strict=True)
     batch = tiny_batch()
     model.eval(), other.eval()
-    torch.testing.assert_close(model.predict(batch)["kp3d"], other.predict(batch)["kp3d"])
+    torch.testing.assert_close(model.predict(batch).kp3d, other.predict(batch).kp3d)
 
 
 def test_vgg16_perceptual_from_a_created_weights_file(tmp_path):
@@ -418,19 +420,19 @@ def test_config_is_kept():
 
 def test_canonical_shape_is_the_normalised_mean_shape():
     model = build()
-    m = model.canonical_shape()
+    m = model.artifacts()["canonical_shape"]
     assert m.shape == (4, 3)
     torch.testing.assert_close(m.mean(0), torch.zeros(3), atol=1e-6, rtol=0)
-    assert build("autolink").canonical_shape() is None
+    assert set(build("autolink").artifacts()) == {"skeleton"}
 
 
 def test_shape_basis_is_the_normalised_basis_or_none() -> None:
     cfg = AutoLink3DConfig(k=5, image_size=32, width=0.125, perceptual="none", w_pixel=1.0,
                            n_basis=3)
     model = AutoLink3D(cfg)
-    basis = model.shape_basis()
+    basis = model.artifacts().get("shape_basis")
     assert basis is not None and basis.shape == (3, 5, 3)
     torch.testing.assert_close(basis.flatten(1).norm(dim=1), torch.ones(3))
     torch.testing.assert_close(basis.mean(1), torch.zeros(3, 3), atol=1e-6, rtol=0)
-    assert AutoLink3D(dataclasses.replace(cfg, n_basis=0)).shape_basis() is None
-    assert AutoLink3D(dataclasses.replace(cfg, use_3d=False)).shape_basis() is None
+    assert "shape_basis" not in AutoLink3D(dataclasses.replace(cfg, n_basis=0)).artifacts()
+    assert "shape_basis" not in AutoLink3D(dataclasses.replace(cfg, use_3d=False)).artifacts()

@@ -28,7 +28,7 @@ def batch(n: int = 8, seed: int = 0, occlude: bool = True) -> Sample:
 
 def test_spec_and_config_validation() -> None:
     spec = get_method("c3dpo")
-    assert spec.config_cls is C3DPOConfig and spec.data == "keypoints"
+    assert spec.config_cls is C3DPOConfig and spec.inputs.name == "keypoints"
     assert spec.train_defaults["lr"] == 1e-3
     for bad in ({"n_basis": 0}, {"norm": "group"}, {"rotation": "quat"}, {"huber_delta": 0.0},
                 {"canonicalisation_weight": -1.0}, {"n_keypoints": -1}, {"camera": "pinhole"},
@@ -58,10 +58,10 @@ def test_predict_keeps_the_input_xy() -> None:
     model = C3DPO(C3DPOConfig(**SMALL)).eval()
     b = batch()
     pred = model.predict(b)
-    assert pred["kp3d"].shape == (8, K, 3) and pred["R"].shape == (8, 3, 3)
-    assert pred["alpha"].shape == (8, 3) and pred["shape"].shape == (8, K, 3)
-    torch.testing.assert_close(pred["kp3d"][..., :2][b.vis], b.kp2d[b.vis])
-    z = pred["kp3d"][..., 2]
+    assert pred.kp3d.shape == (8, K, 3) and pred.R.shape == (8, 3, 3)
+    assert pred.extras["alpha"].shape == (8, 3) and pred.extras["shape"].shape == (8, K, 3)
+    torch.testing.assert_close(pred.kp3d[..., :2][b.vis], b.kp2d[b.vis])
+    z = pred.kp3d[..., 2]
     torch.testing.assert_close((z * b.vis).sum(-1), torch.zeros(8), atol=1e-4, rtol=0)
 
 
@@ -104,7 +104,7 @@ def test_scores_do_not_penalise_the_depth_reflection() -> None:
     # and flip-MPJPE must score a prediction and its reflection alike.
     model = C3DPO(C3DPOConfig(**SMALL)).eval()
     b = batch(occlude=False)
-    pred = model.predict(b)["kp3d"]
+    pred = model.predict(b).kp3d
     mirrored = pred * torch.tensor([1.0, 1.0, -1.0])
     gt = pred + torch.randn(pred.shape, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(stress(mirrored, gt), stress(pred, gt))

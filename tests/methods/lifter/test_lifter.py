@@ -53,7 +53,7 @@ class RigidOracle(nn.Module):
 
 def test_spec_and_config_validation() -> None:
     spec = get_method("lifter")
-    assert spec.config_cls is LifterConfig and spec.data == "keypoints"
+    assert spec.config_cls is LifterConfig and spec.inputs.name == "keypoints"
     assert spec.train_defaults == {"lr": 1e-3, "batch_size": 256, "bf16": False}
     # lifter = the paper (non-negative head, cycle); lifter-fit = kp3d's variant.
     assert LifterConfig().cycle_start == 1000 and LifterConfig().coefficient_ridge == 0
@@ -150,8 +150,8 @@ def test_predict_keeps_the_input_xy() -> None:
     model = Lifter(LifterConfig(**SMALL)).eval()
     b = batch()
     pred = model.predict(b)
-    assert pred["kp3d"].shape == (8, K, 3)
-    torch.testing.assert_close(pred["kp3d"][..., :2][b.vis], b.kp2d[b.vis])
+    assert pred.kp3d.shape == (8, K, 3)
+    torch.testing.assert_close(pred.kp3d[..., :2][b.vis], b.kp2d[b.vis])
 
 
 @pytest.mark.parametrize("ridge", [0.0, 10.0])  # non-negative head; fitted shape
@@ -230,10 +230,10 @@ def test_ensemble_prediction_aligns_each_members_depth_sign() -> None:
     pred = model.predict(Sample(kp2d=kp2d))
     z_first = 70 * (X0 @ R.transpose(-1, -2))[..., 2]
     z_first = z_first - z_first.mean(-1, keepdim=True)
-    torch.testing.assert_close(pred["kp3d"][..., 2], z_first)
+    torch.testing.assert_close(pred.kp3d[..., 2], z_first)
     second = Lifter(LifterConfig(**SMALL)).double().eval()
     second.net = model.ensemble[0]
-    torch.testing.assert_close(second.predict(Sample(kp2d=kp2d))["kp3d"][..., 2], -z_first)
+    torch.testing.assert_close(second.predict(Sample(kp2d=kp2d)).kp3d[..., 2], -z_first)
 
 
 def test_split_ensemble_members_train_on_their_own_rows() -> None:
@@ -338,10 +338,10 @@ def test_prediction_leaves_out_flattened_members() -> None:
         alone.append(single.predict(Sample(kp2d=kp2d)))
 
     def average(kept: list[int]) -> Tensor:
-        z0 = alone[kept[0]]["kp3d"][..., 2]
+        z0 = alone[kept[0]].kp3d[..., 2]
         zs = [z0]
         for i in kept[1:]:
-            z = alone[i]["kp3d"][..., 2]
+            z = alone[i].kp3d[..., 2]
             flip = (z - z0).square().sum(-1) > (z + z0).square().sum(-1)
             zs.append(torch.where(flip[:, None], -z, z))
         return torch.stack(zs).mean(0)
@@ -352,9 +352,9 @@ def test_prediction_leaves_out_flattened_members() -> None:
     model.depth_extent.copy_(torch.tensor([0.61, 0.35, 0.34, 0.63]))
     assert model.kept_members() == [oracles[0], oracles[3]]
     pred = model.predict(Sample(kp2d=kp2d))
-    torch.testing.assert_close(pred["kp3d"][..., 2], average([0, 3]))
-    torch.testing.assert_close(pred["R"], alone[0]["R"])
-    assert not torch.allclose(pred["kp3d"][..., 2], average([0, 1, 2, 3]))
+    torch.testing.assert_close(pred.kp3d[..., 2], average([0, 3]))
+    torch.testing.assert_close(pred.R, alone[0].R)
+    assert not torch.allclose(pred.kp3d[..., 2], average([0, 1, 2, 3]))
     model.config = LifterConfig(**SMALL, ensemble=4, ensemble_tolerance=0.0)
     assert model.kept_members() == [oracles[3]]  # only the deepest
     model.depth_extent.fill_(float("nan"))  # untrained: all

@@ -59,6 +59,7 @@ from kp3d.losses.projection import orthographic_project, projection_loss
 from kp3d.losses.repulsion import repulsion_loss
 from kp3d.methods.autolink3d.config import AutoLink3DConfig
 from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.methods.prediction import Prediction
 from kp3d.nn.blocks import LEAK
 from kp3d.nn.detector import Detector
 from kp3d.nn.edgemap import render_depth_edge_map, render_edge_map, skeleton_pairs
@@ -316,24 +317,21 @@ class AutoLink3D(MethodModel):
         return w.index_put((strongest,), w[strongest].clamp_min(floor))
 
     @torch.no_grad()
-    def skeleton(self) -> Tensor:
-        """(K, K) symmetric matrix of learned edge weights w_ij >= 0 (zero diagonal)."""
+    def artifacts(self) -> dict[str, Tensor]:
+        """``skeleton`` (K, K): symmetric learned edge weights w_ij >= 0 (zero diagonal); with
+        the 3D head ``canonical_shape`` (K, 3), the learned mean shape M, and unless rigid
+        ``shape_basis`` (n, K, 3), the learned basis B."""
         k = self.config.k
-        out = torch.zeros(k, k, device=self.edge_logits.device)
+        skeleton = torch.zeros(k, k, device=self.edge_logits.device)
         i, j = self.pairs
-        out[i, j] = out[j, i] = self.edge_weights().float()
+        skeleton[i, j] = skeleton[j, i] = self.edge_weights().float()
+        out = {"skeleton": skeleton}
+        if self.shape is not None:
+            mean, basis = self.shape.shapes()[:2]
+            out["canonical_shape"] = mean.detach().float()
+            if self.shape.n_basis:
+                out["shape_basis"] = basis.detach().float()
         return out
-
-    @torch.no_grad()
-    def canonical_shape(self) -> Tensor | None:
-        """(K, 3) the learned mean shape M (None with the 3D head off)."""
-        return None if self.shape is None else self.shape.shapes()[0].float()
-
-    def shape_basis(self) -> Tensor | None:
-        """(n, K, 3) the learned basis B (None with the 3D head off or a rigid model)."""
-        if self.shape is None or not self.shape.n_basis:
-            return None
-        return self.shape.shapes()[1].detach().float()
 
     # -- forward pieces
 
@@ -404,45 +402,35 @@ class AutoLink3D(MethodModel):
         return StepOutput(loss, {k: v.detach() for k, v in logs.items()})
 
     @torch.no_grad()
-    def predict(self, batch: Sample) -> dict[str, Tensor]:
+    def predict(self, batch: Sample) -> Prediction:
         """Keypoints (and the 3D head's outputs) for a batch of images.
 
-        Returns a dict of batch-first tensors:
-
-        ==================  ============  ===================================================
-        kp2d                (B, K, 2)     keypoints in pixels of the *input* images
-        kp2d_normalised     (B, K, 2)     the same in normalised [-1, 1] coordinates
-        heatmaps            (B, K, h, w)  the detector's spatial softmax
-        kp3d                (B, K, 3)     P3D, camera frame, normalised image units (3D only)
-        kp3d_pixels         (B, K, 3)     P3D with x, y mapped like kp2d through Pi and z
-                                          scaled by the mean of Pi's pixel scales (3D only)
-        canonical           (B, K, 3)     M + alpha B (3D only)
-        R, T, S, alpha      (B, 3, 3), (B, 3), (B,), (B, n)   pose and deformation (3D only)
-        ==================  ============  ===================================================
+        Fields: ``kp2d`` (B, K, 2) in pixels of the *input* images; ``heatmaps`` (B, K, h, w),
+        the detector's spatial softmax; with the 3D head, ``kp3d`` (B, K, 3), P3D in the camera
+        frame in normalised image units, ``kp3d_image`` (B, K, 3), P3D with x, y mapped like
+        ``kp2d`` through Pi and z scaled by the mean of Pi's pixel scales, and ``R`` (B, 3, 3).
+        ``extras``: ``kp2d_normalised`` (B, K, 2) in [-1, 1]; with the 3D head ``canonical``
+        (B, K, 3) = M + alpha B, ``T`` (B, 3), ``S`` (B,), ``alpha`` (B, n).
         """
         x = self._input(batch)
         H_in, W_in = batch.image.shape[-2:]  # type: ignore[union-attr]
         det = self.detector(x)
-        out = {
-            "kp2d": normalised_to_pixel(det.kp, (H_in, W_in)),
-            "kp2d_normalised": det.kp,
-            "heatmaps": det.prob,
-        }
+        pred = Prediction(
+            kp2d=normalised_to_pixel(det.kp, (H_in, W_in)),
+            heatmaps=det.prob,
+            extras={"kp2d_normalised": det.kp},
+            image_size=(int(H_in), int(W_in)),
+        )
         if self.shape is not None:
             shape = self.shape(det.features, det.kp)
             s1, s2 = self.shape.projection_scales()
             xy = normalised_to_pixel(shape.projected, (H_in, W_in))
             z = shape.points[..., 2:] * (s1 * W_in + s2 * H_in) / 4
-            out.update(
-                kp3d=shape.points,
-                kp3d_pixels=torch.cat([xy, z], dim=-1),
-                canonical=shape.canonical,
-                R=shape.R,
-                T=shape.T,
-                S=shape.S,
-                alpha=shape.alpha,
-            )
-        return out
+            pred.kp3d = shape.points
+            pred.kp3d_image = torch.cat([xy, z], dim=-1)
+            pred.R = shape.R
+            pred.extras.update(canonical=shape.canonical, T=shape.T, S=shape.S, alpha=shape.alpha)
+        return pred
 
 
 def build(config: AutoLink3DConfig) -> AutoLink3D:

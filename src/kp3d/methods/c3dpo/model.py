@@ -32,6 +32,7 @@ from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.losses.lifting import canonicalisation_loss, reprojection_loss, shape_prior_loss
 from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.methods.prediction import Prediction
 from kp3d.nn.lifting import (
     CameraKind,
     LiftingNet,
@@ -158,19 +159,22 @@ class C3DPO(MethodModel):
             logs["shape_prior"] = l_prior.detach()
         return StepOutput(loss, logs)
 
-    def canonical_shape(self) -> Tensor:
-        """(K, 3) the shape of zero coefficients (the bias shape), normalised units."""
-        return self.net.base_shape().detach().float()
-
-    def shape_basis(self) -> Tensor:
-        """(n, K, 3) the learned basis shapes (centred, unit RMS)."""
-        return self.net.shape_basis.basis.detach().float()
+    def artifacts(self) -> dict[str, Tensor]:
+        """``canonical_shape`` (K, 3), the shape of zero coefficients (the bias shape), and
+        ``shape_basis`` (n, K, 3), the learned basis shapes (centred, unit RMS); normalised
+        units."""
+        return {
+            "canonical_shape": self.net.base_shape().detach().float(),
+            "shape_basis": self.net.shape_basis.basis.detach().float(),
+        }
 
     @torch.no_grad()
-    def predict(self, batch: Sample) -> dict[str, Tensor]:
-        """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y."""
+    def predict(self, batch: Sample) -> Prediction:
+        """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y;
+        ``R`` is the field, ``alpha``, ``shape``, ``scale``, ``centre`` are ``extras``."""
         norm, out = self.lift(batch)
-        return lifting_predictions(out, norm, batch.vis)
+        pred = lifting_predictions(out, norm, batch.vis)
+        return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
 
 
 def build(config: C3DPOConfig) -> C3DPO:

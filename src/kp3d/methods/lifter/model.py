@@ -72,6 +72,7 @@ from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, reprojection_loss, rotation_loss, shape_prior_loss
 from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.methods.prediction import Prediction
 from kp3d.nn.lifting import (
     CameraKind,
     LiftingNet,
@@ -410,17 +411,19 @@ class Lifter(MethodModel):
     def training_step(self, batch: Sample, step: int) -> StepOutput:
         return self.losses(batch.kp2d, batch.vis, batch.category, step)
 
-    def canonical_shape(self) -> Tensor:
-        """(K, 3) the shape of zero coefficients (the bias shape), normalised units."""
-        return self.net.base_shape().detach().float()
-
-    def shape_basis(self) -> Tensor:
-        """(n, K, 3) the learned basis shapes (centred, unit RMS)."""
-        return self.net.shape_basis.basis.detach().float()
+    def artifacts(self) -> dict[str, Tensor]:
+        """``canonical_shape`` (K, 3), the shape of zero coefficients (the bias shape), and
+        ``shape_basis`` (n, K, 3), the learned basis shapes (centred, unit RMS); normalised
+        units."""
+        return {
+            "canonical_shape": self.net.base_shape().detach().float(),
+            "shape_basis": self.net.shape_basis.basis.detach().float(),
+        }
 
     @torch.no_grad()
-    def predict(self, batch: Sample) -> dict[str, Tensor]:
-        """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y.
+    def predict(self, batch: Sample) -> Prediction:
+        """See :func:`kp3d.nn.lifting.lifting_predictions`: ``kp3d`` keeps the input x, y;
+        ``R`` is the field, ``alpha``, ``shape``, ``scale``, ``centre`` are ``extras``.
 
         With an ensemble, ``kp3d``'s depth is the mean of the depths of the
         :meth:`kept_members`, each multiplied per sample by the sign (+-1) that brings it closer
@@ -444,7 +447,7 @@ class Lifter(MethodModel):
                 depths.append(torch.where(same[:, None], z, -z))
             pred["kp3d"] = torch.cat([pred["kp3d"][..., :2], torch.stack(depths).mean(0)[..., None]],
                                      dim=-1)
-        return pred
+        return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
 
 
 def build(config: LifterConfig) -> Lifter:
