@@ -158,7 +158,7 @@ def test_errors(
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"")
     assert _infer(run, video, tmp_path / "v.npz") == 2
-    assert "extract frames first" in capsys.readouterr().err
+    assert "clip.mp4: not a readable video" in capsys.readouterr().err
     assert _infer(tmp_path / "nowhere", images, tmp_path / "x.npz") == 2
     assert "not a kp3d run folder" in capsys.readouterr().err
     done = tmp_path / "done.npz"

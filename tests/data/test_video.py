@@ -62,3 +62,16 @@ def test_a_file_that_is_not_a_video_is_a_data_error(tmp_path: Path) -> None:
         probe(bad)
     with pytest.raises(DataError, match="bad.mp4"):
         list(read_frames(bad, size=8))
+
+
+def test_only_image_methods_read_videos(tmp_path: Path) -> None:
+    from kp3d.data.inputs import IMAGES, KEYPOINTS, VIEWS
+    from kp3d.errors import UserError
+
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path, fps=5, size=(16, 16)) as out:
+        out.write(np.zeros((16, 16, 3), np.uint8))
+    assert next(iter(IMAGES.video_frames(path, size=8))).image.shape == (3, 8, 8)
+    for kind, reads in ((KEYPOINTS, "keypoints"), (VIEWS, "calibrated views")):
+        with pytest.raises(UserError, match=f"reads {reads}"):
+            kind.video_frames(path, size=8)

@@ -44,7 +44,16 @@ the image's own resolution, to ``DIR`` (bare ``--overlay``: ``OUT_overlay/`` bes
 under the same relative names (``.png`` appended to other extensions); only image inputs have
 overlays. Heatmaps are large and left out unless ``--heatmaps``.
 
-Videos are not read: extract frames first (``ffmpeg -i clip.mp4 frames/%06d.png``).
+Videos (``.mp4``, ``.mov``, ``.mkv``, ...; image methods): frames are decoded one at a time and
+predicted in batches; the output has one entry per frame (``names`` ``frame_000000``, ...,
+``time_s``), every pixel field in the frame's pixels. ``--smooth HZ`` runs a 1-euro filter
+(:mod:`kp3d.geometry.filters`) over the keypoint tracks (``kp2d``, ``kp3d_image``): a lower cut-off
+smooths more, ``--smooth-beta`` lets fast motion through with less lag. ``--overlay [FILE]``
+writes the video with keypoints and skeleton drawn (bare: ``OUT_overlay.mp4``). A video's results
+are written at the end (an interrupted video starts again).
+
+``--backend onnx`` runs the graph of ``kp3d export`` (``RUN/model.onnx``, exported first when
+missing or older than the weights) with onnxruntime instead of PyTorch.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ import argparse
 import json
 import logging
 import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +70,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError, DataError, UserError
+from kp3d.methods.prediction import Prediction
 
 log = logging.getLogger("kp3d.infer")
 
@@ -128,6 +140,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an unreadable image is an error instead of a logged skip",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="run the model with PyTorch or its ONNX graph (onnxruntime; kp3d[onnx]) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="videos: 1-euro filter over the keypoint tracks with this cut-off frequency at rest "
+        "(lower = smoother; e.g. 1.0); default off",
+    )
+    parser.add_argument(
+        "--smooth-beta",
+        type=float,
+        default=0.0,
+        metavar="B",
+        help="videos: the 1-euro filter's speed coefficient (per pixel/s; higher = less lag on "
+        "fast motion) (default: %(default)s)",
+    )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "output (per input):\n" + _OUTPUT_TABLE
 
@@ -272,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
     from kp3d.commands.train import setup_logging
     from kp3d.data.images import report_skipped
     from kp3d.data.schema import collate
+    from kp3d.data.video import is_video
     from kp3d.engine import load_run
     from kp3d.engine.monitor import CONSOLE
     from kp3d.viz.overlay import skeleton_edges
@@ -291,6 +327,9 @@ def run(args: argparse.Namespace) -> int:
     )
     loaded = load_run(args.run, device=device)
     size = _image_size(loaded)
+    predict = _predictor(args, loaded)
+    if is_video(args.input):
+        return _infer_video(args, loaded, predict, size)
     source = loaded.spec.inputs.inference_source(args.input, size=size)
     names = source.names
 
@@ -355,15 +394,17 @@ def run(args: argparse.Namespace) -> int:
                 arrays["image_size"] = np.array(sizes, dtype=np.int64).reshape(-1, 2)
             if ok:
                 batch = collate([it.sample for it in ok]).to(device)
-                pred = model.predict(batch).detach_cpu()
+                pred = predict(batch).detach_cpu()
                 if known and pred.image_size is not None:
                     pred = pred.rescale(torch.tensor(sizes))
                 if not args.heatmaps:
                     pred = pred.replace(heatmaps=None)
                 for key, value in pred.items():
                     if key in arrays:
-                        raise UserError(f"{args.run}: the prediction's {key!r} clashes with "
-                                        "an output column of kp3d infer")
+                        raise UserError(
+                            f"{args.run}: the prediction's {key!r} clashes with "
+                            "an output column of kp3d infer"
+                        )
                     arrays[key] = value.numpy()
                 if overlay_dir is not None and pred.kp2d is not None and pred.kp2d.ndim == 3:
                     for j, it in enumerate(ok):
@@ -402,3 +443,108 @@ def run(args: argparse.Namespace) -> int:
         highlight=False,
     )
     return 0
+
+
+def _predictor(args: argparse.Namespace, loaded: Any) -> Callable[[Sample], Prediction]:
+    """``predict(batch)`` of the chosen backend."""
+    if args.backend == "torch":
+        return loaded.model.predict
+    from kp3d.engine.export import OnnxPredictor, export_onnx
+
+    graph = args.run / "model.onnx"
+    weights = args.run / "model.safetensors"
+    if not graph.is_file() or graph.stat().st_mtime < weights.stat().st_mtime:
+        log.info("%s: exporting the ONNX graph first", graph)
+        export_onnx(args.run, graph)
+    return OnnxPredictor(graph).predict
+
+
+def _infer_video(
+    args: argparse.Namespace,
+    loaded: Any,
+    predict: Callable[[Sample], Prediction],
+    size: int | None,
+) -> int:
+    """``kp3d infer`` on one video file (see the module doc)."""
+    from PIL import Image
+
+    from kp3d.data.video import VideoWriter, probe
+    from kp3d.engine.monitor import CONSOLE
+    from kp3d.geometry.filters import OneEuroFilter
+    from kp3d.viz.overlay import draw_keypoints, skeleton_edges
+
+    out: Path = args.out
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out}: already exists; pass --overwrite to replace it")
+    frames = loaded.spec.inputs.video_frames(args.input, size=size)
+    info = probe(args.input)
+    model = loaded.model.eval()
+    artifacts = {k: v.detach().float().cpu().numpy() for k, v in model.artifacts().items()}
+    edges = skeleton_edges(artifacts.get("skeleton"))
+    filters: dict[str, OneEuroFilter] = {}
+    if args.smooth is not None:
+        filters = {
+            k: OneEuroFilter(fps=info.fps or 25.0, min_cutoff=args.smooth, beta=args.smooth_beta)
+            for k in ("kp2d", "kp3d_image")
+        }
+    overlay: Path | None = None
+    if args.overlay is not None:
+        overlay = out.with_name(out.stem + "_overlay.mp4") if args.overlay is True else args.overlay
+    columns: dict[str, list[np.ndarray]] = {}
+    writer = VideoWriter(overlay, fps=info.fps, size=info.size) if overlay else None
+    try:
+        with torch.inference_mode():
+            for chunk in _chunks(frames, args.batch_size):
+                batch = Sample(image=torch.stack([f.image for f in chunk]))
+                pred = predict(batch).detach_cpu()
+                pred = pred.rescale(torch.tensor([info.size] * len(chunk)))
+                if not args.heatmaps:
+                    pred = pred.replace(heatmaps=None)
+                for j, frame in enumerate(chunk):
+                    row = {k: v[j] for k, v in pred.items()}
+                    for k, f in filters.items():
+                        if k in row:
+                            row[k] = f(row[k])
+                    row["time_s"] = torch.tensor(frame.time_s)
+                    for k, v in row.items():
+                        columns.setdefault(k, []).append(v.numpy())
+                    if writer is not None and "kp2d" in row:
+                        vis = row["vis"].numpy() if "vis" in row else None
+                        drawn = draw_keypoints(
+                            Image.fromarray(frame.pixels), row["kp2d"].numpy(), edges=edges, vis=vis
+                        )
+                        writer.write(np.asarray(drawn.convert("RGB")))
+    except BaseException as e:
+        if writer is not None:
+            writer.close(e)
+        raise
+    if writer is not None:
+        writer.close()
+    n = len(columns.get("time_s", []))
+    arrays = {k: np.stack(v) for k, v in columns.items()}
+    arrays["names"] = np.array([f"frame_{i:06d}" for i in range(n)], dtype=str)
+    arrays["image_size"] = np.array([info.size] * n, dtype=np.int64).reshape(-1, 2)
+    extra: dict[str, Any] = {
+        "run": str(args.run),
+        "method": loaded.method_name,
+        "image_size_model": size,
+        "fps": info.fps,
+        **artifacts,
+    }
+    _write_output(out, arrays, extra, [])
+    CONSOLE.print(
+        f"{n} frames -> {out}" + (f" (overlay video {overlay})" if overlay else ""),
+        highlight=False,
+    )
+    return 0
+
+
+def _chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

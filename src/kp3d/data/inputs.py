@@ -8,10 +8,10 @@ config asks for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from kp3d.data.schema import Sample
 from kp3d.errors import DataError, UserError
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+if TYPE_CHECKING:
+    from kp3d.data.video import VideoFrame
 
 SIZE_FIELDS: tuple[str, ...] = ("image_size", "size")
 """Method config fields holding the image side length (the first one a config has)."""
@@ -71,6 +72,14 @@ class Inputs:
             options["strict"] = True
         return open_dataset(path, format=format, **options)
 
+    def video_frames(self, path: str | Path, *, size: int | None) -> Iterator[VideoFrame]:
+        """The frames of a video file, decoded one at a time and resized to ``size``."""
+        from kp3d.data.video import read_frames
+
+        if size is None:
+            raise UserError(f"{path}: the run records no image size to read it at")
+        return read_frames(path, size=size)
+
     def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
         """What ``kp3d infer --input PATH`` reads: a folder of image files (searched
         recursively) or one image file, each resized to ``size``; predictions go back to each
@@ -89,11 +98,6 @@ class Inputs:
             raise DataError(f"{path}: no such file or folder")
         if path.is_file():
             ext = path.suffix.lower()
-            if ext in VIDEO_EXTENSIONS:
-                raise UserError(
-                    f"{path}: videos are not read directly; extract frames first, e.g. "
-                    f"ffmpeg -i {path} frames/%06d.png, and pass the folder"
-                )
             if ext not in IMAGE_EXTENSIONS:
                 raise DataError(
                     f"{path}: not an image file ({', '.join(sorted(IMAGE_EXTENSIONS))})"
@@ -101,6 +105,10 @@ class Inputs:
             return ImageFiles([path], [path.name], size)
         files = find_images(path)
         return ImageFiles(files, [f.relative_to(path).as_posix() for f in files], size)
+
+
+def _no_video(kind: str, path: str | Path) -> UserError:
+    return UserError(f"{path}: a video; this method reads {kind}, not images")
 
 
 class InferenceItem(NamedTuple):
@@ -192,6 +200,9 @@ class ViewInputs(Inputs):
     def example(self, config: Any, *, batch: int = 2) -> Sample:
         raise NotImplementedError("multi-view inputs have no fixed example (the rig decides V)")
 
+    def video_frames(self, path: str | Path, *, size: int | None) -> Iterator[VideoFrame]:
+        raise _no_video("calibrated views", path)
+
     def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
         """A multi-view set (e.g. ``kp3d synth ... --views V``), views resized to ``size``."""
         return DatasetSource(self.open(path, size=size))
@@ -229,6 +240,9 @@ class KeypointInputs(Inputs):
         if is_run_folder(path):
             path = discovered_keypoints(path)
         return super().open(path, format=format, split=split, size=None, strict=strict)
+
+    def video_frames(self, path: str | Path, *, size: int | None) -> Iterator[VideoFrame]:
+        raise _no_video("keypoints", path)
 
     def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
         """A keypoint file (e.g. ``.npz`` with ``kp2d`` (N, K, 2)): new keypoints to lift."""
