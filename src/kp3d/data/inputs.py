@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from kp3d.data.schema import Sample
@@ -71,6 +72,16 @@ class Inputs:
         if strict:
             options["strict"] = True
         return open_dataset(path, format=format, **options)
+
+    def samples(self, inputs: Any, *, size: int | None) -> tuple[Sample, Tensor | None]:
+        """In-memory inputs of :meth:`kp3d.api.Predictor.predict` as a batch, and each image's
+        original ``(W, H)`` (B, 2): images (paths, PIL images, arrays, tensors) resized to
+        ``size``."""
+        from kp3d.api import images_to_batch
+
+        if size is None:
+            raise UserError("the run records no image size to resize images to")
+        return images_to_batch(inputs, size=size)
 
     def video_frames(self, path: str | Path, *, size: int | None) -> Iterator[VideoFrame]:
         """The frames of a video file, decoded one at a time and resized to ``size``."""
@@ -203,6 +214,9 @@ class ViewInputs(Inputs):
     def video_frames(self, path: str | Path, *, size: int | None) -> Iterator[VideoFrame]:
         raise _no_video("calibrated views", path)
 
+    def samples(self, inputs: Any, *, size: int | None) -> tuple[Sample, Tensor | None]:
+        raise UserError("multi-view runs predict on a multi-view set: use kp3d infer --input SET")
+
     def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
         """A multi-view set (e.g. ``kp3d synth ... --views V``), views resized to ``size``."""
         return DatasetSource(self.open(path, size=size))
@@ -243,6 +257,16 @@ class KeypointInputs(Inputs):
 
     def video_frames(self, path: str | Path, *, size: int | None) -> Iterator[VideoFrame]:
         raise _no_video("keypoints", path)
+
+    def samples(self, inputs: Any, *, size: int | None) -> tuple[Sample, Tensor | None]:
+        """Keypoints (N, K, 2) or (K, 2), array or tensor, all visible unless non-finite."""
+        kp2d = torch.as_tensor(inputs, dtype=torch.float32)
+        if kp2d.ndim == 2:
+            kp2d = kp2d[None]
+        if kp2d.ndim != 3 or kp2d.shape[-1] != 2:
+            raise ValueError(f"keypoints must be (N, K, 2) or (K, 2), got {tuple(kp2d.shape)}")
+        vis = kp2d.isfinite().all(-1)
+        return Sample(kp2d=kp2d.nan_to_num(), vis=vis), None
 
     def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
         """A keypoint file (e.g. ``.npz`` with ``kp2d`` (N, K, 2)): new keypoints to lift."""
