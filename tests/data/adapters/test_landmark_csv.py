@@ -114,7 +114,8 @@ def test_open_dataset_detects_and_rejects_unknown_options(ytfaces: Path) -> None
         (["b.jpg", 1, 2, 3, 4, 5], r"training_landmarks.csv, line 3: 6 columns, expected 7"),
         (["b.jpg", 1, 2, 3, 4, 5, 6, 7], r"line 3: 8 columns, expected 7"),
         (["b.jpg", 1, 2, "x", 4, 5, 6], r"line 3: b.jpg: value 3 is 'x', not a number"),
-        (["b.jpg", 1, 2, "nan", 4, 5, 6], r"line 3: b.jpg: landmark 1 has a non-finite x"),
+        (["b.jpg", 1, 2, "nan", 4, 5, 6], r"line 3: b.jpg: landmark 1 has only one coordinate"),
+        (["b.jpg", 1, 2, "inf", 4, 5, 6], r"line 3: b.jpg: landmark 1 has an infinite x"),
         (["missing.jpg", 1, 2, 3, 4, 5, 6], r"line 3: image .*missing.jpg does not exist"),
         (["a.jpg", 1, 2, 3, 4, 5, 6], r"line 3: a.jpg is listed twice \(first on line 2\)"),
         (["", 1, 2, 3, 4, 5, 6], r"line 3: empty file name"),
@@ -130,6 +131,20 @@ def test_bad_rows_are_errors_naming_file_and_line(
     _csv(ytfaces / "training_landmarks.csv", [["a.jpg", 1, 2, 3, 4, 5, 6], row])
     with pytest.raises(DataError, match=message):
         open(ytfaces, split="training")
+
+
+def test_missing_landmarks_are_hidden_and_unlabelled_rows_left_out(
+    ytfaces: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _csv(
+        ytfaces / "training_landmarks.csv",
+        [["a.jpg", 1, 2, "", "", 5, 6], ["b.jpg", "nan", "nan", "", "", "", ""]],
+    )
+    with caplog.at_level(logging.WARNING, logger="kp3d.data"):
+        ds = open(ytfaces, split="training", cache=False)
+    assert ds.names == ["training/a.jpg"]
+    assert ds[0].vis.tolist() == [True, False, True] and ds[0].kp2d.isfinite().all()
+    assert any("1 of 2 rows have no landmarks" in r.getMessage() for r in caplog.records)
 
 
 def test_a_bad_csv_blocks_the_unlabelled_view_too_with_a_hint(ytfaces: Path) -> None:

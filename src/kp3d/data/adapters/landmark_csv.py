@@ -23,13 +23,17 @@ Selections
 
 Every CSV is validated when the dataset is opened, whatever the selection (see
 :mod:`kp3d.data.adapters._common` for the policy): a short row, a non-number, NaN, a name listed
-twice or an image that does not exist is a :class:`DataError` naming the CSV and its line.
+twice or an image that does not exist is a :class:`DataError` naming the CSV and its line. An
+empty (or ``nan``) x, y pair is a missing landmark (``vis`` False); a row whose landmarks are all
+missing is an unlabelled frame, left out of its split with a logged count, so that scoring uses
+the labelled frames.
 ``PATH`` may also be one ``*_landmarks.csv`` file, which then is the only split.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Unpack
 
@@ -47,6 +51,8 @@ from kp3d.data.adapters._common import (
 )
 from kp3d.data.images import find_images
 from kp3d.errors import ConfigError, DataError
+
+log = logging.getLogger("kp3d.data")
 
 NAME = "landmark_csv"
 SUFFIX = "_landmarks.csv"
@@ -97,6 +103,7 @@ def parse_csv(csv_path: Path, folder: Path) -> tuple[list[Entry], list[Problem]]
             )
         ]
     k = (ncols - 1) // 2
+    unlabelled = 0
     entries: list[Entry] = []
     seen: dict[str, int] = {}
     for line, row in enumerate(rows[1:], start=2):
@@ -121,19 +128,32 @@ def parse_csv(csv_path: Path, folder: Path) -> tuple[list[Entry], list[Problem]]
             )
             continue
         seen[name] = line
-        values = parse_floats(row[1:], csv_path, line, name)
+        # An empty or NaN cell is a missing landmark; a row missing every one is a frame
+        # nobody labelled, left out of the split (and counted) rather than failing the set.
+        cells = ["nan" if not c.strip() else c for c in row[1:]]
+        values = parse_floats(cells, csv_path, line, name)
         if isinstance(values, Problem):
             problems.append(values)
             continue
-        if not np.isfinite(values).all():
-            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        if np.isinf(values).any():
+            bad = int(np.flatnonzero(np.isinf(values))[0])
             problems.append(
                 Problem(
                     csv_path,
                     line,
-                    f"{name}: landmark {bad // 2} has a non-finite {'xy'[bad % 2]} ({values[bad]})",
+                    f"{name}: landmark {bad // 2} has an infinite {'xy'[bad % 2]} ({values[bad]})",
                 )
             )
+            continue
+        present = ~np.isnan(values.reshape(k, 2))
+        if (present[:, 0] != present[:, 1]).any():
+            bad = int(np.flatnonzero(present[:, 0] != present[:, 1])[0])
+            problems.append(
+                Problem(csv_path, line, f"{name}: landmark {bad} has only one coordinate")
+            )
+            continue
+        if not present.any():
+            unlabelled += 1
             continue
         got = landmark_row(
             folder / name, f"{folder.name}/{name}", values.reshape(k, 2), csv_path, line
@@ -141,7 +161,16 @@ def parse_csv(csv_path: Path, folder: Path) -> tuple[list[Entry], list[Problem]]
         if isinstance(got, Problem):
             problems.append(got)
         else:
+            got.vis = present[:, 0]
+            got.kp2d = np.where(present, got.kp2d, 0.0)
             entries.append(got)
+    if unlabelled:
+        log.warning(
+            "%s: %d of %d rows have no landmarks (unlabelled frames); left out of the split",
+            csv_path,
+            unlabelled,
+            unlabelled + len(entries),
+        )
     return entries, problems
 
 
