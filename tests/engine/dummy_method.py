@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from kp3d.data.inputs import IMAGES
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
-from kp3d.methods.base import MethodModel, MethodSpec, StepOutput
+from kp3d.methods.base import LossOutput, MethodModel, MethodSpec
 
 
 @dataclass(frozen=True)
@@ -61,23 +61,23 @@ class DummyModel(MethodModel):
         h = nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)
         return self.head(self.drop(h)).view(-1, self.config.k, 2) * self.config.size
 
-    def training_step(self, batch: Sample, step: int) -> StepOutput:
+    def loss_weights(self) -> dict[str, float]:
+        return {"edges": 1e-3}
+
+    def losses(self, batch: Sample, step: int) -> LossOutput:
         pred = self.keypoints(batch.image)
         pred = pred + self.config.noise * torch.randn_like(pred)
-        loss = (
-            pred - batch.kp2d
-        ).square().mean() / self.config.size**2 + 1e-3 * self.edges.square().sum()
+        mse = (pred - batch.kp2d).square().mean() / self.config.size**2
         if self.calls in self.config.nan_calls:
-            loss = loss * float("nan")
+            mse = mse * float("nan")
         self.calls += 1
         logs = {
-            "mse": loss.detach(),
             "autocast": torch.tensor(float(torch.is_autocast_enabled(batch.image.device.type))),
             "channels_last": torch.tensor(
                 float(batch.image.is_contiguous(memory_format=torch.channels_last))
             ),
         }
-        return StepOutput(loss, logs)
+        return LossOutput({"mse": mse, "edges": self.edges.square().sum()}, logs)
 
     @torch.no_grad()
     def predict(self, batch: Sample) -> dict[str, Tensor]:

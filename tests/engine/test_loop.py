@@ -9,8 +9,9 @@ from dummy_method import TinyImages
 from kp3d.data.schema import Sample
 from kp3d.engine import TrainConfig, load_run, read_metrics, train
 from kp3d.engine import loop as engine_loop
-from kp3d.engine.loop import _param_groups, bf16_native, fill_from_data
+from kp3d.engine.loop import bf16_native, fill_from_data, optimizer_groups
 from kp3d.errors import ConfigError, DataError, UserError
+from kp3d.methods import MethodModel
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -230,10 +231,11 @@ def test_a_complete_train_config_is_taken_as_is(tmp_path: Path, dummy: str) -> N
 
 
 def test_weight_decay_spares_vectors() -> None:
-    model = torch.nn.Sequential(
+    model = MethodModel()
+    model.net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2)
     )
-    decay, no_decay = _param_groups(model, 0.1)
+    decay, no_decay = optimizer_groups(model, 0.1)
     assert all(p.ndim >= 2 for p in decay["params"]) and len(decay["params"]) == 2
     assert all(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
 

@@ -111,9 +111,13 @@ class MethodModel(nn.Module):
         """The weighted sum of :meth:`losses`; every loss and log is logged."""
         out = self.losses(batch, step)
         weights = self.loss_weights()
-        loss = sum(weights.get(k, 1.0) * v for k, v in out.losses.items())
+        # Summed in the order of losses() onto a float32 zero (the total is float32 under
+        # autocast, and a model without losses gives a zero loss).
+        loss = torch.zeros((), device=_device_of(out.losses, self))
+        for k, v in out.losses.items():
+            loss = loss + weights.get(k, 1.0) * v
         logs = {k: v.detach() for k, v in out.losses.items()} | out.logs
-        return StepOutput(loss, logs)  # type: ignore[arg-type]
+        return StepOutput(loss, logs)
 
     def param_groups(self) -> list[ParamGroup]:
         """Optimizer groups; by default every parameter at the run's learning rate."""
@@ -142,6 +146,12 @@ class MethodModel(nn.Module):
 
     def shape_basis(self) -> Tensor | None:
         return self.artifacts().get("shape_basis")
+
+
+def _device_of(losses: Mapping[str, Tensor], module: nn.Module) -> torch.device:
+    for v in losses.values():
+        return v.device
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 def _no_configuration(config: Any, dataset: Dataset[Sample]) -> Any:

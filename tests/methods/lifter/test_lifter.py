@@ -96,6 +96,7 @@ def test_two_training_steps_pretrain_then_cycle_with_frozen_statistics() -> None
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d))
     for step in range(2):
         stats = bn.running_mean.clone()
+        model.on_step(step)  # as the engine does before every step
         out = model.training_step(batch(seed=step), step)
         assert torch.isfinite(out.loss)
         opt.zero_grad()
@@ -113,6 +114,7 @@ def test_invisible_points_enter_no_loss() -> None:
     model = Lifter(LifterConfig(**SMALL, cycle_start=0))
     b = batch()
     kp2d = b.kp2d.clone().requires_grad_(True)
+    model.on_step(5)
     torch.manual_seed(1)  # the same cycle rotations in both evaluations
     loss = model.training_step(b.replace(kp2d=kp2d), 5).loss
     loss.backward()
@@ -138,8 +140,9 @@ def test_category_keypoint_subsets_are_learned_from_visibility() -> None:
 def test_context_vector_and_non_negative_coefficients() -> None:
     model = Lifter(LifterConfig(**SMALL, context_dim=4, cycle_start=0, coefficient_ridge=0.0))
     b = batch()
-    out = model.losses(b.kp2d, b.vis, None, 0, context=torch.randn(8, 4))
-    assert torch.isfinite(out.loss) and {"camera", "shape"} <= set(out.logs)
+    out = model.objective(b.kp2d, b.vis, None, 0, context=torch.randn(8, 4))
+    assert all(torch.isfinite(v) for v in out.losses.values())
+    assert {"camera", "shape"} <= set(out.losses)
     _, lifted = model.eval().lift(b.kp2d, b.vis, torch.randn(8, 4))
     assert lifted.alpha.ge(0).all() and lifted.shape.shape == (8, K, 3)
     with pytest.raises(ValueError, match="context"):
@@ -274,8 +277,9 @@ def test_ensemble_objective_is_the_sum_of_the_members_own(ridge: float) -> None:
     model = Lifter(cfg).double()
     b = batch(n=10, categories=2)
     kp2d, vis = b.kp2d.double(), b.vis
+    model.on_step(0)  # cycling: frozen statistics
     torch.manual_seed(1)  # the cycle's random rotations
-    out = model.losses(kp2d, vis, b.category, step=0)
+    out = model.training_step(Sample(kp2d=kp2d, vis=vis, category=b.category), 0)
     torch.manual_seed(0)
     reference = Lifter(cfg).double()
     reference.load_state_dict(model.state_dict())  # the updated support and statistics

@@ -73,7 +73,7 @@ from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, reprojection_loss, rotation_loss, shape_prior_loss
-from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.methods.base import LossOutput, MethodModel
 from kp3d.nn.lifting import (
     CameraKind,
     LiftingNet,
@@ -330,18 +330,39 @@ class Lifter(MethodModel):
             shape=point_loss(X_cyc, X, support, delta=delta),
         )
 
-    def losses(self, kp2d: Tensor, vis: Tensor | None, category: Tensor | None, step: int,
-               context: Tensor | None = None) -> StepOutput:
-        """The training objective for keypoints (B, K, 2), visibility (B, K), categories (B,)."""
+    def on_step(self, step: int) -> None:
+        """From ``cycle_start`` on, the BatchNorm layers run on their running statistics (see the
+        module doc: the cycle's synthetic views must not shift them)."""
+        cfg = self.config
+        if cfg.cycle_start is not None and step >= cfg.cycle_start:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def loss_weights(self) -> dict[str, float]:
+        # Members share no weights, so the sum of their losses (E x the mean over members, as
+        # they have as many rows each) trains each as if alone on its rows; the named losses
+        # are the members' means.
+        cfg, E = self.config, len(self.members)
+        return {
+            "reprojection": E,
+            "shape_prior": E * cfg.shape_prior_weight,
+            "camera": E * cfg.camera_weight,
+            "shape": E * cfg.shape_weight,
+        }
+
+    def losses(self, batch: Sample, step: int) -> LossOutput:
+        return self.objective(batch.kp2d, batch.vis, batch.category, step)
+
+    def objective(self, kp2d: Tensor, vis: Tensor | None, category: Tensor | None, step: int,
+                  context: Tensor | None = None) -> LossOutput:
+        """The unweighted losses for keypoints (B, K, 2), visibility (B, K), categories (B,)
+        and an optional context (B, C)."""
         cfg = self.config
         w = visibility(kp2d, vis)
         category = self.categories(category, kp2d.shape[0], kp2d.device)
         self.update_support(w, category)
         cycling = cfg.cycle_start is not None and step >= cfg.cycle_start
-        if cycling:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
         rows = self.member_rows(kp2d.shape[0])
 
         def stack(t: Tensor) -> Tensor:  # (E, B_member, ...): each member's rows
@@ -350,35 +371,29 @@ class Lifter(MethodModel):
         ww, cat = stack(w), stack(category)
         ctx = None if context is None else stack(context)
         norm, out = self.lift_members(stack(kp2d), ww, ctx)
-        # Members share no weights, so the sum of their losses (E x the mean over members, as
-        # they have as many rows each) trains each as if alone on its rows; the logs are the
-        # members' means.
         E = len(self.members)
-        l_rep = reprojection_loss(out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta)
-        loss = E * l_rep
-        logs = {"reprojection": l_rep.detach()}
+        losses = {
+            "reprojection": reprojection_loss(out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta)
+        }
         if cfg.shape_prior_weight > 0:
             # Each member's categories are groups of their own.
             groups = cat + cfg.n_categories * torch.arange(E, device=cat.device)[:, None]
-            l_prior = shape_prior_loss(out.basis_shape.flatten(0, 1), groups.flatten(),
-                                       self.support[cat].flatten(0, 1))
-            loss = loss + E * cfg.shape_prior_weight * l_prior
-            logs["shape_prior"] = l_prior.detach()
+            losses["shape_prior"] = shape_prior_loss(
+                out.basis_shape.flatten(0, 1), groups.flatten(), self.support[cat].flatten(0, 1)
+            )
         if cycling:
             cycles = [
                 self.cycle_losses(LiftingOutput(*(t[e] for t in out)), cat[e],
                                   None if ctx is None else ctx[e], net=net)
                 for e, net in enumerate(self.members)
             ]
-            camera = torch.stack([c.camera for c in cycles]).sum()
-            shape = torch.stack([c.shape for c in cycles]).sum()
-            loss = loss + cfg.camera_weight * camera + cfg.shape_weight * shape
-            logs["camera"], logs["shape"] = camera.detach() / E, shape.detach() / E
+            losses["camera"] = torch.stack([c.camera for c in cycles]).sum() / E
+            losses["shape"] = torch.stack([c.shape for c in cycles]).sum() / E
         if self.training and E > 1:  # only training steps of an ensemble track extents
             new = depth_extent(out.shape_cam[..., 2].detach(), ww).to(self.depth_extent)
             old = self.depth_extent
             old.copy_(torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY)))
-        return StepOutput(loss, logs)
+        return LossOutput(losses, {})
 
     def lift_members(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None
                      ) -> tuple[Normalised, LiftingOutput]:
@@ -419,9 +434,6 @@ class Lifter(MethodModel):
                              f"member, got a batch of {batch_size} for {n} members")
         size = batch_size // n
         return [slice(i * size, (i + 1) * size) for i in range(n)]
-
-    def training_step(self, batch: Sample, step: int) -> StepOutput:
-        return self.losses(batch.kp2d, batch.vis, batch.category, step)
 
     def canonical_shape(self) -> Tensor:
         """(K, 3) the shape of zero coefficients (the bias shape), normalised units."""
