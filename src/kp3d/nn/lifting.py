@@ -20,7 +20,7 @@ predicted: each is the least-squares optimum over the visible points.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +34,6 @@ CoefficientKind = Literal["linear", "relu"]
 CameraKind = Literal["orthographic", "weak_perspective"]
 
 _EPS = 1e-8
-
-SHAPE_LR_SCALE = 10.0
-"""Learning-rate multiplier of the shape models' parameters (:class:`ShapeBasis`), applied by the
-methods' ``param_groups``: Adam moves a parameter by about the learning rate per step, so a
-learned shape, O(1) in normalised units, moves O(1) in ~1/(lr * SHAPE_LR_SCALE) steps instead
-of ~1/lr."""
 
 
 class Normalised(NamedTuple):
@@ -274,34 +268,22 @@ class ShapeBasis(nn.Module):
     from the rotation head.
     """
 
-    def __init__(self, n_basis: int, n_keypoints: int, *, motion_free: bool = False) -> None:
+    def __init__(self, n_basis: int, n_keypoints: int, *, lr_scale: float = 10.0,
+                 motion_free: bool = False) -> None:
         super().__init__()
         self.motion_free = motion_free
-        # The bias starts as a random shape of RMS radius ~1, the size of the normalised inputs.
-        # Drawn as in run format 1 (which stored both divided by SHAPE_LR_SCALE), so that a seed
-        # gives the same initial shapes.
-        self.raw_basis = nn.Parameter(
-            SHAPE_LR_SCALE * (torch.randn(n_basis, n_keypoints, 3) / SHAPE_LR_SCALE)
-        )
-        self.bias_shape = nn.Parameter(
-            SHAPE_LR_SCALE * (torch.randn(n_keypoints, 3) / (3**0.5 * SHAPE_LR_SCALE))
-        )
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        # Run format 1 stored both shapes divided by SHAPE_LR_SCALE (the multiplier was part of
-        # the parametrisation), the bias as raw_bias; the basis's scale is free (normalised).
-        old = state_dict.pop(prefix + "raw_bias", None)
-        if old is not None and prefix + "bias_shape" not in state_dict:
-            state_dict[prefix + "bias_shape"] = old * SHAPE_LR_SCALE
-            basis = state_dict.get(prefix + "raw_basis")
-            if basis is not None:
-                state_dict[prefix + "raw_basis"] = basis * SHAPE_LR_SCALE
-        super()._load_from_state_dict(state_dict, prefix, *args)
+        # The shape model is stored divided by lr_scale, which makes Adam's steps on it lr_scale
+        # times larger than on the networks' weights: a learned shape moves O(1) in ~1/(lr *
+        # lr_scale) steps instead of ~1/lr. The bias starts as a random shape of RMS radius ~1,
+        # the size of the normalised inputs.
+        self.lr_scale = lr_scale
+        self.raw_basis = nn.Parameter(torch.randn(n_basis, n_keypoints, 3) / lr_scale)
+        self.raw_bias = nn.Parameter(torch.randn(n_keypoints, 3) / (3**0.5 * lr_scale))
 
     @property
     def bias(self) -> Tensor:
         """(K, 3) the bias shape ``b_S``."""
-        return self.bias_shape
+        return self.lr_scale * self.raw_bias
 
     @property
     def basis(self) -> Tensor:
@@ -312,12 +294,6 @@ class ShapeBasis(nn.Module):
         """alpha (..., n_basis) -> canonical shape (..., K, 3)."""
         shape = self.bias + torch.einsum("...n,nkc->...kc", alpha, self.basis)
         return shape - shape.mean(-2, keepdim=True)
-
-
-def shape_parameters(module: nn.Module) -> tuple[nn.Parameter, ...]:
-    """The parameters of every :class:`ShapeBasis` in ``module`` (in module order), which a
-    method's ``param_groups`` trains at :data:`SHAPE_LR_SCALE` times the learning rate."""
-    return tuple(p for m in module.modules() if isinstance(m, ShapeBasis) for p in m.parameters())
 
 
 class LiftingOutput(NamedTuple):
@@ -407,7 +383,7 @@ class LiftingNet(nn.Module):
 
     def base_shape(self) -> Tensor:
         """(K, 3) the shape of ``alpha = 0``: ``b_S`` as :meth:`shape_from_alpha` maps it."""
-        zero = self.shape_basis.bias_shape.new_zeros(1, self.shape_basis.raw_basis.shape[0])
+        zero = self.shape_basis.raw_bias.new_zeros(1, self.shape_basis.raw_basis.shape[0])
         return self.shape_from_alpha(zero)[0]
 
     def forward(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None) -> LiftingOutput:
@@ -513,7 +489,7 @@ def fitted_output(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor, *, ridge
 def fit_shapes(nets: Sequence[LiftingNet]) -> Tensor:
     """(E, 1 + n_basis, K, 3) :meth:`LiftingNet.fit_shapes` of E networks, computed as one."""
     shape_basis = nets[0].shape_basis
-    bias = torch.stack([m.shape_basis.bias_shape for m in nets])
+    bias = shape_basis.lr_scale * torch.stack([m.shape_basis.raw_bias for m in nets])
     basis = basis_shapes(torch.stack([m.shape_basis.raw_basis for m in nets]), bias,
                          motion_free=shape_basis.motion_free)
     return torch.cat([(bias - bias.mean(-2, keepdim=True))[:, None], basis], dim=1)

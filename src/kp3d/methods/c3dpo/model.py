@@ -32,9 +32,8 @@ from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, reprojection_loss, shape_prior_loss
-from kp3d.methods.base import LossOutput, MethodModel, ParamGroup, default_param_groups
+from kp3d.methods.base import LossOutput, MethodModel
 from kp3d.nn.lifting import (
-    SHAPE_LR_SCALE,
     CameraKind,
     LiftingNet,
     LiftingOutput,
@@ -44,7 +43,6 @@ from kp3d.nn.lifting import (
     Trunk,
     lifting_predictions,
     normalise_keypoints,
-    shape_parameters,
     visibility,
 )
 
@@ -146,13 +144,6 @@ class C3DPO(MethodModel):
         R = random_rotation(X.shape[0], generator=generator, dtype=X.dtype, device=X.device)
         alpha = self.canonicaliser((X @ R.transpose(-1, -2)).flatten(-2))
         return point_loss(self.net.shape_from_alpha(alpha), X, delta=self.config.huber_delta)
-
-    def param_groups(self) -> list[ParamGroup]:
-        """The networks at the run's learning rate, the shape model at
-        :data:`~kp3d.nn.lifting.SHAPE_LR_SCALE` times it, without decay."""
-        shapes = shape_parameters(self)
-        shape = ParamGroup("shape", shapes, SHAPE_LR_SCALE, weight_decay=False)
-        return [*default_param_groups(self, exclude=shapes), shape]
 
     def loss_weights(self) -> dict[str, float]:
         c = self.config

@@ -73,9 +73,8 @@ from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, reprojection_loss, rotation_loss, shape_prior_loss
-from kp3d.methods.base import LossOutput, MethodModel, ParamGroup, default_param_groups
+from kp3d.methods.base import LossOutput, MethodModel
 from kp3d.nn.lifting import (
-    SHAPE_LR_SCALE,
     CameraKind,
     LiftingNet,
     LiftingOutput,
@@ -85,7 +84,6 @@ from kp3d.nn.lifting import (
     lifting_predictions,
     masked_mean,
     normalise_keypoints,
-    shape_parameters,
     stacked_lift,
     visibility,
 )
@@ -340,13 +338,6 @@ class Lifter(MethodModel):
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-
-    def param_groups(self) -> list[ParamGroup]:
-        """The networks at the run's learning rate, the shape model at
-        :data:`~kp3d.nn.lifting.SHAPE_LR_SCALE` times it, without decay."""
-        shapes = shape_parameters(self)
-        shape = ParamGroup("shape", shapes, SHAPE_LR_SCALE, weight_decay=False)
-        return [*default_param_groups(self, exclude=shapes), shape]
 
     def loss_weights(self) -> dict[str, float]:
         # Members share no weights, so the sum of their losses (E x the mean over members, as
