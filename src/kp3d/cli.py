@@ -1,7 +1,9 @@
 """The ``kp3d`` command line.
 
 Each sub-command lives in its own module under :mod:`kp3d.commands`, which exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command being run is
+``add_arguments(parser)`` and ``run(args) -> int``; a command whose flags depend on the command
+line (``train``: the method's settings) takes ``add_arguments(parser, argv)``, with the
+command's own arguments. Only the module of the command being run is
 imported, so ``kp3d --help`` stays fast.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 
 from kp3d.errors import UserError
@@ -24,8 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser; only ``command``'s own arguments are loaded (all when None)."""
+def build_parser(
+    command: str | None = None, argv: list[str] | None = None
+) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s own arguments are loaded (all when None).
+    ``argv``: the whole command line, for commands whose flags depend on it."""
     from kp3d import __version__
 
     parser = argparse.ArgumentParser(
@@ -38,7 +44,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if command is None or name == command:
             module = importlib.import_module(module_name)
-            module.add_arguments(p)
+            if "argv" in inspect.signature(module.add_arguments).parameters:
+                rest = list(argv or [])
+                rest = rest[rest.index(name) + 1 :] if name in rest else []
+                module.add_arguments(p, argv=rest)
+            else:
+                module.add_arguments(p)
             p.set_defaults(_run=module.run)
     return parser
 
@@ -46,7 +57,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else "").parse_args(argv)
+    args = build_parser(command if command in COMMANDS else "", argv).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except UserError as e:

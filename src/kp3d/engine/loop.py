@@ -47,7 +47,7 @@ from kp3d.engine.run import (
     stored_configs,
     write_run_config,
 )
-from kp3d.errors import DataError, UserError
+from kp3d.errors import ConfigError, DataError, UserError
 from kp3d.methods import MethodModel, MethodSpec
 
 log = logging.getLogger("kp3d.engine")
@@ -163,20 +163,13 @@ def _to_device(batch: Sample, device: torch.device, channels_last: bool) -> Samp
     return batch
 
 
-def fill_from_data(config: Any, dataset: Dataset[Sample]) -> Any:
-    """Fill config fields that a method leaves at 0 to be read from the data.
-
-    ``n_keypoints = 0`` becomes the number of keypoints K of the first sample's ``kp2d``.
-
-    Raises:
-        DataError: the method needs keypoints and the data has none.
-    """
-    if getattr(config, "n_keypoints", None) == 0:
-        kp2d = dataset[0].kp2d
-        if kp2d is None:
-            raise DataError("the data has no 2D keypoints, which this method needs as input")
-        config = dataclasses.replace(config, n_keypoints=int(kp2d.shape[-2]))
-    return config
+def configure(spec: MethodSpec, config: Any, dataset: Dataset[Sample], where: str) -> Any:
+    """``spec.configure(config, dataset)``: the settings read from the data; its errors name
+    the data (``where``)."""
+    try:
+        return spec.configure(config, dataset)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
 
 
 def _changes(old: Any, new: Any, allowed: frozenset[str] = frozenset()) -> list[str]:
@@ -189,16 +182,24 @@ def _resolve(
     method: str,
     run_dir: Path,
     stored: dict[str, Any] | None,
-    method_config: Mapping[str, Any] | None,
+    method_config: Any,
     train_config: TrainConfig | Mapping[str, Any] | None,
     dataset: Dataset[Sample],
+    where: str,
 ) -> tuple[Any, TrainConfig]:
     """Both configs: fresh runs layer the user's values on the defaults, resumed runs on the
-    stored configs (and may change only the budget-like fields)."""
+    stored configs (and may change only the budget-like fields); then the method's
+    :attr:`~kp3d.methods.MethodSpec.configure` reads what it needs from the data. A config
+    instance (``spec.config_cls`` / :class:`TrainConfig`) is taken as complete."""
+    complete = isinstance(method_config, spec.config_cls)
     if stored is None:
-        mcfg = resolve_method_config(spec, method_config, source="method config")
+        mcfg = (
+            method_config
+            if complete
+            else resolve_method_config(spec, method_config, source="method config")
+        )
         tcfg = resolve_train_config(spec, train_config, source="train config")
-        return fill_from_data(mcfg, dataset), tcfg
+        return configure(spec, mcfg, dataset, where), tcfg
     path = run_dir / CONFIG_FILE
     if stored["method"] != method:
         raise UserError(
@@ -206,16 +207,21 @@ def _resolve(
             f"resume it with --method {stored['method']} or choose another --out"
         )
     _, old_m, old_t = stored_configs(stored, path)
-    mcfg = config_from_dict(
-        spec.config_cls, {**config_to_dict(old_m), **(method_config or {})}, source="method config"
-    )
+    if complete:
+        mcfg = method_config
+    else:
+        mcfg = config_from_dict(
+            spec.config_cls,
+            {**config_to_dict(old_m), **(method_config or {})},
+            source="method config",
+        )
     if isinstance(train_config, TrainConfig):
         tcfg = train_config
     else:
         tcfg = config_from_dict(
             TrainConfig, {**config_to_dict(old_t), **(train_config or {})}, source="train config"
         )
-    mcfg = fill_from_data(mcfg, dataset)
+    mcfg = configure(spec, mcfg, dataset, where)
     changed = _changes(old_m, mcfg) + _changes(old_t, tcfg, RESUME_MAY_CHANGE)
     if changed:
         raise UserError(
@@ -258,7 +264,7 @@ def train(
     dataset: Dataset[Sample],
     out_dir: str | Path,
     *,
-    method_config: Mapping[str, Any] | None = None,
+    method_config: Any = None,
     train_config: TrainConfig | Mapping[str, Any] | None = None,
     resume: bool = False,
     data_info: Mapping[str, Any] | None = None,
@@ -271,8 +277,10 @@ def train(
         dataset: a map-style dataset of :class:`Sample`; it must return the same sample for the
             same index every time (randomness belongs in the method's ``training_step``).
         out_dir: the run folder (layout in :mod:`kp3d.engine`).
-        method_config: the user's method settings by field name; resolved as class defaults <
-            the registry entry's overrides < these (on resume: the stored config < these).
+        method_config: a complete method config (an instance of the spec's ``config_cls``),
+            or the user's method settings by field name, resolved as class defaults < the
+            registry entry's overrides < these (on resume: the stored config < these). Settings
+            read from the data are then filled by the spec's ``configure``.
         train_config: a complete :class:`TrainConfig`, or the user's values by field name,
             resolved as TrainConfig defaults < the method's ``train_defaults`` < these (on
             resume: the stored config < these).
@@ -300,7 +308,10 @@ def train(
             f"{run_dir}: already holds a run ({CONFIG_FILE}); pass --resume to continue it, or "
             "choose another --out"
         )
-    mcfg, tcfg = _resolve(spec, method, run_dir, stored, method_config, train_config, dataset)
+    where = str((data_info or {}).get("path") or "")
+    mcfg, tcfg = _resolve(
+        spec, method, run_dir, stored, method_config, train_config, dataset, where
+    )
     if tcfg.tensorboard:
         TensorBoard.check_available()
     device = distributed.device_for(tcfg.device, ctx)

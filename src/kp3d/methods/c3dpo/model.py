@@ -27,12 +27,14 @@ from typing import get_args
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, reprojection_loss, shape_prior_loss
 from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.configure import keypoints_from_data
 from kp3d.nn.lifting import (
     CameraKind,
     LiftingNet,
@@ -183,3 +185,8 @@ class C3DPO(MethodModel):
 
 def build(config: C3DPOConfig) -> C3DPO:
     return C3DPO(config)
+
+
+def configure(config: C3DPOConfig, dataset: Dataset[Sample]) -> C3DPOConfig:
+    """The number of keypoints from the data, where unset."""
+    return keypoints_from_data(config, dataset)

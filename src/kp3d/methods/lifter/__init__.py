@@ -3,11 +3,12 @@
 
 from kp3d.data.inputs import KEYPOINTS
 from kp3d.methods.base import MethodSpec
-from kp3d.methods.lifter.model import Lifter, LifterConfig, build
+from kp3d.methods.lifter.model import Lifter, LifterConfig, build, configure
 
 SPEC = MethodSpec(
     config_cls=LifterConfig,
     build=build,
+    configure=configure,
     inputs=KEYPOINTS,
     protocols=("lifting",),
     description="Can et al.'s lifter: non-negative shape coefficients, cyclic "
@@ -33,6 +34,7 @@ samples), averaged at prediction without those that ended flattened."""
 SPEC_FIT = MethodSpec(
     config_cls=LifterConfig,
     build=build,
+    configure=configure,
     inputs=KEYPOINTS,
     protocols=("lifting",),
     description="kp3d's lifter: deformation fitted per view with a ridge prior over a "

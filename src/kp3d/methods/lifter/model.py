@@ -68,12 +68,14 @@ from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, reprojection_loss, rotation_loss, shape_prior_loss
 from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.configure import categories_from_data, keypoints_from_data
 from kp3d.nn.lifting import (
     CameraKind,
     LiftingNet,
@@ -101,8 +103,10 @@ class LifterConfig:
     n_keypoints: int = 0
     """Total number of keypoints K = sum over categories of k_z (0 = not yet known; set it, or
     let the engine set it from the dataset, before building)."""
-    n_categories: int = 1
-    """Number of categories sharing the network (category labels 0 .. n_categories - 1)."""
+    n_categories: int | None = None
+    """Number of categories sharing the network (category labels 0 .. n_categories - 1); none
+    = from the data (1 + its largest label, 1 without labels; a model built without data takes
+    1)."""
     n_basis: int = 10
     """Size of the shape basis S."""
     width: int = 256
@@ -180,7 +184,9 @@ class LifterConfig:
             raise ConfigError(
                 f"n_keypoints must be >= 0 (0 = from the data), got {self.n_keypoints}"
             )
-        for name in ("n_categories", "n_basis", "width", "ensemble"):
+        if self.n_categories is not None and self.n_categories < 1:
+            raise ConfigError(f"n_categories must be >= 1 or none, got {self.n_categories}")
+        for name in ("n_basis", "width", "ensemble"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cycle_start is not None and self.cycle_start < 0:
@@ -246,6 +252,8 @@ class Lifter(MethodModel):
                 "lifter: n_keypoints is not set (the number of keypoints K of the data)"
             )
         self.config = config
+        self.n_categories = config.n_categories or 1
+
         def member() -> LiftingNet:
             return LiftingNet(
                 config.n_keypoints, n_basis=config.n_basis, width=config.width,
@@ -258,7 +266,7 @@ class Lifter(MethodModel):
         self.net = member()
         self.ensemble = nn.ModuleList(member() for _ in range(config.ensemble - 1))
         self.register_buffer(
-            "support", torch.zeros(config.n_categories, config.n_keypoints, dtype=torch.bool)
+            "support", torch.zeros(self.n_categories, config.n_keypoints, dtype=torch.bool)
         )
         self.register_buffer("depth_extent", torch.full((config.ensemble,), math.nan))
 
@@ -289,7 +297,7 @@ class Lifter(MethodModel):
         if category is None:
             return torch.zeros(batch_size, dtype=torch.long, device=device)
         category = category.long()
-        n = self.config.n_categories
+        n = self.n_categories
         if bool(((category < 0) | (category >= n)).any()):
             raise ConfigError(
                 f"lifter: the data has category labels {int(category.min())}..."
@@ -377,7 +385,7 @@ class Lifter(MethodModel):
         }
         if cfg.shape_prior_weight > 0:
             # Each member's categories are groups of their own.
-            groups = cat + cfg.n_categories * torch.arange(E, device=cat.device)[:, None]
+            groups = cat + self.n_categories * torch.arange(E, device=cat.device)[:, None]
             losses["shape_prior"] = shape_prior_loss(
                 out.basis_shape.flatten(0, 1), groups.flatten(), self.support[cat].flatten(0, 1)
             )
@@ -474,3 +482,8 @@ class Lifter(MethodModel):
 
 def build(config: LifterConfig) -> Lifter:
     return Lifter(config)
+
+
+def configure(config: LifterConfig, dataset: Dataset[Sample]) -> LifterConfig:
+    """The number of keypoints and of categories from the data, where unset."""
+    return categories_from_data(keypoints_from_data(config, dataset), dataset)
