@@ -15,7 +15,13 @@ from torch.utils.data import Dataset
 from kp3d.data.inputs import IMAGES
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
-from kp3d.methods.base import LossOutput, MethodModel, MethodSpec
+from kp3d.methods.base import (
+    LossOutput,
+    MethodModel,
+    MethodSpec,
+    ParamGroup,
+    default_param_groups,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,10 @@ class DummyConfig:
     """Dropout before the head."""
     batchnorm: bool = True
     """BatchNorm after the convolution (its statistics are per process under DDP on CPU)."""
+    head_lr_scale: float = 1.0
+    """Learning-rate scale of the head's bias (its own param group when not 1)."""
+    freeze_bn_at: int | None = None
+    """Step from which on_step puts the BatchNorm on its running statistics."""
     nan_calls: tuple[int, ...] = ()
     """Calls of training_step (counted from 0 by this model object, across roll-backs) whose
     loss is made NaN, to test the non-finite handling."""
@@ -64,6 +74,16 @@ class DummyModel(MethodModel):
     def loss_weights(self) -> dict[str, float]:
         return {"edges": 1e-3}
 
+    def param_groups(self) -> list[ParamGroup]:
+        if self.config.head_lr_scale == 1:
+            return default_param_groups(self)
+        bias = ParamGroup("head_bias", (self.head.bias,), self.config.head_lr_scale, False)
+        return [*default_param_groups(self, exclude=bias.params), bias]
+
+    def on_step(self, step: int) -> None:
+        if self.config.freeze_bn_at is not None and step >= self.config.freeze_bn_at:
+            self.norm.eval()
+
     def losses(self, batch: Sample, step: int) -> LossOutput:
         pred = self.keypoints(batch.image)
         pred = pred + self.config.noise * torch.randn_like(pred)
@@ -72,6 +92,7 @@ class DummyModel(MethodModel):
             mse = mse * float("nan")
         self.calls += 1
         logs = {
+            "bn_training": torch.tensor(float(self.norm.training)),
             "autocast": torch.tensor(float(torch.is_autocast_enabled(batch.image.device.type))),
             "channels_last": torch.tensor(
                 float(batch.image.is_contiguous(memory_format=torch.channels_last))

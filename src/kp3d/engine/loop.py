@@ -31,6 +31,7 @@ from kp3d.engine.run import (
     EVENTS_FILE,
     METRICS_FILE,
     RESULT_FILE,
+    RUN_FORMAT_VERSION,
     WEIGHTS_FILE,
     capture_rng,
     checkpoints,
@@ -48,7 +49,7 @@ from kp3d.engine.run import (
     write_run_config,
 )
 from kp3d.errors import ConfigError, DataError, UserError
-from kp3d.methods import MethodModel, MethodSpec
+from kp3d.methods import MethodModel, MethodSpec, ParamGroup, default_param_groups
 
 log = logging.getLogger("kp3d.engine")
 
@@ -146,9 +147,36 @@ def optimizer_groups(model: MethodModel, weight_decay: float) -> list[dict[str, 
             "params": list(g.params),
             "weight_decay": weight_decay if g.weight_decay else 0.0,
             "lr_scale": g.lr_scale,
+            "name": g.name,
         }
         for g in groups
     ]
+
+
+def regroup_optimizer_state(
+    saved: Mapping[str, Any], old_groups: list[ParamGroup], optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """An optimizer state saved with the parameters grouped as ``old_groups``, re-indexed for
+    ``optimizer``'s groups (the same parameters, grouped otherwise); the group settings are
+    ``optimizer``'s own. Per-parameter state (Adam's moments, step) moves with its parameter.
+
+    Raises:
+        ValueError: the saved state does not hold the parameters of ``old_groups``.
+    """
+    old = [p for g in old_groups for p in g.params]
+    sizes = [len(g["params"]) for g in saved["param_groups"]]
+    if sum(sizes) != len(old) or sizes != [len(g.params) for g in old_groups]:
+        raise ValueError(f"saved optimizer groups of sizes {sizes} do not fit the model")
+    current = optimizer.state_dict()
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    new_index = {id(p): i for i, p in enumerate(flat)}
+    old_ids = [i for g in saved["param_groups"] for i in g["params"]]
+    state = {
+        new_index[id(p)]: saved["state"][i]
+        for p, i in zip(old, old_ids, strict=True)
+        if i in saved["state"]
+    }
+    return {"state": state, "param_groups": current["param_groups"]}
 
 
 def _to_device(batch: Sample, device: torch.device, channels_last: bool) -> Sample:
@@ -563,8 +591,14 @@ def _write_config(
             tcfg.batch_size * started,
             tcfg.batch_size * ctx.world_size,
         )
-    if config_to_dict(tcfg) != stored["train"]:
-        atomic_write_json(run_dir / CONFIG_FILE, {**stored, "train": config_to_dict(tcfg)})
+    updated = {
+        **stored,
+        "format_version": RUN_FORMAT_VERSION,  # checkpoints from now on are of this format
+        "model": config_to_dict(mcfg),  # equal to the stored settings, in this format's keys
+        "train": config_to_dict(tcfg),
+    }
+    if updated != stored:
+        atomic_write_json(run_dir / CONFIG_FILE, updated)
 
 
 def _log_row(
@@ -623,6 +657,7 @@ class _Session:
         # The scales live here, not only in the optimizer's groups, which a checkpoint's
         # optimizer state replaces on resume.
         self.lr_scales = [g.pop("lr_scale") for g in groups]
+        self.group_names = [g.pop("name") for g in groups]
         self.optimizer = torch.optim.AdamW(
             groups, lr=tcfg.lr, betas=tcfg.betas, fused=device.type in ("cpu", "cuda")
         )
@@ -678,6 +713,7 @@ class _Session:
             state = {
                 "counters": dataclasses.asdict(self.c),
                 "optimizer": self.optimizer.state_dict(),
+                "param_groups": self.group_names,
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "rng": rng,
                 # The open logging window, so that a resumed run logs the same averages.
@@ -700,7 +736,17 @@ class _Session:
         state = load_checkpoint(folder, self.model, device=self.device)
         try:
             counters = _Counters(**state["counters"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            optimizer_state = state["optimizer"]
+            if "param_groups" not in state:  # run format 1: the engine's two default groups
+                optimizer_state = regroup_optimizer_state(
+                    optimizer_state, default_param_groups(self.model), self.optimizer
+                )
+            elif list(state["param_groups"]) != self.group_names:
+                raise ValueError(
+                    f"optimizer groups {state['param_groups']} where the model has "
+                    f"{self.group_names}"
+                )
+            self.optimizer.load_state_dict(optimizer_state)
             if self.ema is not None:
                 if state["ema"] is None:
                     raise KeyError("no EMA weights")

@@ -28,8 +28,14 @@ from kp3d.errors import ConfigError, UserError
 from kp3d.methods import MethodModel, MethodSpec, get_method
 
 RUN_FORMAT = "kp3d-run"
-RUN_FORMAT_VERSION = 1
-"""Version of the run folder layout; bumped when an older kp3d could not read a new folder."""
+RUN_FORMAT_VERSION = 2
+"""Version of the run folder layout; bumped when an older kp3d could not read a new folder.
+
+1 -> 2: learning-rate multipliers moved from parametrisations to optimizer groups (autolink3d's
+``edge_logits``, stored divided by ``skeleton_lr_scale``, became ``skeleton_logits``; the
+methods convert format-1 weights when they load them, see their ``_load_from_state_dict``), and
+checkpoints record the optimizer's group layout (format-1 optimizer states are regrouped on
+resume, :func:`kp3d.engine.loop.regroup_optimizer_state`). Format-1 folders load and resume."""
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
