@@ -30,7 +30,9 @@ from kp3d.data.inputs import SIZE_FIELDS
 from kp3d.engine.config import TrainConfig
 from kp3d.engine.run import (
     CONFIG_FILE,
+    RUN_FORMAT,
     method_spec,
+    migrate_run_config,
     read_run_config,
     resolve_method_config,
     resolve_train_config,
@@ -132,6 +134,8 @@ def file_settings(path: Path) -> dict[str, Any]:
     data = doc.get("data")
     if data is not None and not isinstance(data, (str, Mapping)):
         raise ConfigError(f"{path}: 'data' must be a path or a table with 'path', got {data!r}")
+    if doc.get("format") == RUN_FORMAT:  # a run's config.json, maybe of an older format
+        doc = migrate_run_config(doc, path)
     return doc
 
 

@@ -158,6 +158,10 @@ def _no_configuration(config: Any, dataset: Dataset[Sample]) -> Any:
     return config
 
 
+def _no_migration(values: dict[str, Any], version: int) -> dict[str, Any]:
+    return values
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A registry entry.
@@ -173,6 +177,9 @@ class MethodSpec:
         configure: ``(config, training dataset) -> config``: settings read from the data
             (number of keypoints, categories); the user's explicit values are already in
             ``config`` and must be respected or refused with a ConfigError.
+        migrate: ``(stored settings, run format version) -> settings``: the method settings a
+            run folder of an older run format (:data:`kp3d.engine.run.RUN_FORMAT_VERSION`)
+            stored, in this version's keys; a ConfigError where they cannot be.
         overrides: config values this entry fixes (e.g. ``autolink`` = ``autolink3d`` with the
             3D head off).
         train_defaults: this method's defaults for :class:`kp3d.engine.TrainConfig` fields
@@ -185,6 +192,7 @@ class MethodSpec:
     description: str
     protocols: tuple[str, ...] = ()
     configure: Callable[[Any, Dataset[Sample]], Any] = _no_configuration
+    migrate: Callable[[dict[str, Any], int], dict[str, Any]] = _no_migration
     overrides: dict[str, Any] = field(default_factory=dict)
     train_defaults: dict[str, Any] = field(default_factory=dict)
 

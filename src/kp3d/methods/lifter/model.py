@@ -21,16 +21,8 @@ the purely orthographic camera the cycle made AFLW2000-3D depths worse in kp3d's
 shape must then also encode the apparent size. An optional Gaussian shape prior
 (``shape_prior_weight``) penalises deformation from the batch's mean shape.
 
-Shape fit (``coefficient_ridge > 0``, registered as ``lifter-fit``): instead of the
-coefficient head, the shape ``c b_S + sum_i beta_i S_i`` is fitted to each view in closed form
-for the predicted rotation, with a ridge (Gaussian) prior on ``beta``
-(:meth:`kp3d.nn.lifting.LiftingNet.fitted_output`), and the basis is kept orthogonal to the scale
-and infinitesimal rotations of ``b_S`` (``motion_free_basis``), so a deformation cannot imitate a
-change of camera. On AFLW2000-3D the non-negative head (the paper's ``ReLU(W_g f(Y) + b_g)``,
-``coefficient_ridge = 0``, the default) learned an almost rigid shape (coefficients nearly
-constant over faces); the fitted shape model learns real deformations. At prediction, the
-rotation can then be refined per face on the 2D fit (``refine_steps``), from the prediction and
-its depth-reversed twin.
+kp3d's variant, which fits the shape to each view in closed form instead of predicting its
+coefficients, is the method ``lifter-fit`` (:mod:`kp3d.methods.lifter_fit`).
 
 Schedule: the paper needed two phases for stability. For the first ``cycle_start`` steps only the
 reprojection loss trains the network (with ``cycle_start = None``, as in ``lifter-fit``: always;
@@ -86,7 +78,6 @@ from kp3d.nn.lifting import (
     lifting_predictions,
     masked_mean,
     normalise_keypoints,
-    stacked_lift,
     visibility,
 )
 
@@ -140,19 +131,6 @@ class LifterConfig:
     """Keep each basis shape orthogonal to the scale and infinitesimal rotations of the bias
     shape b_S (:class:`kp3d.nn.lifting.ShapeBasis`), so deformations cannot imitate the camera
     (the gauge ambiguity of non-rigid structure from motion). On in ``lifter-fit``."""
-    coefficient_ridge: float = 0.0
-    """0: the coefficient head predicts non-negative coefficients (Can et al.). > 0: given the
-    predicted rotation, the shape ``c b_S + sum_i beta_i S_i`` is fitted to each view in closed
-    form (:meth:`kp3d.nn.lifting.LiftingNet.fitted_output`), with this ridge weight on the
-    (signed) coefficients of the unit-RMS basis shapes: a Gaussian prior on the deformation,
-    weighed against the sum of squared residuals over the visible coordinates in normalised
-    units (so its effect grows as K shrinks). On AFLW2000-3D (4000 steps with the cycle,
-    seed 0) 1.0 with ``motion_free_basis`` gave MPJPE 3.52 px against 3.76 px for the
-    non-negative head, which learned an almost rigid shape. Without the cycle, one network,
-    10000 steps and refine_steps = 50 (``benchmarks/aflw_lifting.py``): 3.57 / 3.71 px for
-    seeds 0 / 1 with 1.0 (3.49 / 3.71 and 3.23 / 3.62 px with earlier versions of the solver
-    that drew differently), 3.74 / 3.37 px with 3.0: the seed matters more than this value. 1.0
-    in ``lifter-fit``."""
     ensemble: int = 1
     """Independently initialised lifting networks trained side by side (a step costs up to this
     many times more at the same batch per member; less with fitted coefficients, whose members
@@ -173,12 +151,6 @@ class LifterConfig:
     [0, 1). On AFLW2000-3D (``lifter-fit``, 10000 steps, seeds 0-3) the members' extents were
     0.60-0.62 but for three at 0.34-0.35 (seeds 1 and 2), which had MPJPE 33-37 px; without
     them the averages gave 3.19 / 3.17 / 3.16 / 3.05 px."""
-    refine_steps: int = 50
-    """Test-time refinement in :meth:`Lifter.predict` (with ``coefficient_ridge`` > 0): Adam
-    steps per face on the rotation, from the prediction and from its depth-reversed twin, on the
-    2D fit (:meth:`kp3d.nn.lifting.LiftingNet.refine_rotations`); 0 = off. Uses only the 2D
-    input."""
-
     def __post_init__(self) -> None:
         if self.n_keypoints < 0:
             raise ConfigError(
@@ -191,7 +163,7 @@ class LifterConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cycle_start is not None and self.cycle_start < 0:
             raise ConfigError(f"cycle_start must be >= 0 or None, got {self.cycle_start}")
-        for name in ("n_layers", "context_dim", "refine_steps"):
+        for name in ("n_layers", "context_dim"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.norm not in get_args(NormKind):
@@ -202,7 +174,7 @@ class LifterConfig:
             )
         if self.huber_delta <= 0:
             raise ConfigError(f"huber_delta must be positive, got {self.huber_delta}")
-        for name in ("camera_weight", "shape_weight", "shape_prior_weight", "coefficient_ridge"):
+        for name in ("camera_weight", "shape_weight", "shape_prior_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.ensemble_tolerance < 1:
@@ -260,7 +232,6 @@ class Lifter(MethodModel):
                 n_layers=config.n_layers, norm=config.norm, rotation=config.rotation,
                 coefficients="relu", camera=config.camera, context_dim=config.context_dim,
                 motion_free_basis=config.motion_free_basis,
-                coefficient_ridge=config.coefficient_ridge,
             )
 
         self.net = member()
@@ -406,16 +377,10 @@ class Lifter(MethodModel):
     def lift_members(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None
                      ) -> tuple[Normalised, LiftingOutput]:
         """:meth:`lift` of member e on ``kp2d[e]`` (E, B, K, 2), ``vis[e]`` (E, B, K) and
-        ``context[e]`` (E, B, C), every output stacked (E, B, ...). Members with fitted
-        coefficients run as one batched network (:func:`~kp3d.nn.lifting.stacked_lift`, the same
-        function; four members of 128 rows: a training step took a median 50-66 ms against 71 ms
-        one after another, one thread of a 2-core AMD EPYC)."""
+        ``context[e]`` (E, B, C), every output stacked (E, B, ...), one member after the other."""
         norm = normalise_keypoints(kp2d, vis)
-        members = self.members
-        if all(isinstance(m, LiftingNet) and m.alpha_head is None for m in members):
-            return norm, stacked_lift(members, norm.kp2d, vis, context)
         outs = [net(norm.kp2d[e], vis[e], None if context is None else context[e])
-                for e, net in enumerate(members)]
+                for e, net in enumerate(self.members)]
         return norm, LiftingOutput(*(torch.stack(field) for field in zip(*outs, strict=True)))
 
     def kept_members(self) -> list[LiftingNet]:
@@ -463,9 +428,6 @@ class Lifter(MethodModel):
         preds = []
         for net in self.kept_members():
             norm, out = self.lift(batch.kp2d, batch.vis, net=net)
-            if self.config.refine_steps > 0 and self.config.coefficient_ridge > 0:
-                out = net.refine_rotations(out.R, norm.kp2d, visibility(batch.kp2d, batch.vis),
-                                           steps=self.config.refine_steps)
             preds.append(lifting_predictions(out, norm, batch.vis))
         pred = preds[0]
         if len(preds) > 1:
