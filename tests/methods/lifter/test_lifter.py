@@ -1,7 +1,9 @@
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
@@ -300,3 +302,23 @@ def test_prediction_leaves_out_flattened_members() -> None:
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigError, match="ensemble_tolerance"):
             LifterConfig(ensemble_tolerance=bad)
+
+
+def test_statistics_freeze_at_cycle_start_also_after_a_resume(tmp_path: Path) -> None:
+    """The engine calls on_step before every step: a run interrupted after cycle_start and
+    resumed equals the uninterrupted one bitwise (CPU)."""
+    from kp3d.engine import train
+
+    data = [batch(n=1, seed=i) for i in range(16)]
+    data = [Sample(kp2d=s.kp2d[0], vis=s.vis[0], category=s.category[0]) for s in data]
+    settings = {"method_config": {**SMALL, "cycle_start": 2}}
+    budget = {"batch_size": 8, "schedule": "constant", "warmup_steps": 0, "device": "cpu"}
+    train("lifter", data, tmp_path / "whole", **settings, train_config={**budget, "steps": 5})
+    train("lifter", data, tmp_path / "split", **settings, train_config={**budget, "steps": 3})
+    train("lifter", data, tmp_path / "split", resume=True, train_config={"steps": 5})
+    whole = (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert whole == (tmp_path / "split" / "model.safetensors").read_bytes()
+    # Only steps 0 and 1 moved the statistics.
+    weights = load_file(tmp_path / "split" / "model.safetensors")
+    tracked = [v for k, v in weights.items() if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(v) == 2 for v in tracked)
