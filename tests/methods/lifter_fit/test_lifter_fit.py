@@ -282,3 +282,20 @@ def test_prediction_leaves_out_flattened_members() -> None:
     assert model.kept_members() == [oracles[3]]  # only the deepest
     model.depth_extent.fill_(float("nan"))  # untrained: all
     assert model.kept_members() == oracles
+
+
+def test_two_training_steps_change_every_member() -> None:
+    torch.manual_seed(0)
+    model = LifterFit(LifterFitConfig(**{**SMALL, "ensemble": 2}))
+    groups = model.param_groups()
+    opt = torch.optim.Adam([{"params": list(g.params), "lr": 1e-3 * g.lr_scale} for g in groups])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for step in range(2):
+        model.on_step(step)
+        out = model.training_step(batch(seed=step), step)
+        assert torch.isfinite(out.loss) and set(out.logs) == {"reprojection"}
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    changed = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"net", "ensemble"}
