@@ -1,7 +1,9 @@
 """The ``kp3d`` command line.
 
 Each sub-command lives in its own module under :mod:`kp3d.commands`, which exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Only the module of the command being run is
+``add_arguments(parser)`` and ``run(args) -> int``; a command whose flags depend on the command
+line (``train``: the method's settings) takes ``add_arguments(parser, argv)``, with the
+command's own arguments. Only the module of the command being run is
 imported, so ``kp3d --help`` stays fast.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import inspect
 import re
 import sys
 import typing
@@ -59,8 +62,11 @@ def _deepest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpa
     return parser
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser; only ``command``'s own arguments are loaded (all when None)."""
+def build_parser(
+    command: str | None = None, argv: list[str] | None = None
+) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s own arguments are loaded (all when None).
+    ``argv``: the whole command line, for commands whose flags depend on it."""
     from kp3d import __version__
 
     parser = _Parser(
@@ -73,7 +79,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if command is None or name == command:
             module = importlib.import_module(module_name)
-            module.add_arguments(p)
+            if "argv" in inspect.signature(module.add_arguments).parameters:
+                rest = list(argv or [])
+                rest = rest[rest.index(name) + 1 :] if name in rest else []
+                module.add_arguments(p, argv=rest)
+            else:
+                module.add_arguments(p)
             p.set_defaults(_run=module.run, _parser=p)
     return parser
 
@@ -81,7 +92,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else "")
+    parser = build_parser(command if command in COMMANDS else "", argv)
     if not argv:
         parser.print_help()
         return 0

@@ -1,11 +1,11 @@
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import kp3d.commands.train as train_command
+import kp3d.engine.request as train_request
 import kp3d.methods
 from kp3d.cli import main
 
@@ -13,7 +13,7 @@ ENGINE_TESTS = Path(__file__).resolve().parents[1] / "engine"
 
 
 @pytest.fixture
-def opened(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Register the engine tests' dummy methods; datasets are TinyImages. Returns the requests
     for which data were opened."""
     monkeypatch.syspath_prepend(str(ENGINE_TESTS))
@@ -21,13 +21,13 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         monkeypatch.setitem(kp3d.methods.REGISTRY, name, f"dummy_method:{attr}")
     from dummy_method import TinyImages
 
-    requests: list[dict[str, Any]] = []
+    requests: list[train_request.TrainRequest] = []
 
-    def open_data(request: dict[str, Any], **kwargs: Any) -> TinyImages:
+    def open_data(request: train_request.TrainRequest) -> TinyImages:
         requests.append(request)
-        return TinyImages(size=request["size"] or 8, k=request["model"].get("k", 4))
+        return TinyImages(size=request.data.size or 8, k=getattr(request.method_config, "k", 4))
 
-    monkeypatch.setattr(train_command, "open_training_data", open_data)
+    monkeypatch.setattr(train_request, "open_training_data", open_data)
     return requests
 
 
@@ -120,11 +120,11 @@ def test_train_then_resume_with_a_longer_budget(opened: list, tmp_path: Path) ->
     )
     stored = _stored(run)
     assert stored["model"]["hidden"] == 5 and stored["model"]["size"] == 12
-    assert stored["data"]["size"] == 12 and opened[-1]["size"] == 12
+    assert stored["data"]["size"] == 12 and opened[-1].data.size == 12
     # Method, data and settings come from the run.
     assert main(["train", "--out", str(run), "--resume", "--steps", "5"]) == 0
     assert json.loads((run / "result.json").read_text())["steps"] == 5
-    assert opened[-1]["size"] == 12 and opened[-1]["method"] == "dummy"
+    assert opened[-1].data.size == 12 and opened[-1].method == "dummy"
 
 
 def test_k_sets_the_methods_keypoint_count(opened: list, tmp_path: Path) -> None:
@@ -267,7 +267,7 @@ def test_impossible_values_fail_before_the_data_is_opened(
 def test_no_3d_trains_the_2d_registry_entry(
     opened: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(kp3d.methods.REGISTRY, "autolink3d", "dummy_method:SPEC")
+    monkeypatch.setitem(kp3d.methods.REGISTRY, "autolink3d", "dummy_method:SPEC_WITH_2D")
     monkeypatch.setitem(kp3d.methods.REGISTRY, "autolink", "dummy_method:SPEC_OTHER")
     assert (
         main(
@@ -290,45 +290,23 @@ def test_no_3d_trains_the_2d_registry_entry(
 
 
 def test_a_time_budget_alone_lifts_the_step_limit(opened: list, tmp_path: Path) -> None:
-    parser = __import__("kp3d.cli", fromlist=["build_parser"]).build_parser("train")
-    args = parser.parse_args(
-        [
-            "train",
-            "--method",
-            "dummy",
-            "--data",
-            "d",
-            "--out",
-            str(tmp_path / "r"),
-            "--minutes",
-            "0.5",
-        ]
-    )
-    request = train_command.resolve_request(args)
-    assert request["train"] == {"minutes": 0.5, "steps": None}
-    args = parser.parse_args(
-        [
-            "train",
-            "--method",
-            "dummy",
-            "--data",
-            "d",
-            "--out",
-            str(tmp_path / "r"),
-            "--minutes",
-            "0.5",
-            "--steps",
-            "none",
-        ]
-    )
-    assert train_command.resolve_request(args)["train"] == {"minutes": 0.5, "steps": None}
+    from kp3d.cli import build_parser
+
+    base = ["train", "--method", "dummy", "--data", "d", "--out", str(tmp_path / "r")]
+    for extra in (["--minutes", "0.5"], ["--minutes", "0.5", "--steps", "none"]):
+        argv = [*base, *extra]
+        request = train_command.resolve_request(build_parser("train", argv).parse_args(argv))
+        assert (request.train_config.minutes, request.train_config.steps) == (0.5, None)
 
 
-def test_method_from_argv() -> None:
-    f = train_command._method_from_argv
+def test_method_from_argv(tmp_path: Path) -> None:
+    f = train_command.method_from_argv
     assert f(["--method", "a"]) == "a" and f(["--method=b"]) == "b" and f([]) is None
     assert f(["--method", "autolink3d", "--no-3d"]) == "autolink"
-    assert sys.argv  # the hook falls back to sys.argv only when argparse passes none
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('method = "c3dpo"\n')
+    assert f(["--config", str(cfg)]) == "c3dpo" and f(["--method", "a", "--config", str(cfg)]) == "a"
+    assert f(["--config", str(tmp_path / "missing.toml")]) is None  # reported by the full parse
 
 
 def _multicategory_npz(path: Path, categories: int = 3) -> Path:
@@ -377,5 +355,7 @@ def test_data_num_categories_without_the_attribute() -> None:
     from kp3d.data.schema import Sample
 
     labelled = [Sample(kp2d=torch.zeros(3, 2), category=torch.tensor(c)) for c in (0, 4, 1)]
-    assert train_command.data_num_categories(labelled) == 5
-    assert train_command.data_num_categories([Sample(kp2d=torch.zeros(3, 2))]) is None
+    from kp3d.methods.configure import data_num_categories
+
+    assert data_num_categories(labelled) == 5
+    assert data_num_categories([Sample(kp2d=torch.zeros(3, 2))]) is None

@@ -6,6 +6,7 @@ dropout and an explicit ``torch.randn`` (global random streams), and a learnable
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,13 @@ from torch.utils.data import Dataset
 from kp3d.data.inputs import IMAGES
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
-from kp3d.methods.base import MethodModel, MethodSpec, StepOutput
+from kp3d.methods.base import (
+    LossOutput,
+    MethodModel,
+    MethodSpec,
+    ParamGroup,
+    default_param_groups,
+)
 from kp3d.methods.prediction import Prediction
 
 
@@ -35,6 +42,10 @@ class DummyConfig:
     """Dropout before the head."""
     batchnorm: bool = True
     """BatchNorm after the convolution (its statistics are per process under DDP on CPU)."""
+    head_lr_scale: float = 1.0
+    """Learning-rate scale of the head's bias (its own param group when not 1)."""
+    freeze_bn_at: int | None = None
+    """Step from which on_step puts the BatchNorm on its running statistics."""
     nan_calls: tuple[int, ...] = ()
     """Calls of training_step (counted from 0 by this model object, across roll-backs) whose
     loss is made NaN, to test the non-finite handling."""
@@ -62,23 +73,34 @@ class DummyModel(MethodModel):
         h = nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)
         return self.head(self.drop(h)).view(-1, self.config.k, 2) * self.config.size
 
-    def training_step(self, batch: Sample, step: int) -> StepOutput:
+    def loss_weights(self) -> dict[str, float]:
+        return {"edges": 1e-3}
+
+    def param_groups(self) -> list[ParamGroup]:
+        if self.config.head_lr_scale == 1:
+            return default_param_groups(self)
+        bias = ParamGroup("head_bias", (self.head.bias,), self.config.head_lr_scale, False)
+        return [*default_param_groups(self, exclude=bias.params), bias]
+
+    def on_step(self, step: int) -> None:
+        if self.config.freeze_bn_at is not None and step >= self.config.freeze_bn_at:
+            self.norm.eval()
+
+    def losses(self, batch: Sample, step: int) -> LossOutput:
         pred = self.keypoints(batch.image)
         pred = pred + self.config.noise * torch.randn_like(pred)
-        loss = (
-            pred - batch.kp2d
-        ).square().mean() / self.config.size**2 + 1e-3 * self.edges.square().sum()
+        mse = (pred - batch.kp2d).square().mean() / self.config.size**2
         if self.calls in self.config.nan_calls:
-            loss = loss * float("nan")
+            mse = mse * float("nan")
         self.calls += 1
         logs = {
-            "mse": loss.detach(),
+            "bn_training": torch.tensor(float(self.norm.training)),
             "autocast": torch.tensor(float(torch.is_autocast_enabled(batch.image.device.type))),
             "channels_last": torch.tensor(
                 float(batch.image.is_contiguous(memory_format=torch.channels_last))
             ),
         }
-        return StepOutput(loss, logs)
+        return LossOutput({"mse": mse, "edges": self.edges.square().sum()}, logs)
 
     @torch.no_grad()
     def predict(self, batch: Sample) -> Prediction:
@@ -149,3 +171,6 @@ SPEC_CLASH = MethodSpec(
     inputs=IMAGES,
     description="a method with a setting named like a training setting",
 )
+
+SPEC_WITH_2D = dataclasses.replace(SPEC, without_3d="autolink")
+"""The dummy as a method whose ``--no-3d`` variant is registered as ``autolink``."""

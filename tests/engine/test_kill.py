@@ -12,7 +12,7 @@ import pytest
 from dummy_method import TinyImages
 from safetensors.torch import load_file
 
-import kp3d.commands.train as train_command
+import kp3d.engine.request as train_request
 from kp3d.cli import main
 from kp3d.engine import read_metrics, train
 from kp3d.engine.run import checkpoints
@@ -48,7 +48,7 @@ def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(
 
     # Resume in this process (a second interpreter would double the test's time), through the
     # same command line.
-    monkeypatch.setattr(train_command, "open_training_data", lambda request, **kwargs: TinyImages())
+    monkeypatch.setattr(train_request, "open_training_data", lambda request: TinyImages())
     assert (
         main(
             [

@@ -9,8 +9,10 @@ from dummy_method import TinyImages
 from kp3d.data.schema import Sample
 from kp3d.engine import TrainConfig, load_run, read_metrics, train
 from kp3d.engine import loop as engine_loop
-from kp3d.engine.loop import _param_groups, bf16_native, fill_from_data
+from kp3d.engine.loop import bf16_native, optimizer_groups
 from kp3d.errors import ConfigError, DataError, UserError
+from kp3d.methods import MethodModel
+from kp3d.methods.configure import keypoints_from_data
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -230,10 +232,11 @@ def test_a_complete_train_config_is_taken_as_is(tmp_path: Path, dummy: str) -> N
 
 
 def test_weight_decay_spares_vectors() -> None:
-    model = torch.nn.Sequential(
+    model = MethodModel()
+    model.net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2)
     )
-    decay, no_decay = _param_groups(model, 0.1)
+    decay, no_decay = optimizer_groups(model, 0.1)
     assert all(p.ndim >= 2 for p in decay["params"]) and len(decay["params"]) == 2
     assert all(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
 
@@ -243,15 +246,15 @@ def test_fill_from_data_sets_the_number_of_keypoints() -> None:
     class Lifting:
         n_keypoints: int = 0
 
-    assert fill_from_data(Lifting(), TinyImages(k=5)).n_keypoints == 5
-    assert fill_from_data(Lifting(3), TinyImages(k=5)).n_keypoints == 3
+    assert keypoints_from_data(Lifting(), TinyImages(k=5)).n_keypoints == 5
+    assert keypoints_from_data(Lifting(3), TinyImages(k=5)).n_keypoints == 3
 
     class NoKeypoints(TinyImages):
         def __getitem__(self, i: int) -> Sample:
             return Sample(image=self.images[i])
 
     with pytest.raises(DataError, match="no 2D keypoints"):
-        fill_from_data(Lifting(), NoKeypoints())
+        keypoints_from_data(Lifting(), NoKeypoints())
 
 
 @pytest.mark.parametrize("clock", ["wall", "cpu"])

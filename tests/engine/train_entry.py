@@ -14,7 +14,7 @@ def main() -> int:
 
     from dummy_method import TinyImages
 
-    import kp3d.commands.train as train_command
+    import kp3d.engine.request as train_request
     import kp3d.methods
     from kp3d.cli import main as kp3d_main
 
@@ -24,7 +24,7 @@ def main() -> int:
             return super().__getitem__(i)
 
     kp3d.methods.REGISTRY["dummy"] = "dummy_method:SPEC"
-    train_command.open_training_data = lambda request, **kwargs: SlowImages()
+    train_request.open_training_data = lambda request: SlowImages()
     return kp3d_main(["train", "--method", "dummy", "--data", "unused", *sys.argv[1:]])
 
 

@@ -44,11 +44,15 @@ def _rigid_recovery(
     kp2d = cam[..., :2] + 100
     torch.manual_seed(0)
     model = build()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # The engine's optimizer set-up: the model's groups, each at its learning-rate scale.
+    opt = torch.optim.Adam(
+        [{"params": list(g.params), "lr": 3e-3 * g.lr_scale} for g in model.param_groups()]
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     draw = g if index_generator is None else index_generator
     for step in range(steps):
         idx = torch.randint(0, n, (128,), generator=draw)
+        model.on_step(step)
         loss = model.training_step(Sample(kp2d=kp2d[idx]), step).loss
         opt.zero_grad()
         loss.backward()

@@ -3,27 +3,15 @@
 Every setting has exactly one definition: the method's config dataclass and
 :class:`kp3d.engine.TrainConfig`. Their fields become flags here, with their docstrings as help,
 so ``kp3d train --method NAME --help`` lists that method's settings with the method's own
-defaults. Values are layered, later winning::
+defaults. Which flags exist depends on the method, so the command line is read twice: a small
+pre-parser finds the method (``--method``, else the ``--config`` file's, else the resumed run's),
+then the full parser for that method parses everything.
 
-    class defaults < the method's registry overrides/train_defaults < --config FILE < flags
-
-A config file is JSON or TOML with optional ``method``, ``data`` (a path, or a table with
-``path``, ``size``, ``format``), a ``model`` table (method settings) and a ``train`` table
-(TrainConfig settings); a run's own ``config.json`` is a valid config file::
-
-    method = "autolink3d"
-    data = "data/creature-train"
-    [model]
-    image_size = 64
-    [train]
-    minutes = 10
-
-``--resume`` continues the run in ``--out`` from its last checkpoint; ``--method`` and
-``--data`` then default to the run's own, and only budget-like settings may change.
-
-Methods with an ``n_categories`` setting (``lifter``) get it from the data when it is not set
-(the dataset's ``num_categories``, e.g. 1 + the largest label of a ``.npz`` file's ``category``);
-a value below the data's number of categories is an error (:func:`fill_categories`).
+This module only parses: the flags, the config file and a resumed run's stored config are
+resolved into one :class:`~kp3d.engine.request.TrainRequest` by
+:func:`kp3d.engine.request.resolve_request` (layering and file format described there), and
+the engine trains it. Settings read from the data (the number of keypoints, ``n_categories`` of
+the ``lifter``) come from the method's ``configure`` hook.
 """
 
 from __future__ import annotations
@@ -31,31 +19,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kp3d.config import (
-    add_config_arguments,
-    config_from_dict,
-    field_defaults,
-    flag_name,
-    load_config_file,
-    merge_values,
-    values_from_args,
-)
+from kp3d.config import add_config_arguments, field_defaults, flag_name, values_from_args
+from kp3d.data.inputs import SIZE_FIELDS
 from kp3d.engine.config import TrainConfig
-from kp3d.errors import ConfigError
-
-KEYPOINT_FIELDS = ("k", "n_keypoints", "num_keypoints")
-"""Method config fields that ``--k`` sets (the first one the method has)."""
-SIZE_FIELDS = ("image_size", "size")
-"""Method config fields that ``--size`` sets (the first one the method has)."""
-NO_3D = {"autolink3d": "autolink"}
-"""``--no-3d``: the registry entry that is the method with its 3D part switched off."""
-FILE_KEYS = ("method", "data", "model", "train")
-"""Top-level keys of a config file (besides the run metadata of a ``config.json``)."""
-_RUN_METADATA_KEYS = ("format", "format_version", "provenance")
+from kp3d.engine.request import KEYPOINT_FIELDS, Flags, TrainRequest, first_field, requested_method
 
 _METHOD_DEST = "model:"
 _TRAIN_DEST = "train:"
@@ -83,7 +53,35 @@ _COMMAND_FLAGS = frozenset(
 # Arguments
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def _pre_parser() -> argparse.ArgumentParser:
+    """The flags that decide which method's settings the full parser has."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("--method")
+    pre.add_argument("--config", type=Path)
+    pre.add_argument("--resume", action="store_true")
+    pre.add_argument("--out", type=Path)
+    pre.add_argument("--no-3d", action="store_true")
+    return pre
+
+
+def method_from_argv(argv: list[str]) -> str | None:
+    """The method the command line asks for (see :func:`kp3d.engine.request.requested_method`);
+    None when it names none or cannot be read yet (the full parse reports the problem)."""
+    try:
+        known, _ = _pre_parser().parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):
+        return None
+    return requested_method(
+        method=known.method,
+        config=known.config,
+        resume=known.resume,
+        out=known.out,
+        no_3d=known.no_3d,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
+    """The command's flags, and (``argv`` naming a method) that method's settings."""
     from kp3d.methods import REGISTRY
 
     parser.description = (
@@ -149,67 +147,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="unreadable images are errors instead of logged skips"
     )
-    _install_method_hook(parser)
+    argv = list(argv or [])
+    name = method_from_argv(argv)
+    spec = None
+    if name is not None:
+        from kp3d.methods import get_method
 
-
-def _method_from_argv(argv: list[str]) -> str | None:
-    """The method the command line asks for: --method, else the --config file's, else (with
-    --resume) the run's. Problems here are reported properly later, by :func:`run`."""
-
-    def value(flag: str) -> str | None:
-        for i, a in enumerate(argv):
-            if a == flag and i + 1 < len(argv):
-                return argv[i + 1]
-            if a.startswith(flag + "="):
-                return a.split("=", 1)[1]
-        return None
-
-    name = value("--method")
-    if name is None and (config := value("--config")):
+        if name not in REGISTRY:
+            parser.error(f"unknown method {name!r}; valid methods: {', '.join(REGISTRY)}")
         try:
-            name = load_config_file(config).get("method")
-        except ConfigError:
-            name = None
-    if name is None and "--resume" in argv and (out := value("--out")):
-        try:
-            name = load_config_file(Path(out) / "config.json").get("method")
-        except ConfigError:
-            name = None
-    if name is not None and "--no-3d" in argv:
-        name = NO_3D.get(name, name)
-    return name if isinstance(name, str) else None
-
-
-def _install_method_hook(parser: argparse.ArgumentParser) -> None:
-    """Add the method's and the training settings as flags once the method is known.
-
-    argparse needs every flag before it parses, but which flags exist depends on ``--method``.
-    The sub-parser's ``parse_known_args`` (what the top-level parser calls with this command's
-    arguments) is wrapped to look the method up first.
-    """
-    original = parser.parse_known_args
-
-    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
-        if getattr(parser, "_kp3d_settings_added", False):  # a parser used twice (tests)
-            return original(argv, namespace)
-        name = _method_from_argv(argv)
-        spec = None
-        if name is not None:
-            from kp3d.methods import REGISTRY, get_method
-
-            if name not in REGISTRY:
-                parser.error(f"unknown method {name!r}; valid methods: {', '.join(REGISTRY)}")
-            try:
-                spec = get_method(name)
-            except ImportError as e:
-                parser.error(f"method {name!r} cannot be loaded: {e}")
-        add_settings_arguments(parser, spec, name)
-        parser._kp3d_settings_added = True  # type: ignore[attr-defined]
-        parser.set_defaults(_argv=argv)  # --devices relaunches the command as typed
-        return original(argv, namespace)
-
-    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+            spec = get_method(name)
+        except ImportError as e:
+            parser.error(f"method {name!r} cannot be loaded: {e}")
+    add_settings_arguments(parser, spec, name)
+    parser.set_defaults(_argv=argv)  # --devices relaunches the command as typed
 
 
 def _method_flag_prefix(spec: Any) -> dict[str, str]:
@@ -223,12 +174,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser, spec: Any, name: str
     if spec is not None:
         defaults = {**field_defaults(spec.config_cls), **spec.overrides}
         for flag, names in (("--k", KEYPOINT_FIELDS), ("--size", SIZE_FIELDS)):
-            field = _first_field(spec, names)
+            field = first_field(spec, names)
             action = parser._option_string_actions[flag]
             if field is not None and action.help and "(default" not in action.help:
                 action.help += f" (default: {defaults[field]})"
         group = parser.add_argument_group(f"{name} settings", spec.description)
-        shortcuts = {_first_field(spec, KEYPOINT_FIELDS), _first_field(spec, SIZE_FIELDS)} - {None}
+        shortcuts = {first_field(spec, KEYPOINT_FIELDS), first_field(spec, SIZE_FIELDS)} - {None}
         prefixes = _method_flag_prefix(spec)
         for prefix in sorted(set(prefixes.values())):
             fields = {f for f, p in prefixes.items() if p != prefix} | shortcuts
@@ -247,130 +198,51 @@ def add_settings_arguments(parser: argparse.ArgumentParser, spec: Any, name: str
     add_config_arguments(group, TrainConfig, dest_prefix=_TRAIN_DEST, defaults=train_defaults)
 
 
-def _first_field(spec: Any, names: tuple[str, ...]) -> str | None:
-    fields = field_defaults(spec.config_cls)
-    return next((n for n in names if n in fields), None)
-
-
 # --------------------------------------------------------------------------------------------
 # Resolution
 
 
-def _file_settings(path: Path) -> dict[str, Any]:
-    """A config file's settings, with its keys checked."""
-    doc = load_config_file(path)
-    unknown = [k for k in doc if k not in FILE_KEYS and k not in _RUN_METADATA_KEYS]
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"valid keys: {', '.join(FILE_KEYS)}"
+def flags_from_args(args: argparse.Namespace) -> Flags:
+    """The parsed command line as :class:`~kp3d.engine.request.Flags`."""
+    from kp3d.methods import REGISTRY, get_method
+
+    # The method whose settings the parser has (the request resolves and checks it again).
+    name = requested_method(
+        method=args.method,
+        config=args.config,
+        resume=args.resume,
+        out=args.out,
+        no_3d=args.no_3d,
+    )
+    model: dict[str, Any] = {}
+    if name is not None and name in REGISTRY:
+        cls = get_method(name).config_cls
+        model = values_from_args(args, cls, dest_prefix=_METHOD_DEST) | values_from_args(
+            args, cls, prefix="model.", dest_prefix=_METHOD_DEST
         )
-    for table in ("model", "train"):
-        if table in doc and not isinstance(doc[table], Mapping):
-            raise ConfigError(f"{path}: {table!r} must be a table of settings, got {doc[table]!r}")
-    data = doc.get("data")
-    if data is not None and not isinstance(data, (str, Mapping)):
-        raise ConfigError(f"{path}: 'data' must be a path or a table with 'path', got {data!r}")
-    return doc
+    return Flags(
+        out=args.out,
+        method=args.method,
+        config=args.config,
+        resume=args.resume,
+        no_3d=args.no_3d,
+        data=args.data,
+        format=args.format,
+        split=args.split,
+        size=args.size,
+        k=args.k,
+        strict=args.strict,
+        devices=args.devices,
+        model=model,
+        train=values_from_args(args, TrainConfig, dest_prefix=_TRAIN_DEST),
+    )
 
 
-def _data_location(data: Any) -> tuple[str | None, int | None, str | None]:
-    """(path, size, format) from a config file's ``data`` entry."""
-    if isinstance(data, str):
-        return data, None, None
-    if isinstance(data, Mapping):
-        return data.get("path"), data.get("size"), data.get("format")
-    return None, None, None
+def resolve_request(args: argparse.Namespace) -> TrainRequest:
+    """The parsed command line resolved into one request (:mod:`kp3d.engine.request`)."""
+    from kp3d.engine.request import resolve_request as resolve
 
-
-def resolve_request(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything ``run`` needs, checked before any data is opened: method, data location,
-    and the user's method and training values (file < flags)."""
-    from kp3d.engine.run import method_spec, resolve_method_config, resolve_train_config
-
-    doc = _file_settings(args.config) if args.config else {}
-    source = str(args.config) if args.config else "command line"
-    stored: dict[str, Any] = {}
-    if args.resume and (args.out / "config.json").is_file():
-        from kp3d.engine.run import read_run_config
-
-        stored = read_run_config(args.out)
-
-    method = args.method or doc.get("method") or stored.get("method")
-    if not method:
-        raise ConfigError("no method: pass --method NAME (or set method in the --config file)")
-    if args.no_3d:
-        if method not in NO_3D:
-            raise ConfigError(
-                f"--no-3d: method {method!r} has no 2D-only variant "
-                f"(it applies to {', '.join(NO_3D)})"
-            )
-        method = NO_3D[method]
-    spec = method_spec(method)
-
-    file_model, file_train = dict(doc.get("model", {})), dict(doc.get("train", {}))
-    # Check the file on its own first, so its errors name it.
-    if file_model:
-        config_from_dict(spec.config_cls, {**spec.overrides, **file_model}, source=source)
-    if file_train:
-        config_from_dict(TrainConfig, {**spec.train_defaults, **file_train}, source=source)
-
-    cli_model = values_from_args(
-        args, spec.config_cls, dest_prefix=_METHOD_DEST
-    ) | values_from_args(args, spec.config_cls, prefix="model.", dest_prefix=_METHOD_DEST)
-    cli_train = values_from_args(args, TrainConfig, dest_prefix=_TRAIN_DEST)
-    if args.k is not None and args.k < 2:
-        raise ConfigError(f"--k: at least 2 keypoints are needed, got {args.k}")
-    if args.size is not None and args.size < 1:
-        raise ConfigError(f"--size: must be a positive number of pixels, got {args.size}")
-    if args.k is not None:
-        field = _first_field(spec, KEYPOINT_FIELDS)
-        if field is None:
-            raise ConfigError(f"--k: method {method!r} has no keypoint-count setting")
-        cli_model[field] = args.k
-    data_path, data_size, data_format = _data_location(doc.get("data"))
-    size = args.size if args.size is not None else data_size
-    size_field = _first_field(spec, SIZE_FIELDS)
-    if args.size is not None and size_field is not None:
-        cli_model[size_field] = args.size
-
-    model_values = merge_values(file_model, cli_model)
-    train_values = merge_values(file_train, cli_train)
-    if "minutes" in train_values and "steps" not in train_values:
-        train_values["steps"] = None  # a time budget alone means: no step limit
-    if not stored:
-        mcfg = resolve_method_config(spec, model_values, source="command line")
-        device = resolve_train_config(spec, train_values, source="command line").device
-        if size is None and size_field is not None:
-            size = getattr(mcfg, size_field)
-    else:
-        # Type and value checks now; what may change on resume is checked by the engine.
-        config_from_dict(
-            spec.config_cls, {**stored["model"], **model_values}, source="command line"
-        )
-        config_from_dict(TrainConfig, {**stored["train"], **train_values}, source="command line")
-        stored_data = stored.get("data") or {}
-        data_path = data_path or stored_data.get("path")
-        size = size if size is not None else stored_data.get("size")
-        data_format = data_format or stored_data.get("format")
-        device = train_values.get("device", stored["train"].get("device", "auto"))
-
-    data = args.data or data_path
-    if data is None:
-        raise ConfigError("no data: pass --data DIR (or set data in the --config file)")
-    if spec.data == "keypoints":
-        size = None
-    return {
-        "method": method,
-        "spec": spec,
-        "data": Path(data),
-        "size": size,
-        "format": args.format or data_format,
-        "device": device,
-        "model": model_values,
-        "train": train_values,
-        "stored_model": dict(stored.get("model", {})),
-    }
+    return resolve(flags_from_args(args))
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,79 +284,6 @@ def setup_logging() -> None:
     logger.propagate = False
 
 
-def open_training_data(request: Mapping[str, Any], *, split: str | None, strict: bool) -> Any:
-    """Open the dataset of a resolved request."""
-    from kp3d.data.adapters import open_dataset
-
-    options: dict[str, Any] = {}
-    if request["size"] is not None:
-        options["size"] = request["size"]
-    if split is not None:
-        options["split"] = split
-    if strict:
-        options["strict"] = True
-    path = request["data"]
-    if request["spec"].data == "keypoints":
-        from kp3d.engine.discovered import discovered_keypoints, is_run_folder
-
-        if is_run_folder(path):
-            # A run of an image method: lift the keypoints it discovered on its own data.
-            path = discovered_keypoints(path)
-    return open_dataset(path, format=request["format"], **options)
-
-
-CATEGORY_FIELD = "n_categories"
-"""Method config field for the number of categories, filled from the data by :func:`run`."""
-
-
-def data_num_categories(dataset: Any) -> int | None:
-    """Number of categories of a dataset: its ``num_categories``, else 1 + the largest
-    ``category`` label of its samples (keypoint datasets are cheap to scan); None when the
-    samples carry no category labels."""
-    n = getattr(dataset, "num_categories", None)
-    if n is not None:
-        return int(n)
-    largest = None
-    for i in range(len(dataset)):
-        category = dataset[i].category
-        if category is None:
-            return None
-        largest = max(int(category), -1 if largest is None else largest)
-    return None if largest is None else largest + 1
-
-
-def fill_categories(request: Mapping[str, Any], dataset: Any) -> dict[str, Any]:
-    """The user's method values with ``n_categories`` taken from the data where unset.
-
-    Applies to methods with an ``n_categories`` setting (``lifter``) training on keypoint data.
-    A value the user set (flag or config file), or a resumed run's stored value, is kept, but
-    must cover the data's categories.
-
-    Raises:
-        ConfigError: an explicit ``n_categories`` smaller than the data's number of categories.
-    """
-    values = dict(request["model"])
-    spec = request["spec"]
-    if spec.data != "keypoints" or CATEGORY_FIELD not in field_defaults(spec.config_cls):
-        return values
-    n_data = data_num_categories(dataset)
-    if n_data is None:
-        return values
-    stored = request.get("stored_model") or {}
-    given = values.get(CATEGORY_FIELD, stored.get(CATEGORY_FIELD))
-    if given is None:
-        given = spec.overrides.get(CATEGORY_FIELD)
-    if given is None:
-        values[CATEGORY_FIELD] = n_data
-    elif int(given) < n_data:
-        raise ConfigError(
-            f"{CATEGORY_FIELD} = {given}, but the data {request['data']} has {n_data} categories "
-            f"(labels 0..{n_data - 1}); set {CATEGORY_FIELD} to at least {n_data} or leave it "
-            "unset to take it from the data"
-        )
-    return values
-
-
 def _launched(argv: list[str], registry: dict[str, str]) -> int:
     """One process of ``kp3d train --devices N`` (spawned: the registry is handed over)."""
     from kp3d.cli import main
@@ -507,50 +306,31 @@ def _without_devices(argv: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kp3d.engine import distributed, train
+    from kp3d.engine import distributed
     from kp3d.engine.monitor import CONSOLE
+    from kp3d.engine.request import run_request
+    from kp3d.errors import ConfigError
 
     setup_logging()
     if args.devices < 1:
         raise ConfigError(f"--devices must be >= 1, got {args.devices}")
+    request = resolve_request(args)  # settings errors once, before any process is started
     if args.devices > 1:
         from kp3d.methods import REGISTRY
 
-        resolve_request(args)  # settings errors once, here, rather than from every process
         argv = _without_devices(args._argv)
         return distributed.launch_local(args.devices, _launched, argv, dict(REGISTRY))
     ctx = distributed.context_from_env()
     if not ctx.is_main:
         logging.getLogger("kp3d").setLevel(logging.ERROR)
-    request = resolve_request(args)
-    device = distributed.device_for(request["device"], ctx)
-    created = distributed.init(ctx, device)
-    try:
-        dataset = distributed.main_first(
-            ctx, lambda: open_training_data(request, split=args.split, strict=args.strict)
-        )
-        result = train(
-            request["method"],
-            dataset,
-            args.out,
-            method_config=fill_categories(request, dataset),
-            train_config=request["train"],
-            resume=args.resume,
-            data_info={
-                "path": str(request["data"].resolve()),
-                "size": request["size"],
-                "format": request["format"],
-            },
-        )
-    finally:
-        distributed.shutdown(created)
+    result = run_request(request)
     if not ctx.is_main:
         return 0
     loss = f", final loss {result.final_loss:.4g}" if result.final_loss is not None else ""
     skipped = f", {result.skipped_steps} non-finite steps skipped" if result.skipped_steps else ""
     devices = f" on {ctx.world_size} processes" if ctx.enabled else ""
     CONSOLE.print(
-        f"trained {request['method']} for {result.steps} steps{devices} in "
+        f"trained {request.method} for {result.steps} steps{devices} in "
         f"{result.elapsed_s / 60:.1f} min ({result.images_per_s:.0f} images/s{loss}{skipped})\n"
         f"run folder: {args.out}\nnext: kp3d evaluate --run {args.out} --data DIR   |   "
         f"kp3d report --run {args.out} --out report.html",

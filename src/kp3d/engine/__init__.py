@@ -6,9 +6,12 @@ and reports. Settings: :class:`TrainConfig` (this engine's) and the method's own
 each a frozen dataclass that is the single source of its defaults (:mod:`kp3d.config`).
 
 The loop
-    AdamW (weight decay on matrices and kernels only), linear warm-up then a constant, cosine or
-    step schedule, global gradient-norm clipping, optional EMA of the weights, bf16 autocast
-    where the hardware computes bf16 natively, channels-last image tensors. Data come as an
+    AdamW over the model's :meth:`~kp3d.methods.MethodModel.param_groups` (each group's
+    learning-rate scale multiplies the schedule; weight decay where the group takes it, by
+    default matrices and kernels only), :meth:`~kp3d.methods.MethodModel.on_step` before every
+    step (also after a resume), linear warm-up then a constant, cosine or step schedule,
+    global gradient-norm clipping, optional EMA of the weights, bf16 autocast where the
+    hardware computes bf16 natively, channels-last image tensors. Data come as an
     endless stream of per-epoch reshuffled permutations (:mod:`kp3d.engine.data`), so every
     batch is full. A step whose loss or gradient norm is not finite is skipped and counted;
     after ``max_nonfinite`` in a row the run rolls back to its last checkpoint with the learning
@@ -28,9 +31,10 @@ Run folder (``RUN/``)
     ``model.safetensors``                       the weights to use (the EMA when enabled),
                                                 refreshed at every checkpoint and at the end.
     ``checkpoints/step-NNNNNNNN/``              the latest checkpoint: ``model.safetensors``
-                                                (training weights) and ``state.pt`` (optimizer,
-                                                EMA, counters: step, data-stream position,
-                                                skipped steps, roll-backs, learning-rate scale,
+                                                (training weights) and ``state.pt`` (optimizer
+                                                and its group names, EMA, counters: step,
+                                                data-stream position, skipped steps,
+                                                roll-backs, learning-rate scale,
                                                 elapsed time; and the random states of torch,
                                                 numpy and python of every rank). Written every
                                                 ``ckpt_every`` steps, at step 0 and at the end.

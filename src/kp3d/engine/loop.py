@@ -31,6 +31,7 @@ from kp3d.engine.run import (
     EVENTS_FILE,
     METRICS_FILE,
     RESULT_FILE,
+    RUN_FORMAT_VERSION,
     WEIGHTS_FILE,
     capture_rng,
     checkpoints,
@@ -47,8 +48,8 @@ from kp3d.engine.run import (
     stored_configs,
     write_run_config,
 )
-from kp3d.errors import DataError, UserError
-from kp3d.methods import MethodModel, MethodSpec
+from kp3d.errors import ConfigError, DataError, UserError
+from kp3d.methods import MethodModel, MethodSpec, ParamGroup, default_param_groups
 
 log = logging.getLogger("kp3d.engine")
 
@@ -122,17 +123,60 @@ def bf16_native(device: torch.device) -> bool:
     return False
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # Decay only matrices and kernels: pulling biases and normalisation scales towards 0 is not
-    # a prior anyone wants.
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+def optimizer_groups(model: MethodModel, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups from the model's :meth:`~kp3d.methods.MethodModel.param_groups`.
+
+    Each group carries its ``lr_scale`` (the loop multiplies the scheduled learning rate by it)
+    and the run's ``weight_decay`` where the group takes decay (0 elsewhere).
+
+    Raises:
+        ValueError: a trainable parameter in no group or in two (a model's hook is wrong).
+    """
+    groups = model.param_groups()
+    seen: dict[int, str] = {}
+    for g in groups:
+        for p in g.params:
+            if id(p) in seen:
+                raise ValueError(f"parameter in groups {seen[id(p)]!r} and {g.name!r}")
+            seen[id(p)] = g.name
+    left = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if left:
+        raise ValueError(f"trainable parameters in no param group: {', '.join(left[:5])}")
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": list(g.params),
+            "weight_decay": weight_decay if g.weight_decay else 0.0,
+            "lr_scale": g.lr_scale,
+            "name": g.name,
+        }
+        for g in groups
     ]
+
+
+def regroup_optimizer_state(
+    saved: Mapping[str, Any], old_groups: list[ParamGroup], optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """An optimizer state saved with the parameters grouped as ``old_groups``, re-indexed for
+    ``optimizer``'s groups (the same parameters, grouped otherwise); the group settings are
+    ``optimizer``'s own. Per-parameter state (Adam's moments, step) moves with its parameter.
+
+    Raises:
+        ValueError: the saved state does not hold the parameters of ``old_groups``.
+    """
+    old = [p for g in old_groups for p in g.params]
+    sizes = [len(g["params"]) for g in saved["param_groups"]]
+    if sum(sizes) != len(old) or sizes != [len(g.params) for g in old_groups]:
+        raise ValueError(f"saved optimizer groups of sizes {sizes} do not fit the model")
+    current = optimizer.state_dict()
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    new_index = {id(p): i for i, p in enumerate(flat)}
+    old_ids = [i for g in saved["param_groups"] for i in g["params"]]
+    state = {
+        new_index[id(p)]: saved["state"][i]
+        for p, i in zip(old, old_ids, strict=True)
+        if i in saved["state"]
+    }
+    return {"state": state, "param_groups": current["param_groups"]}
 
 
 def _to_device(batch: Sample, device: torch.device, channels_last: bool) -> Sample:
@@ -147,20 +191,13 @@ def _to_device(batch: Sample, device: torch.device, channels_last: bool) -> Samp
     return batch
 
 
-def fill_from_data(config: Any, dataset: Dataset[Sample]) -> Any:
-    """Fill config fields that a method leaves at 0 to be read from the data.
-
-    ``n_keypoints = 0`` becomes the number of keypoints K of the first sample's ``kp2d``.
-
-    Raises:
-        DataError: the method needs keypoints and the data has none.
-    """
-    if getattr(config, "n_keypoints", None) == 0:
-        kp2d = dataset[0].kp2d
-        if kp2d is None:
-            raise DataError("the data has no 2D keypoints, which this method needs as input")
-        config = dataclasses.replace(config, n_keypoints=int(kp2d.shape[-2]))
-    return config
+def configure(spec: MethodSpec, config: Any, dataset: Dataset[Sample], where: str) -> Any:
+    """``spec.configure(config, dataset)``: the settings read from the data; its errors name
+    the data (``where``)."""
+    try:
+        return spec.configure(config, dataset)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
 
 
 def _changes(old: Any, new: Any, allowed: frozenset[str] = frozenset()) -> list[str]:
@@ -173,16 +210,24 @@ def _resolve(
     method: str,
     run_dir: Path,
     stored: dict[str, Any] | None,
-    method_config: Mapping[str, Any] | None,
+    method_config: Any,
     train_config: TrainConfig | Mapping[str, Any] | None,
     dataset: Dataset[Sample],
+    where: str,
 ) -> tuple[Any, TrainConfig]:
     """Both configs: fresh runs layer the user's values on the defaults, resumed runs on the
-    stored configs (and may change only the budget-like fields)."""
+    stored configs (and may change only the budget-like fields); then the method's
+    :attr:`~kp3d.methods.MethodSpec.configure` reads what it needs from the data. A config
+    instance (``spec.config_cls`` / :class:`TrainConfig`) is taken as complete."""
+    complete = isinstance(method_config, spec.config_cls)
     if stored is None:
-        mcfg = resolve_method_config(spec, method_config, source="method config")
+        mcfg = (
+            method_config
+            if complete
+            else resolve_method_config(spec, method_config, source="method config")
+        )
         tcfg = resolve_train_config(spec, train_config, source="train config")
-        return fill_from_data(mcfg, dataset), tcfg
+        return configure(spec, mcfg, dataset, where), tcfg
     path = run_dir / CONFIG_FILE
     if stored["method"] != method:
         raise UserError(
@@ -190,16 +235,21 @@ def _resolve(
             f"resume it with --method {stored['method']} or choose another --out"
         )
     _, old_m, old_t = stored_configs(stored, path)
-    mcfg = config_from_dict(
-        spec.config_cls, {**config_to_dict(old_m), **(method_config or {})}, source="method config"
-    )
+    if complete:
+        mcfg = method_config
+    else:
+        mcfg = config_from_dict(
+            spec.config_cls,
+            {**config_to_dict(old_m), **(method_config or {})},
+            source="method config",
+        )
     if isinstance(train_config, TrainConfig):
         tcfg = train_config
     else:
         tcfg = config_from_dict(
             TrainConfig, {**config_to_dict(old_t), **(train_config or {})}, source="train config"
         )
-    mcfg = fill_from_data(mcfg, dataset)
+    mcfg = configure(spec, mcfg, dataset, where)
     changed = _changes(old_m, mcfg) + _changes(old_t, tcfg, RESUME_MAY_CHANGE)
     if changed:
         raise UserError(
@@ -242,7 +292,7 @@ def train(
     dataset: Dataset[Sample],
     out_dir: str | Path,
     *,
-    method_config: Mapping[str, Any] | None = None,
+    method_config: Any = None,
     train_config: TrainConfig | Mapping[str, Any] | None = None,
     resume: bool = False,
     data_info: Mapping[str, Any] | None = None,
@@ -255,8 +305,10 @@ def train(
         dataset: a map-style dataset of :class:`Sample`; it must return the same sample for the
             same index every time (randomness belongs in the method's ``training_step``).
         out_dir: the run folder (layout in :mod:`kp3d.engine`).
-        method_config: the user's method settings by field name; resolved as class defaults <
-            the registry entry's overrides < these (on resume: the stored config < these).
+        method_config: a complete method config (an instance of the spec's ``config_cls``),
+            or the user's method settings by field name, resolved as class defaults < the
+            registry entry's overrides < these (on resume: the stored config < these). Settings
+            read from the data are then filled by the spec's ``configure``.
         train_config: a complete :class:`TrainConfig`, or the user's values by field name,
             resolved as TrainConfig defaults < the method's ``train_defaults`` < these (on
             resume: the stored config < these).
@@ -284,7 +336,10 @@ def train(
             f"{run_dir}: already holds a run ({CONFIG_FILE}); pass --resume to continue it, or "
             "choose another --out"
         )
-    mcfg, tcfg = _resolve(spec, method, run_dir, stored, method_config, train_config, dataset)
+    where = str((data_info or {}).get("path") or "")
+    mcfg, tcfg = _resolve(
+        spec, method, run_dir, stored, method_config, train_config, dataset, where
+    )
     if tcfg.tensorboard:
         TensorBoard.check_available()
     device = distributed.device_for(tcfg.device, ctx)
@@ -411,8 +466,9 @@ def _train(
                 * s.c.lr_scale
                 * lr_factor(tcfg, s.c.step, progress(tcfg, s.c.step, elapsed()))
             )
-            for group in s.optimizer.param_groups:
-                group["lr"] = lr
+            for group, scale in zip(s.optimizer.param_groups, s.lr_scales, strict=True):
+                group["lr"] = lr * scale
+            s.model.on_step(s.c.step)
             values = s.step(batch, use_bf16)
             window.add(values)
             if values is not None:
@@ -535,8 +591,14 @@ def _write_config(
             tcfg.batch_size * started,
             tcfg.batch_size * ctx.world_size,
         )
-    if config_to_dict(tcfg) != stored["train"]:
-        atomic_write_json(run_dir / CONFIG_FILE, {**stored, "train": config_to_dict(tcfg)})
+    updated = {
+        **stored,
+        "format_version": RUN_FORMAT_VERSION,  # checkpoints from now on are of this format
+        "model": config_to_dict(mcfg),  # equal to the stored settings, in this format's keys
+        "train": config_to_dict(tcfg),
+    }
+    if updated != stored:
+        atomic_write_json(run_dir / CONFIG_FILE, updated)
 
 
 def _log_row(
@@ -591,9 +653,13 @@ class _Session:
         # The fused kernel updates every tensor in one pass: 5x faster than the default
         # (foreach) AdamW on the CPU, ~10% of a lifter's step, measured on autolink3d's 109
         # parameter tensors (8.3 -> 1.7 ms).
+        groups = optimizer_groups(model, tcfg.weight_decay)
+        # The scales live here, not only in the optimizer's groups, which a checkpoint's
+        # optimizer state replaces on resume.
+        self.lr_scales = [g.pop("lr_scale") for g in groups]
+        self.group_names = [g.pop("name") for g in groups]
         self.optimizer = torch.optim.AdamW(
-            _param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tcfg.betas,
-            fused=device.type in ("cpu", "cuda"),
+            groups, lr=tcfg.lr, betas=tcfg.betas, fused=device.type in ("cpu", "cuda")
         )
         self.ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema), use_buffers=True)
@@ -647,6 +713,7 @@ class _Session:
             state = {
                 "counters": dataclasses.asdict(self.c),
                 "optimizer": self.optimizer.state_dict(),
+                "param_groups": self.group_names,
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "rng": rng,
                 # The open logging window, so that a resumed run logs the same averages.
@@ -669,7 +736,17 @@ class _Session:
         state = load_checkpoint(folder, self.model, device=self.device)
         try:
             counters = _Counters(**state["counters"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            optimizer_state = state["optimizer"]
+            if "param_groups" not in state:  # run format 1: the engine's two default groups
+                optimizer_state = regroup_optimizer_state(
+                    optimizer_state, default_param_groups(self.model), self.optimizer
+                )
+            elif list(state["param_groups"]) != self.group_names:
+                raise ValueError(
+                    f"optimizer groups {state['param_groups']} where the model has "
+                    f"{self.group_names}"
+                )
+            self.optimizer.load_state_dict(optimizer_state)
             if self.ema is not None:
                 if state["ema"] is None:
                     raise KeyError("no EMA weights")

@@ -28,8 +28,14 @@ from kp3d.errors import ConfigError, UserError
 from kp3d.methods import MethodModel, MethodSpec, get_method
 
 RUN_FORMAT = "kp3d-run"
-RUN_FORMAT_VERSION = 1
-"""Version of the run folder layout; bumped when an older kp3d could not read a new folder."""
+RUN_FORMAT_VERSION = 2
+"""Version of the run folder layout; bumped when an older kp3d could not read a new folder.
+
+1 -> 2: learning-rate multipliers moved from parametrisations to optimizer groups (autolink3d's
+``edge_logits``, stored divided by ``skeleton_lr_scale``, became ``skeleton_logits``; the
+methods convert format-1 weights when they load them, see their ``_load_from_state_dict``), and
+checkpoints record the optimizer's group layout (format-1 optimizer states are regrouped on
+resume, :func:`kp3d.engine.loop.regroup_optimizer_state`). Format-1 folders load and resume."""
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -158,7 +164,30 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     for key in ("method", "model", "train"):
         if key not in doc:
             raise UserError(f"{path}: missing key {key!r}")
-    return doc
+    return migrate_run_config(doc, path)
+
+
+def migrate_run_config(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A run config of an older run format with its method settings in this format's keys
+    (the method's :attr:`~kp3d.methods.MethodSpec.migrate`); ``format_version`` stays the
+    stored one (a resumed run updates it). Unknown methods are left to the caller to report.
+
+    Raises:
+        ConfigError: settings the method cannot carry over; the message names the file and
+            the format version.
+    """
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version >= RUN_FORMAT_VERSION:
+        return doc
+    try:
+        spec = get_method(doc.get("method", ""))
+    except ValueError:
+        return doc
+    try:
+        model = spec.migrate(dict(doc.get("model") or {}), version)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return {**doc, "model": model}
 
 
 def stored_configs(doc: Mapping[str, Any], path: Path) -> tuple[MethodSpec, Any, TrainConfig]:
@@ -371,6 +400,7 @@ __all__ = [
     "checkpoints",
     "load_checkpoint",
     "load_run",
+    "migrate_run_config",
     "read_run_config",
     "restore_rng",
     "save_checkpoint",

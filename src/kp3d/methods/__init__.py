@@ -22,7 +22,7 @@ REGISTRY: dict[str, str] = {
     "autolink": "kp3d.methods.autolink3d:SPEC_2D",
     "c3dpo": "kp3d.methods.c3dpo:SPEC",
     "lifter": "kp3d.methods.lifter:SPEC",
-    "lifter-fit": "kp3d.methods.lifter:SPEC_FIT",
+    "lifter-fit": "kp3d.methods.lifter_fit:SPEC",
 }
 
 

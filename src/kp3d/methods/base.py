@@ -111,9 +111,13 @@ class MethodModel(nn.Module):
         """The weighted sum of :meth:`losses`; every loss and log is logged."""
         out = self.losses(batch, step)
         weights = self.loss_weights()
-        loss = sum(weights.get(k, 1.0) * v for k, v in out.losses.items())
+        # Summed in the order of losses() onto a float32 zero (the total is float32 under
+        # autocast, and a model without losses gives a zero loss).
+        loss = torch.zeros((), device=_device_of(out.losses, self))
+        for k, v in out.losses.items():
+            loss = loss + weights.get(k, 1.0) * v
         logs = {k: v.detach() for k, v in out.losses.items()} | out.logs
-        return StepOutput(loss, logs)  # type: ignore[arg-type]
+        return StepOutput(loss, logs)
 
     def param_groups(self) -> list[ParamGroup]:
         """Optimizer groups; by default every parameter at the run's learning rate."""
@@ -134,8 +138,18 @@ class MethodModel(nn.Module):
         return {}
 
 
+def _device_of(losses: Mapping[str, Tensor], module: nn.Module) -> torch.device:
+    for v in losses.values():
+        return v.device
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
 def _no_configuration(config: Any, dataset: Dataset[Sample]) -> Any:
     return config
+
+
+def _no_migration(values: dict[str, Any], version: int) -> dict[str, Any]:
+    return values
 
 
 @dataclass(frozen=True)
@@ -153,10 +167,15 @@ class MethodSpec:
         configure: ``(config, training dataset) -> config``: settings read from the data
             (number of keypoints, categories); the user's explicit values are already in
             ``config`` and must be respected or refused with a ConfigError.
+        migrate: ``(stored settings, run format version) -> settings``: the method settings a
+            run folder of an older run format (:data:`kp3d.engine.run.RUN_FORMAT_VERSION`)
+            stored, in this version's keys; a ConfigError where they cannot be.
         overrides: config values this entry fixes (e.g. ``autolink`` = ``autolink3d`` with the
             3D head off).
         train_defaults: this method's defaults for :class:`kp3d.engine.TrainConfig` fields
             (e.g. a lifter's learning rate); the user's values still win.
+        without_3d: the registry name of this method with its 3D part off (``kp3d train
+            --no-3d``), if it has one.
     """
 
     config_cls: type
@@ -165,10 +184,7 @@ class MethodSpec:
     description: str
     protocols: tuple[str, ...] = ()
     configure: Callable[[Any, Dataset[Sample]], Any] = _no_configuration
+    migrate: Callable[[dict[str, Any], int], dict[str, Any]] = _no_migration
     overrides: dict[str, Any] = field(default_factory=dict)
     train_defaults: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def data(self) -> str:
-        """Transitional (TODO(contract): remove): the name of :attr:`inputs`."""
-        return self.inputs.name
+    without_3d: str | None = None

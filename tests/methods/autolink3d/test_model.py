@@ -10,7 +10,7 @@ from kp3d.geometry import normalised_to_pixel
 from kp3d.losses.projection import projection_loss
 from kp3d.methods import get_method
 from kp3d.methods.autolink3d import AutoLink3DConfig, ShapeModel
-from kp3d.methods.autolink3d.model import AutoLink3D, lr_scaled
+from kp3d.methods.autolink3d.model import AutoLink3D
 
 TINY = {"k": 4, "image_size": 32, "heatmap_size": 8, "mask_grid": 8, "width": 0.125, "n_basis": 2}
 
@@ -215,12 +215,27 @@ def test_canonicalisation_loss():
 # ----------------------------------------------------------------------------- model
 
 
-def test_lr_scaled_scales_the_value_but_not_the_gradient():
-    p = torch.tensor([0.5, -1.0], requires_grad=True)
-    y = lr_scaled(p, 40.0)
-    torch.testing.assert_close(y, 40.0 * p.detach())
-    y.sum().backward()
-    torch.testing.assert_close(p.grad, torch.ones(2))
+def test_the_skeleton_learns_at_its_own_rate_without_decay():
+    model = build(skeleton_lr_scale=40.0)
+    groups = {g.name: g for g in model.param_groups()}
+    assert set(groups) == {"decay", "no_decay", "skeleton"}
+    assert groups["skeleton"].params == (model.skeleton_logits,)
+    assert groups["skeleton"].lr_scale == 40.0 and not groups["skeleton"].weight_decay
+    assert groups["decay"].lr_scale == groups["no_decay"].lr_scale == 1.0
+    # Every trainable parameter once, the others in the order of parameters().
+    grouped = [p for g in model.param_groups() for p in g.params]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(grouped) == len(trainable) and {id(p) for p in grouped} == {id(p) for p in trainable}
+
+
+def test_weights_of_run_format_1_load_with_the_skeleton_rescaled():
+    model = build(skeleton_lr_scale=40.0)
+    state = model.state_dict()
+    logits = state.pop("skeleton_logits")
+    state["edge_logits"] = logits / 40.0  # format 1 stored the logits divided by the scale
+    fresh = build(skeleton_lr_scale=40.0)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.skeleton_logits.detach(), logits)
 
 
 @pytest.mark.parametrize("init", [0.018, 1.0])
@@ -237,7 +252,7 @@ def test_skeleton_is_symmetric_non_negative_and_starts_at_its_init(init):
 def test_min_keypoint_edge_floors_each_keypoints_strongest_edge_only():
     model = build(k=5, min_keypoint_edge=0.0)
     with torch.no_grad():
-        model.edge_logits.copy_(torch.linspace(-3.0, 1.0, 10) / model.config.skeleton_lr_scale)
+        model.skeleton_logits.copy_(torch.linspace(-3.0, 1.0, 10))
     free = model.artifacts()["skeleton"]
     floored = dataclasses.replace(model.config, min_keypoint_edge=0.5)
     model.config = floored
@@ -251,7 +266,7 @@ def test_min_keypoint_edge_floors_each_keypoints_strongest_edge_only():
     torch.testing.assert_close(sk, expected)
     # Floored edges pass no gradient to their logits while held at the floor; others do.
     w = model.edge_weights()
-    (grad,) = torch.autograd.grad(w.sum(), model.edge_logits)
+    (grad,) = torch.autograd.grad(w.sum(), model.skeleton_logits)
     held = w.detach() == 0.5
     assert held.any() and (grad[held] == 0).all() and (grad[~held] > 0).all()
 
@@ -279,7 +294,7 @@ def test_two_training_steps_change_the_parameters(name):
     changed = {
         n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])
     }
-    groups = {"detector", "decoder", "edge_logits", "image_gain"} | (
+    groups = {"detector", "decoder", "skeleton_logits", "image_gain"} | (
         {"shape"} if name == "autolink3d" else set()
     )
     assert groups == {n.split(".")[0] for n in changed}
@@ -291,7 +306,7 @@ def test_every_loss_term_reaches_the_detector():
     out = model.training_step(tiny_batch(), 0)
     out.loss.backward()
     assert model.detector.head.weight.grad.abs().sum() > 0
-    assert model.edge_logits.grad.abs().sum() > 0
+    assert model.skeleton_logits.grad.abs().sum() > 0
     assert model.shape.mean_shape.grad.abs().sum() > 0
 
 
@@ -304,7 +319,7 @@ def test_keypoint_maps_reach_the_decoder_and_move_the_keypoints():
     # Skeleton and 3D head off: the keypoints get gradient only through what the decoder sees.
     for model in (plain, named):
         with torch.no_grad():
-            model.edge_logits.fill_(-1e4)  # softplus -> 0: an empty edge map
+            model.skeleton_logits.fill_(-1e4)  # softplus -> 0: an empty edge map
         model.config = dataclasses.replace(model.config, w_repulsion=0.0, w_projection=0.0,
                                            w_canonical=0.0)
         model.training_step(batch, 0).loss.backward()

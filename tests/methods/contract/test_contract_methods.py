@@ -158,8 +158,6 @@ def test_commands_and_engine_never_name_a_method_or_ask_its_kind() -> None:
             "--",
             "src/kp3d/commands",
             "src/kp3d/engine",
-            # TODO(contract): drop once train.py resolves requests through spec.inputs.
-            ":(exclude)src/kp3d/commands/train.py",
         ],
         cwd=REPO,
         check=False,

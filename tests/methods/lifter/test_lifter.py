@@ -1,7 +1,9 @@
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
@@ -55,14 +57,12 @@ def test_spec_and_config_validation() -> None:
     spec = get_method("lifter")
     assert spec.config_cls is LifterConfig and spec.inputs.name == "keypoints"
     assert spec.train_defaults == {"lr": 1e-3, "batch_size": 256, "bf16": False}
-    # lifter = the paper (non-negative head, cycle); lifter-fit = kp3d's variant.
-    assert LifterConfig().cycle_start == 1000 and LifterConfig().coefficient_ridge == 0
-    fit = get_method("lifter-fit")
-    assert fit.overrides["cycle_start"] is None and fit.overrides["coefficient_ridge"] > 0
-    for bad in ({"n_categories": 0}, {"cycle_start": -1}, {"refine_steps": -1}, {"rotation": "euler"},
+    # lifter = the paper (non-negative head, cycle); lifter-fit is its own method.
+    assert LifterConfig().cycle_start == 1000
+    assert get_method("lifter-fit").config_cls is not LifterConfig
+    for bad in ({"n_categories": 0}, {"cycle_start": -1}, {"rotation": "euler"},
                 {"norm": "group"}, {"camera_weight": -1.0}, {"huber_delta": -0.1},
-                {"camera": "pinhole"}, {"shape_prior_weight": -1.0},
-                {"coefficient_ridge": -1.0}):
+                {"camera": "pinhole"}, {"shape_prior_weight": -1.0}):
         with pytest.raises(ConfigError):
             LifterConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="n_keypoints"):
@@ -96,6 +96,7 @@ def test_two_training_steps_pretrain_then_cycle_with_frozen_statistics() -> None
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm1d))
     for step in range(2):
         stats = bn.running_mean.clone()
+        model.on_step(step)  # as the engine does before every step
         out = model.training_step(batch(seed=step), step)
         assert torch.isfinite(out.loss)
         opt.zero_grad()
@@ -113,6 +114,7 @@ def test_invisible_points_enter_no_loss() -> None:
     model = Lifter(LifterConfig(**SMALL, cycle_start=0))
     b = batch()
     kp2d = b.kp2d.clone().requires_grad_(True)
+    model.on_step(5)
     torch.manual_seed(1)  # the same cycle rotations in both evaluations
     loss = model.training_step(b.replace(kp2d=kp2d), 5).loss
     loss.backward()
@@ -136,10 +138,11 @@ def test_category_keypoint_subsets_are_learned_from_visibility() -> None:
 
 
 def test_context_vector_and_non_negative_coefficients() -> None:
-    model = Lifter(LifterConfig(**SMALL, context_dim=4, cycle_start=0, coefficient_ridge=0.0))
+    model = Lifter(LifterConfig(**SMALL, context_dim=4, cycle_start=0))
     b = batch()
-    out = model.losses(b.kp2d, b.vis, None, 0, context=torch.randn(8, 4))
-    assert torch.isfinite(out.loss) and {"camera", "shape"} <= set(out.logs)
+    out = model.objective(b.kp2d, b.vis, None, 0, context=torch.randn(8, 4))
+    assert all(torch.isfinite(v) for v in out.losses.values())
+    assert {"camera", "shape"} <= set(out.losses)
     _, lifted = model.eval().lift(b.kp2d, b.vis, torch.randn(8, 4))
     assert lifted.alpha.ge(0).all() and lifted.shape.shape == (8, K, 3)
     with pytest.raises(ValueError, match="context"):
@@ -154,48 +157,17 @@ def test_predict_keeps_the_input_xy() -> None:
     torch.testing.assert_close(pred.kp3d[..., :2][b.vis], b.kp2d[b.vis])
 
 
-@pytest.mark.parametrize("ridge", [0.0, 10.0])  # non-negative head; fitted shape
-def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecovery, ridge: float) -> None:
+def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecovery) -> None:
     err, flat = rigid_recovery(
         lambda: Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
-                                    cycle_start=200, coefficient_ridge=ridge)),
+                                    cycle_start=200)),
     )
     assert err < 0.05 and err < 0.1 * flat
-
-
-def test_fitted_shape_recovers_a_deforming_low_rank_shape(rigid_recovery: RigidRecovery) -> None:
-    err, flat = rigid_recovery(
-        lambda: Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
-                                    cycle_start=None, coefficient_ridge=1e-3,
-                                    motion_free_basis=True)),
-        deform=0.3,
-    )
-    assert err < 0.05 and err < 0.1 * flat
-
-
-def test_fitted_coefficients_explain_views_of_the_shape_space() -> None:
-    """With coefficient_ridge > 0 the shape is the closed-form fit to the view for the predicted
-    rotation: a view of a shape in the model's span is reproduced exactly (tiny ridge)."""
-    torch.manual_seed(0)
-    model = Lifter(LifterConfig(**SMALL, coefficient_ridge=1e-9, motion_free_basis=True)).eval()
-    net = model.net
-    assert net.coefficient_ridge == 1e-9 and net.shape_basis.motion_free and net.alpha_head is None
-    with torch.no_grad():
-        beta = torch.randn(8, 3)
-        bias = net.shape_basis.bias - net.shape_basis.bias.mean(0)
-        X = 2.0 * bias + torch.einsum("bn,nkc->bkc", beta, net.shape_basis.basis)
-        out0 = net(normalise_keypoints(torch.randn(8, K, 2)).kp2d, torch.ones(8, K))
-        kp2d = 30 * (X @ out0.R.transpose(-1, -2))[..., :2] + 7  # a view for the net's R
-        norm, out = model.lift(kp2d)
-    torch.testing.assert_close(out.R, out0.R)  # all samples get R = I from the fresh head
-    projected = out.shape_cam[..., :2] - out.shape_cam[..., :2].mean(-2, keepdim=True)
-    torch.testing.assert_close(projected, norm.kp2d, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(out.alpha, beta / 2.0, atol=1e-3, rtol=1e-3)
 
 
 def test_ensemble_members_train_side_by_side() -> None:
     torch.manual_seed(0)
-    model = Lifter(LifterConfig(**SMALL, ensemble=2, coefficient_ridge=1.0, cycle_start=None))
+    model = Lifter(LifterConfig(**SMALL, ensemble=2, cycle_start=None))
     assert len(model.members) == 2 and model.members[0] is model.net
     first, second = (m.shape_basis.raw_basis for m in model.members)
     assert not torch.equal(first, second)  # independently initialised
@@ -238,8 +210,7 @@ def test_ensemble_prediction_aligns_each_members_depth_sign() -> None:
 
 def test_split_ensemble_members_train_on_their_own_rows() -> None:
     torch.manual_seed(0)
-    model = Lifter(LifterConfig(**SMALL, ensemble=3, ensemble_batches="split",
-                                coefficient_ridge=1.0, cycle_start=None))
+    model = Lifter(LifterConfig(**SMALL, ensemble=3, ensemble_batches="split", cycle_start=None))
     rows = model.member_rows(8)
     assert rows == [slice(0, 2), slice(2, 4), slice(4, 6)]  # rows 6, 7 left out
     b = batch(n=8)
@@ -263,19 +234,18 @@ def test_split_ensemble_members_train_on_their_own_rows() -> None:
         LifterConfig(ensemble_batches="bagged")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("ridge", [0.0, 1.0])
-def test_ensemble_objective_is_the_sum_of_the_members_own(ridge: float) -> None:
-    """Members run together (batched with fitted coefficients, else one by one and stacked);
-    the objective must be each member's reprojection, shape prior and cycle losses on its own
+def test_ensemble_objective_is_the_sum_of_the_members_own() -> None:
+    """Members run together (one by one and stacked); the objective must be each member's reprojection, shape prior and cycle losses on its own
     rows, computed alone, summed."""
     cfg = LifterConfig(**SMALL, ensemble=2, ensemble_batches="split", n_categories=2,
-                       coefficient_ridge=ridge, cycle_start=0, shape_prior_weight=0.5)
+                       cycle_start=0, shape_prior_weight=0.5)
     torch.manual_seed(0)
     model = Lifter(cfg).double()
     b = batch(n=10, categories=2)
     kp2d, vis = b.kp2d.double(), b.vis
+    model.on_step(0)  # cycling: frozen statistics
     torch.manual_seed(1)  # the cycle's random rotations
-    out = model.losses(kp2d, vis, b.category, step=0)
+    out = model.training_step(Sample(kp2d=kp2d, vis=vis, category=b.category), 0)
     torch.manual_seed(0)
     reference = Lifter(cfg).double()
     reference.load_state_dict(model.state_dict())  # the updated support and statistics
@@ -293,36 +263,6 @@ def test_ensemble_objective_is_the_sum_of_the_members_own(ridge: float) -> None:
                          + cfg.camera_weight * cyc.camera + cfg.shape_weight * cyc.shape)
     torch.testing.assert_close(out.loss, total)
     assert set(out.logs) == {"reprojection", "shape_prior", "camera", "shape"}
-
-
-def test_depth_extent_is_the_running_mean_of_each_members_depth_rms() -> None:
-    torch.manual_seed(0)
-    model = Lifter(LifterConfig(**SMALL, ensemble=2, ensemble_batches="split",
-                                coefficient_ridge=1.0, cycle_start=None))
-    assert model.depth_extent.isnan().all()
-
-    def naive(b: Sample) -> Tensor:
-        extents = []
-        for net, r in zip(model.members, model.member_rows(len(b.kp2d)), strict=True):
-            _, lifted = model.lift(b.kp2d[r], b.vis[r], net=net)
-            z, vis = lifted.shape_cam[..., 2].detach(), b.vis[r]
-            rms = [(z[s][vis[s]] - z[s][vis[s]].mean()).square().mean().sqrt()
-                   for s in range(len(z))]
-            extents.append(torch.stack(rms).mean())
-        return torch.stack(extents)
-
-    first, second = batch(n=8, seed=1), batch(n=8, seed=2)
-    expected = 0.99 * naive(first) + 0.01 * naive(second)  # no optimiser: the weights stay
-    model.training_step(first, 0)
-    model.training_step(second, 1)
-    torch.testing.assert_close(model.depth_extent, expected)
-    model.eval()
-    model.training_step(batch(seed=3), 2)  # evaluation passes leave it alone
-    torch.testing.assert_close(model.depth_extent, expected)
-    # Saved with the weights; runs saved before it existed load with NaN (every member kept).
-    state = {k: v for k, v in model.state_dict().items() if k != "depth_extent"}
-    model.load_state_dict(state)
-    assert model.depth_extent.isnan().all() and model.kept_members() == model.members
 
 
 def test_prediction_leaves_out_flattened_members() -> None:
@@ -362,3 +302,23 @@ def test_prediction_leaves_out_flattened_members() -> None:
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigError, match="ensemble_tolerance"):
             LifterConfig(ensemble_tolerance=bad)
+
+
+def test_statistics_freeze_at_cycle_start_also_after_a_resume(tmp_path: Path) -> None:
+    """The engine calls on_step before every step: a run interrupted after cycle_start and
+    resumed equals the uninterrupted one bitwise (CPU)."""
+    from kp3d.engine import train
+
+    data = [batch(n=1, seed=i) for i in range(16)]
+    data = [Sample(kp2d=s.kp2d[0], vis=s.vis[0], category=s.category[0]) for s in data]
+    settings = {"method_config": {**SMALL, "cycle_start": 2}}
+    budget = {"batch_size": 8, "schedule": "constant", "warmup_steps": 0, "device": "cpu"}
+    train("lifter", data, tmp_path / "whole", **settings, train_config={**budget, "steps": 5})
+    train("lifter", data, tmp_path / "split", **settings, train_config={**budget, "steps": 3})
+    train("lifter", data, tmp_path / "split", resume=True, train_config={"steps": 5})
+    whole = (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert whole == (tmp_path / "split" / "model.safetensors").read_bytes()
+    # Only steps 0 and 1 moved the statistics.
+    weights = load_file(tmp_path / "split" / "model.safetensors")
+    tracked = [v for k, v in weights.items() if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(v) == 2 for v in tracked)

@@ -19,6 +19,7 @@ SPEC = MethodSpec(
     protocols=("keypoint_discovery",),
     description="AutoLink keypoints and skeleton with a learned 3D shape model and per-image pose",
     train_defaults=TRAIN_DEFAULTS,
+    without_3d="autolink",
 )
 
 SPEC_2D = MethodSpec(

@@ -39,7 +39,7 @@ Results: ``docs/results.md``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ from kp3d.losses.perceptual import PerceptualLoss
 from kp3d.losses.projection import orthographic_project, projection_loss
 from kp3d.losses.repulsion import repulsion_loss
 from kp3d.methods.autolink3d.config import AutoLink3DConfig
-from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.methods.base import LossOutput, MethodModel, ParamGroup, default_param_groups
 from kp3d.methods.prediction import Prediction
 from kp3d.nn.blocks import LEAK
 from kp3d.nn.detector import Detector
@@ -67,18 +67,6 @@ from kp3d.nn.masking import random_block_mask
 from kp3d.nn.perceptual import load_efficientnet_lite0, load_vgg16
 from kp3d.nn.shape import linear_shape
 from kp3d.nn.unet import UNet
-
-
-def lr_scaled(p: Tensor, factor: float) -> Tensor:
-    """``factor * p`` in value, but with p's gradient left unscaled.
-
-    Adam moves a parameter by about lr per step whatever its gradient's size, so using
-    ``factor * p`` makes the value learn ``factor`` times faster: a per-parameter learning-rate
-    multiplier. Unlike a plain ``factor * p`` the gradient is not multiplied, so it does not
-    dominate global gradient-norm clipping.
-    """
-    return p + (factor - 1.0) * p.detach()
-
 
 # ----------------------------------------------------------------------------- the 3D head
 
@@ -272,12 +260,12 @@ class AutoLink3D(MethodModel):
         )
         self.register_buffer("pairs", skeleton_pairs(c.k), persistent=False)
         # Every edge starts at edge_weight_init, perturbed by 10% in softplus-logit space as in
-        # AutoLink (skeleton_lr_scale: see lr_scaled).
+        # AutoLink; they learn skeleton_lr_scale times faster (param_groups).
         g = torch.Generator().manual_seed(0x5EED)
         n_pairs = self.pairs.shape[1]
         logit = math.log(math.expm1(c.edge_weight_init))  # softplus^-1
         noise = torch.randn(n_pairs, generator=g) / 10
-        self.edge_logits = nn.Parameter((logit + noise) / c.skeleton_lr_scale)
+        self.skeleton_logits = nn.Parameter(logit + noise)
         self.image_gain = nn.Parameter(torch.ones(()))
         c_in = 3 + 1 + {"edges": 0, "edges+keypoints": c.k, "edges+depth": 1}[c.decoder_input]
         self.decoder = UNet(c_in, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w], norm=c.norm)
@@ -302,12 +290,28 @@ class AutoLink3D(MethodModel):
             return PerceptualLoss(load_vgg16(c.vgg16_weights))
         return None
 
+    def param_groups(self) -> list[ParamGroup]:
+        """Every parameter at the run's learning rate (decay on matrices and kernels), but the
+        skeleton's edge logits at ``skeleton_lr_scale`` times it (AutoLink's ``sklr``)."""
+        skeleton = ParamGroup(
+            "skeleton", (self.skeleton_logits,), self.config.skeleton_lr_scale, weight_decay=False
+        )
+        return [*default_param_groups(self, exclude=skeleton.params), skeleton]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # Run format 1 stored the edge logits divided by skeleton_lr_scale (the multiplier was
+        # part of the parametrisation) under the name edge_logits.
+        old = state_dict.pop(prefix + "edge_logits", None)
+        if old is not None and prefix + "skeleton_logits" not in state_dict:
+            state_dict[prefix + "skeleton_logits"] = old * self.config.skeleton_lr_scale
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     # -- the learned skeleton
 
     def edge_weights(self) -> Tensor:
         """(P,) non-negative weight of each keypoint pair, in :func:`skeleton_pairs` order; each
         keypoint's strongest edge at least ``min_keypoint_edge``."""
-        w = F.softplus(lr_scaled(self.edge_logits, self.config.skeleton_lr_scale))
+        w = F.softplus(self.skeleton_logits)
         floor = self.config.min_keypoint_edge
         if floor <= 0:
             return w
@@ -322,7 +326,7 @@ class AutoLink3D(MethodModel):
         the 3D head ``canonical_shape`` (K, 3), the learned mean shape M, and unless rigid
         ``shape_basis`` (n, K, 3), the learned basis B."""
         k = self.config.k
-        skeleton = torch.zeros(k, k, device=self.edge_logits.device)
+        skeleton = torch.zeros(k, k, device=self.skeleton_logits.device)
         i, j = self.pairs
         skeleton[i, j] = skeleton[j, i] = self.edge_weights().float()
         out = {"skeleton": skeleton}
@@ -347,7 +351,18 @@ class AutoLink3D(MethodModel):
             )
         return image * 2 - 1
 
-    def training_step(self, batch: Sample, step: int) -> StepOutput:
+    def loss_weights(self) -> dict[str, float]:
+        c = self.config
+        return {
+            "perceptual": c.w_perceptual,
+            "pixel": c.w_pixel,
+            "repulsion": c.w_repulsion,
+            "projection": c.w_projection,
+            "alpha": c.w_alpha,
+            "canonical": c.w_canonical,
+        }
+
+    def losses(self, batch: Sample, step: int) -> LossOutput:
         c = self.config
         x = self._input(batch)
         B, _, H, W = x.shape
@@ -376,30 +391,28 @@ class AutoLink3D(MethodModel):
         recon = self.decoder(torch.cat([p.to(x.dtype) for p in parts], dim=1))
 
         target, pred = x * 0.5 + 0.5, recon.float() * 0.5 + 0.5
+        # Terms of zero weight are not computed (the perceptual one: no network configured).
+        losses: dict[str, Tensor] = {}
         logs: dict[str, Tensor] = {}
-        loss = torch.zeros((), device=x.device)
         if self.perceptual is not None:
-            logs["perceptual"] = self.perceptual(pred, target)
-            loss = loss + c.w_perceptual * logs["perceptual"]
+            losses["perceptual"] = self.perceptual(pred, target)
         if c.w_pixel > 0:
-            logs["pixel"] = (pred - target).abs().mean()
-            loss = loss + c.w_pixel * logs["pixel"]
+            losses["pixel"] = (pred - target).abs().mean()
         if c.w_repulsion > 0:
-            logs["repulsion"] = repulsion_loss(det.kp, h=c.repulsion_h).mean()
-            loss = loss + c.w_repulsion * logs["repulsion"]
+            losses["repulsion"] = repulsion_loss(det.kp, h=c.repulsion_h).mean()
         if self.shape is not None and shape is not None:
             scales = self.shape.projection_scales()
-            logs["projection"] = projection_loss(shape.points, det.kp, scales, relative=True).mean()
-            logs["alpha"] = shape.alpha.square().sum(-1).mean()
+            losses["projection"] = projection_loss(
+                shape.points, det.kp, scales, relative=True
+            ).mean()
+            losses["alpha"] = shape.alpha.square().sum(-1).mean()
             # Near 0 the head poses every image alike: a 2D template whose depth carries nothing.
             logs["rotation_spread_deg"] = torch.rad2deg(rotation_spread(shape.R.detach()))
-            loss = loss + c.w_projection * logs["projection"] + c.w_alpha * logs["alpha"]
             if c.w_canonical > 0:
-                logs["canonical"] = self.shape.canonicalisation_loss(shape.canonical)
-                loss = loss + c.w_canonical * logs["canonical"]
+                losses["canonical"] = self.shape.canonicalisation_loss(shape.canonical)
         logs["edge_weight_max"] = weights.detach().max()
-        logs["kp_spread"] = (det.kp - det.kp.mean(1, keepdim=True)).norm(dim=-1).mean()
-        return StepOutput(loss, {k: v.detach() for k, v in logs.items()})
+        logs["kp_spread"] = (det.kp - det.kp.mean(1, keepdim=True)).norm(dim=-1).mean().detach()
+        return LossOutput(losses, logs)
 
     @torch.no_grad()
     def predict(self, batch: Sample) -> Prediction:

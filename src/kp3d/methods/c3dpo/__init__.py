@@ -2,11 +2,12 @@
 
 from kp3d.data.inputs import KEYPOINTS
 from kp3d.methods.base import MethodSpec
-from kp3d.methods.c3dpo.model import C3DPO, C3DPOConfig, build
+from kp3d.methods.c3dpo.model import C3DPO, C3DPOConfig, build, configure
 
 SPEC = MethodSpec(
     config_cls=C3DPOConfig,
     build=build,
+    configure=configure,
     inputs=KEYPOINTS,
     protocols=("lifting",),
     description="C3DPO: lift 2D keypoints to 3D with a canonicalisation network (no 3D labels)",

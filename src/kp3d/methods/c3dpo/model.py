@@ -27,11 +27,13 @@ from typing import get_args
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.losses.lifting import canonicalisation_loss, reprojection_loss, shape_prior_loss
-from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.configure import keypoints_from_data
 from kp3d.methods.prediction import Prediction
 from kp3d.nn.lifting import (
     CameraKind,
@@ -146,18 +148,26 @@ class C3DPO(MethodModel):
             generator=generator,
         )
 
-    def training_step(self, batch: Sample, step: int) -> StepOutput:
+    def loss_weights(self) -> dict[str, float]:
+        c = self.config
+        return {
+            "reprojection": 1.0,
+            "canonicalisation": c.canonicalisation_weight,
+            "shape_prior": c.shape_prior_weight,
+        }
+
+    def losses(self, batch: Sample, step: int) -> LossOutput:
         norm, out = self.lift(batch)
         w = visibility(batch.kp2d, batch.vis)
-        l_rep = reprojection_loss(out.shape_cam, norm.kp2d, w, delta=self.config.huber_delta)
-        l_can = self.canonicalisation_loss(out.basis_shape)
-        loss = l_rep + self.config.canonicalisation_weight * l_can
-        logs = {"reprojection": l_rep.detach(), "canonicalisation": l_can.detach()}
+        losses = {
+            "reprojection": reprojection_loss(
+                out.shape_cam, norm.kp2d, w, delta=self.config.huber_delta
+            ),
+            "canonicalisation": self.canonicalisation_loss(out.basis_shape),
+        }
         if self.config.shape_prior_weight > 0:
-            l_prior = shape_prior_loss(out.basis_shape)
-            loss = loss + self.config.shape_prior_weight * l_prior
-            logs["shape_prior"] = l_prior.detach()
-        return StepOutput(loss, logs)
+            losses["shape_prior"] = shape_prior_loss(out.basis_shape)
+        return LossOutput(losses, {})
 
     def artifacts(self) -> dict[str, Tensor]:
         """``canonical_shape`` (K, 3), the shape of zero coefficients (the bias shape), and
@@ -179,3 +189,8 @@ class C3DPO(MethodModel):
 
 def build(config: C3DPOConfig) -> C3DPO:
     return C3DPO(config)
+
+
+def configure(config: C3DPOConfig, dataset: Dataset[Sample]) -> C3DPOConfig:
+    """The number of keypoints from the data, where unset."""
+    return keypoints_from_data(config, dataset)

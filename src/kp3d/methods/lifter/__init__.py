@@ -1,13 +1,45 @@
 """``lifter``: the multi-category, cyclically self-supervised 2D→3D lifter of Can et al.; see
 :mod:`.model`."""
 
+from typing import Any
+
 from kp3d.data.inputs import KEYPOINTS
+from kp3d.errors import ConfigError
 from kp3d.methods.base import MethodSpec
-from kp3d.methods.lifter.model import Lifter, LifterConfig, build
+from kp3d.methods.lifter.model import Lifter, LifterConfig, build, configure
+
+_FORMAT_1_FIT_KEYS = ("coefficient_ridge", "refine_steps")
+"""``LifterConfig`` keys of run format 1 that belong to ``lifter-fit`` since format 2."""
+
+
+def migrate(values: dict[str, Any], version: int) -> dict[str, Any]:
+    """A stored run's settings of run format ``version`` in this method's keys: format 1's
+    shape-fit settings are dropped where they had no effect (``coefficient_ridge`` 0).
+
+    Raises:
+        ConfigError: a format-1 ``lifter`` run with the fitted shape (``coefficient_ridge`` >
+            0), a model that is now the method ``lifter-fit``.
+    """
+    if version >= 2:
+        return values
+    values = dict(values)
+    ridge = values.get("coefficient_ridge", 0.0)
+    if ridge:
+        raise ConfigError(
+            f"a lifter run of run format 1 with coefficient_ridge = {ridge} (the fitted shape): "
+            "that model is the method lifter-fit since run format 2, so only a kp3d that writes "
+            "run format 1 loads this run"
+        )
+    for key in _FORMAT_1_FIT_KEYS:
+        values.pop(key, None)
+    return values
+
 
 SPEC = MethodSpec(
     config_cls=LifterConfig,
     build=build,
+    configure=configure,
+    migrate=migrate,
     inputs=KEYPOINTS,
     protocols=("lifting",),
     description="Can et al.'s lifter: non-negative shape coefficients, cyclic "
@@ -16,29 +48,4 @@ SPEC = MethodSpec(
     train_defaults={"lr": 1e-3, "batch_size": 256, "bf16": False},
 )
 
-FIT_OVERRIDES = {
-    "coefficient_ridge": 1.0,
-    "motion_free_basis": True,
-    "cycle_start": None,
-    "refine_steps": 50,
-    "ensemble": 4,
-    "ensemble_batches": "split",
-}
-"""``lifter-fit``: kp3d's variant. The deformation is fitted to each view in closed form with a
-ridge prior, over a basis kept free of camera motion, instead of the paper's non-negative
-coefficient head (which learned an almost rigid face on AFLW2000-3D); no cycle; the rotation
-refined per view at prediction; four networks, each on its own quarter of every batch (128
-samples), averaged at prediction without those that ended flattened."""
-
-SPEC_FIT = MethodSpec(
-    config_cls=LifterConfig,
-    build=build,
-    inputs=KEYPOINTS,
-    protocols=("lifting",),
-    description="kp3d's lifter: deformation fitted per view with a ridge prior over a "
-    "motion-free basis, rotation refined at prediction, four networks averaged (no 3D labels)",
-    overrides=FIT_OVERRIDES,
-    train_defaults={"lr": 1e-3, "batch_size": 512, "bf16": False},
-)
-
-__all__ = ["FIT_OVERRIDES", "SPEC", "SPEC_FIT", "Lifter", "LifterConfig"]
+__all__ = ["SPEC", "Lifter", "LifterConfig"]

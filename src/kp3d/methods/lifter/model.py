@@ -21,16 +21,8 @@ the purely orthographic camera the cycle made AFLW2000-3D depths worse in kp3d's
 shape must then also encode the apparent size. An optional Gaussian shape prior
 (``shape_prior_weight``) penalises deformation from the batch's mean shape.
 
-Shape fit (``coefficient_ridge > 0``, registered as ``lifter-fit``): instead of the
-coefficient head, the shape ``c b_S + sum_i beta_i S_i`` is fitted to each view in closed form
-for the predicted rotation, with a ridge (Gaussian) prior on ``beta``
-(:meth:`kp3d.nn.lifting.LiftingNet.fitted_output`), and the basis is kept orthogonal to the scale
-and infinitesimal rotations of ``b_S`` (``motion_free_basis``), so a deformation cannot imitate a
-change of camera. On AFLW2000-3D the non-negative head (the paper's ``ReLU(W_g f(Y) + b_g)``,
-``coefficient_ridge = 0``, the default) learned an almost rigid shape (coefficients nearly
-constant over faces); the fitted shape model learns real deformations. At prediction, the
-rotation can then be refined per face on the 2D fit (``refine_steps``), from the prediction and
-its depth-reversed twin.
+kp3d's variant, which fits the shape to each view in closed form instead of predicting its
+coefficients, is the method ``lifter-fit`` (:mod:`kp3d.methods.lifter_fit`).
 
 Schedule: the paper needed two phases for stability. For the first ``cycle_start`` steps only the
 reprojection loss trains the network (with ``cycle_start = None``, as in ``lifter-fit``: always;
@@ -66,12 +58,14 @@ from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, reprojection_loss, rotation_loss, shape_prior_loss
-from kp3d.methods.base import MethodModel, StepOutput
+from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.configure import categories_from_data, keypoints_from_data
 from kp3d.methods.prediction import Prediction
 from kp3d.nn.lifting import (
     CameraKind,
@@ -83,7 +77,6 @@ from kp3d.nn.lifting import (
     lifting_predictions,
     masked_mean,
     normalise_keypoints,
-    stacked_lift,
     visibility,
 )
 
@@ -100,8 +93,10 @@ class LifterConfig:
     n_keypoints: int = 0
     """Total number of keypoints K = sum over categories of k_z (0 = not yet known; set it, or
     let the engine set it from the dataset, before building)."""
-    n_categories: int = 1
-    """Number of categories sharing the network (category labels 0 .. n_categories - 1)."""
+    n_categories: int | None = None
+    """Number of categories sharing the network (category labels 0 .. n_categories - 1); none
+    = from the data (1 + its largest label, 1 without labels; a model built without data takes
+    1)."""
     n_basis: int = 10
     """Size of the shape basis S."""
     width: int = 256
@@ -134,14 +129,6 @@ class LifterConfig:
     """Keep each basis shape orthogonal to the scale and infinitesimal rotations of the bias
     shape b_S (:class:`kp3d.nn.lifting.ShapeBasis`), so deformations cannot imitate the camera
     (the gauge ambiguity of non-rigid structure from motion). On in ``lifter-fit``."""
-    coefficient_ridge: float = 0.0
-    """0: the coefficient head predicts non-negative coefficients (Can et al.). > 0: given the
-    predicted rotation, the shape ``c b_S + sum_i beta_i S_i`` is fitted to each view in closed
-    form (:meth:`kp3d.nn.lifting.LiftingNet.fitted_output`), with this ridge weight on the
-    (signed) coefficients of the unit-RMS basis shapes: a Gaussian prior on the deformation,
-    weighed against the sum of squared residuals over the visible coordinates in normalised
-    units (so its effect grows as K shrinks). 1.0 in ``lifter-fit`` (results:
-    docs/results.md)."""
     ensemble: int = 1
     """Independently initialised lifting networks trained side by side (a step costs up to this
     many times more at the same batch per member; less with fitted coefficients, whose members
@@ -158,23 +145,20 @@ class LifterConfig:
     """Prediction averages the members whose :attr:`Lifter.depth_extent` is at least (1 - this)
     times the largest member's, leaving out flattened ones; all before training. Must lie in
     [0, 1) (results: docs/results.md)."""
-    refine_steps: int = 50
-    """Test-time refinement in :meth:`Lifter.predict` (with ``coefficient_ridge`` > 0): Adam
-    steps per face on the rotation, from the prediction and from its depth-reversed twin, on the
-    2D fit (:meth:`kp3d.nn.lifting.LiftingNet.refine_rotations`); 0 = off. Uses only the 2D
-    input."""
 
     def __post_init__(self) -> None:
         if self.n_keypoints < 0:
             raise ConfigError(
                 f"n_keypoints must be >= 0 (0 = from the data), got {self.n_keypoints}"
             )
-        for name in ("n_categories", "n_basis", "width", "ensemble"):
+        if self.n_categories is not None and self.n_categories < 1:
+            raise ConfigError(f"n_categories must be >= 1 or none, got {self.n_categories}")
+        for name in ("n_basis", "width", "ensemble"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cycle_start is not None and self.cycle_start < 0:
             raise ConfigError(f"cycle_start must be >= 0 or None, got {self.cycle_start}")
-        for name in ("n_layers", "context_dim", "refine_steps"):
+        for name in ("n_layers", "context_dim"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.norm not in get_args(NormKind):
@@ -185,7 +169,7 @@ class LifterConfig:
             )
         if self.huber_delta <= 0:
             raise ConfigError(f"huber_delta must be positive, got {self.huber_delta}")
-        for name in ("camera_weight", "shape_weight", "shape_prior_weight", "coefficient_ridge"):
+        for name in ("camera_weight", "shape_weight", "shape_prior_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.ensemble_tolerance < 1:
@@ -235,19 +219,20 @@ class Lifter(MethodModel):
                 "lifter: n_keypoints is not set (the number of keypoints K of the data)"
             )
         self.config = config
+        self.n_categories = config.n_categories or 1
+
         def member() -> LiftingNet:
             return LiftingNet(
                 config.n_keypoints, n_basis=config.n_basis, width=config.width,
                 n_layers=config.n_layers, norm=config.norm, rotation=config.rotation,
                 coefficients="relu", camera=config.camera, context_dim=config.context_dim,
                 motion_free_basis=config.motion_free_basis,
-                coefficient_ridge=config.coefficient_ridge,
             )
 
         self.net = member()
         self.ensemble = nn.ModuleList(member() for _ in range(config.ensemble - 1))
         self.register_buffer(
-            "support", torch.zeros(config.n_categories, config.n_keypoints, dtype=torch.bool)
+            "support", torch.zeros(self.n_categories, config.n_keypoints, dtype=torch.bool)
         )
         self.register_buffer("depth_extent", torch.full((config.ensemble,), math.nan))
 
@@ -278,7 +263,7 @@ class Lifter(MethodModel):
         if category is None:
             return torch.zeros(batch_size, dtype=torch.long, device=device)
         category = category.long()
-        n = self.config.n_categories
+        n = self.n_categories
         if bool(((category < 0) | (category >= n)).any()):
             raise ConfigError(
                 f"lifter: the data has category labels {int(category.min())}..."
@@ -319,18 +304,39 @@ class Lifter(MethodModel):
             shape=point_loss(X_cyc, X, support, delta=delta),
         )
 
-    def losses(self, kp2d: Tensor, vis: Tensor | None, category: Tensor | None, step: int,
-               context: Tensor | None = None) -> StepOutput:
-        """The training objective for keypoints (B, K, 2), visibility (B, K), categories (B,)."""
+    def on_step(self, step: int) -> None:
+        """From ``cycle_start`` on, the BatchNorm layers run on their running statistics (see the
+        module doc: the cycle's synthetic views must not shift them)."""
+        cfg = self.config
+        if cfg.cycle_start is not None and step >= cfg.cycle_start:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def loss_weights(self) -> dict[str, float]:
+        # Members share no weights, so the sum of their losses (E x the mean over members, as
+        # they have as many rows each) trains each as if alone on its rows; the named losses
+        # are the members' means.
+        cfg, E = self.config, len(self.members)
+        return {
+            "reprojection": E,
+            "shape_prior": E * cfg.shape_prior_weight,
+            "camera": E * cfg.camera_weight,
+            "shape": E * cfg.shape_weight,
+        }
+
+    def losses(self, batch: Sample, step: int) -> LossOutput:
+        return self.objective(batch.kp2d, batch.vis, batch.category, step)
+
+    def objective(self, kp2d: Tensor, vis: Tensor | None, category: Tensor | None, step: int,
+                  context: Tensor | None = None) -> LossOutput:
+        """The unweighted losses for keypoints (B, K, 2), visibility (B, K), categories (B,)
+        and an optional context (B, C)."""
         cfg = self.config
         w = visibility(kp2d, vis)
         category = self.categories(category, kp2d.shape[0], kp2d.device)
         self.update_support(w, category)
         cycling = cfg.cycle_start is not None and step >= cfg.cycle_start
-        if cycling:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
         rows = self.member_rows(kp2d.shape[0])
 
         def stack(t: Tensor) -> Tensor:  # (E, B_member, ...): each member's rows
@@ -339,48 +345,37 @@ class Lifter(MethodModel):
         ww, cat = stack(w), stack(category)
         ctx = None if context is None else stack(context)
         norm, out = self.lift_members(stack(kp2d), ww, ctx)
-        # Members share no weights, so the sum of their losses (E x the mean over members, as
-        # they have as many rows each) trains each as if alone on its rows; the logs are the
-        # members' means.
         E = len(self.members)
-        l_rep = reprojection_loss(out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta)
-        loss = E * l_rep
-        logs = {"reprojection": l_rep.detach()}
+        losses = {
+            "reprojection": reprojection_loss(out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta)
+        }
         if cfg.shape_prior_weight > 0:
             # Each member's categories are groups of their own.
-            groups = cat + cfg.n_categories * torch.arange(E, device=cat.device)[:, None]
-            l_prior = shape_prior_loss(out.basis_shape.flatten(0, 1), groups.flatten(),
-                                       self.support[cat].flatten(0, 1))
-            loss = loss + E * cfg.shape_prior_weight * l_prior
-            logs["shape_prior"] = l_prior.detach()
+            groups = cat + self.n_categories * torch.arange(E, device=cat.device)[:, None]
+            losses["shape_prior"] = shape_prior_loss(
+                out.basis_shape.flatten(0, 1), groups.flatten(), self.support[cat].flatten(0, 1)
+            )
         if cycling:
             cycles = [
                 self.cycle_losses(LiftingOutput(*(t[e] for t in out)), cat[e],
                                   None if ctx is None else ctx[e], net=net)
                 for e, net in enumerate(self.members)
             ]
-            camera = torch.stack([c.camera for c in cycles]).sum()
-            shape = torch.stack([c.shape for c in cycles]).sum()
-            loss = loss + cfg.camera_weight * camera + cfg.shape_weight * shape
-            logs["camera"], logs["shape"] = camera.detach() / E, shape.detach() / E
+            losses["camera"] = torch.stack([c.camera for c in cycles]).sum() / E
+            losses["shape"] = torch.stack([c.shape for c in cycles]).sum() / E
         if self.training and E > 1:  # only training steps of an ensemble track extents
             new = depth_extent(out.shape_cam[..., 2].detach(), ww).to(self.depth_extent)
             old = self.depth_extent
             old.copy_(torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY)))
-        return StepOutput(loss, logs)
+        return LossOutput(losses, {})
 
     def lift_members(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None
                      ) -> tuple[Normalised, LiftingOutput]:
         """:meth:`lift` of member e on ``kp2d[e]`` (E, B, K, 2), ``vis[e]`` (E, B, K) and
-        ``context[e]`` (E, B, C), every output stacked (E, B, ...). Members with fitted
-        coefficients run as one batched network (:func:`~kp3d.nn.lifting.stacked_lift`, the same
-        function, with less per-operation overhead)."""
+        ``context[e]`` (E, B, C), every output stacked (E, B, ...), one member after the other."""
         norm = normalise_keypoints(kp2d, vis)
-        members = self.members
-        if all(isinstance(m, LiftingNet) and m.alpha_head is None for m in members):
-            return norm, stacked_lift(members, norm.kp2d, vis, context)
         outs = [net(norm.kp2d[e], vis[e], None if context is None else context[e])
-                for e, net in enumerate(members)]
+                for e, net in enumerate(self.members)]
         return norm, LiftingOutput(*(torch.stack(field) for field in zip(*outs, strict=True)))
 
     def kept_members(self) -> list[LiftingNet]:
@@ -408,9 +403,6 @@ class Lifter(MethodModel):
         size = batch_size // n
         return [slice(i * size, (i + 1) * size) for i in range(n)]
 
-    def training_step(self, batch: Sample, step: int) -> StepOutput:
-        return self.losses(batch.kp2d, batch.vis, batch.category, step)
-
     def artifacts(self) -> dict[str, Tensor]:
         """``canonical_shape`` (K, 3), the shape of zero coefficients (the bias shape), and
         ``shape_basis`` (n, K, 3), the learned basis shapes (centred, unit RMS); normalised
@@ -433,9 +425,6 @@ class Lifter(MethodModel):
         preds = []
         for net in self.kept_members():
             norm, out = self.lift(batch.kp2d, batch.vis, net=net)
-            if self.config.refine_steps > 0 and self.config.coefficient_ridge > 0:
-                out = net.refine_rotations(out.R, norm.kp2d, visibility(batch.kp2d, batch.vis),
-                                           steps=self.config.refine_steps)
             preds.append(lifting_predictions(out, norm, batch.vis))
         pred = preds[0]
         if len(preds) > 1:
@@ -452,3 +441,8 @@ class Lifter(MethodModel):
 
 def build(config: LifterConfig) -> Lifter:
     return Lifter(config)
+
+
+def configure(config: LifterConfig, dataset: Dataset[Sample]) -> LifterConfig:
+    """The number of keypoints and of categories from the data, where unset."""
+    return categories_from_data(keypoints_from_data(config, dataset), dataset)
