@@ -290,7 +290,7 @@ class ArticulatedCategory:
         joints, frames = self.pose(p)
         verts, local, joint_radius = self.dress(joints, frames, p)
         normals = vertex_normals(verts, self.faces)
-        B, V = p["view_azimuth"].shape
+        V = p["view_azimuth"].shape[1]
         flat = {k[5:]: t.flatten(0, 1) for k, t in p.items() if k.startswith("view_")}
 
         def rep(t: Tensor) -> Tensor:  # (B, ...) -> (B * V, ...), instance-major like `flat`

@@ -115,9 +115,7 @@ def make_rig(views: int, size: int, seed: int) -> Rig:
     target = np.stack(
         (rng.uniform(-0.1, 0.1, views), np.full(views, 0.6), rng.uniform(-0.1, 0.1, views)), -1
     )
-    centre = target + np.stack(
-        (dist * np.sin(az), height - 0.6, dist * np.cos(az)), -1
-    )
+    centre = target + np.stack((dist * np.sin(az), height - 0.6, dist * np.cos(az)), -1)
     back = centre - target
     rng_d = np.linalg.norm(back, axis=-1)
     elevation = np.arcsin(back[:, 1] / rng_d)
@@ -127,14 +125,19 @@ def make_rig(views: int, size: int, seed: int) -> Rig:
     room = _sample_room(rng)
 
     f32 = torch.float32
-    R = scene.orbit_rotation(torch.tensor(az, dtype=f32), torch.tensor(elevation, dtype=f32),
-                             torch.zeros(views, dtype=f32))
+    R = scene.orbit_rotation(
+        torch.tensor(az, dtype=f32),
+        torch.tensor(elevation, dtype=f32),
+        torch.zeros(views, dtype=f32),
+    )
     C = torch.tensor(centre, dtype=f32)
     t = -scene.apply(R, C[:, None])[:, 0]
     K = scene.intrinsics(torch.tensor(fov, dtype=f32), size)
     background = render_room(room, K, R, t, size)
     return Rig(
-        intrinsics=K, extrinsics=torch.cat((R, t[..., None]), -1), background=background,
+        intrinsics=K,
+        extrinsics=torch.cat((R, t[..., None]), -1),
+        background=background,
         light=torch.tensor(light / np.linalg.norm(light), dtype=f32),
     )
 
@@ -167,7 +170,6 @@ def render_room(room: dict[str, np.ndarray], K: Tensor, R: Tensor, t: Tensor, si
         room: from :func:`_sample_room`.
         K, R, t: (V, 3, 3), (V, 3, 3), (V, 3) cameras, world to camera.
     """
-    V = K.shape[0]
     sub = (torch.arange(2 * size, dtype=torch.float64) + 0.5) / 2  # pixel coordinates
     v_, u_ = torch.meshgrid(sub, sub, indexing="ij")
     K, R, t = K.double(), R.double(), t.double()
@@ -184,7 +186,9 @@ def render_room(room: dict[str, np.ndarray], K: Tensor, R: Tensor, t: Tensor, si
         return torch.where(s > 0, s, big)
 
     h = ROOM_HALF
-    s_y = torch.where(d[..., 1] < 0, hit(1, torch.zeros_like(x)), hit(1, torch.full_like(x, ROOM_HEIGHT)))
+    s_y = torch.where(
+        d[..., 1] < 0, hit(1, torch.zeros_like(x)), hit(1, torch.full_like(x, ROOM_HEIGHT))
+    )
     s_x = hit(0, torch.where(d[..., 0] > 0, h, -h) * torch.ones_like(x))
     s_z = hit(2, torch.where(d[..., 2] > 0, h, -h) * torch.ones_like(x))
     s = torch.minimum(torch.minimum(s_x, s_y), s_z)
@@ -199,7 +203,12 @@ def render_room(room: dict[str, np.ndarray], K: Tensor, R: Tensor, t: Tensor, si
     fx, fz = torch.frac(px / tile).abs(), torch.frac(pz / tile).abs()
     edge = torch.minimum(torch.minimum(fx, 1 - fx), torch.minimum(fz, 1 - fz))
     floor = floor * torch.where(edge < 0.04, 0.6, 1.0)[..., None]
-    floor = floor * (1 + 0.08 * torch.sin(1.3 * px + f["phase"][0]) * torch.sin(0.9 * pz + f["phase"][1]))[..., None]
+    floor = (
+        floor
+        * (1 + 0.08 * torch.sin(1.3 * px + f["phase"][0]) * torch.sin(0.9 * pz + f["phase"][1]))[
+            ..., None
+        ]
+    )
 
     # Walls: index 0..3 for +x, -x, +z, -z; the coordinate along each wall.
     on_x = s_x <= torch.minimum(s_y, s_z)
@@ -218,7 +227,9 @@ def render_room(room: dict[str, np.ndarray], K: Tensor, R: Tensor, t: Tensor, si
     ceiling = torch.full_like(floor, 0.85)
     floor_hit = (s_y <= torch.minimum(s_x, s_z)) & (d[..., 1] < 0)
     ceil_hit = (s_y <= torch.minimum(s_x, s_z)) & (d[..., 1] >= 0)
-    color = torch.where(floor_hit[..., None], floor, torch.where(ceil_hit[..., None], ceiling, walls))
+    color = torch.where(
+        floor_hit[..., None], floor, torch.where(ceil_hit[..., None], ceiling, walls)
+    )
     # Light falls off gently with the distance from the room's centre.
     color = color * (1.05 - 0.05 * (P[..., [0, 2]].norm(dim=-1) / h))[..., None]
     img = color.clamp(0, 1).permute(0, 3, 1, 2)  # (V, 3, 2S, 2S)
@@ -266,7 +277,12 @@ def moment_params(
 
 
 def render_moments(
-    category: ArticulatedCategory, indices: Sequence[int], rig: Rig, *, n: int, sequences: int,
+    category: ArticulatedCategory,
+    indices: Sequence[int],
+    rig: Rig,
+    *,
+    n: int,
+    sequences: int,
     seed: int,
 ) -> tuple[scene.Rendered, Tensor]:
     """Render moments ``indices`` of a rig set in one batch, on the calling thread.
@@ -281,7 +297,6 @@ def render_moments(
     ]
     p = scene.stack_params(params)
     B = len(indices)
-    size = rig.background.shape[-1]
     joints, frames = category.pose(p)
     verts, local, joint_radius = category.dress(joints, frames, p)
     # Place the body: turn it to its heading, stand it on the floor, move it in the volume.
@@ -299,8 +314,20 @@ def render_moments(
     background = (rig.background[None] * p["gain"][..., None, None]).flatten(0, 1).clamp(0, 1)
     ones = torch.ones(B * V)
     out = category.shade(
-        verts, normals, local, joints, joint_radius, p, R=R, t=t, K=K, light=light,
-        ambient=0.45 * ones, diffuse=0.6 * ones, background=background, views=V,
+        verts,
+        normals,
+        local,
+        joints,
+        joint_radius,
+        p,
+        R=R,
+        t=t,
+        K=K,
+        light=light,
+        ambient=0.45 * ones,
+        diffuse=0.6 * ones,
+        background=background,
+        views=V,
     )
     return out, joints
 
@@ -317,8 +344,15 @@ def get_rig(views: int, size: int, seed: int) -> Rig:
 
 
 def generate_rig(
-    category: str, n: int, *, views: int, sequences: int = 1, size: int = 64, seed: int = 0,
-    articulation: float | None = None, indices: Sequence[int] | None = None,
+    category: str,
+    n: int,
+    *,
+    views: int,
+    sequences: int = 1,
+    size: int = 64,
+    seed: int = 0,
+    articulation: float | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[Sample]:
     """Moments of a rig set in memory, one :class:`Sample` per moment with a leading view axis.
 
@@ -341,8 +375,9 @@ def generate_rig(
     from kp3d.data.synth import CATEGORIES, _one_thread, check_options, get_category
 
     if category not in ("creature", "quadruped"):
-        raise ConfigError(f"--rig renders the articulated categories (creature, quadruped), "
-                          f"not {category!r}")
+        raise ConfigError(
+            f"--rig renders the articulated categories (creature, quadruped), not {category!r}"
+        )
     check_options(size, 1, False, n)
     check_rig(views, sequences, n)
     gen = get_category(category, articulation=articulation)
@@ -354,7 +389,7 @@ def generate_rig(
     from kp3d.data.synth import CHUNK, to_samples
 
     for lo in range(0, len(idx), CHUNK):
-        chunk = idx[lo:lo + CHUNK]
+        chunk = idx[lo : lo + CHUNK]
         with torch.no_grad(), _one_thread():
             r, _ = render_moments(gen, chunk, rig, n=n, sequences=sequences, seed=seed)
         for s in to_samples(r, chunk, cid, multiview=True):
@@ -363,6 +398,21 @@ def generate_rig(
     return out
 
 
-__all__ = ["KEY_EVERY", "MAX_VIEWS", "MIN_VIEWS", "ROOM_HALF", "ROOM_HEIGHT", "VOLUME_RADIUS",
-           "Rig", "check_rig", "clip_bounds", "clip_of", "generate_rig", "get_rig", "make_rig",
-           "moment_params", "render_moments", "render_room"]
+__all__ = [
+    "KEY_EVERY",
+    "MAX_VIEWS",
+    "MIN_VIEWS",
+    "ROOM_HALF",
+    "ROOM_HEIGHT",
+    "VOLUME_RADIUS",
+    "Rig",
+    "check_rig",
+    "clip_bounds",
+    "clip_of",
+    "generate_rig",
+    "get_rig",
+    "make_rig",
+    "moment_params",
+    "render_moments",
+    "render_room",
+]
