@@ -22,7 +22,8 @@ from kp3d.metrics.probe import (
     triangulated_keypoints,
 )
 
-SMALL = ProbeConfig(hidden=32, steps=60, batch=16, fractions=(0.1, 1.0))
+SMALL = ProbeConfig(hidden=32, steps=60, batch=16, fractions=(0.1, 1.0), ridge=0.0)
+EXACT = ProbeConfig(ridge=0.0)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -43,7 +44,7 @@ def test_linear_probe_recovers_an_exact_linear_function() -> None:
     joints = _joints(200)
     # Keypoints carry the joints: the joints are an exact linear function of them.
     kp = joints * 2.0 + 1.0
-    probe = fit_probe(kp[:150], joints[:150], kind="linear")
+    probe = fit_probe(kp[:150], joints[:150], kind="linear", config=EXACT)
     pred = probe.predict(kp[150:])
     assert torch.allclose(pred, root_relative(joints[150:]), atol=1e-6)
 
@@ -53,7 +54,7 @@ def test_linear_probe_matches_the_closed_form_least_squares() -> None:
     kp = _linear_keypoints(joints, k=3) + 0.1 * torch.randn(
         80, 3, 3, generator=_gen(5), dtype=torch.float64
     )
-    probe = fit_probe(kp, joints, kind="linear", config=ProbeConfig())
+    probe = fit_probe(kp, joints, kind="linear", config=EXACT)
     # Independent reference: the pseudo-inverse on centred inputs with a bias column.
     x = (kp - kp.mean(1, keepdim=True)).flatten(1)
     X = torch.cat((x, torch.ones(80, 1, dtype=x.dtype)), 1)
@@ -66,7 +67,7 @@ def test_known_error_on_noisy_test_keypoints() -> None:
     joints = _joints(300, seed=2)
     kp = joints.clone()
     noise = 0.05 * torch.randn(100, 6, 3, generator=_gen(3), dtype=torch.float64)
-    probe = fit_probe(kp[:200], joints[:200], kind="linear", config=ProbeConfig())
+    probe = fit_probe(kp[:200], joints[:200], kind="linear", config=EXACT)
     pred = probe.predict(kp[200:] + noise)
     # The probe learned x -> x - x_root exactly; its error is the noise relative to the root's.
     expected = root_relative(noise).norm(dim=-1).mean()
@@ -77,7 +78,7 @@ def test_known_error_on_noisy_test_keypoints() -> None:
         joints[:200],
         kp[200:] + noise,
         joints[200:],
-        config=ProbeConfig(fractions=(1.0,)),
+        config=ProbeConfig(fractions=(1.0,), ridge=0.0),
         kinds=("linear",),
     )
     assert math.isclose(table["linear"]["100%"]["mpjpe"], float(expected), rel_tol=1e-6)
@@ -100,6 +101,10 @@ def test_probe_table_shares_and_keys() -> None:
     joints = _joints(100)
     kp = _linear_keypoints(joints)
     t = probe_table(kp[:80], joints[:80], kp[80:], joints[80:], config=SMALL)
+    only = probe_table(
+        kp[:80], joints[:80], kp[80:], joints[80:], config=ProbeConfig(kinds=("linear",))
+    )
+    assert set(only) == {"linear"}
     assert set(t) == {"linear", "mlp"} and set(t["linear"]) == {"10%", "100%"}
     assert t["linear"]["10%"]["train"] == 8 and t["linear"]["100%"]["train"] == 80
     assert set(t["mlp"]["10%"]) == {"mpjpe", "n_mpjpe", "p_mpjpe", "train"}
@@ -109,6 +114,8 @@ def test_probe_table_shares_and_keys() -> None:
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="fractions"):
         ProbeConfig(fractions=(0.0,))
+    with pytest.raises(ValueError, match="kinds"):
+        ProbeConfig(kinds=("cubic",))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="as many"):
         fit_probe(torch.zeros(3, 2, 3), torch.zeros(4, 2, 3), kind="linear")
     with pytest.raises(ValueError, match="kind"):
@@ -217,3 +224,20 @@ def test_evaluate_multiview_world_and_per_view_keypoints() -> None:
     assert res["relative_pose"]["pairs"] == 20 * 3
     with pytest.raises(ValueError, match="both"):
         evaluate_multiview(fit.joints, per_view(test), fit, test)
+
+
+def test_ridge_matches_the_normal_equations() -> None:
+    joints = _joints(30, seed=17)
+    kp = torch.randn(30, 4, 3, generator=_gen(18), dtype=torch.float64)
+    probe = fit_probe(kp, joints, kind="linear", config=ProbeConfig(ridge=0.1))
+    # Naive twin on the standardised design, as the docstring states.
+    x = (kp - kp.mean(1, keepdim=True)).flatten(1)
+    x = (x - x.mean(0)) / x.std(0, unbiased=False)
+    y = root_relative(joints).flatten(1)
+    sd = y.std(0, unbiased=False)
+    sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
+    ys = (y - y.mean(0)) / sd
+    A = torch.cat((x, torch.ones(30, 1, dtype=x.dtype)), 1)
+    lam = 0.1 * A.square().sum(0).mean()
+    W = torch.linalg.solve(A.T @ A + lam * torch.eye(A.shape[1], dtype=A.dtype), A.T @ ys)
+    assert torch.allclose(probe.weights[0], W, atol=1e-10)
