@@ -241,3 +241,15 @@ def test_ridge_matches_the_normal_equations() -> None:
     lam = 0.1 * A.square().sum(0).mean()
     W = torch.linalg.solve(A.T @ A + lam * torch.eye(A.shape[1], dtype=A.dtype), A.T @ ys)
     assert torch.allclose(probe.weights[0], W, atol=1e-10)
+
+
+def test_truth_from_a_rig_batch() -> None:
+    from kp3d.data.schema import collate
+    from kp3d.data.synth.rig import generate_rig
+
+    batch = collate(generate_rig("quadruped", 4, views=2, size=32, seed=3))
+    truth = MultiviewTruth.from_batch(batch)
+    assert truth.joints.shape == (4, 18, 3) and truth.kp2d.shape == (4, 2, 18, 2)
+    assert torch.allclose(truth.in_frame(1).float(), batch.kp3d[:, 1], atol=1e-5)
+    tri = triangulated_keypoints(truth.kp2d, truth.intrinsics, truth.extrinsics)
+    assert torch.allclose(tri, truth.joints, atol=1e-3)

@@ -147,7 +147,8 @@ def _mlp(
     for i in range(0, len(w) - 2, 2):
         h = torch.relu(h @ w[i] + w[i + 1])
         if dropout > 0:
-            keep = torch.rand(h.shape, generator=generator, dtype=h.dtype) >= dropout
+            # Drawn on the CPU generator, so the masks do not depend on the device.
+            keep = (torch.rand(h.shape, generator=generator) >= dropout).to(h.device)
             h = h * keep / (1 - dropout)
     return h @ w[-2] + w[-1]
 
