@@ -23,6 +23,15 @@ colours (the framing follows the pose). The value used is recorded in meta.json'
 [LO, HI] degrees (0 sees the front, 90 the left side, 180 the back; default all around), e.g.
 ``-90 90`` for a collection without views from behind, as photographs of faces are. Recorded in
 meta.json's ``options`` too.
+
+``--rig V`` (``creature`` and ``quadruped`` only) renders a capture studio instead: V fixed,
+calibrated cameras around a room (different azimuths and heights, all looking at the working
+volume), one static background per camera (written to ``backgrounds/cam<v>.png``), and ``--n``
+moments of one animal moving in the volume, cut into ``--sequences S`` smooth motion clips (one
+individual each). Ground truth adds world joints (``joints3d``) and each moment's clip
+(:mod:`kp3d.data.synth.rig`)::
+
+    kp3d synth creature --rig 4 --sequences 20 --n 2000 --out data/creature-rig4
 """
 
 from __future__ import annotations
@@ -52,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--azimuth", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                         help="creature/quadruped only: camera azimuth range in degrees, 0 = the "
                              "front, 180 = the back (default: all around); -90 90 = front half")
+    parser.add_argument("--rig", type=int, default=None, metavar="V",
+                        help="creature/quadruped only: a capture rig of V (2..8) fixed calibrated "
+                             "cameras in a room; --n counts moments")
+    parser.add_argument("--sequences", type=int, default=None, metavar="S",
+                        help="with --rig: cut the moments into S smooth motion clips (default: 1)")
     parser.add_argument("--start", type=int, default=0, help="index of the first instance (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -81,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
             "sfm_model_contours.json (e.g. --sfm-dir ../shared/assets/sfm)"
         )
     check_write(args.out, args.n, size=args.size, seed=args.seed, views=args.views,
-                pairs=args.pairs, start=args.start, workers=args.workers, overwrite=args.overwrite)
+                pairs=args.pairs, start=args.start, workers=args.workers, overwrite=args.overwrite,
+                rig=args.rig, sequences=args.sequences, category=args.category,
+                azimuth=args.azimuth)
     # A bad model folder fails before the bar.
     get_category(args.category, sfm_dir=args.sfm_dir, articulation=args.articulation,
                  azimuth=args.azimuth)
@@ -100,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         out = write(args.out, args.category, args.n, size=args.size, seed=args.seed,
                     views=args.views, pairs=args.pairs, sfm_dir=args.sfm_dir, start=args.start,
                     workers=args.workers, overwrite=args.overwrite, progress=advance,
-                    articulation=args.articulation, azimuth=args.azimuth)
+                    articulation=args.articulation, azimuth=args.azimuth, rig=args.rig,
+                    sequences=args.sequences)
     dt = time.perf_counter() - t0
     console.print(f"wrote {args.n} {args.category} instances to {out} in {dt:.1f} s "
                   f"({args.n / dt:.0f}/s)")

@@ -17,6 +17,8 @@ intrinsics     (3, 3) float32        pinhole intrinsics in pixels of ``image``
 extrinsics     (3, 4) float32        world-to-camera ``[R | t]`` (multi-view sets)
 ortho          (3,) float32          orthographic camera ``(s, tx, ty)``: u = s X + tx, v = s Y + ty
 view           () int64              view index within a multi-view instance
+background     (3, H, W) float32     the scene without the object, as this view sees it (static
+                                     cameras: rig sets' backgrounds, or a per-pixel median)
 instance       () int64              object instance id (shared by the views of one instance)
 category       () int64              category label (multi-category sets)
 name           str                   where the sample came from (file name), for messages
@@ -40,7 +42,7 @@ from torch import Tensor
 
 TENSOR_FIELDS: tuple[str, ...] = (
     "image", "mask", "depth", "kp2d", "vis", "kp3d", "intrinsics", "extrinsics", "ortho",
-    "view", "instance", "category",
+    "view", "instance", "category", "background",
 )
 
 
@@ -60,6 +62,7 @@ class Sample:
     view: Tensor | None = None
     instance: Tensor | None = None
     category: Tensor | None = None
+    background: Tensor | None = None
     name: str | list[str] | None = None
 
     def present(self) -> tuple[str, ...]:

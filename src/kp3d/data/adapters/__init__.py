@@ -46,6 +46,7 @@ ADAPTERS: dict[str, str] = {
     "aflw": "kp3d.data.adapters.aflw",
     "cub": "kp3d.data.adapters.cub",
     "coco": "kp3d.data.adapters.coco",
+    "rig": "kp3d.data.adapters.rig",
     "image_folder": "kp3d.data.adapters.image_folder",
 }
 

@@ -29,6 +29,11 @@ depth buffer); ``kp3d`` (N, V, K, 3) float32 camera frame (x right, y down, z fo
 ``intrinsics`` (N, V, 3, 3) and ``extrinsics`` (N, V, 3, 4) float32, world (the instance's own
 frame) to camera; ``instance`` (N,) int64; with ``pairs`` also ``relative_rotation`` (N, 3, 3),
 ``R_1 R_0^T``, which maps directions in view 0's camera frame to view 1's.
+Rig sets (``--rig V``, :mod:`kp3d.data.synth.rig`) add ``joints3d`` (N, K, 3) float32 world
+joints (y up, metres, floor at y = 0) and ``clip`` (N,) int64 motion clip of each moment; their
+extrinsics are the same for every moment (fixed cameras; world = the room's frame), meta.json
+adds ``rig`` (V), ``sequences`` and ``backgrounds``, and ``backgrounds/cam<v>.png`` holds each
+camera's empty room (8-bit RGB), served as every sample's ``background`` (V, 3, S, S).
 Everything is written to a temporary folder beside ROOT and renamed into place at the end, so
 ROOT is never half-written (a failed run leaves what was there before).
 
@@ -121,6 +126,9 @@ class _Job:
     views: int
     pairs: bool
     folder: str
+    rig: int | None = None
+    sequences: int = 1
+    n: int = 0
 
 
 def _render_and_save(job: _Job, indices: range) -> dict[str, np.ndarray]:
@@ -129,7 +137,17 @@ def _render_and_save(job: _Job, indices: range) -> dict[str, np.ndarray]:
 
     gen = get_category(job.category, sfm_dir=job.sfm_dir, articulation=job.articulation,
                        azimuth=job.azimuth)
-    r = render_indices(gen, indices, size=job.size, seed=job.seed, views=job.views, pairs=job.pairs)
+    joints = None
+    if job.rig is not None:
+        from kp3d.data.synth import _one_thread
+        from kp3d.data.synth.rig import get_rig, render_moments
+
+        with torch.no_grad(), _one_thread():
+            r, joints = render_moments(gen, indices, get_rig(job.rig, job.size, job.seed),  # type: ignore[arg-type]
+                                       n=job.n, sequences=job.sequences, seed=job.seed)
+    else:
+        r = render_indices(gen, indices, size=job.size, seed=job.seed, views=job.views,
+                           pairs=job.pairs)
     folder = Path(job.folder)
     image = (r.image.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
     depth = (r.depth.double() / DEPTH_SCALE).round()
@@ -145,6 +163,8 @@ def _render_and_save(job: _Job, indices: range) -> dict[str, np.ndarray]:
             (folder / "images" / f"{stem}.png").write_bytes(png_bytes(image[b, v]))
             (folder / "depth" / f"{stem}.png").write_bytes(png_bytes(depth[b, v]))
     out = {k: getattr(r, k).numpy() for k in ARRAYS}
+    if joints is not None:
+        out["joints3d"] = joints.numpy()
     if job.pairs:
         R = r.extrinsics[:, :, :, :3].double()
         out["relative_rotation"] = (R[:, 1] @ R[:, 0].transpose(-1, -2)).float().numpy()
@@ -166,6 +186,10 @@ def check_write(
     start: int,
     workers: int,
     overwrite: bool,
+    rig: int | None = None,
+    sequences: int | None = None,
+    category: str | None = None,
+    azimuth: Sequence[float] | None = None,
 ) -> None:
     """The checks :func:`write` makes before any work.
 
@@ -176,6 +200,21 @@ def check_write(
     from kp3d.data.synth import check_options
 
     check_options(size, views, pairs, n)
+    if rig is None and sequences is not None:
+        raise ConfigError("--sequences splits the moments of a --rig set; it needs --rig V")
+    if rig is not None:
+        from kp3d.data.synth.rig import check_rig
+
+        if views != 1 or pairs:
+            raise ConfigError("--rig V renders V fixed cameras; it excludes --views and --pairs")
+        if start != 0:
+            raise ConfigError(f"--rig sets start at moment 0 (the clips span the set), got "
+                              f"--start {start}")
+        if azimuth is not None:
+            raise ConfigError("--rig places its own cameras around the room; drop --azimuth")
+        if category is not None and category not in ("creature", "quadruped"):
+            raise ConfigError(f"--rig renders creature or quadruped, not {category!r}")
+        check_rig(rig, 1 if sequences is None else sequences, n)
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if start < 0 or seed < 0:
@@ -200,8 +239,14 @@ def write(
     progress: Callable[[int], None] | None = None,
     articulation: float | None = None,
     azimuth: Sequence[float] | None = None,
+    rig: int | None = None,
+    sequences: int | None = None,
 ) -> Path:
     """Generate a synthetic set and write it to ``out`` (layout in the module doc).
+
+    ``rig`` V (``creature`` / ``quadruped``): N moments seen by V fixed calibrated cameras in a
+    room (:mod:`kp3d.data.synth.rig`), cut into ``sequences`` motion clips (default 1); the
+    set gains ``backgrounds/cam<v>.png`` and the arrays ``joints3d`` and ``clip``.
 
     Instance ``i`` depends only on ``(seed, i)`` and the options, so any ``workers`` gives the
     same files. ``progress`` is called with the number of instances finished after each chunk.
@@ -235,10 +280,15 @@ def write(
         start=start,
         workers=workers,
         overwrite=overwrite,
+        rig=rig,
+        sequences=sequences,
+        category=category,
+        azimuth=azimuth,
     )
     view_range = check_azimuth(category, azimuth)
     gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation, azimuth=view_range)
-    V = 2 if pairs else views
+    V = rig if rig is not None else 2 if pairs else views
+    S = 1 if sequences is None else sequences
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -255,7 +305,18 @@ def write(
             views=views,
             pairs=pairs,
             folder=str(tmp),
+            rig=rig,
+            sequences=S,
+            n=n,
         )
+        if rig is not None:
+            from kp3d.data.synth.rig import get_rig
+
+            (tmp / "backgrounds").mkdir()
+            bg = get_rig(rig, size, seed).background
+            bg = (bg.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            for v in range(rig):
+                (tmp / "backgrounds" / f"cam{v}.png").write_bytes(png_bytes(bg[v]))
         chunks = [range(lo, min(lo + CHUNK, start + n)) for lo in range(start, start + n, CHUNK)]
         parts: list[dict[str, np.ndarray]] = []
         if workers == 1:
@@ -276,6 +337,10 @@ def write(
                         progress(len(idx))
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         arrays["instance"] = np.arange(start, start + n, dtype=np.int64)
+        if rig is not None:
+            from kp3d.data.synth.rig import clip_of
+
+            arrays["clip"] = clip_of(n, S)
         np.savez(tmp / "annotations.npz", **arrays)
         meta = {
             "format": FORMAT,
@@ -306,6 +371,10 @@ def write(
             "depth_scale": DEPTH_SCALE,
             "files": "%06d.png" if V == 1 else "%06d_v<view>.png",
         }
+        if rig is not None:
+            meta["rig"] = rig
+            meta["sequences"] = S
+            meta["backgrounds"] = "backgrounds/cam<view>.png"
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         _replace(tmp, out)
     except BaseException:
@@ -399,6 +468,16 @@ class SynthSet(Dataset[Sample]):
             "extrinsics": torch.from_numpy(self._arrays["extrinsics"]),
         }
         self._category = torch.tensor(int(self.meta["category_id"]))
+        self.joints3d: np.ndarray | None = self._arrays.get("joints3d")
+        """Rig sets: (N, K, 3) world joints (metres) of every stored moment, else None."""
+        self.clips: np.ndarray | None = self._arrays.get("clip")
+        """Rig sets: (N,) motion clip of every stored moment, else None."""
+        self._background: torch.Tensor | None = None
+        if "rig" in self.meta:
+            self._background = torch.stack([
+                load_image(root / "backgrounds" / f"cam{v}.png", size=size)[0]
+                for v in range(self.views)
+            ])
 
     @staticmethod
     def _read_meta(path: Path) -> dict[str, Any]:
@@ -436,6 +515,8 @@ class SynthSet(Dataset[Sample]):
             "extrinsics": (n, V, 3, 4),
             "instance": (n,),
         }
+        if "rig" in self.meta:
+            expect.update(joints3d=(n, K, 3), clip=(n,))
         for k, shape in expect.items():
             if k not in arrays:
                 raise DataError(f"{path}: missing array {k!r}")
@@ -477,6 +558,8 @@ class SynthSet(Dataset[Sample]):
         image, mask, depth = (torch.stack(x) for x in zip(*loaded))
         fields = {k: t[row, views] for k, t in self._t.items()}
         fields.update(image=image, mask=mask, depth=depth)
+        if self._background is not None:
+            fields["background"] = self._background[views]
         multiview = self.views > 1 and not flat
         if not multiview:
             fields = {k: t[0] for k, t in fields.items()}

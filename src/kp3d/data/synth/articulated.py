@@ -290,7 +290,7 @@ class ArticulatedCategory:
         joints, frames = self.pose(p)
         verts, local, joint_radius = self.dress(joints, frames, p)
         normals = vertex_normals(verts, self.faces)
-        B, V = p["view_azimuth"].shape
+        V = p["view_azimuth"].shape[1]
         flat = {k[5:]: t.flatten(0, 1) for k, t in p.items() if k.startswith("view_")}
 
         def rep(t: Tensor) -> Tensor:  # (B, ...) -> (B * V, ...), instance-major like `flat`
@@ -308,6 +308,39 @@ class ArticulatedCategory:
         for _ in range(2):
             t = t + scene.frame_object(scene.apply(R, rep(verts), t), K, size, flat["fill"],
                                        flat["shift"])
+        return self.shade(verts, normals, local, joints, joint_radius, p, R=R, t=t, K=K,
+                          light=flat["light"], ambient=flat["ambient"], diffuse=flat["diffuse"],
+                          background=scene.render_background(flat, size), views=V)
+
+    def shade(
+        self, verts: Tensor, normals: Tensor, local: Tensor, joints: Tensor, joint_radius: Tensor,
+        p: dict[str, Tensor], *, R: Tensor, t: Tensor, K: Tensor, light: Tensor, ambient: Tensor,
+        diffuse: Tensor, background: Tensor, views: int,
+    ) -> scene.Rendered:
+        """Rasterise and shade posed bodies seen by known cameras, over given backgrounds.
+
+        Args:
+            verts, normals, local: (B, N, 3) world vertices, world normals and part-local
+                texture coordinates (:meth:`dress`).
+            joints: (B, J, 3) world joints; joint_radius: (B, J) (:meth:`dress`).
+            p: the stacked instance parameters (colours and pattern, B instances).
+            R, t, K: (B * V, 3, 3), (B * V, 3), (B * V, 3, 3) world-to-camera rotation,
+                translation and intrinsics, instance-major.
+            light: (B * V, 3) unit direction towards the light in each camera's frame;
+                ambient, diffuse: (B * V,).
+            background: (B * V, 3, S, S) what each view shows where no body is.
+            views: V.
+
+        Returns:
+            :class:`kp3d.data.synth.scene.Rendered` with leading axes (B, V).
+        """
+        V = views
+        B = verts.shape[0]
+        size = background.shape[-1]
+
+        def rep(x: Tensor) -> Tensor:
+            return x.repeat_interleave(V, 0)
+
         cam = scene.apply(R, rep(verts), t)
         screen = torch.cat((scene.project(cam, K), cam[..., 2:]), -1)
         frags = rasterize(screen, self.faces, (size, size), cull_backfaces=True)
@@ -317,9 +350,8 @@ class ArticulatedCategory:
         n = pix[:, :3] / pix[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-9)
         img = hit // (size * size)  # image of each covered pixel
         albedo = self._albedo(frags.face.reshape(-1)[hit], img // V, pix[:, 3:], p)
-        shaded = scene.lambert(n, albedo, flat["light"][img], flat["ambient"][img],
-                               flat["diffuse"][img])
-        image = scene.composite(scene.render_background(flat, size), hit, shaded)
+        shaded = scene.lambert(n, albedo, light[img], ambient[img], diffuse[img])
+        image = scene.composite(background, hit, shaded)
 
         kp3d = scene.apply(R, rep(joints), t)
         kp2d = scene.project(kp3d, K)
