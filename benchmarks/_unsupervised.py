@@ -23,15 +23,25 @@ def add_run_arguments(
     parser.add_argument("--methods", nargs="+", default=["autolink", "autolink3d"])
     parser.add_argument("--k", type=int, nargs="+", default=list(k))
     parser.add_argument("--minutes", type=float, default=minutes, help="training budget per run")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default=clock,
-                        help="what --minutes measures: wall-clock or the process's CPU time")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default=clock,
+        help="what --minutes measures: wall-clock or the process's CPU time",
+    )
     parser.add_argument("--steps", type=int, default=None, help="step budget instead of --minutes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="extra method-config values, e.g. n_basis=8 decoder_input=edges+depth "
-                             "(JSON values; anything that is not JSON is taken as a string)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra method-config values, e.g. n_basis=8 decoder_input=edges+depth "
+        "(JSON values; anything that is not JSON is taken as a string)",
+    )
 
 
 def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
@@ -68,18 +78,27 @@ def run_grid(
     if args.threads:
         torch.set_num_threads(args.threads)
     extra = parse_set(args.set)
-    budget = ({"steps": args.steps, "minutes": None} if args.steps
-              else {"steps": None, "minutes": args.minutes, "clock": args.clock})
+    budget = (
+        {"steps": args.steps, "minutes": None}
+        if args.steps
+        else {"steps": None, "minutes": args.minutes, "clock": args.clock}
+    )
     rows = []
     for method in args.methods:
         for k in args.k:
             run_dir = args.out / f"{method}-k{k}"
             row = train_and_score(
-                method, data, fit, test, run_dir,
+                method,
+                data,
+                fit,
+                test,
+                run_dir,
                 method_config={"k": k, "image_size": args.size, **extra},
-                budget=budget, seed=args.seed,
-                data_info=None if data_path is None else {
-                    "path": str(data_path.resolve()), "size": args.size, "format": None},
+                budget=budget,
+                seed=args.seed,
+                data_info=None
+                if data_path is None
+                else {"path": str(data_path.resolve()), "size": args.size, "format": None},
             )
             row["budget"] = budget
             if after is not None:
@@ -115,9 +134,15 @@ def train_and_score(
     from kp3d.viz.report import draw_overlay, montage
 
     t0, c0 = time.perf_counter(), time.process_time()
-    done = train(method, data, run_dir, method_config=method_config,
-                 train_config=TrainConfig(seed=seed, **budget),
-                 resume=(run_dir / "config.json").exists(), data_info=data_info)
+    done = train(
+        method,
+        data,
+        run_dir,
+        method_config=method_config,
+        train_config=TrainConfig(seed=seed, **budget),
+        resume=(run_dir / "config.json").exists(),
+        data_info=data_info,
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     run = load_run(run_dir)
     with torch.no_grad():
@@ -126,8 +151,9 @@ def train_and_score(
         pred = run.model.predict(shown)
     skeleton = run.model.artifacts().get("skeleton")
     edges = [] if skeleton is None else spanning_edges(skeleton.float().numpy())
-    tiles = [draw_overlay(shown.image[i], pred.kp2d[i].numpy(), edges)
-             for i in range(len(shown.name))]
+    tiles = [
+        draw_overlay(shown.image[i], pred.kp2d[i].numpy(), edges) for i in range(len(shown.name))
+    ]
     montage(tiles).save(run_dir / "montage.png")
     steps = done.steps
     return {

@@ -57,8 +57,10 @@ def load_faces(shared: Path) -> np.ndarray:
     """(2000, 68, 3) float64 landmark positions in pixels; exits with a message if missing."""
     path = shared / "data" / "aflw2000_3d" / "AFLW2000-3D.pts68.npy"
     if not path.is_file():
-        sys.exit(f"error: {path} is missing: this benchmark needs the shared AFLW2000-3D landmarks "
-                 "(pass --shared PATH)")
+        sys.exit(
+            f"error: {path} is missing: this benchmark needs the shared AFLW2000-3D landmarks "
+            "(pass --shared PATH)"
+        )
     pts = np.load(path)
     if pts.shape != (2000, 3, 68):
         sys.exit(f"error: {path}: expected shape (2000, 3, 68), got {pts.shape}")
@@ -106,9 +108,10 @@ def baselines(train_px: Tensor, test_px: Tensor) -> list[dict]:
     cpu0 = time.process_time()
     result = evaluate_lifting(flat, as_sample(test_px), fit=as_sample(train_px))
     cpu = time.process_time() - cpu0
-    return [{"name": "flat, z = 0", "metrics": table_metrics(result["flat"])},
-            {"name": MEAN_SHAPE_ROW, "metrics": table_metrics(result["mean_shape"]),
-             "cpu_s": cpu}]
+    return [
+        {"name": "flat, z = 0", "metrics": table_metrics(result["flat"])},
+        {"name": MEAN_SHAPE_ROW, "metrics": table_metrics(result["mean_shape"]), "cpu_s": cpu},
+    ]
 
 
 def write_split(out: Path, faces: np.ndarray) -> tuple[Path, Path]:
@@ -116,14 +119,25 @@ def write_split(out: Path, faces: np.ndarray) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     train, test = out / "train.npz", out / "test.npz"
     np.savez(train, kp2d=faces[:N_TRAIN, :, :2].astype(np.float32))
-    np.savez(test, kp2d=faces[N_TRAIN:, :, :2].astype(np.float32),
-             kp3d=faces[N_TRAIN:].astype(np.float32))
+    np.savez(
+        test,
+        kp2d=faces[N_TRAIN:, :, :2].astype(np.float32),
+        kp3d=faces[N_TRAIN:].astype(np.float32),
+    )
     return train, test
 
 
-def train_and_predict(method: str, train_path: Path, test_px: Tensor, run_dir: Path, *,
-                      steps: int, seed: int, method_config: dict,
-                      train_config: dict | None = None) -> tuple[Tensor, dict]:
+def train_and_predict(
+    method: str,
+    train_path: Path,
+    test_px: Tensor,
+    run_dir: Path,
+    *,
+    steps: int,
+    seed: int,
+    method_config: dict,
+    train_config: dict | None = None,
+) -> tuple[Tensor, dict]:
     """Train ``method`` with the engine (one thread); predict the test faces' 3D keypoints.
 
     ``cpu_s`` in the returned info is the process CPU time of training plus prediction (the
@@ -136,25 +150,39 @@ def train_and_predict(method: str, train_path: Path, test_px: Tensor, run_dir: P
 
     data = open_dataset(train_path, format="keypoints_npz")
     # Batch size, learning rate and precision: the method's own training defaults.
-    cfg = {"steps": steps, "seed": seed, "ckpt_every": steps, "log_every": 100, "device": "cpu",
-           **(train_config or {})}
+    cfg = {
+        "steps": steps,
+        "seed": seed,
+        "ckpt_every": steps,
+        "log_every": 100,
+        "device": "cpu",
+        **(train_config or {}),
+    }
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    result = train(method, data, run_dir, method_config=method_config, train_config=cfg,
-                   progress_bar=False)
+    result = train(
+        method, data, run_dir, method_config=method_config, train_config=cfg, progress_bar=False
+    )
     cpu1 = time.process_time()
     model = result.model.eval()
     pred = model.predict(as_sample(test_px.float(), with_3d=False)).kp3d.double()
     cpu2 = time.process_time()
-    info = {"steps": result.steps, "cpu_s": cpu2 - cpu0, "train_cpu_s": cpu1 - cpu0,
-            "predict_cpu_s": cpu2 - cpu1, "wall_s": time.perf_counter() - wall0,
-            "final_loss": result.final_loss}
+    info = {
+        "steps": result.steps,
+        "cpu_s": cpu2 - cpu0,
+        "train_cpu_s": cpu1 - cpu0,
+        "predict_cpu_s": cpu2 - cpu1,
+        "wall_s": time.perf_counter() - wall0,
+        "final_loss": result.final_loss,
+    }
     info["mutual_coherence"] = mutual_coherence(model.artifacts()["shape_basis"]).item()
     return pred, info
 
 
 def markdown(rows: list[dict]) -> str:
-    header = ("| method (test, 400 faces) | MPJPE (norm / px) | Stress (norm / px) "
-              "| P-MPJPE (norm / px) | steps | CPU s |")
+    header = (
+        "| method (test, 400 faces) | MPJPE (norm / px) | Stress (norm / px) "
+        "| P-MPJPE (norm / px) | steps | CPU s |"
+    )
     lines = [header, "|---|---|---|---|---|---|"]
     for r in rows:
         m = r["metrics"]
@@ -166,27 +194,43 @@ def markdown(rows: list[dict]) -> str:
             if "steps" in r and r["cpu_s"] > CPU_BUDGET_S:
                 cpu += f" (over the {CPU_BUDGET_S:.0f} s budget)"
         lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {steps} | {cpu} |")
-    lines.append(f"\nC3DPO anchor (official code, ANCHORS.md): MPJPE {ANCHOR_MPJPE_PX} px; "
-                 f"goal <= {0.8 * ANCHOR_MPJPE_PX:.2f} px. CPU s = training + prediction, "
-                 "one thread.")
+    lines.append(
+        f"\nC3DPO anchor (official code, ANCHORS.md): MPJPE {ANCHOR_MPJPE_PX} px; "
+        f"goal <= {0.8 * ANCHOR_MPJPE_PX:.2f} px. CPU s = training + prediction, "
+        "one thread."
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=Path("../shared"),
-                        help="the shared data folder")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--shared", type=Path, default=Path("../shared"), help="the shared data folder"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/aflw_lifting"))
     parser.add_argument("--methods", nargs="*", default=["c3dpo", "lifter", "lifter-fit"])
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"step budget per method (default {DEFAULT_STEPS})")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"step budget per method (default {DEFAULT_STEPS})"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="METHOD.KEY=VALUE",
-                        help="method-config values, e.g. lifter.n_basis=8 (JSON values)")
-    parser.add_argument("--train", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="training-config values for every method, e.g. ema=0.999 (JSON "
-                             "values)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="method-config values, e.g. lifter.n_basis=8 (JSON values)",
+    )
+    parser.add_argument(
+        "--train",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training-config values for every method, e.g. ema=0.999 (JSON values)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -206,9 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for method in args.methods:
         steps = args.steps or DEFAULT_STEPS[method]
-        pred, info = train_and_predict(method, train_path, test_px, args.out / method,
-                                       steps=steps, seed=args.seed, method_config=extra[method],
-                                       train_config=train_extra)
+        pred, info = train_and_predict(
+            method,
+            train_path,
+            test_px,
+            args.out / method,
+            steps=steps,
+            seed=args.seed,
+            method_config=extra[method],
+            train_config=train_extra,
+        )
         rows.append({"name": method, "metrics": score(pred, test_px), **info})
         print(markdown(rows[-1:]).splitlines()[-3], flush=True)
     rows.extend(baselines(train_px, test_px))
@@ -216,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(rows)
     print(table)
     (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps(
-        {"seed": args.seed, "anchor_mpjpe_px": ANCHOR_MPJPE_PX, "rows": rows}, indent=2))
+    (args.out / "results.json").write_text(
+        json.dumps({"seed": args.seed, "anchor_mpjpe_px": ANCHOR_MPJPE_PX, "rows": rows}, indent=2)
+    )
     return 0
 
 

@@ -42,13 +42,30 @@ from _unsupervised import add_run_arguments, merge_results, run_grid
 ALL_AROUND = [0.0, 360.0]
 """The generator's default camera azimuth range, degrees."""
 
-COLUMNS = ["method", "k", "nme", "nme3d", "nme3d_depth", "nme3d_flat_baseline", "nme_lr",
-           "nme3d_lr", "nme3d_depth_lr", "nme3d_flat_baseline_lr", "rotation_spread_deg",
-           "tracks_sv3", "tracks_sv3_gt", "steps", "images", "cpu_s", "threads"]
+COLUMNS = [
+    "method",
+    "k",
+    "nme",
+    "nme3d",
+    "nme3d_depth",
+    "nme3d_flat_baseline",
+    "nme_lr",
+    "nme3d_lr",
+    "nme3d_depth_lr",
+    "nme3d_flat_baseline_lr",
+    "rotation_spread_deg",
+    "tracks_sv3",
+    "tracks_sv3_gt",
+    "steps",
+    "images",
+    "cpu_s",
+    "threads",
+]
 
 
-def synthesise(folder: Path, n: int, seed: int, size: int,
-               azimuth: list[float] | None = None) -> Path:
+def synthesise(
+    folder: Path, n: int, seed: int, size: int, azimuth: list[float] | None = None
+) -> Path:
     """The set in ``folder``, generated unless it is there; a cached set drawn with another
     azimuth range is an error, not silently reused."""
     from kp3d.cli import main as kp3d
@@ -56,16 +73,32 @@ def synthesise(folder: Path, n: int, seed: int, size: int,
     meta = folder / "meta.json"
     if not meta.exists():
         view = [] if azimuth is None else ["--azimuth", *map(str, azimuth)]
-        code = kp3d(["synth", "creature", "--n", str(n), "--seed", str(seed), "--size", str(size),
-                     *view, "--out", str(folder), "--overwrite"])
+        code = kp3d(
+            [
+                "synth",
+                "creature",
+                "--n",
+                str(n),
+                "--seed",
+                str(seed),
+                "--size",
+                str(size),
+                *view,
+                "--out",
+                str(folder),
+                "--overwrite",
+            ]
+        )
         if code:
             raise SystemExit(f"kp3d synth failed for {folder} (exit {code})")
     # Sets from before the option went all around.
     have = [float(a) for a in json.loads(meta.read_text())["options"].get("azimuth") or ALL_AROUND]
     want = [float(a) for a in azimuth or ALL_AROUND]
     if have != want:
-        raise SystemExit(f"{folder} was generated with --azimuth {have[0]:g} {have[1]:g}, not "
-                         f"{want[0]:g} {want[1]:g}; use another --out")
+        raise SystemExit(
+            f"{folder} was generated with --azimuth {have[0]:g} {have[1]:g}, not "
+            f"{want[0]:g} {want[1]:g}; use another --out"
+        )
     return folder
 
 
@@ -77,30 +110,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=6000)
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--report", action="store_true", help="also write each run's report")
-    parser.add_argument("--azimuth", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                        help="camera azimuth range of both sets, degrees (default: all around; "
-                             "-90 90: no views from behind)")
+    parser.add_argument(
+        "--azimuth",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="camera azimuth range of both sets, degrees (default: all around; "
+        "-90 90: no views from behind)",
+    )
     args = parser.parse_args(argv)
 
     from kp3d.cli import main as kp3d
     from kp3d.data.adapters import open_dataset
 
-    train_dir = synthesise(args.out / "data" / "creature-train", args.n_train, 0, args.size,
-                           args.azimuth)
-    test_dir = synthesise(args.out / "data" / "creature-test", args.n_test, 1, args.size,
-                          args.azimuth)
+    train_dir = synthesise(
+        args.out / "data" / "creature-train", args.n_train, 0, args.size, args.azimuth
+    )
+    test_dir = synthesise(
+        args.out / "data" / "creature-test", args.n_test, 1, args.size, args.azimuth
+    )
     data = open_dataset(train_dir, size=args.size)
     test = open_dataset(test_dir, size=args.size)
 
     def report(run_dir: Path, row: dict[str, Any]) -> None:
-        kp3d(["evaluate", "--run", str(run_dir), "--data", str(test_dir),
-              "--fit", str(train_dir), "--json", str(run_dir / "eval.json")])
-        kp3d(["report", "--run", str(run_dir), "--data", str(test_dir),
-              "--out", str(run_dir / "report.html")])
+        kp3d(
+            [
+                "evaluate",
+                "--run",
+                str(run_dir),
+                "--data",
+                str(test_dir),
+                "--fit",
+                str(train_dir),
+                "--json",
+                str(run_dir / "eval.json"),
+            ]
+        )
+        kp3d(
+            [
+                "report",
+                "--run",
+                str(run_dir),
+                "--data",
+                str(test_dir),
+                "--out",
+                str(run_dir / "report.html"),
+            ]
+        )
         row["report"] = str(run_dir / "report.html")
 
-    rows = run_grid(args, data, data, test, after=report if args.report else None,
-                    data_path=train_dir)
+    rows = run_grid(
+        args, data, data, test, after=report if args.report else None, data_path=train_dir
+    )
     print(merge_results(args.out, rows, COLUMNS))
     return 0
 

@@ -31,15 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--shared", type=Path, default=Path("../shared"),
-                        help="the shared data folder")
+    parser.add_argument(
+        "--shared", type=Path, default=Path("../shared"), help="the shared data folder"
+    )
     add_run_arguments(parser, out="runs/faces", k=[8, 16], minutes=30.0, clock="wall")
     args = parser.parse_args(argv)
 
     root = args.shared / "data" / "ytfaces68"
     if not (root / "training_landmarks.csv").is_file():
-        print(f"error: {root} is missing: this benchmark needs the shared ytfaces68 data "
-              "(pass --shared PATH)", file=sys.stderr)
+        print(
+            f"error: {root} is missing: this benchmark needs the shared ytfaces68 data "
+            "(pass --shared PATH)",
+            file=sys.stderr,
+        )
         return 2
 
     from kp3d.data.adapters import open_dataset

@@ -52,8 +52,9 @@ def score(pred_px: torch.Tensor, gt_px: torch.Tensor, vis: torch.Tensor | None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--out", type=Path, default=Path("runs/occlusion_lifting"))
     parser.add_argument("--methods", nargs="*", default=["c3dpo", "lifter"])
@@ -82,22 +83,39 @@ def main(argv: list[str] | None = None) -> int:
         data = open_dataset(path, format="keypoints_npz")
         test_in = test_px[..., :2].float() * test_vis[..., None]
         for method in args.methods:
-            cfg = TrainConfig(steps=args.steps, batch_size=256, lr=1e-3, seed=args.seed, bf16=False,
-                              ckpt_every=args.steps, log_every=100, device="cpu")
+            cfg = TrainConfig(
+                steps=args.steps,
+                batch_size=256,
+                lr=1e-3,
+                seed=args.seed,
+                bf16=False,
+                ckpt_every=args.steps,
+                log_every=100,
+                device="cpu",
+            )
             cpu0 = time.process_time()
-            result = train(method, data, args.out / f"{method}-drop{p:g}", train_config=cfg,
-                           progress_bar=False)
+            result = train(
+                method, data, args.out / f"{method}-drop{p:g}", train_config=cfg, progress_bar=False
+            )
             cpu = time.process_time() - cpu0
             with torch.no_grad():
                 pred = result.model.eval().predict(Sample(kp2d=test_in, vis=test_vis)).kp3d
             pred = pred.double()
-            row = {"method": method, "drop": p, "steps": result.steps, "cpu_s": cpu,
-                   "all": score(pred, test_px, None), "visible": score(pred, test_px, test_vis)}
+            row = {
+                "method": method,
+                "drop": p,
+                "steps": result.steps,
+                "cpu_s": cpu,
+                "all": score(pred, test_px, None),
+                "visible": score(pred, test_px, test_vis),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    header = ("| method | drop | MPJPE all (norm / px) | MPJPE visible (norm / px) "
-              "| Stress all (px) | P-MPJPE all (px) | steps | CPU s |")
+    header = (
+        "| method | drop | MPJPE all (norm / px) | MPJPE visible (norm / px) "
+        "| Stress all (px) | P-MPJPE all (px) | steps | CPU s |"
+    )
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a, v = r["all"], r["visible"]
@@ -105,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['method']} | {r['drop']:.0%} "
             f"| {a['mpjpe']['norm']:.4f} / {a['mpjpe']['px']:.2f} "
             f"| {v['mpjpe']['norm']:.4f} / {v['mpjpe']['px']:.2f} | {a['stress']['px']:.2f} "
-            f"| {a['p_mpjpe']['px']:.2f} | {r['steps']} | {r['cpu_s']:.0f} |")
+            f"| {a['p_mpjpe']['px']:.2f} | {r['steps']} | {r['cpu_s']:.0f} |"
+        )
     table = "\n".join(lines)
     print(table)
     (args.out / "results.md").write_text(table + "\n")

@@ -60,8 +60,15 @@ def _run(what: str, gen: Category, name: str, args: argparse.Namespace, tmp: Pat
                     idx = range(lo, min(lo + CHUNK, args.n))
                     render_moments(gen, idx, rig, n=args.n, sequences=args.sequences, seed=0)  # type: ignore[arg-type]
         else:
-            write(tmp / "set", name, args.n, size=args.size, seed=0, rig=args.rig,
-                  sequences=args.sequences)
+            write(
+                tmp / "set",
+                name,
+                args.n,
+                size=args.size,
+                seed=0,
+                rig=args.rig,
+                sequences=args.sequences,
+            )
         return
     if what == "render":
         for _ in iter_rendered(gen, args.n, size=args.size, seed=0):
@@ -71,14 +78,23 @@ def _run(what: str, gen: Category, name: str, args: argparse.Namespace, tmp: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--categories", nargs="+", default=["creature"])
     parser.add_argument("--n", type=int, default=1000, help="images per measurement")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--sfm-dir", type=Path, default=None, help="Surrey Face Model folder (for face)")
-    parser.add_argument("--rig", type=int, default=None, metavar="V",
-                        help="measure a --rig V set instead (--n counts moments; images = n V)")
+    parser.add_argument(
+        "--sfm-dir", type=Path, default=None, help="Surrey Face Model folder (for face)"
+    )
+    parser.add_argument(
+        "--rig",
+        type=int,
+        default=None,
+        metavar="V",
+        help="measure a --rig V set instead (--n counts moments; images = n V)",
+    )
     parser.add_argument("--sequences", type=int, default=1, help="clips of the --rig set")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -105,20 +121,35 @@ def main(argv: list[str] | None = None) -> int:
                     best[what] = (w, c)
         images = args.n * (args.rig or 1)
         for what, (w, c) in best.items():
-            rows.append({"category": name, "stage": what, "n": images, "size": args.size,
-                         "rig": args.rig, "images_per_s_wall": images / w,
-                         "images_per_s_cpu": images / c})
+            rows.append(
+                {
+                    "category": name,
+                    "stage": what,
+                    "n": images,
+                    "size": args.size,
+                    "rig": args.rig,
+                    "images_per_s_wall": images / w,
+                    "images_per_s_cpu": images / c,
+                }
+            )
 
-    print(f"{'category':<10} {'stage':<7} {'n':>6} {'size':>5} {'img/s (cpu)':>12} {'img/s (wall)':>13}")
+    print(
+        f"{'category':<10} {'stage':<7} {'n':>6} {'size':>5} {'img/s (cpu)':>12} {'img/s (wall)':>13}"
+    )
     for r in rows:
-        print(f"{r['category']:<10} {r['stage']:<7} {r['n']:>6} {r['size']:>5} "
-              f"{r['images_per_s_cpu']:>12.1f} {r['images_per_s_wall']:>13.1f}")
+        print(
+            f"{r['category']:<10} {r['stage']:<7} {r['n']:>6} {r['size']:>5} "
+            f"{r['images_per_s_cpu']:>12.1f} {r['images_per_s_wall']:>13.1f}"
+        )
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"torch {torch.__version__}, 1 thread, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus, load average {load}")
+    print(
+        f"torch {torch.__version__}, 1 thread, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, load average {load}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "load_average": load,
-                                         "torch": torch.__version__}, indent=1))
+        args.json.write_text(
+            json.dumps({"rows": rows, "load_average": load, "torch": torch.__version__}, indent=1)
+        )
     return 0
 
 

@@ -42,8 +42,10 @@ def test_orthographic_fit_recovers_depth_of_a_rotated_shape() -> None:
     obs = posed[..., :2] - posed[..., :2].mean(1, keepdim=True)
     depth = fit_orthographic_depth(shape, obs)
     z = posed[..., 2] - posed[..., 2].mean(1, keepdim=True)
-    err = torch.minimum((depth - depth.mean(1, keepdim=True) - z).abs().amax(1),
-                        (-(depth - depth.mean(1, keepdim=True)) - z).abs().amax(1))
+    err = torch.minimum(
+        (depth - depth.mean(1, keepdim=True) - z).abs().amax(1),
+        (-(depth - depth.mean(1, keepdim=True)) - z).abs().amax(1),
+    )
     assert err.max() < 1e-5
 
 
@@ -78,10 +80,12 @@ def test_lifting_protocol_brings_camera_frame_ground_truth_into_the_image_frame(
     pixels = camera[..., :2] * 40.0 + 32.0  # weak perspective: one scale per set here
     image = torch.cat([pixels, camera[..., 2:] * 40.0], -1)
     guess = torch.cat([pixels, torch.randn(20, 10, 1, dtype=torch.float64)], -1)
-    got = evaluate_lifting(guess, Sample(kp2d=pixels, kp3d=camera),
-                           fit=Sample(kp2d=pixels, kp3d=camera))
-    want = evaluate_lifting(guess, Sample(kp2d=pixels, kp3d=image),
-                            fit=Sample(kp2d=pixels, kp3d=image))
+    got = evaluate_lifting(
+        guess, Sample(kp2d=pixels, kp3d=camera), fit=Sample(kp2d=pixels, kp3d=camera)
+    )
+    want = evaluate_lifting(
+        guess, Sample(kp2d=pixels, kp3d=image), fit=Sample(kp2d=pixels, kp3d=image)
+    )
     for row in ("method", "flat", "mean_shape"):
         for metric in ("mpjpe", "stress", "p_mpjpe"):
             assert got[row][metric]["norm"] == pytest.approx(want[row][metric]["norm"], rel=1e-9)
@@ -104,10 +108,14 @@ def test_keypoint_discovery_68_points_zero_when_linear_in_landmarks() -> None:
     lm = 16 + 32 * torch.rand(300, 68, 2, generator=g)
     W = torch.randn(68 * 2, 10 * 2, generator=g)
     kp = (lm.reshape(300, -1) @ W).reshape(300, 10, 2)
-    out = evaluate_keypoint_discovery(_collected(kp[:250], lm[:250]), _collected(kp[250:], lm[250:]))
+    out = evaluate_keypoint_discovery(
+        _collected(kp[:250], lm[:250]), _collected(kp[250:], lm[250:])
+    )
     assert out["nme68"]["value"] > 0  # 20 numbers cannot encode 136 at random
     kp = lm.clone()
-    out = evaluate_keypoint_discovery(_collected(kp[:250], lm[:250]), _collected(kp[250:], lm[250:]))
+    out = evaluate_keypoint_discovery(
+        _collected(kp[:250], lm[:250]), _collected(kp[250:], lm[250:])
+    )
     assert out["nme68"]["value"] < 1e-5 and out["nme5"]["value"] < 1e-5
     assert out["counts"] == {"fit": 250, "test": 50, "keypoints": 68, "landmarks": 68}
 
@@ -115,7 +123,10 @@ def test_keypoint_discovery_68_points_zero_when_linear_in_landmarks() -> None:
 def test_keypoint_discovery_3d_head_beats_flat_baseline_when_depth_is_right() -> None:
     g = torch.Generator().manual_seed(6)
     shape = torch.randn(8, 3, generator=g, dtype=torch.float64)
-    gt3d = (_rotated_copies(shape, 60, seed=7) * 10 + torch.tensor([32.0, 32.0, 50.0], dtype=torch.float64)).float()
+    gt3d = (
+        _rotated_copies(shape, 60, seed=7) * 10
+        + torch.tensor([32.0, 32.0, 50.0], dtype=torch.float64)
+    ).float()
     kp2d = gt3d[..., :2]
     out = evaluate_keypoint_discovery(
         _collected(kp2d[:40], kp2d[:40], gt3d[:40], gt3d[:40]),
@@ -160,7 +171,7 @@ def test_keypoint_discovery_3d_uses_the_image_frame_for_camera_frame_ground_trut
     g = torch.Generator().manual_seed(8)
     shape = torch.randn(8, 3, generator=g, dtype=torch.float64)
     cam = _rotated_copies(shape, 80, seed=9) + torch.tensor([0.0, 0.0, 20.0], dtype=torch.float64)
-    zoom = (5 + 10 * torch.rand(80, 1, 1, generator=g, dtype=torch.float64))
+    zoom = 5 + 10 * torch.rand(80, 1, 1, generator=g, dtype=torch.float64)
     kp2d = 32 + zoom * cam[..., :2]
     image = torch.cat([kp2d, zoom * (cam[..., 2:] - 20)], -1)
     cam, kp2d, image = cam.float(), kp2d.float(), image.float()
@@ -179,7 +190,9 @@ def test_keypoint_discovery_reports_the_3d_heads_rotation_spread() -> None:
     kp = torch.rand(20, 6, 2, generator=g) * 64
     fit, test = _collected(kp[:10], kp[:10]), _collected(kp[10:], kp[10:])
     assert "rotation_spread_deg" not in evaluate_keypoint_discovery(fit, test)
-    test.pred.R = axis_angle_to_matrix(torch.tensor([[0.0, 0.1, 0.0], [0.0, -0.1, 0.0]]).repeat(5, 1))
+    test.pred.R = axis_angle_to_matrix(
+        torch.tensor([[0.0, 0.1, 0.0], [0.0, -0.1, 0.0]]).repeat(5, 1)
+    )
     out = evaluate_keypoint_discovery(fit, test)
     assert out["rotation_spread_deg"]["value"] == pytest.approx(0.1 * 180 / torch.pi, rel=1e-4)
 

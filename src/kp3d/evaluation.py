@@ -125,8 +125,9 @@ def collect(
 ) -> Collected:
     """Run ``model.predict`` over ``dataset`` and gather outputs with the ground truth."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
-                        num_workers=workers)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers
+    )
     preds: list[Prediction] = []
     gts: dict[str, list[Tensor]] = {}
     names: list[str] = []
@@ -244,12 +245,19 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
     if fit.image_size is None or test.image_size is None:
         raise ValueError("2D NME needs images")
     fk, tk = _unit(fit.pred.kp2d, fit.image_size), _unit(test.pred.kp2d, test.image_size)
-    fl, tl = _unit(fit.gt.kp2d.float(), fit.image_size), _unit(test.gt.kp2d.float(), test.image_size)
+    fl, tl = (
+        _unit(fit.gt.kp2d.float(), fit.image_size),
+        _unit(test.gt.kp2d.float(), test.image_size),
+    )
     fv, tv = _landmark_mask(fl, fit.gt.vis), _landmark_mask(tl, test.gt.vis)
     n_lm = fl.shape[1]
     results: dict[str, Any] = {
-        "counts": {"fit": int(fk.shape[0]), "test": int(tk.shape[0]),
-                   "keypoints": int(fk.shape[1]), "landmarks": n_lm}
+        "counts": {
+            "fit": int(fk.shape[0]),
+            "test": int(tk.shape[0]),
+            "keypoints": int(fk.shape[1]),
+            "landmarks": n_lm,
+        }
     }
 
     def add(name: str, value: Tensor, protocol: str) -> None:
@@ -264,7 +272,15 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
         # Missing landmarks propagate as NaN through the 5-point means and are masked there.
         f5 = mafl5_from_ibug68(fl if fv is None else fl.masked_fill(~fv[..., None], float("nan")))
         t5 = mafl5_from_ibug68(tl if tv is None else tl.masked_fill(~tv[..., None], float("nan")))
-        r = nme_2d(fk, f5, tk, t5, INTER_PUPIL_MAFL5, fit_vis=_landmark_mask(f5), test_vis=_landmark_mask(t5))
+        r = nme_2d(
+            fk,
+            f5,
+            tk,
+            t5,
+            INTER_PUPIL_MAFL5,
+            fit_vis=_landmark_mask(f5),
+            test_vis=_landmark_mask(t5),
+        )
         add("nme5", r.nme, "2D NME, MAFL 5 points from iBUG-68, eye-centre distance")
     elif n_lm == 5:
         r = nme_2d(fk, fl, tk, tl, INTER_PUPIL_MAFL5, fit_vis=fv, test_vis=tv)
@@ -274,20 +290,29 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
         add("nme", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h)")
         if mirror is not None:
             r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv, mirror=mirror)
-            add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), "
-                + _LR)
+            add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), " + _LR)
 
     sv3, sv3_gt = _track_sv3(tk), _track_sv3(tl)
     if sv3 is not None:
-        add("tracks_sv3", sv3, "discovered keypoints' tracks (test set, centred and "
+        add(
+            "tracks_sv3",
+            sv3,
+            "discovered keypoints' tracks (test set, centred and "
             "scale-normalised per image): 3rd singular value over the 1st; near 0 = affine maps "
-            "of one flat template, no depth for any lifting to recover")
+            "of one flat template, no depth for any lifting to recover",
+        )
     if sv3_gt is not None:
-        add("tracks_sv3_gt", sv3_gt,
-            "the same for the ground-truth landmarks (every finite one, occluded or not)")
+        add(
+            "tracks_sv3_gt",
+            sv3_gt,
+            "the same for the ground-truth landmarks (every finite one, occluded or not)",
+        )
     if test.pred.R is not None:
-        add("rotation_spread_deg", rotation_spread(test.pred.R) * 180 / torch.pi,
-            "3D head: mean angle (degrees) of the predicted rotations from their mean rotation")
+        add(
+            "rotation_spread_deg",
+            rotation_spread(test.pred.R) * 180 / torch.pi,
+            "3D head: mean angle (degrees) of the predicted rotations from their mean rotation",
+        )
     key3d = "kp3d_image" if fit.pred.kp3d_image is not None else "kp3d"
     fp3, tp3 = getattr(fit.pred, key3d), getattr(test.pred, key3d)
     if fp3 is not None and tp3 is not None and fit.gt.kp3d is not None and test.gt.kp3d is not None:
@@ -298,14 +323,20 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
 
         inputs = {
             "nme3d": (
-                fp, tp, "3D NME from the discovered 3D keypoints, ground-truth box sqrt(w h)"),
+                fp,
+                tp,
+                "3D NME from the discovered 3D keypoints, ground-truth box sqrt(w h)",
+            ),
             "nme3d_depth": (
-                torch.cat([fk, fp[..., 2:]], -1), torch.cat([tk, tp[..., 2:]], -1),
-                "3D NME from the discovered 2D keypoints with the 3D head's depth"),
+                torch.cat([fk, fp[..., 2:]], -1),
+                torch.cat([tk, tp[..., 2:]], -1),
+                "3D NME from the discovered 2D keypoints with the 3D head's depth",
+            ),
             "nme3d_flat_baseline": (
                 torch.cat([fk, torch.zeros_like(fk[..., :1])], -1),
                 torch.cat([tk, torch.zeros_like(tk[..., :1])], -1),
-                "3D NME from the discovered 2D keypoints at the mean depth (baseline)"),
+                "3D NME from the discovered 2D keypoints at the mean depth (baseline)",
+            ),
         }
         variants = [("", None)] + ([("_lr", mirror)] if mirror is not None else [])
         for suffix, m in variants:
@@ -417,7 +448,9 @@ def _refine_orthographic_pose(
         return residual()
 
 
-def procrustes_mean_shape(shapes: Tensor, vis: Tensor | None = None, *, iterations: int = 10) -> Tensor:
+def procrustes_mean_shape(
+    shapes: Tensor, vis: Tensor | None = None, *, iterations: int = 10
+) -> Tensor:
     """Generalised Procrustes mean of 3D shapes (N, K, 3): each shape is rotated and scaled
     (no reflection) onto the current mean, which is then re-estimated; the result is centred.
     Ground-truth poses vary, so a plain mean of camera-frame shapes would be meaningless."""
@@ -425,7 +458,9 @@ def procrustes_mean_shape(shapes: Tensor, vis: Tensor | None = None, *, iteratio
     x = x - x.mean(-2, keepdim=True)
     mean = x[0]
     for _ in range(iterations):
-        aligned = procrustes(x, mean.expand_as(x), weights=None if vis is None else vis.to(x.dtype)).aligned
+        aligned = procrustes(
+            x, mean.expand_as(x), weights=None if vis is None else vis.to(x.dtype)
+        ).aligned
         new = aligned.mean(0)
         new = new - new.mean(0)
         new = new / new.norm() * x[0].norm()
@@ -435,7 +470,9 @@ def procrustes_mean_shape(shapes: Tensor, vis: Tensor | None = None, *, iteratio
     return mean.to(shapes.dtype)
 
 
-def lifting_errors(pred: Tensor, gt: Tensor, kp2d: Tensor, vis: Tensor | None) -> dict[str, dict[str, float]]:
+def lifting_errors(
+    pred: Tensor, gt: Tensor, kp2d: Tensor, vis: Tensor | None
+) -> dict[str, dict[str, float]]:
     """MPJPE / Stress / P-MPJPE of ``pred`` against ``gt`` with the per-sample normalisation of
     the 2D input ``kp2d``: ``{"mpjpe": {"norm": .., "input_units": ..}, ...}``."""
     centre, s = normalise_per_sample(kp2d, vis)
@@ -445,7 +482,9 @@ def lifting_errors(pred: Tensor, gt: Tensor, kp2d: Tensor, vis: Tensor | None) -
         "stress": stress(p, g, vis=vis, reduction="none"),
         "p_mpjpe": p_mpjpe(p, g, vis=vis, flip_z=True, reduction="none"),
     }
-    return {k: {"norm": float(v.mean()), "input_units": float((v * s).mean())} for k, v in per.items()}
+    return {
+        k: {"norm": float(v.mean()), "input_units": float((v * s).mean())} for k, v in per.items()
+    }
 
 
 def evaluate_lifting(
@@ -553,8 +592,7 @@ def evaluate_surface_depth(fit: Collected, test: Collected) -> dict[str, Any]:
     null = level[:, None, None, None].expand_as(gt)
 
     results: dict[str, Any] = {
-        "counts": {"fit": int(fd.shape[0]), "test": int(keep.shape[0]),
-                   "scored": int(keep.sum())}
+        "counts": {"fit": int(fd.shape[0]), "test": int(keep.shape[0]), "scored": int(keep.sum())}
     }
     where = "ground-truth foreground eroded by 1 px"
     for suffix, depth, what in (
@@ -563,10 +601,11 @@ def evaluate_surface_depth(fit: Collected, test: Collected) -> dict[str, Any]:
         ("_average_baseline", average, "mean ground-truth depth map of the fit set (baseline)"),
     ):
         s_err, m_err = _surface_errors(depth, gt, mask, K)
-        results["side" + suffix] = {
-            "value": s_err, "protocol": f"SIDE (Unsup3d), {what}, {where}"}
+        results["side" + suffix] = {"value": s_err, "protocol": f"SIDE (Unsup3d), {what}, {where}"}
         results["mad_deg" + suffix] = {
-            "value": m_err, "protocol": f"MAD in degrees (Unsup3d), {what}, {where}"}
+            "value": m_err,
+            "protocol": f"MAD in degrees (Unsup3d), {what}, {where}",
+        }
     return results
 
 
@@ -601,15 +640,25 @@ def evaluate_multiview_3d(fit: Collected, test: Collected) -> dict[str, Any]:
         raise ValueError("the multi-view protocol needs predicted 3D keypoints (kp3d)")
     if test.gt.kp3d is None or fit.gt.kp3d is None:
         raise ValueError("the multi-view protocol needs ground-truth 3D joints (kp3d)")
-    fg, tg = _centred(_first_view(fit.gt.kp3d).double()), _centred(_first_view(test.gt.kp3d).double())
+    fg, tg = (
+        _centred(_first_view(fit.gt.kp3d).double()),
+        _centred(_first_view(test.gt.kp3d).double()),
+    )
     fp, tp = _centred(fit.pred.kp3d.double()), _centred(test.pred.kp3d.double())
     r = nme_3d(fp, fg, tp, tg, "bbox", fit_vis=_landmark_mask(fg), test_vis=_landmark_mask(tg))
     return {
-        "counts": {"fit": int(fp.shape[0]), "test": int(tp.shape[0]),
-                   "keypoints": int(tp.shape[1]), "landmarks": int(tg.shape[1])},
-        "nme3d": {"value": float(r.nme), "protocol": "3D NME, multi-view 3D keypoints against "
-                  "the first view's camera-frame joints (both centred), 3K -> 3L regression on "
-                  "the fit set, ground-truth box sqrt(w h)"},
+        "counts": {
+            "fit": int(fp.shape[0]),
+            "test": int(tp.shape[0]),
+            "keypoints": int(tp.shape[1]),
+            "landmarks": int(tg.shape[1]),
+        },
+        "nme3d": {
+            "value": float(r.nme),
+            "protocol": "3D NME, multi-view 3D keypoints against "
+            "the first view's camera-frame joints (both centred), 3K -> 3L regression on "
+            "the fit set, ground-truth box sqrt(w h)",
+        },
     }
 
 
@@ -712,9 +761,7 @@ class ProtocolResults(NamedTuple):
     skipped: dict[str, str]
 
 
-def evaluate_protocols(
-    names: Sequence[str], fit: Collected, test: Collected
-) -> ProtocolResults:
+def evaluate_protocols(names: Sequence[str], fit: Collected, test: Collected) -> ProtocolResults:
     """Run the protocols ``names`` (in order) that these sets allow; skip the others.
 
     Raises:
@@ -748,8 +795,13 @@ def result_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             if "value" in r:
                 rows.append((prefix + name, format_value(name, r["value"]), r.get("protocol", "")))
             elif "norm" in r:
-                rows.append((prefix + name, f"{r['norm']:.4f} / {r['input_units']:.3f}",
-                             "normalised / input units"))
+                rows.append(
+                    (
+                        prefix + name,
+                        f"{r['norm']:.4f} / {r['input_units']:.3f}",
+                        "normalised / input units",
+                    )
+                )
             else:
                 walk(r, f"{prefix}{name} ")
 

@@ -24,9 +24,29 @@ def _benchmark_module(name: str) -> ModuleType:
 
 
 def _run(out: Path, method: str) -> None:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "creature.py"), "--out", str(out),
-           "--methods", method, "--k", "4", "--size", "32", "--n-train", "24", "--n-test", "12",
-           "--steps", "2", "--threads", "1", "--set", "width=0.125", "mask_grid=8"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "creature.py"),
+        "--out",
+        str(out),
+        "--methods",
+        method,
+        "--k",
+        "4",
+        "--size",
+        "32",
+        "--n-train",
+        "24",
+        "--n-test",
+        "12",
+        "--steps",
+        "2",
+        "--threads",
+        "1",
+        "--set",
+        "width=0.125",
+        "mask_grid=8",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -51,10 +71,24 @@ def test_two_invocations_merge_into_one_table(tmp_path: Path) -> None:
 
 def test_set_values_are_json_or_plain_strings() -> None:
     parse_set = _benchmark_module("_unsupervised").parse_set
-    got = parse_set(["n_basis=8", "decoder_input=edges+depth", "name=\"x\"", "ema=null",
-                     "betas=[0.9, 0.99]", "note=a=b"])
-    assert got == {"n_basis": 8, "decoder_input": "edges+depth", "name": "x", "ema": None,
-                   "betas": [0.9, 0.99], "note": "a=b"}
+    got = parse_set(
+        [
+            "n_basis=8",
+            "decoder_input=edges+depth",
+            'name="x"',
+            "ema=null",
+            "betas=[0.9, 0.99]",
+            "note=a=b",
+        ]
+    )
+    assert got == {
+        "n_basis": 8,
+        "decoder_input": "edges+depth",
+        "name": "x",
+        "ema": None,
+        "betas": [0.9, 0.99],
+        "note": "a=b",
+    }
     for bad in ("n_basis", "=3"):
         with pytest.raises(SystemExit, match="expected KEY=VALUE"):
             parse_set([bad])

@@ -23,11 +23,41 @@ def test_evaluate_reports_the_protocol_baselines_and_coherence(tmp_path: Path, m
     _views(tmp_path / "train.npz", 64, 1)
     _views(tmp_path / "test.npz", 16, 2)
     run = tmp_path / "run"
-    assert main(["train", "--method", method, "--data", str(tmp_path / "train.npz"), "--out",
-                 str(run), "--steps", "2", "--batch-size", "16"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                method,
+                "--data",
+                str(tmp_path / "train.npz"),
+                "--out",
+                str(run),
+                "--steps",
+                "2",
+                "--batch-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--run", str(run), "--data", str(tmp_path / "test.npz"),
-                 "--fit", str(tmp_path / "train.npz"), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(run),
+                "--data",
+                str(tmp_path / "test.npz"),
+                "--fit",
+                str(tmp_path / "train.npz"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())["results"]["lifting"]
     for row in ("method", "flat", "mean_shape"):
         for metric in ("mpjpe", "stress", "p_mpjpe"):

@@ -187,11 +187,29 @@ def test_a_lifter_lifts_the_keypoints_of_a_file(tmp_path: Path) -> None:
     np.savez(tmp_path / "train.npz", kp2d=kp2d[:16].numpy())
     np.savez(tmp_path / "new.npz", kp2d=kp2d[16:].numpy())
     run = tmp_path / "run"
-    assert main(["train", "--method", "c3dpo", "--data", str(tmp_path / "train.npz"), "--out",
-                 str(run), "--steps", "1", "--batch-size", "8"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "c3dpo",
+                "--data",
+                str(tmp_path / "train.npz"),
+                "--out",
+                str(run),
+                "--steps",
+                "1",
+                "--batch-size",
+                "8",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "lifted.npz"
-    assert main(["infer", "--run", str(run), "--input", str(tmp_path / "new.npz"), "--out",
-                 str(out)]) == 0
+    assert (
+        main(["infer", "--run", str(run), "--input", str(tmp_path / "new.npz"), "--out", str(out)])
+        == 0
+    )
     z = np.load(out)
     assert z["names"].tolist() == [f"{i:06d}" for i in range(8)]
     assert z["kp3d"].shape == (8, 6, 3) and "image_size" not in z.files

@@ -13,18 +13,73 @@ from kp3d.cli import main
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("roundtrip")
     for name, n, seed in (("train", 16, 0), ("test", 8, 1)):
-        assert main(["synth", "creature", "--n", str(n), "--size", "32", "--seed", str(seed),
-                     "--out", str(root / name)]) == 0
-    assert main(["train", "--method", "autolink3d", "--data", str(root / "train"), "--out",
-                 str(root / "run"), "--k", "4", "--size", "32", "--heatmap-size", "8", "--steps", "2",
-                 "--batch-size", "4", "--log-every", "1", "--perceptual", "none", "--w-pixel", "1"]) == 0
+        assert (
+            main(
+                [
+                    "synth",
+                    "creature",
+                    "--n",
+                    str(n),
+                    "--size",
+                    "32",
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(root / name),
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "autolink3d",
+                "--data",
+                str(root / "train"),
+                "--out",
+                str(root / "run"),
+                "--k",
+                "4",
+                "--size",
+                "32",
+                "--heatmap-size",
+                "8",
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--log-every",
+                "1",
+                "--perceptual",
+                "none",
+                "--w-pixel",
+                "1",
+            ]
+        )
+        == 0
+    )
     return root
 
 
 def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:
     out = tiny / "kp.npz"
-    assert main(["infer", "--run", str(tiny / "run"), "--input", str(tiny / "test" / "images"),
-                 "--out", str(out), "--overlay"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--run",
+                str(tiny / "run"),
+                "--input",
+                str(tiny / "test" / "images"),
+                "--out",
+                str(out),
+                "--overlay",
+            ]
+        )
+        == 0
+    )
     with np.load(out) as f:
         assert f["kp2d"].shape == (8, 4, 2)
         assert f["kp3d"].shape == (8, 4, 3)
@@ -32,16 +87,43 @@ def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:
         assert f["kp3d_image"].shape == (8, 4, 3) and "heatmaps" not in f.files
     assert len(list((tiny / "kp_overlay").glob("*.png"))) == 8
     out = tiny / "kp_heatmaps.npz"
-    assert main(["infer", "--run", str(tiny / "run"), "--input", str(tiny / "test" / "images"),
-                 "--out", str(out), "--heatmaps"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--run",
+                str(tiny / "run"),
+                "--input",
+                str(tiny / "test" / "images"),
+                "--out",
+                str(out),
+                "--heatmaps",
+            ]
+        )
+        == 0
+    )
     with np.load(out) as f:
         assert f["heatmaps"].shape == (8, 4, 8, 8)
 
 
 def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None:
     out = tiny / "eval.json"
-    assert main(["evaluate", "--run", str(tiny / "run"), "--data", str(tiny / "test"),
-                 "--fit", str(tiny / "train"), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(tiny / "run"),
+                "--data",
+                str(tiny / "test"),
+                "--fit",
+                str(tiny / "train"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     assert doc["skipped"] == {}
     results = doc["results"]["keypoint_discovery"]
@@ -52,8 +134,20 @@ def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None
 
 def test_evaluate_without_fit_splits_the_data_in_halves(tiny: Path) -> None:
     out = tiny / "eval_halves.json"
-    assert main(["evaluate", "--run", str(tiny / "run"), "--data", str(tiny / "train"),
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(tiny / "run"),
+                "--data",
+                str(tiny / "train"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     assert doc["results"]["keypoint_discovery"]["counts"]["fit"] == 8 and "first 8" in doc["fit"]
 
@@ -63,39 +157,94 @@ def test_report_is_one_self_contained_page(tiny: Path) -> None:
     assert main(["report", "--run", str(tiny / "run"), "--out", str(out), "--samples", "4"]) == 0
     page = out.read_text()
     assert page.startswith("<!doctype html>")
-    assert "kp3dViewer(document.getElementById(\"canonical\")" in page
+    assert 'kp3dViewer(document.getElementById("canonical")' in page
     assert page.count("data:image/png;base64,") == 4
     assert "<svg" in page  # skeleton and training curves
     # Nothing is fetched when the page opens.
     assert "src='http" not in page and 'src="http' not in page
 
 
-def test_evaluate_reports_missing_labels_as_a_user_error(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_reports_missing_labels_as_a_user_error(
+    tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tiny / "unlabelled"
     folder.mkdir()
     for p in sorted((tiny / "test" / "images").glob("*.png"))[:4]:
         (folder / p.name).write_bytes(p.read_bytes())
-    code = main(["evaluate", "--run", str(tiny / "run"), "--data", str(folder),
-                 "--fit", str(tiny / "train")])
+    code = main(
+        [
+            "evaluate",
+            "--run",
+            str(tiny / "run"),
+            "--data",
+            str(folder),
+            "--fit",
+            str(tiny / "train"),
+        ]
+    )
     assert code == 2
     assert "landmarks" in capsys.readouterr().err
 
 
 def test_a_lifter_trains_on_the_keypoints_an_image_run_discovered(tiny: Path) -> None:
     lift = tiny / "lift"
-    assert main(["train", "--method", "lifter-fit", "--data", str(tiny / "run"), "--out",
-                 str(lift), "--steps", "2", "--batch-size", "8", "--log-every", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "lifter-fit",
+                "--data",
+                str(tiny / "run"),
+                "--out",
+                str(lift),
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--log-every",
+                "1",
+            ]
+        )
+        == 0
+    )
     with np.load(tiny / "run" / "discovered_keypoints.npz") as f:
         assert f["kp2d"].shape == (16, 4, 2) and f["vis"].all()
         kp2d = f["kp2d"]
     # The same keypoints `kp3d infer` gives on the training images.
     out = tiny / "train_kp.npz"
-    assert main(["infer", "--run", str(tiny / "run"), "--input", str(tiny / "train" / "images"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--run",
+                str(tiny / "run"),
+                "--input",
+                str(tiny / "train" / "images"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with np.load(out) as f:
         np.testing.assert_allclose(kp2d, f["kp2d"], atol=1e-3)
     config = json.loads((lift / "config.json").read_text())
     assert Path(config["data"]["path"]) == tiny / "run"  # what was asked, so resume redoes it
     # A keypoint run has no images to discover keypoints on.
-    assert main(["train", "--method", "lifter", "--data", str(lift), "--out",
-                 str(tiny / "lift2"), "--steps", "1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "lifter",
+                "--data",
+                str(lift),
+                "--out",
+                str(tiny / "lift2"),
+                "--steps",
+                "1",
+            ]
+        )
+        == 2
+    )

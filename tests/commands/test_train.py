@@ -305,7 +305,9 @@ def test_method_from_argv(tmp_path: Path) -> None:
     assert f(["--method", "autolink3d", "--no-3d"]) == "autolink"
     cfg = tmp_path / "c.toml"
     cfg.write_text('method = "c3dpo"\n')
-    assert f(["--config", str(cfg)]) == "c3dpo" and f(["--method", "a", "--config", str(cfg)]) == "a"
+    assert (
+        f(["--config", str(cfg)]) == "c3dpo" and f(["--method", "a", "--config", str(cfg)]) == "a"
+    )
     assert f(["--config", str(tmp_path / "missing.toml")]) is None  # reported by the full parse
 
 
@@ -324,8 +326,24 @@ def _multicategory_npz(path: Path, categories: int = 3) -> Path:
 
 def _lifter_argv(data: Path, run: Path, *extra: str) -> list[str]:
     return [
-        "train", "--method", "lifter", "--data", str(data), "--out", str(run), "--steps", "1",
-        "--batch-size", "4", "--device", "cpu", "--width", "8", "--n-basis", "2", *extra,
+        "train",
+        "--method",
+        "lifter",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--width",
+        "8",
+        "--n-basis",
+        "2",
+        *extra,
     ]
 
 

@@ -266,7 +266,9 @@ def test_a_time_budget_is_measured_on_the_chosen_clock(
     ticks = iter(range(0, 10**6, 20))
     monkeypatch.setattr(engine_loop.time, "process_time", lambda: float(next(ticks)))
     done = train(
-        dummy, TinyImages(), tmp_path / "run",
+        dummy,
+        TinyImages(),
+        tmp_path / "run",
         train_config={"steps": 12, "minutes": 1.0, "clock": clock},
     )
     if clock == "wall":

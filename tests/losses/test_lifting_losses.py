@@ -37,8 +37,9 @@ def test_point_loss_matches_a_loop_and_ignores_masked_points() -> None:
     delta = 0.05
     per_sample = []
     for i in range(3):
-        terms = [pseudo_huber((a[i, k] - b[i, k]).square().sum(), delta)
-                 for k in range(5) if mask[i, k]]
+        terms = [
+            pseudo_huber((a[i, k] - b[i, k]).square().sum(), delta) for k in range(5) if mask[i, k]
+        ]
         per_sample.append(sum(terms) / len(terms) if terms else torch.tensor(0.0))
     expected = torch.stack(per_sample).mean()
     a.requires_grad_(True)

@@ -429,8 +429,15 @@ def test_mirror_argument_errors():
 def test_mirror_permutation_from_names():
     from kp3d.metrics import mirror_permutation
 
-    names = ["pelvis", "left_knee", "right_knee", "Left Eye", "right eye", "tail-left",
-             "tail-right"]
+    names = [
+        "pelvis",
+        "left_knee",
+        "right_knee",
+        "Left Eye",
+        "right eye",
+        "tail-left",
+        "tail-right",
+    ]
     assert mirror_permutation(names) == (0, 2, 1, 4, 3, 6, 5)
     assert mirror_permutation(["head", "tail", "leftover"]) is None  # "leftover" is not a side
     with pytest.raises(ValueError, match="'left_knee' has no counterpart 'right_knee'"):

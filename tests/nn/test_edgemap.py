@@ -192,4 +192,3 @@ def test_depth_edge_map_gradcheck_in_depth_and_errors():
         render_depth_edge_map(kp, depth[:, :3], w, (9, 7), thickness=0.05)
     with pytest.raises(ValueError, match="render_depth_edge_map: thickness"):
         render_depth_edge_map(kp, depth, w, (9, 7), thickness=0.0)
-

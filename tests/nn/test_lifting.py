@@ -78,8 +78,9 @@ def test_shape_basis_is_centred_and_affine_in_alpha() -> None:
 @pytest.mark.parametrize("rotation", ["axis_angle", "6d"])
 def test_lifting_net_outputs(rotation: str) -> None:
     K = 5
-    net = LiftingNet(K, n_basis=4, width=32, n_layers=1, coefficients="relu", context_dim=3,
-                     rotation=rotation)  # type: ignore[arg-type]
+    net = LiftingNet(
+        K, n_basis=4, width=32, n_layers=1, coefficients="relu", context_dim=3, rotation=rotation
+    )  # type: ignore[arg-type]
     kp2d, vis, ctx = torch.randn(6, K, 2), torch.ones(6, K), torch.randn(6, 3)
     out = net(kp2d, vis, ctx)
     assert out.R.shape == (6, 3, 3) and out.alpha.shape == (6, 4) and out.shape.shape == (6, K, 3)
@@ -163,8 +164,13 @@ def test_shape_basis_is_unit_rms_and_the_weak_perspective_shape_scale_free() -> 
     # The scale is solved per sample: the camera-frame shape reprojects at the input's size.
     kp2d = normalise_keypoints(torch.randn(3, 9, 2)).kp2d
     out = net(kp2d, torch.ones(3, 9))
-    torch.testing.assert_close(out.shape, out.basis_shape * weak_perspective_scale(
-        (out.basis_shape @ out.R.transpose(-1, -2))[..., :2], kp2d)[:, None, None])
+    torch.testing.assert_close(
+        out.shape,
+        out.basis_shape
+        * weak_perspective_scale((out.basis_shape @ out.R.transpose(-1, -2))[..., :2], kp2d)[
+            :, None, None
+        ],
+    )
     with pytest.raises(ValueError, match="orthographic"):
         LiftingNet(9, camera="perspective")  # type: ignore[arg-type]
 

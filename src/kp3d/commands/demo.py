@@ -19,13 +19,28 @@ console = Console(stderr=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)")
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget in minutes (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=None, help="training budget in steps (overrides --minutes)")
-    parser.add_argument("--n-train", type=int, default=4000, help="training images (default: %(default)s)")
-    parser.add_argument("--n-test", type=int, default=500, help="held-out test images (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=10.0,
+        help="training budget in minutes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training budget in steps (overrides --minutes)"
+    )
+    parser.add_argument(
+        "--n-train", type=int, default=4000, help="training images (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--n-test", type=int, default=500, help="held-out test images (default: %(default)s)"
+    )
     parser.add_argument("--size", type=int, default=64, help="image size (default: %(default)s)")
-    parser.add_argument("--k", type=int, default=16, help="keypoints to discover (default: %(default)s)")
+    parser.add_argument(
+        "--k", type=int, default=16, help="keypoints to discover (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
 
@@ -47,22 +62,73 @@ def run(args: argparse.Namespace) -> int:
     train_dir, test_dir, run_dir = out / "creature-train", out / "creature-test", out / "run"
     common = ["--size", str(args.size)]
     if not (train_dir / "meta.json").exists():
-        _step("synthesise training set", ["synth", "creature", "--n", str(args.n_train),
-                                          "--seed", str(args.seed), "--out", str(train_dir), *common])
+        _step(
+            "synthesise training set",
+            [
+                "synth",
+                "creature",
+                "--n",
+                str(args.n_train),
+                "--seed",
+                str(args.seed),
+                "--out",
+                str(train_dir),
+                *common,
+            ],
+        )
     if not (test_dir / "meta.json").exists():
-        _step("synthesise test set", ["synth", "creature", "--n", str(args.n_test),
-                                      "--seed", str(args.seed + 1), "--out", str(test_dir), *common])
+        _step(
+            "synthesise test set",
+            [
+                "synth",
+                "creature",
+                "--n",
+                str(args.n_test),
+                "--seed",
+                str(args.seed + 1),
+                "--out",
+                str(test_dir),
+                *common,
+            ],
+        )
     budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
-    train_argv = ["train", "--method", "autolink3d", "--data", str(train_dir), "--out", str(run_dir),
-                  "--k", str(args.k), "--seed", str(args.seed), *budget, *common]
+    train_argv = [
+        "train",
+        "--method",
+        "autolink3d",
+        "--data",
+        str(train_dir),
+        "--out",
+        str(run_dir),
+        "--k",
+        str(args.k),
+        "--seed",
+        str(args.seed),
+        *budget,
+        *common,
+    ]
     if (run_dir / "config.json").exists():
         train_argv.append("--resume")
     _step("train autolink3d", train_argv)
     eval_json = run_dir / "eval.json"
-    _step("evaluate", ["evaluate", "--run", str(run_dir), "--data", str(test_dir),
-                       "--fit", str(train_dir), "--json", str(eval_json)])
+    _step(
+        "evaluate",
+        [
+            "evaluate",
+            "--run",
+            str(run_dir),
+            "--data",
+            str(test_dir),
+            "--fit",
+            str(train_dir),
+            "--json",
+            str(eval_json),
+        ],
+    )
     report = run_dir / "report.html"
     _step("report", ["report", "--run", str(run_dir), "--out", str(report)])
     console.rule("[bold green]done")
-    console.print(f"report:  {report.resolve()}\nmetrics: {eval_json.resolve()}\nrun:     {run_dir.resolve()}")
+    console.print(
+        f"report:  {report.resolve()}\nmetrics: {eval_json.resolve()}\nrun:     {run_dir.resolve()}"
+    )
     return 0

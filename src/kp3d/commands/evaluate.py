@@ -28,19 +28,40 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", type=Path, required=True, help="run folder written by `kp3d train`")
-    parser.add_argument("--data", type=Path, required=True, help="labelled test set (any supported format)")
-    parser.add_argument("--fit", type=Path, default=None, help="labelled set the regression is fitted on")
+    parser.add_argument(
+        "--run", type=Path, required=True, help="run folder written by `kp3d train`"
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="labelled test set (any supported format)"
+    )
+    parser.add_argument(
+        "--fit", type=Path, default=None, help="labelled set the regression is fitted on"
+    )
     parser.add_argument("--format", default=None, help="format of --data (default: detected)")
     parser.add_argument("--fit-format", default=None, help="format of --fit (default: detected)")
-    parser.add_argument("--split", default=None, help="split of --data to test on (format-specific)")
-    parser.add_argument("--fit-split", default=None, help="split of --fit to fit on (format-specific)")
-    parser.add_argument("--json", type=Path, default=None, help="where to write the results (default: RUN/eval.json)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="inference batch size (default: the method's, 64 for images)")
+    parser.add_argument(
+        "--split", default=None, help="split of --data to test on (format-specific)"
+    )
+    parser.add_argument(
+        "--fit-split", default=None, help="split of --fit to fit on (format-specific)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write the results (default: RUN/eval.json)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="inference batch size (default: the method's, 64 for images)",
+    )
 
 
-def _open(inputs: Inputs, path: Path, fmt: str | None, split: str | None, size: int | None) -> Dataset:
+def _open(
+    inputs: Inputs, path: Path, fmt: str | None, split: str | None, size: int | None
+) -> Dataset:
     return inputs.open(path, format=fmt, split=split, size=size)
 
 
@@ -55,17 +76,26 @@ def _fit_and_test(
         try:
             fit = _open(inputs, args.data, args.format, "training", size)
             test = _open(inputs, args.data, args.format, "test", size)
-            return fit, test, {"fit": f"{args.data} (training split)", "test": f"{args.data} (test split)"}
+            return (
+                fit,
+                test,
+                {"fit": f"{args.data} (training split)", "test": f"{args.data} (test split)"},
+            )
         except (ValueError, KeyError):
             pass
     data = _open(inputs, args.data, args.format, args.split, size)
     half = len(data) // 2
     if half < 1:
-        raise UserError(f"{args.data}: too few samples ({len(data)}) to split into fit and test halves")
+        raise UserError(
+            f"{args.data}: too few samples ({len(data)}) to split into fit and test halves"
+        )
     return (
         Subset(data, range(half)),
         Subset(data, range(half, len(data))),
-        {"fit": f"{args.data} (first {half} samples)", "test": f"{args.data} (last {len(data) - half} samples)"},
+        {
+            "fit": f"{args.data} (first {half} samples)",
+            "test": f"{args.data} (last {len(data) - half} samples)",
+        },
     )
 
 

@@ -10,13 +10,25 @@ from kp3d.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", type=Path, required=True, help="run folder written by `kp3d train`")
-    parser.add_argument("--out", type=Path, default=None, help="HTML file to write (default: RUN/report.html)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="data to show predictions on, as the method reads it "
-                        "(default: the run's training data)")
-    parser.add_argument("--eval", type=Path, default=None, help="evaluation JSON (default: RUN/eval.json)")
-    parser.add_argument("--samples", type=int, default=16, help="sample images shown (default: %(default)s)")
+    parser.add_argument(
+        "--run", type=Path, required=True, help="run folder written by `kp3d train`"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="HTML file to write (default: RUN/report.html)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data to show predictions on, as the method reads it "
+        "(default: the run's training data)",
+    )
+    parser.add_argument(
+        "--eval", type=Path, default=None, help="evaluation JSON (default: RUN/eval.json)"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=16, help="sample images shown (default: %(default)s)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,28 +45,67 @@ CATEGORIES = ("creature", "quadruped", "face")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("category", choices=CATEGORIES, help="what to generate")
-    parser.add_argument("--n", type=int, required=True, help="number of images (instances with --views/--pairs)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (must not exist, or be empty)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels, 32..256 (default: %(default)s)")
+    parser.add_argument(
+        "--n", type=int, required=True, help="number of images (instances with --views/--pairs)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (must not exist, or be empty)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=64, help="image side in pixels, 32..256 (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--views", type=int, default=1, help="cameras per instance (default: %(default)s)")
-    parser.add_argument("--pairs", action="store_true", help="render view pairs with a moderate relative rotation")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: %(default)s)")
-    parser.add_argument("--sfm-dir", type=Path, default=None,
-                        help="Surrey Face Model folder (eos share/ layout), required for `face`")
-    parser.add_argument("--articulation", type=float, default=None, metavar="A",
-                        help="creature/quadruped only: fraction of each joint's angle range that "
-                             "poses span, in [0, 1] (default: the category's 0.3 = poses span the "
-                             "middle 30%% of each range; 1.0 = full ranges)")
-    parser.add_argument("--azimuth", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                        help="creature/quadruped only: camera azimuth range in degrees, 0 = the "
-                             "front, 180 = the back (default: all around); -90 90 = front half")
-    parser.add_argument("--rig", type=int, default=None, metavar="V",
-                        help="creature/quadruped only: a capture rig of V (2..8) fixed calibrated "
-                             "cameras in a room; --n counts moments")
-    parser.add_argument("--sequences", type=int, default=None, metavar="S",
-                        help="with --rig: cut the moments into S smooth motion clips (default: 1)")
-    parser.add_argument("--start", type=int, default=0, help="index of the first instance (default: %(default)s)")
+    parser.add_argument(
+        "--views", type=int, default=1, help="cameras per instance (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--pairs", action="store_true", help="render view pairs with a moderate relative rotation"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--sfm-dir",
+        type=Path,
+        default=None,
+        help="Surrey Face Model folder (eos share/ layout), required for `face`",
+    )
+    parser.add_argument(
+        "--articulation",
+        type=float,
+        default=None,
+        metavar="A",
+        help="creature/quadruped only: fraction of each joint's angle range that "
+        "poses span, in [0, 1] (default: the category's 0.3 = poses span the "
+        "middle 30%% of each range; 1.0 = full ranges)",
+    )
+    parser.add_argument(
+        "--azimuth",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="creature/quadruped only: camera azimuth range in degrees, 0 = the "
+        "front, 180 = the back (default: all around); -90 90 = front half",
+    )
+    parser.add_argument(
+        "--rig",
+        type=int,
+        default=None,
+        metavar="V",
+        help="creature/quadruped only: a capture rig of V (2..8) fixed calibrated "
+        "cameras in a room; --n counts moments",
+    )
+    parser.add_argument(
+        "--sequences",
+        type=int,
+        default=None,
+        metavar="S",
+        help="with --rig: cut the moments into S smooth motion clips (default: 1)",
+    )
+    parser.add_argument(
+        "--start", type=int, default=0, help="index of the first instance (default: %(default)s)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
@@ -94,18 +133,37 @@ def run(args: argparse.Namespace) -> int:
             "files sfm_shape_3448.bin, expression_blendshapes_3448.bin, ibug_to_sfm.txt and "
             "sfm_model_contours.json (e.g. --sfm-dir ../shared/assets/sfm)"
         )
-    check_write(args.out, args.n, size=args.size, seed=args.seed, views=args.views,
-                pairs=args.pairs, start=args.start, workers=args.workers, overwrite=args.overwrite,
-                rig=args.rig, sequences=args.sequences, category=args.category,
-                azimuth=args.azimuth)
+    check_write(
+        args.out,
+        args.n,
+        size=args.size,
+        seed=args.seed,
+        views=args.views,
+        pairs=args.pairs,
+        start=args.start,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        rig=args.rig,
+        sequences=args.sequences,
+        category=args.category,
+        azimuth=args.azimuth,
+    )
     # A bad model folder fails before the bar.
-    get_category(args.category, sfm_dir=args.sfm_dir, articulation=args.articulation,
-                 azimuth=args.azimuth)
+    get_category(
+        args.category, sfm_dir=args.sfm_dir, articulation=args.articulation, azimuth=args.azimuth
+    )
     console = Console(stderr=True)
     t0 = time.perf_counter()
-    with Progress(TextColumn(f"synth {args.category}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, transient=False) as bar:
+    with Progress(
+        TextColumn(f"synth {args.category}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
         task = bar.add_task("synth", total=args.n, rate="")
 
         def advance(k: int) -> None:
@@ -113,12 +171,26 @@ def run(args: argparse.Namespace) -> int:
             done = bar.tasks[0].completed
             bar.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.0f}/s")
 
-        out = write(args.out, args.category, args.n, size=args.size, seed=args.seed,
-                    views=args.views, pairs=args.pairs, sfm_dir=args.sfm_dir, start=args.start,
-                    workers=args.workers, overwrite=args.overwrite, progress=advance,
-                    articulation=args.articulation, azimuth=args.azimuth, rig=args.rig,
-                    sequences=args.sequences)
+        out = write(
+            args.out,
+            args.category,
+            args.n,
+            size=args.size,
+            seed=args.seed,
+            views=args.views,
+            pairs=args.pairs,
+            sfm_dir=args.sfm_dir,
+            start=args.start,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            progress=advance,
+            articulation=args.articulation,
+            azimuth=args.azimuth,
+            rig=args.rig,
+            sequences=args.sequences,
+        )
     dt = time.perf_counter() - t0
-    console.print(f"wrote {args.n} {args.category} instances to {out} in {dt:.1f} s "
-                  f"({args.n / dt:.0f}/s)")
+    console.print(
+        f"wrote {args.n} {args.category} instances to {out} in {dt:.1f} s ({args.n / dt:.0f}/s)"
+    )
     return 0

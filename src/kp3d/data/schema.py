@@ -41,8 +41,19 @@ import torch
 from torch import Tensor
 
 TENSOR_FIELDS: tuple[str, ...] = (
-    "image", "mask", "depth", "kp2d", "vis", "kp3d", "intrinsics", "extrinsics", "ortho",
-    "view", "instance", "category", "background",
+    "image",
+    "mask",
+    "depth",
+    "kp2d",
+    "vis",
+    "kp3d",
+    "intrinsics",
+    "extrinsics",
+    "ortho",
+    "view",
+    "instance",
+    "category",
+    "background",
 )
 
 
@@ -75,7 +86,11 @@ class Sample:
         for f in TENSOR_FIELDS:
             v = getattr(self, f)
             if v is not None:
-                v = v.to(device, dtype) if (dtype is not None and v.is_floating_point()) else v.to(device)
+                v = (
+                    v.to(device, dtype)
+                    if (dtype is not None and v.is_floating_point())
+                    else v.to(device)
+                )
             out[f] = v
         return dataclasses.replace(self, **out)
 

@@ -56,7 +56,9 @@ def discovered_keypoints(run_dir: str | Path, *, batch_size: int = 64) -> Path:
     if not data.get("path"):
         raise UserError(f"{run_dir}: config.json records no training data path")
     try:
-        dataset = run.spec.inputs.open(data["path"], size=data.get("size"), format=data.get("format"))
+        dataset = run.spec.inputs.open(
+            data["path"], size=data.get("size"), format=data.get("format")
+        )
     except (OSError, UserError) as e:
         raise UserError(f"{run_dir}: cannot open its training data {data['path']}: {e}") from e
     kp2d = collect(run.model, dataset, batch_size=batch_size).pred.kp2d

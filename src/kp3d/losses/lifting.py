@@ -43,8 +43,9 @@ def point_loss(a: Tensor, b: Tensor, mask: Tensor | None = None, *, delta: float
     return masked_mean(per_point, w, dim=-1).mean()
 
 
-def reprojection_loss(shape_cam: Tensor, kp2d: Tensor, vis: Tensor | None = None, *,
-                      delta: float) -> Tensor:
+def reprojection_loss(
+    shape_cam: Tensor, kp2d: Tensor, vis: Tensor | None = None, *, delta: float
+) -> Tensor:
     """Orthographic reprojection error of camera-frame shapes against observed keypoints.
 
     Args:
@@ -109,8 +110,9 @@ def rotation_loss(R: Tensor, R_target: Tensor, *, delta: float) -> Tensor:
     return pseudo_huber((R - R_target).square().sum((-2, -1)), delta).mean()
 
 
-def shape_prior_loss(shapes: Tensor, groups: Tensor | None = None,
-                     mask: Tensor | None = None) -> Tensor:
+def shape_prior_loss(
+    shapes: Tensor, groups: Tensor | None = None, mask: Tensor | None = None
+) -> Tensor:
     """Gaussian shape prior: mean squared distance of shapes (B, K, 3) from their group's mean.
 
     Non-rigid structure from motion is ambiguous once the basis can explain the 2D views in more

@@ -280,7 +280,16 @@ def nme_2d(
             image, a non-positive normaliser, or a landmark never visible in the fit set.
     """
     return _regression_nme(
-        "nme_2d", 2, fit_kp, fit_lm, test_kp, test_lm, normaliser, fit_vis, test_vis, ridge,
+        "nme_2d",
+        2,
+        fit_kp,
+        fit_lm,
+        test_kp,
+        test_lm,
+        normaliser,
+        fit_vis,
+        test_vis,
+        ridge,
         mirror,
     )
 
@@ -330,7 +339,16 @@ def nme_3d(
         :class:`NMEResult`; ``pred`` holds the predicted landmarks with centred z.
     """
     return _regression_nme(
-        "nme_3d", 3, fit_kp, fit_lm, test_kp, test_lm, normaliser, fit_vis, test_vis, ridge,
+        "nme_3d",
+        3,
+        fit_kp,
+        fit_lm,
+        test_kp,
+        test_lm,
+        normaliser,
+        fit_vis,
+        test_vis,
+        ridge,
         mirror,
     )
 
@@ -512,9 +530,7 @@ def _mirror_closer(
     return lm, vis, closer
 
 
-def _fit_mirrored(
-    x: Tensor, lm: Tensor, vis: Tensor | None, perm: Tensor, ridge: float
-) -> Tensor:
+def _fit_mirrored(x: Tensor, lm: Tensor, vis: Tensor | None, perm: Tensor, ridge: float) -> Tensor:
     """AutoLink's fit under left/right ambiguity: mirror labellings and refit until a round
     changes nothing, then refit without the images beyond mean + 3 std of the error."""
     for _ in range(_MIRROR_MAX_ROUNDS):

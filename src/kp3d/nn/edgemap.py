@@ -152,8 +152,14 @@ def _expand2(index: Tensor) -> Tensor:
     return index[..., None].expand(*index.shape, 2)
 
 
-def _check(kp: Tensor, weights: Tensor, size: Sequence[int], thickness: float,
-           pairs: Tensor | None, name: str) -> Tensor:
+def _check(
+    kp: Tensor,
+    weights: Tensor,
+    size: Sequence[int],
+    thickness: float,
+    pairs: Tensor | None,
+    name: str,
+) -> Tensor:
     """Validate render arguments; return ``pairs`` (default all pairs)."""
     if kp.ndim < 2 or kp.shape[-1] != 2:
         raise ValueError(f"{name}: kp must be (..., K, 2), got {tuple(kp.shape)}")
@@ -179,8 +185,9 @@ def _render(
     """(B, H, W) map, (B, HW) winners, (B, HW) t of keypoints flattened to (B, K, 2)."""
     dtype = torch.float64 if kp.dtype == torch.float64 else torch.float32
     flat = kp.reshape(-1, kp.shape[-2], 2).to(dtype)
-    return _EdgeMap.apply(flat, weights.to(dtype), pairs, (int(size[0]), int(size[1])),
-                          float(thickness))
+    return _EdgeMap.apply(
+        flat, weights.to(dtype), pairs, (int(size[0]), int(size[1])), float(thickness)
+    )
 
 
 def render_edge_map(
@@ -247,8 +254,7 @@ def render_depth_edge_map(
     pairs = _check(kp, weights, size, thickness, pairs, "render_depth_edge_map")
     if depth.shape != kp.shape[:-1]:
         raise ValueError(
-            f"render_depth_edge_map: depth must be {tuple(kp.shape[:-1])}, "
-            f"got {tuple(depth.shape)}"
+            f"render_depth_edge_map: depth must be {tuple(kp.shape[:-1])}, got {tuple(depth.shape)}"
         )
     value, winner, t = _render(kp, weights, size, thickness, pairs)
     z = depth.reshape(value.shape[0], -1).to(value.dtype)

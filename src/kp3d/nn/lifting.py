@@ -79,8 +79,12 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int, *, norm: NormKind = "batch") -> None:
         super().__init__()
         self.net = nn.Sequential(
-            _norm_layer(norm, width), nn.ReLU(), nn.Linear(width, width),
-            _norm_layer(norm, width), nn.ReLU(), nn.Linear(width, width),
+            _norm_layer(norm, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            _norm_layer(norm, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -90,13 +94,15 @@ class ResidualBlock(nn.Module):
 class Trunk(nn.Module):
     """Residual MLP: (B, dim_in) -> (B, width) features, normalised and activated at the end."""
 
-    def __init__(self, dim_in: int, *, width: int = 256, n_layers: int = 3,
-                 norm: NormKind = "batch") -> None:
+    def __init__(
+        self, dim_in: int, *, width: int = 256, n_layers: int = 3, norm: NormKind = "batch"
+    ) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(dim_in, width),
             *(ResidualBlock(width, norm=norm) for _ in range(n_layers)),
-            _norm_layer(norm, width), nn.ReLU(),
+            _norm_layer(norm, width),
+            nn.ReLU(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -142,8 +148,9 @@ class ShapeBasis(nn.Module):
     from the rotation head.
     """
 
-    def __init__(self, n_basis: int, n_keypoints: int, *, lr_scale: float = 10.0,
-                 motion_free: bool = False) -> None:
+    def __init__(
+        self, n_basis: int, n_keypoints: int, *, lr_scale: float = 10.0, motion_free: bool = False
+    ) -> None:
         super().__init__()
         self.motion_free = motion_free
         # The shape model is stored divided by lr_scale, which makes Adam's steps on it lr_scale
@@ -284,6 +291,7 @@ class LiftingNet(nn.Module):
             x = torch.cat([x, context], dim=-1)
         return x
 
+
 def orthographic_lift(out: LiftingOutput, kp2d: Tensor, vis: Tensor | None) -> Tensor:
     """3D keypoints (B, K, 3) in normalised units under the C3DPO protocol.
 
@@ -311,5 +319,11 @@ def lifting_predictions(
     s = norm.scale[..., None, None]
     kp3d = orthographic_lift(out, norm.kp2d, vis) * s
     kp3d = torch.cat([kp3d[..., :2] + norm.centre[..., None, :], kp3d[..., 2:]], dim=-1)
-    return {"kp3d": kp3d, "R": out.R, "alpha": out.alpha, "shape": out.shape * s,
-            "scale": norm.scale, "centre": norm.centre}
+    return {
+        "kp3d": kp3d,
+        "R": out.R,
+        "alpha": out.alpha,
+        "shape": out.shape * s,
+        "scale": norm.scale,
+        "centre": norm.centre,
+    }

@@ -31,11 +31,21 @@ def training_curves(rows: Sequence[dict[str, Any]]) -> str:
     rows = [r for r in rows if isinstance(r.get("step"), (int, float))]
     if not rows:
         return "<p class='muted'>no training log</p>"
-    keys = sorted({k for r in rows for k, v in r.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"})
+    keys = sorted(
+        {
+            k
+            for r in rows
+            for k, v in r.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"
+        }
+    )
     loss_keys = [k for k in keys if "loss" in k]
     speed_keys = [k for k in keys if k.endswith("per_s") or "images" in k]
-    other = [k for k in keys if k not in loss_keys and k not in speed_keys and k not in ("time", "elapsed_s", "epoch")]
+    other = [
+        k
+        for k in keys
+        if k not in loss_keys and k not in speed_keys and k not in ("time", "elapsed_s", "epoch")
+    ]
 
     def series(names: Sequence[str]) -> dict[str, tuple[list[float], list[float]]]:
         out = {}
@@ -77,11 +87,15 @@ def _evaluation_section(eval_doc: dict[str, Any] | None) -> str:
     counts = {k: r["counts"] for k, r in results.items() if isinstance(r, dict) and "counts" in r}
     if "counts" in results:  # a file written before protocols were grouped
         counts = {"": results["counts"]}
-    skipped = "".join(f"; {html.escape(k)} skipped: {html.escape(r)}"
-                      for k, r in (eval_doc.get("skipped") or {}).items())
-    note = (f"<p class='muted'>fit: {html.escape(eval_doc.get('fit', ''))}; "
-            f"test: {html.escape(eval_doc.get('test', ''))}; counts: {html.escape(counts)}"
-            f"{skipped}</p>")
+    skipped = "".join(
+        f"; {html.escape(k)} skipped: {html.escape(r)}"
+        for k, r in (eval_doc.get("skipped") or {}).items()
+    )
+    note = (
+        f"<p class='muted'>fit: {html.escape(eval_doc.get('fit', ''))}; "
+        f"test: {html.escape(eval_doc.get('test', ''))}; counts: {html.escape(counts)}"
+        f"{skipped}</p>"
+    )
     return html.table(rows) + note
 
 
@@ -104,19 +118,26 @@ def _learned_section(artifacts: dict[str, np.ndarray], edges: list[tuple[int, in
     weights, canonical = artifacts.get("skeleton"), artifacts.get("canonical_shape")
     body = ["<h2>Learned structure</h2><div class='grid'>"]
     if canonical is not None:
-        body.append("<figure>" + html.viewer(canonical, edges, uid="canonical") +
-                    "<figcaption>canonical 3D shape (drag to rotate)</figcaption></figure>")
+        body.append(
+            "<figure>"
+            + html.viewer(canonical, edges, uid="canonical")
+            + "<figcaption>canonical 3D shape (drag to rotate)</figcaption></figure>"
+        )
         if weights is not None:
-            body.append("<figure>" + html.skeleton_svg(canonical[:, :2], weights) +
-                        "<figcaption>skeleton on the canonical shape (front view), "
-                        "edge opacity = learned weight</figcaption></figure>")
+            body.append(
+                "<figure>"
+                + html.skeleton_svg(canonical[:, :2], weights)
+                + "<figcaption>skeleton on the canonical shape (front view), "
+                "edge opacity = learned weight</figcaption></figure>"
+            )
     body.append("</div>")
-    others = [{"artifact": k, "shape": " x ".join(map(str, v.shape))}
-              for k, v in artifacts.items()]
+    others = [{"artifact": k, "shape": " x ".join(map(str, v.shape))} for k, v in artifacts.items()]
     return "".join(body) + html.table(others)
 
 
-def _sample_cell(batch: Sample, pred: Prediction, b: int, edges: list[tuple[int, int, float]]) -> str:
+def _sample_cell(
+    batch: Sample, pred: Prediction, b: int, edges: list[tuple[int, int, float]]
+) -> str:
     """Sample ``b``: its image (the first view of multi-view samples) with the keypoints and
     skeleton, its predicted depth, and its 3D keypoints in a viewer."""
     cell = "<figure>"
@@ -165,12 +186,15 @@ def build_report(
     rows = read_metrics(run_dir / "metrics.jsonl")
     last = rows[-1] if rows else {}
     body = [
-        "<p>", f"method <b>{html.escape(run.method_name)}</b>",
+        "<p>",
+        f"method <b>{html.escape(run.method_name)}</b>",
         f" · data <code>{html.escape((run.config.get('data') or {}).get('path', '?'))}</code>",
         f" · steps {html.escape(last.get('step', '?'))}" if last else "",
         f" · kp3d {html.escape((run.config.get('provenance') or {}).get('kp3d_version', '?'))}</p>",
-        "<h2>Evaluation</h2>", _evaluation_section(eval_doc),
-        "<h2>Training</h2>", training_curves(rows),
+        "<h2>Evaluation</h2>",
+        _evaluation_section(eval_doc),
+        "<h2>Training</h2>",
+        training_curves(rows),
     ]
 
     artifacts = {k: v.detach().float().cpu().numpy() for k, v in model.artifacts().items()}
@@ -185,8 +209,10 @@ def build_report(
         batch: Sample = collate([dataset[int(i)] for i in idx])
         with torch.no_grad():
             pred = model.predict(batch).detach_cpu()
-        body.append("<h2>Samples</h2><p class='muted'>predicted keypoints and learned skeleton, "
-                    "depth where predicted, 3D keypoints (drag to rotate)</p><div class='grid'>")
+        body.append(
+            "<h2>Samples</h2><p class='muted'>predicted keypoints and learned skeleton, "
+            "depth where predicted, 3D keypoints (drag to rotate)</p><div class='grid'>"
+        )
         body.extend(_sample_cell(batch, pred, b, edges) for b in range(n))
         body.append("</div>")
     title = f"kp3d report — {run.method_name} — {run_dir.name}"

@@ -51,8 +51,11 @@ def test_only_kp2d_means_all_visible_one_category(tmp_path: Path) -> None:
 
 def test_integer_visibility_and_names(tmp_path: Path) -> None:
     names = np.array([f"img{i}.jpg" for i in range(N)])
-    ds = open(write(tmp_path / "k.npz", kp2d=np.zeros((N, K, 2)), vis=np.ones((N, K), np.int64),
-                    name=names))
+    ds = open(
+        write(
+            tmp_path / "k.npz", kp2d=np.zeros((N, K, 2)), vis=np.ones((N, K), np.int64), name=names
+        )
+    )
     assert ds[0].vis.dtype == torch.bool and ds[3].name == "img3.jpg"
 
 

@@ -18,7 +18,9 @@ from kp3d.geometry.cameras import project_pinhole
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return adapter.write(tmp_path_factory.mktemp("sets") / "creature", "creature", 5, size=32, seed=4)
+    return adapter.write(
+        tmp_path_factory.mktemp("sets") / "creature", "creature", 5, size=32, seed=4
+    )
 
 
 def test_round_trip_equals_the_in_memory_samples(written: Path) -> None:
@@ -44,7 +46,9 @@ def test_layout_and_meta(written: Path) -> None:
     assert len(meta["keypoint_names"]) == 16 and len(meta["skeleton"]) == 15
     # The defaults, as used.
     assert meta["options"] == {"sfm_dir": None, "articulation": 0.3, "azimuth": [0.0, 360.0]}
-    assert sorted(p.name for p in (written / "images").iterdir()) == [f"{i:06d}.png" for i in range(5)]
+    assert sorted(p.name for p in (written / "images").iterdir()) == [
+        f"{i:06d}.png" for i in range(5)
+    ]
     with Image.open(written / "depth" / "000000.png") as img:
         assert img.mode.startswith("I") and img.size == (32, 32)
     assert not list(written.parent.glob(".*tmp*"))
@@ -64,8 +68,9 @@ def test_multi_view_sets_stack_or_flatten(tmp_path: Path) -> None:
     out = adapter.write(tmp_path / "mv", "quadruped", 2, size=32, seed=0, pairs=True)
     arrays = np.load(out / "annotations.npz")
     E = arrays["extrinsics"]
-    np.testing.assert_allclose(arrays["relative_rotation"], E[:, 1, :, :3] @ E[:, 0, :, :3].transpose(0, 2, 1),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        arrays["relative_rotation"], E[:, 1, :, :3] @ E[:, 0, :, :3].transpose(0, 2, 1), atol=1e-5
+    )
     stacked = open_dataset(out)
     assert len(stacked) == 2
     x = stacked[1]
@@ -79,7 +84,9 @@ def test_multi_view_sets_stack_or_flatten(tmp_path: Path) -> None:
     assert y.name == "000001_v1"
 
 
-def test_missing_files_are_skipped_or_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_files_are_skipped_or_errors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = adapter.write(tmp_path / "s", "creature", 3, size=32)
     (out / "images" / "000001.png").unlink()
     ds = open_dataset(out)
@@ -153,11 +160,15 @@ def test_workers_give_the_same_set(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("thread_workers")
 def test_articulation_reaches_the_workers_and_meta(tmp_path: Path) -> None:
-    out = adapter.write(tmp_path / "wild", "quadruped", 4, size=32, seed=2, workers=2, articulation=1.0)
+    out = adapter.write(
+        tmp_path / "wild", "quadruped", 4, size=32, seed=2, workers=2, articulation=1.0
+    )
     assert json.loads((out / "meta.json").read_text())["options"]["articulation"] == 1.0
     # Each worker's chunk was posed with the option, not with the default.
     kp3d = np.load(out / "annotations.npz")["kp3d"][:, 0]
-    wild = np.stack([x.kp3d.numpy() for x in generate("quadruped", 4, size=32, seed=2, articulation=1.0)])
+    wild = np.stack(
+        [x.kp3d.numpy() for x in generate("quadruped", 4, size=32, seed=2, articulation=1.0)]
+    )
     tame = np.stack([x.kp3d.numpy() for x in generate("quadruped", 4, size=32, seed=2)])
     np.testing.assert_array_equal(kp3d, wild)
     assert not np.allclose(kp3d, tame)
@@ -170,12 +181,14 @@ def test_articulation_reaches_the_workers_and_meta(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("thread_workers")
 def test_azimuth_reaches_the_workers_and_meta(tmp_path: Path) -> None:
-    out = adapter.write(tmp_path / "front", "creature", 4, size=32, seed=2, workers=2,
-                        azimuth=(-90, 90))
+    out = adapter.write(
+        tmp_path / "front", "creature", 4, size=32, seed=2, workers=2, azimuth=(-90, 90)
+    )
     assert json.loads((out / "meta.json").read_text())["options"]["azimuth"] == [-90.0, 90.0]
     kp3d = np.load(out / "annotations.npz")["kp3d"][:, 0]
-    front = np.stack([x.kp3d.numpy() for x in generate("creature", 4, size=32, seed=2,
-                                                       azimuth=(-90, 90))])
+    front = np.stack(
+        [x.kp3d.numpy() for x in generate("creature", 4, size=32, seed=2, azimuth=(-90, 90))]
+    )
     np.testing.assert_array_equal(kp3d, front)
     with pytest.raises(ConfigError, match="face draws its own head rotation"):
         adapter.write(tmp_path / "f", "face", 1, size=32, sfm_dir=tmp_path, azimuth=(0, 90))
@@ -194,11 +207,14 @@ def test_sets_without_the_articulation_option_still_open(tmp_path: Path, written
     assert len(a) == len(b) == 5 and torch.equal(a[3].kp3d, b[3].kp3d)
 
 
-@pytest.mark.parametrize("a", [
-    np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3),
-    np.arange(35, dtype=np.uint8).reshape(5, 7) * 7,
-    (np.arange(35, dtype=np.uint16) * 1871).reshape(5, 7),
-])
+@pytest.mark.parametrize(
+    "a",
+    [
+        np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3),
+        np.arange(35, dtype=np.uint8).reshape(5, 7) * 7,
+        (np.arange(35, dtype=np.uint16) * 1871).reshape(5, 7),
+    ],
+)
 def test_png_bytes_read_back_exactly(tmp_path: Path, a: np.ndarray) -> None:
     path = tmp_path / "x.png"
     path.write_bytes(adapter.png_bytes(a))

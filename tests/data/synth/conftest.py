@@ -34,15 +34,22 @@ def _matrix(m: np.ndarray) -> bytes:
     return struct.pack("<ii", *m.shape) + m.T.astype("<f4").tobytes()  # column-major
 
 
-def _dome(rings: int = 8, segments: int = 16, radius: float = 80.0) -> tuple[np.ndarray, np.ndarray]:
+def _dome(
+    rings: int = 8, segments: int = 16, radius: float = 80.0
+) -> tuple[np.ndarray, np.ndarray]:
     """A face-like open dome facing +z: vertex 0 at the front pole, rings out to 80 degrees."""
     verts = [(0.0, 0.0, radius)]
     for r in range(1, rings + 1):
         th = math.radians(80.0 * r / rings)
         for s in range(segments):
             ph = 2 * math.pi * s / segments
-            verts.append((radius * math.sin(th) * math.cos(ph), radius * math.sin(th) * math.sin(ph) * 1.2,
-                          radius * math.cos(th)))
+            verts.append(
+                (
+                    radius * math.sin(th) * math.cos(ph),
+                    radius * math.sin(th) * math.sin(ph) * 1.2,
+                    radius * math.cos(th),
+                )
+            )
     tri = []
     ring = lambda r, s: 1 + (r - 1) * segments + s % segments
     for s in range(segments):
@@ -62,7 +69,9 @@ def write_tiny_sfm(folder: Path, seed: int = 0) -> TinyModel:
     basis = np.linalg.qr(rng.normal(size=(3 * n, c)))[0]
     eig = np.array([16.0, 9.0, 4.0])
     tc = rng.uniform(0, 1, size=(n, 2))
-    body = struct.pack("<I", 1) + _matrix(mean.reshape(-1, 1)) + _matrix(basis) + _matrix(eig[:, None])
+    body = (
+        struct.pack("<I", 1) + _matrix(mean.reshape(-1, 1)) + _matrix(basis) + _matrix(eig[:, None])
+    )
     body += struct.pack("<Q", len(tri)) + tri.astype("<i4").tobytes()
     body += _matrix(np.zeros((0, 1))) + _matrix(np.zeros((0, 0))) + _matrix(np.zeros((0, 1)))
     body += struct.pack("<Q", 0) + struct.pack("<Q", n) + tc.astype("<f8").tobytes()
@@ -79,12 +88,22 @@ def write_tiny_sfm(folder: Path, seed: int = 0) -> TinyModel:
     def nearest(p: tuple[float, float, float]) -> int:
         return int(np.argmin(np.linalg.norm(mean - np.array(p), axis=1)))
 
-    mapping = {31: 0, 9: nearest((0, -80, 20)), 37: nearest((-30, 20, 70)),
-               46: nearest((30, 20, 70)), 40: nearest((-12, 20, 75)), 43: nearest((12, 20, 75))}
+    mapping = {
+        31: 0,
+        9: nearest((0, -80, 20)),
+        37: nearest((-30, 20, 70)),
+        46: nearest((30, 20, 70)),
+        40: nearest((-12, 20, 75)),
+        43: nearest((12, 20, 75)),
+    }
     lines = ["# tiny test mapping", "[landmark_mappings]"]
     lines += [f"{k} = {v}" for k, v in sorted(mapping.items())]
-    lines += ["", "[contour_landmarks]", "right = [1, 2, 3, 4, 5, 6, 7, 8]",
-              "left = [10, 11, 12, 13, 14, 15, 16, 17]"]
+    lines += [
+        "",
+        "[contour_landmarks]",
+        "right = [1, 2, 3, 4, 5, 6, 7, 8]",
+        "left = [10, 11, 12, 13, 14, 15, 16, 17]",
+    ]
     (folder / "ibug_to_sfm.txt").write_text("\n".join(lines) + "\n")
 
     outer = 1 + 7 * 16  # outermost ring

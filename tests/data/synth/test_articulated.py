@@ -16,7 +16,9 @@ def test_spec_is_a_valid_tree(spec) -> None:
     assert all(0 <= p.a < len(names) and (p.b is None or 0 <= p.b < len(names)) for p in spec.parts)
     assert len(spec.edges) == len(names) - 1
     # Every left joint has a right twin and vice versa.
-    assert {n.replace("left", "right") for n in names if "left" in n} == {n for n in names if "right" in n}
+    assert {n.replace("left", "right") for n in names if "left" in n} == {
+        n for n in names if "right" in n
+    }
 
 
 def test_the_two_procedural_categories_have_different_keypoint_sets() -> None:
@@ -31,12 +33,18 @@ def test_forward_kinematics_keeps_bone_lengths(name: str) -> None:
     p = scene.stack_params([cat.sample(scene.rng_for(0, i), 1, False) for i in range(4)])
     joints, frames = cat.pose(p)
     assert torch.equal(joints[:, 0], torch.zeros(4, 3))
-    assert torch.allclose(frames @ frames.transpose(-1, -2), torch.eye(3).expand_as(frames), atol=1e-5)
+    assert torch.allclose(
+        frames @ frames.transpose(-1, -2), torch.eye(3).expand_as(frames), atol=1e-5
+    )
     spec = cat.spec
     for i, j in enumerate(spec.joints[1:], start=1):
         groups = sorted({x.group for x in spec.joints})
-        expect = (j.length * p["group_scale"][:, groups.index(j.group)] * p["bone_scale"][:, i]
-                  * p["size"])
+        expect = (
+            j.length
+            * p["group_scale"][:, groups.index(j.group)]
+            * p["bone_scale"][:, i]
+            * p["size"]
+        )
         got = (joints[:, i] - joints[:, j.parent]).norm(dim=-1)
         assert torch.allclose(got, expect, rtol=1e-5, atol=1e-6)
 
@@ -89,7 +97,9 @@ def test_views_share_the_instance_and_differ_in_camera() -> None:
     assert not torch.allclose(R[:, 0], R[:, 1])
     # World joints recovered from each view agree (same pose, different cameras).
     X = (r.kp3d - r.extrinsics[..., None, :, 3]) @ R  # R^T (x - t), row vectors
-    assert torch.allclose(X[:, 0], X[:, 1], atol=1e-4) and torch.allclose(X[:, 0], X[:, 2], atol=1e-4)
+    assert torch.allclose(X[:, 0], X[:, 1], atol=1e-4) and torch.allclose(
+        X[:, 0], X[:, 2], atol=1e-4
+    )
     np.testing.assert_array_equal(r.kp2d.shape, (3, 3, 16, 2))
 
 
@@ -104,8 +114,12 @@ def test_articulation_scales_the_angle_ranges_about_their_middle() -> None:
         angles = np.stack([gen.sample(rng, 1, False)["angles"] for _ in range(400)])
         return angles.max(0) - angles.min(0)  # (J, 3) observed range
 
-    full = np.radians([[j.flex[1] - j.flex[0], j.abduct[1] - j.abduct[0],
-                        j.twist[1] - j.twist[0]] for j in CREATURE.joints])
+    full = np.radians(
+        [
+            [j.flex[1] - j.flex[0], j.abduct[1] - j.abduct[0], j.twist[1] - j.twist[0]]
+            for j in CREATURE.joints
+        ]
+    )
     assert np.allclose(spread(1.0), full, atol=0.05 * full.max())
     assert np.allclose(spread(0.3), 0.3 * full, atol=0.05 * full.max())
     assert np.all(spread(0.0) == 0)

@@ -24,7 +24,9 @@ def test_tiny_model_faces_have_consistent_ground_truth(tiny_sfm) -> None:
         assert not x.vis[absent].any()
         assert (x.kp2d[absent] == 0).all() and (x.kp3d[absent] == 0).all()
         defined = [k for k in range(68) if k not in absent]
-        assert torch.allclose(project_pinhole(x.kp3d[defined], x.intrinsics), x.kp2d[defined], atol=1e-3)
+        assert torch.allclose(
+            project_pinhole(x.kp3d[defined], x.intrinsics), x.kp2d[defined], atol=1e-3
+        )
         # Landmarks are surface points: a visible one has its own depth (within a few mm) in
         # one of the pixels around it.
         vis = [k for k in defined if x.vis[k]]
@@ -32,7 +34,7 @@ def test_tiny_model_faces_have_consistent_ground_truth(tiny_sfm) -> None:
         for k in vis:
             d = x.depth[0]
             u, v = x.kp2d[k].floor().long().tolist()
-            patch = d[max(v - 1, 0):v + 2, max(u - 1, 0):u + 2]
+            patch = d[max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2]
             assert (patch == 0).any() or ((patch - x.kp3d[k, 2]).abs() < 0.02).any()
 
 
@@ -74,7 +76,8 @@ def test_the_real_model_renders_plausible_faces(shared_sfm) -> None:
 
 def test_real_model_head_rotations_stay_in_range(shared_sfm) -> None:
     cat = get_category("face", sfm_dir=shared_sfm)
-    ypr = torch.stack([torch.from_numpy(cat.sample(scene.rng_for(5, i), 2, True)["view_ypr"])
-                       for i in range(50)]).rad2deg()
+    ypr = torch.stack(
+        [torch.from_numpy(cat.sample(scene.rng_for(5, i), 2, True)["view_ypr"]) for i in range(50)]
+    ).rad2deg()
     assert ypr[..., 0].abs().max() <= 70 and ypr[..., 1].abs().max() <= 30
     assert ypr[..., 2].abs().max() <= 20 and ypr[..., 0].abs().max() > 50

@@ -101,7 +101,9 @@ def test_options_are_validated() -> None:
 def pose_spread(name: str, articulation: float | None) -> float:
     """How much the shape of the pose varies over a set: the std over instances of the
     joint-to-joint distances (scale-normalised), which no camera or root rotation changes."""
-    X = torch.stack([x.kp3d for x in generate(name, 12, size=32, seed=0, articulation=articulation)])
+    X = torch.stack(
+        [x.kp3d for x in generate(name, 12, size=32, seed=0, articulation=articulation)]
+    )
     D = torch.cdist(X, X)
     return (D / D.mean((1, 2), keepdim=True)).std(0).mean().item()
 
@@ -167,8 +169,9 @@ def test_azimuth_limits_where_the_camera_goes() -> None:
     assert front.min() < -30 and front.max() > 30
     assert (np.abs(around) > 120).any() and (np.abs(around) < 60).any()
     # The image agrees: from the left side (azimuth 90) the left hip (joint 10) is the nearer.
-    z = torch.stack([x.kp3d[[10, 13], 2] for x in generate("creature", 8, size=32, seed=2,
-                                                            azimuth=(75, 105))])
+    z = torch.stack(
+        [x.kp3d[[10, 13], 2] for x in generate("creature", 8, size=32, seed=2, azimuth=(75, 105))]
+    )
     assert bool((z[:, 0] < z[:, 1]).all())
 
 

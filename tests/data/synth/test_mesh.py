@@ -11,7 +11,9 @@ def test_capsule_template_is_closed_and_outward(rings: int, segments: int) -> No
     t = capsule_template(rings, segments)
     assert torch.allclose(t.unit.norm(dim=-1), torch.ones(len(t.unit)))
     # Closed 2-manifold: every undirected edge is used by exactly two faces, once each way.
-    directed = Counter((int(a), int(b)) for f in t.faces for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0])))
+    directed = Counter(
+        (int(a), int(b)) for f in t.faces for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))
+    )
     assert all(c == 1 for c in directed.values())
     assert all((b, a) in directed for a, b in directed)
     # A capsule (stretched along y) has positive signed volume with outward winding.

@@ -79,8 +79,9 @@ def test_matches_brute_force_on_overlapping_triangles(seed: int) -> None:
 def test_occlusion_order_follows_depth_not_face_order() -> None:
     # Two identical screen triangles; the later one is nearer and must win everywhere.
     tri = torch.tensor([[1.0, 1.0], [15.0, 2.0], [3.0, 12.0]])
-    verts = torch.cat((torch.cat((tri, torch.full((3, 1), 5.0)), 1),
-                       torch.cat((tri, torch.full((3, 1), 2.0)), 1)))[None]
+    verts = torch.cat(
+        (torch.cat((tri, torch.full((3, 1), 5.0)), 1), torch.cat((tri, torch.full((3, 1), 2.0)), 1))
+    )[None]
     faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
     frags = rasterize(verts, faces, (14, 16))
     assert frags.mask.any()
@@ -92,8 +93,20 @@ def test_occlusion_order_follows_depth_not_face_order() -> None:
 
 def test_interpenetrating_triangles_split_per_pixel() -> None:
     # A tilted triangle pierces a flat one: each wins where it is nearer.
-    verts = torch.tensor([[[0.0, 0, 3], [20, 0, 3], [0, 20, 3], [20, 20, 3],
-                           [0, 0, 1], [20, 0, 5], [0, 20, 1], [20, 20, 5]]])
+    verts = torch.tensor(
+        [
+            [
+                [0.0, 0, 3],
+                [20, 0, 3],
+                [0, 20, 3],
+                [20, 20, 3],
+                [0, 0, 1],
+                [20, 0, 5],
+                [0, 20, 1],
+                [20, 20, 5],
+            ]
+        ]
+    )
     faces = torch.tensor([[0, 1, 2], [1, 3, 2], [4, 5, 6], [5, 7, 6]])
     frags = rasterize(verts, faces, (20, 20))
     u = torch.arange(20) + 0.5
@@ -105,7 +118,9 @@ def test_interpenetrating_triangles_split_per_pixel() -> None:
 def test_pixel_centres_are_at_half_integers() -> None:
     # A fronto-parallel square from u, v = 10.2 to 19.8 covers exactly the pixels whose
     # centres (i + 0.5) lie inside: columns and rows 10..19.
-    verts = torch.tensor([[[10.2, 10.2, 2.0], [19.8, 10.2, 2.0], [19.8, 19.8, 2.0], [10.2, 19.8, 2.0]]])
+    verts = torch.tensor(
+        [[[10.2, 10.2, 2.0], [19.8, 10.2, 2.0], [19.8, 19.8, 2.0], [10.2, 19.8, 2.0]]]
+    )
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     mask = rasterize(verts, faces, (32, 32)).mask[0]
     expect = torch.zeros(32, 32, dtype=torch.bool)
@@ -200,12 +215,17 @@ def test_shared_edges_through_pixel_centres_leave_no_cracks() -> None:
     # exactly through pixel centres: every pixel centre inside the grid is covered, once.
     g = torch.Generator().manual_seed(0)
     n = 9
-    ij = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="xy"), -1).reshape(-1, 2)
+    ij = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="xy"), -1).reshape(
+        -1, 2
+    )
     uv = ij * 3 + 2.5 + torch.randint(-1, 2, ij.shape, generator=g) * (ij % (n - 1) != 0)
     z = 2 + torch.rand(len(uv), 1, generator=g)
     verts = torch.cat((uv.float(), z), -1)[None]
-    quads = [(r * n + c, r * n + c + 1, (r + 1) * n + c + 1, (r + 1) * n + c)
-             for r in range(n - 1) for c in range(n - 1)]
+    quads = [
+        (r * n + c, r * n + c + 1, (r + 1) * n + c + 1, (r + 1) * n + c)
+        for r in range(n - 1)
+        for c in range(n - 1)
+    ]
     faces = torch.tensor([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
     frags = rasterize(verts, faces, (28, 28))
     inside = torch.zeros(28, 28, dtype=torch.bool)

@@ -63,7 +63,9 @@ def test_intrinsics_and_projection_follow_the_geometry_conventions() -> None:
 
 def test_frame_object_fills_and_centres() -> None:
     g = torch.Generator().manual_seed(1)
-    X = torch.randn(3, 200, 3, generator=g) * torch.tensor([0.3, 1.0, 0.2]) + torch.tensor([0.5, 0.2, 6.0])
+    X = torch.randn(3, 200, 3, generator=g) * torch.tensor([0.3, 1.0, 0.2]) + torch.tensor(
+        [0.5, 0.2, 6.0]
+    )
     K = scene.intrinsics(torch.full((3,), 0.7), 64)
     fill = torch.tensor([0.5, 0.6, 0.75])
     shift = torch.tensor([[0.0, 0.0], [0.05, -0.05], [0.0, 0.02]])

@@ -31,7 +31,9 @@ def test_blendshapes_mapping_and_contours_round_trip(tiny_sfm) -> None:
     np.testing.assert_allclose(b.offsets, tiny_sfm.offsets, atol=1e-5)
     mapping = read_landmark_mapping(tiny_sfm.folder / "ibug_to_sfm.txt")
     assert mapping.vertices == tiny_sfm.mapping
-    assert mapping.contour_right == tuple(range(1, 9)) and mapping.contour_left == tuple(range(10, 18))
+    assert mapping.contour_right == tuple(range(1, 9)) and mapping.contour_left == tuple(
+        range(10, 18)
+    )
     right, left = read_contours(tiny_sfm.folder / "sfm_model_contours.json")
     assert list(right) == tiny_sfm.right and list(left) == tiny_sfm.left
     model = load_sfm(tiny_sfm.folder)

@@ -11,7 +11,12 @@ from kp3d.data.synth import generate
 
 def test_synth_writes_a_readable_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "c"
-    assert cli.main(["synth", "creature", "--n", "3", "--size", "32", "--seed", "2", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            ["synth", "creature", "--n", "3", "--size", "32", "--seed", "2", "--out", str(out)]
+        )
+        == 0
+    )
     meta = json.loads((out / "meta.json").read_text())
     assert meta["n"] == 3 and meta["seed"] == 2 and meta["size"] == 32
     assert "wrote 3 creature" in capsys.readouterr().err
@@ -19,8 +24,25 @@ def test_synth_writes_a_readable_set(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_articulation_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "wild"
-    assert cli.main(["synth", "creature", "--n", "4", "--size", "32", "--seed", "1",
-                     "--articulation", "0.6", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "synth",
+                "creature",
+                "--n",
+                "4",
+                "--size",
+                "32",
+                "--seed",
+                "1",
+                "--articulation",
+                "0.6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "meta.json").read_text())["options"]["articulation"] == 0.6
     ref = generate("creature", 4, size=32, seed=1, articulation=0.6)
     assert all(torch.equal(x.kp3d, y.kp3d) for x, y in zip(open_dataset(out), ref))
@@ -28,8 +50,26 @@ def test_articulation_round_trip(tmp_path: Path) -> None:
 
 def test_azimuth_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "front"
-    assert cli.main(["synth", "quadruped", "--n", "3", "--size", "32", "--seed", "1",
-                     "--azimuth", "-90", "90", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "synth",
+                "quadruped",
+                "--n",
+                "3",
+                "--size",
+                "32",
+                "--seed",
+                "1",
+                "--azimuth",
+                "-90",
+                "90",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "meta.json").read_text())["options"]["azimuth"] == [-90.0, 90.0]
     ref = generate("quadruped", 3, size=32, seed=1, azimuth=(-90, 90))
     assert all(torch.equal(x.kp3d, y.kp3d) for x, y in zip(open_dataset(out), ref))
@@ -38,27 +78,42 @@ def test_azimuth_round_trip(tmp_path: Path) -> None:
     assert json.loads((default / "meta.json").read_text())["options"]["azimuth"] == [0.0, 360.0]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["synth", "face", "--n", "2"], "--sfm-dir"),
-    (["synth", "creature", "--n", "2", "--size", "300"], "32..256"),
-    (["synth", "creature", "--n", "2", "--views", "3", "--pairs"], "views must be 1 or 2"),
-    (["synth", "creature", "--n", "2", "--workers", "0"], "workers"),
-    (["synth", "creature", "--n", "2", "--articulation", "1.5"], "articulation must be in [0, 1]"),
-    (["synth", "face", "--n", "2", "--articulation", "0.5"], "face has no joints"),
-    (["synth", "creature", "--n", "2", "--azimuth", "90", "-90"], "azimuth must be (lo, hi)"),
-    (["synth", "face", "--n", "2", "--azimuth", "-90", "90"], "face draws its own head rotation"),
-])
-def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                          argv: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["synth", "face", "--n", "2"], "--sfm-dir"),
+        (["synth", "creature", "--n", "2", "--size", "300"], "32..256"),
+        (["synth", "creature", "--n", "2", "--views", "3", "--pairs"], "views must be 1 or 2"),
+        (["synth", "creature", "--n", "2", "--workers", "0"], "workers"),
+        (
+            ["synth", "creature", "--n", "2", "--articulation", "1.5"],
+            "articulation must be in [0, 1]",
+        ),
+        (["synth", "face", "--n", "2", "--articulation", "0.5"], "face has no joints"),
+        (["synth", "creature", "--n", "2", "--azimuth", "90", "-90"], "azimuth must be (lo, hi)"),
+        (
+            ["synth", "face", "--n", "2", "--azimuth", "-90", "90"],
+            "face draws its own head rotation",
+        ),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
 
-def test_existing_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_output_needs_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    assert cli.main(["synth", "creature", "--n", "1", "--size", "32", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        cli.main(["synth", "creature", "--n", "1", "--size", "32", "--out", str(tmp_path / "x")])
+        == 2
+    )
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "x" / "keep.txt").exists()

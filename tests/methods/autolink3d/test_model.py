@@ -195,7 +195,9 @@ def test_canonicalisation_loss():
     with torch.no_grad():
         for b in range(5):
             X = out.canonical[b].tolist()
-            rotated = [[sum(R[b, i, j].item() * x[j] for j in range(3)) for i in range(3)] for x in X]
+            rotated = [
+                [sum(R[b, i, j].item() * x[j] for j in range(3)) for i in range(3)] for x in X
+            ]
             alpha = shape.canonicaliser(torch.tensor(rotated, dtype=torch.float64).reshape(1, -1))
             rebuilt = shape.compose(alpha)[0].tolist()
             total += sum(math.dist(p, q) for p, q in zip(rebuilt, X)) / len(X)
@@ -320,12 +322,15 @@ def test_keypoint_maps_reach_the_decoder_and_move_the_keypoints():
     for model in (plain, named):
         with torch.no_grad():
             model.skeleton_logits.fill_(-1e4)  # softplus -> 0: an empty edge map
-        model.config = dataclasses.replace(model.config, w_repulsion=0.0, w_projection=0.0,
-                                           w_canonical=0.0)
+        model.config = dataclasses.replace(
+            model.config, w_repulsion=0.0, w_projection=0.0, w_canonical=0.0
+        )
         model.training_step(batch, 0).loss.backward()
     assert named.decoder.stem.weight.grad[:, 4:].abs().sum() > 0
     assert named.detector.head.weight.grad.abs().sum() > 0
-    assert plain.detector.head.weight.grad is None or plain.detector.head.weight.grad.abs().sum() == 0
+    assert (
+        plain.detector.head.weight.grad is None or plain.detector.head.weight.grad.abs().sum() == 0
+    )
 
 
 def test_depth_along_the_skeleton_gives_the_3d_head_a_reconstruction_gradient():
@@ -442,8 +447,9 @@ def test_canonical_shape_is_the_normalised_mean_shape():
 
 
 def test_shape_basis_is_the_normalised_basis_or_none() -> None:
-    cfg = AutoLink3DConfig(k=5, image_size=32, width=0.125, perceptual="none", w_pixel=1.0,
-                           n_basis=3)
+    cfg = AutoLink3DConfig(
+        k=5, image_size=32, width=0.125, perceptual="none", w_pixel=1.0, n_basis=3
+    )
     model = AutoLink3D(cfg)
     basis = model.artifacts().get("shape_basis")
     assert basis is not None and basis.shape == (3, 5, 3)

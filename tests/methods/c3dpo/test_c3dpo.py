@@ -30,9 +30,16 @@ def test_spec_and_config_validation() -> None:
     spec = get_method("c3dpo")
     assert spec.config_cls is C3DPOConfig and spec.inputs.name == "keypoints"
     assert spec.train_defaults["lr"] == 1e-3
-    for bad in ({"n_basis": 0}, {"norm": "group"}, {"rotation": "quat"}, {"huber_delta": 0.0},
-                {"canonicalisation_weight": -1.0}, {"n_keypoints": -1}, {"camera": "pinhole"},
-                {"shape_prior_weight": -1.0}):
+    for bad in (
+        {"n_basis": 0},
+        {"norm": "group"},
+        {"rotation": "quat"},
+        {"huber_delta": 0.0},
+        {"canonicalisation_weight": -1.0},
+        {"n_keypoints": -1},
+        {"camera": "pinhole"},
+        {"shape_prior_weight": -1.0},
+    ):
         with pytest.raises(ConfigError):
             C3DPOConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="n_keypoints"):
@@ -92,8 +99,9 @@ def test_canonicalisation_uses_several_rotations() -> None:
 
 def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecovery) -> None:
     err, flat = rigid_recovery(
-        lambda: C3DPO(C3DPOConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
-                                  camera="weak_perspective")),
+        lambda: C3DPO(
+            C3DPOConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1, camera="weak_perspective")
+        ),
         index_generator=torch.Generator().manual_seed(1),
     )
     assert err < 0.05 and err < 0.1 * flat

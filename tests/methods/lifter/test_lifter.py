@@ -49,8 +49,13 @@ class RigidOracle(nn.Module):
         if self.fixed_rotation:
             R = torch.eye(3, dtype=kp2d.dtype).expand_as(R)
         shape = self.X0 * inv_s[:, None, None]
-        return LiftingOutput(R, torch.zeros(len(kp2d), 1, dtype=kp2d.dtype), shape, shape,
-                             shape @ R.transpose(-1, -2))
+        return LiftingOutput(
+            R,
+            torch.zeros(len(kp2d), 1, dtype=kp2d.dtype),
+            shape,
+            shape,
+            shape @ R.transpose(-1, -2),
+        )
 
 
 def test_spec_and_config_validation() -> None:
@@ -60,9 +65,16 @@ def test_spec_and_config_validation() -> None:
     # lifter = the paper (non-negative head, cycle); lifter-fit is its own method.
     assert LifterConfig().cycle_start == 1000
     assert get_method("lifter-fit").config_cls is not LifterConfig
-    for bad in ({"n_categories": 0}, {"cycle_start": -1}, {"rotation": "euler"},
-                {"norm": "group"}, {"camera_weight": -1.0}, {"huber_delta": -0.1},
-                {"camera": "pinhole"}, {"shape_prior_weight": -1.0}):
+    for bad in (
+        {"n_categories": 0},
+        {"cycle_start": -1},
+        {"rotation": "euler"},
+        {"norm": "group"},
+        {"camera_weight": -1.0},
+        {"huber_delta": -0.1},
+        {"camera": "pinhole"},
+        {"shape_prior_weight": -1.0},
+    ):
         with pytest.raises(ConfigError):
             LifterConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="n_keypoints"):
@@ -159,8 +171,9 @@ def test_predict_keeps_the_input_xy() -> None:
 
 def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecovery) -> None:
     err, flat = rigid_recovery(
-        lambda: Lifter(LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
-                                    cycle_start=200)),
+        lambda: Lifter(
+            LifterConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1, cycle_start=200)
+        ),
     )
     assert err < 0.05 and err < 0.1 * flat
 
@@ -237,8 +250,14 @@ def test_split_ensemble_members_train_on_their_own_rows() -> None:
 def test_ensemble_objective_is_the_sum_of_the_members_own() -> None:
     """Members run together (one by one and stacked); the objective must be each member's reprojection, shape prior and cycle losses on its own
     rows, computed alone, summed."""
-    cfg = LifterConfig(**SMALL, ensemble=2, ensemble_batches="split", n_categories=2,
-                       cycle_start=0, shape_prior_weight=0.5)
+    cfg = LifterConfig(
+        **SMALL,
+        ensemble=2,
+        ensemble_batches="split",
+        n_categories=2,
+        cycle_start=0,
+        shape_prior_weight=0.5,
+    )
     torch.manual_seed(0)
     model = Lifter(cfg).double()
     b = batch(n=10, categories=2)
@@ -258,9 +277,12 @@ def test_ensemble_objective_is_the_sum_of_the_members_own() -> None:
         w, cat = vis[rows].double(), b.category[rows]
         norm, lifted = reference.lift(kp2d[rows], vis[rows], net=net)
         cyc = reference.cycle_losses(lifted, cat, net=net)
-        total = total + (reprojection_loss(lifted.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
-                         + 0.5 * shape_prior_loss(lifted.basis_shape, cat, reference.support[cat])
-                         + cfg.camera_weight * cyc.camera + cfg.shape_weight * cyc.shape)
+        total = total + (
+            reprojection_loss(lifted.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
+            + 0.5 * shape_prior_loss(lifted.basis_shape, cat, reference.support[cat])
+            + cfg.camera_weight * cyc.camera
+            + cfg.shape_weight * cyc.shape
+        )
     torch.testing.assert_close(out.loss, total)
     assert set(out.logs) == {"reprojection", "shape_prior", "camera", "shape"}
 

@@ -30,8 +30,10 @@ def test_fit_shape_coefficients_is_the_ridge_least_squares_optimum() -> None:
         # Unknowns: coefficients c (n) and translation t (2); rows: visible x, y.
         P = torch.einsum("ij,nkj->nki", R[i, :2], shapes)[:, vis[i]]  # (n, V, 2)
         V = P.shape[1]
-        A = torch.cat([P.permute(1, 2, 0).reshape(2 * V, n),
-                       torch.eye(2, dtype=torch.float64).repeat(V, 1)], 1)
+        A = torch.cat(
+            [P.permute(1, 2, 0).reshape(2 * V, n), torch.eye(2, dtype=torch.float64).repeat(V, 1)],
+            1,
+        )
         reg = torch.diag(torch.tensor([0.0] + [ridge] * (n - 1) + [0.0, 0.0], dtype=torch.float64))
         y = kp2d[i, vis[i]].reshape(-1)
         sol = torch.linalg.solve(A.T @ A + reg, A.T @ y)
@@ -39,8 +41,9 @@ def test_fit_shape_coefficients_is_the_ridge_least_squares_optimum() -> None:
         objective = (A @ sol - y).square().sum() + ridge * sol[1:n].square().sum()
         torch.testing.assert_close(ridge_fit(R, shapes, kp2d, vis, ridge)[1][i], objective)
     # Sample 0 is fully visible: alone it takes the path with batch-shared second moments.
-    torch.testing.assert_close(fit_shape_coefficients(R[:1], shapes, kp2d[:1], None, ridge),
-                               coef[:1])
+    torch.testing.assert_close(
+        fit_shape_coefficients(R[:1], shapes, kp2d[:1], None, ridge), coef[:1]
+    )
 
 
 @pytest.mark.parametrize("partly_visible", [False, True])
@@ -62,19 +65,35 @@ def test_fit_shape_coefficients_gradcheck(partly_visible: bool) -> None:
 def test_refine_rotations_improves_the_fit_and_tries_the_depth_flip() -> None:
     torch.manual_seed(0)
     K = 8
-    net = FitNet(K, n_basis=2, width=16, n_layers=1, norm="none", camera="weak_perspective",
-                 motion_free_basis=True, coefficient_ridge=1e-6).double()
+    net = FitNet(
+        K,
+        n_basis=2,
+        width=16,
+        n_layers=1,
+        norm="none",
+        camera="weak_perspective",
+        motion_free_basis=True,
+        coefficient_ridge=1e-6,
+    ).double()
     g = torch.Generator().manual_seed(1)
     R_true = axis_angle_to_matrix(0.8 * torch.randn(6, 3, generator=g, dtype=torch.float64))
     with torch.no_grad():
-        X = torch.einsum("bn,nkc->bkc", torch.randn(6, 3, generator=g, dtype=torch.float64)
-                         .abs() + torch.tensor([1.0, 0, 0], dtype=torch.float64), net.fit_shapes())
+        X = torch.einsum(
+            "bn,nkc->bkc",
+            torch.randn(6, 3, generator=g, dtype=torch.float64).abs()
+            + torch.tensor([1.0, 0, 0], dtype=torch.float64),
+            net.fit_shapes(),
+        )
     kp2d = normalise_keypoints((X @ R_true.transpose(-1, -2))[..., :2]).kp2d
     vis = torch.ones(6, K, dtype=torch.float64)
     flip = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
     # Start from the depth-reversed twin, perturbed: the flip start brings back the true pose.
-    R_start = flip @ axis_angle_to_matrix(0.05 * torch.randn(6, 3, generator=g,
-                                                              dtype=torch.float64)) @ R_true @ flip
+    R_start = (
+        flip
+        @ axis_angle_to_matrix(0.05 * torch.randn(6, 3, generator=g, dtype=torch.float64))
+        @ R_true
+        @ flip
+    )
     before = ridge_fit(R_start, net.fit_shapes().detach(), kp2d, vis, 1e-6)[1]
     params = [p.clone() for p in net.parameters()]
     with torch.no_grad():
@@ -90,9 +109,12 @@ def test_refine_rotations_improves_the_fit_and_tries_the_depth_flip() -> None:
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_stacked_forward_equals_each_module_on_its_own_input(norm: str, mode: str) -> None:
     torch.manual_seed(0)
+
     def make() -> list[Trunk]:
-        return [Trunk(6, width=8, n_layers=2, norm=norm).double()  # type: ignore[arg-type]
-                for _ in range(3)]
+        return [
+            Trunk(6, width=8, n_layers=2, norm=norm).double()  # type: ignore[arg-type]
+            for _ in range(3)
+        ]
 
     trunks, reference = make(), make()
     for a, b in zip(trunks, reference, strict=True):
@@ -114,8 +136,9 @@ def test_stacked_forward_equals_each_module_on_its_own_input(norm: str, mode: st
             torch.testing.assert_close(buf, ref, msg=name)
     weights = torch.randn_like(out)
     grads = torch.autograd.grad((out * weights).sum(), [p for m in trunks for p in m.parameters()])
-    ref_grads = torch.autograd.grad((expected * weights).sum(),
-                                    [p for m in reference for p in m.parameters()])
+    ref_grads = torch.autograd.grad(
+        (expected * weights).sum(), [p for m in reference for p in m.parameters()]
+    )
     for got, ref in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, ref)
     with pytest.raises(TypeError, match="no batched form"):
@@ -125,8 +148,19 @@ def test_stacked_forward_equals_each_module_on_its_own_input(norm: str, mode: st
 def test_stacked_lift_equals_each_network_on_its_own_views() -> None:
     torch.manual_seed(0)
     K = 6
-    nets = [FitNet(K, n_basis=2, width=16, n_layers=1, rotation="6d", motion_free_basis=True,
-                   coefficient_ridge=0.5, camera="weak_perspective").double() for _ in range(2)]
+    nets = [
+        FitNet(
+            K,
+            n_basis=2,
+            width=16,
+            n_layers=1,
+            rotation="6d",
+            motion_free_basis=True,
+            coefficient_ridge=0.5,
+            camera="weak_perspective",
+        ).double()
+        for _ in range(2)
+    ]
     kp2d = torch.randn(2, 4, K, 2, dtype=torch.float64)
     vis = (torch.rand(2, 4, K) > 0.2).double()
     norm = normalise_keypoints(kp2d, vis)
@@ -137,8 +171,9 @@ def test_stacked_lift_equals_each_network_on_its_own_views() -> None:
             torch.testing.assert_close(got[e], ref, msg=name)
     torch.testing.assert_close(fit_shapes(nets), torch.stack([n.fit_shapes() for n in nets]))
     with pytest.raises(ValueError, match="fitted coefficients"):
-        stacked_lift([LiftingNet(K, n_basis=2, width=16, n_layers=1).double()], norm.kp2d[:1],
-                     vis[:1])
+        stacked_lift(
+            [LiftingNet(K, n_basis=2, width=16, n_layers=1).double()], norm.kp2d[:1], vis[:1]
+        )
 
 
 @pytest.mark.parametrize("partly_visible", [False, True])
@@ -152,5 +187,6 @@ def test_fit_shape_coefficients_with_a_shape_model_per_member(partly_visible: bo
     vis[1, 2, :2] = not partly_visible
     coef = fit_shape_coefficients(R, shapes, kp2d, vis, 0.3)
     for e in range(E):
-        torch.testing.assert_close(coef[e], fit_shape_coefficients(R[e], shapes[e], kp2d[e],
-                                                                   vis[e], 0.3))
+        torch.testing.assert_close(
+            coef[e], fit_shape_coefficients(R[e], shapes[e], kp2d[e], vis[e], 0.3)
+        )

@@ -47,8 +47,13 @@ class RigidOracle(nn.Module):
         if self.fixed_rotation:
             R = torch.eye(3, dtype=kp2d.dtype).expand_as(R)
         shape = self.X0 * inv_s[:, None, None]
-        return LiftingOutput(R, torch.zeros(len(kp2d), 1, dtype=kp2d.dtype), shape, shape,
-                             shape @ R.transpose(-1, -2))
+        return LiftingOutput(
+            R,
+            torch.zeros(len(kp2d), 1, dtype=kp2d.dtype),
+            shape,
+            shape,
+            shape @ R.transpose(-1, -2),
+        )
 
 
 def test_spec_and_config_validation() -> None:
@@ -57,11 +62,24 @@ def test_spec_and_config_validation() -> None:
     assert spec.train_defaults == {"lr": 1e-3, "batch_size": 512, "bf16": False}
     c = LifterFitConfig()
     assert (c.coefficient_ridge, c.motion_free_basis, c.ensemble, c.ensemble_batches) == (
-        1.0, True, 4, "split")
-    for bad in ({"n_categories": 0}, {"refine_steps": -1}, {"rotation": "euler"},
-                {"norm": "group"}, {"huber_delta": -0.1}, {"camera": "pinhole"},
-                {"shape_prior_weight": -1.0}, {"coefficient_ridge": 0.0}, {"ensemble": 0},
-                {"ensemble_batches": "bagged"}, {"ensemble_tolerance": 1.0}):
+        1.0,
+        True,
+        4,
+        "split",
+    )
+    for bad in (
+        {"n_categories": 0},
+        {"refine_steps": -1},
+        {"rotation": "euler"},
+        {"norm": "group"},
+        {"huber_delta": -0.1},
+        {"camera": "pinhole"},
+        {"shape_prior_weight": -1.0},
+        {"coefficient_ridge": 0.0},
+        {"ensemble": 0},
+        {"ensemble_batches": "bagged"},
+        {"ensemble_tolerance": 1.0},
+    ):
         with pytest.raises(ConfigError):
             LifterFitConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="n_keypoints"):
@@ -91,17 +109,28 @@ def test_predict_keeps_the_input_xy() -> None:
 
 def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecovery) -> None:
     err, flat = rigid_recovery(
-        lambda: LifterFit(LifterFitConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
-                                          coefficient_ridge=10.0, motion_free_basis=False,
-                                          ensemble=1)),
+        lambda: LifterFit(
+            LifterFitConfig(
+                n_keypoints=8,
+                n_basis=1,
+                width=64,
+                n_layers=1,
+                coefficient_ridge=10.0,
+                motion_free_basis=False,
+                ensemble=1,
+            )
+        ),
     )
     assert err < 0.05 and err < 0.1 * flat
 
 
 def test_fitted_shape_recovers_a_deforming_low_rank_shape(rigid_recovery: RigidRecovery) -> None:
     err, flat = rigid_recovery(
-        lambda: LifterFit(LifterFitConfig(n_keypoints=8, n_basis=1, width=64, n_layers=1,
-                                          coefficient_ridge=1e-3, ensemble=1)),
+        lambda: LifterFit(
+            LifterFitConfig(
+                n_keypoints=8, n_basis=1, width=64, n_layers=1, coefficient_ridge=1e-3, ensemble=1
+            )
+        ),
         deform=0.3,
     )
     assert err < 0.05 and err < 0.1 * flat
@@ -196,8 +225,9 @@ def test_split_ensemble_members_train_on_their_own_rows() -> None:
 def test_ensemble_objective_is_the_sum_of_the_members_own() -> None:
     """Members run together as one batched network; the objective must be each member's
     reprojection and shape prior on its own rows, computed alone, summed."""
-    cfg = LifterFitConfig(**{**SMALL, "ensemble": 2}, ensemble_batches="split", n_categories=2,
-                          shape_prior_weight=0.5)
+    cfg = LifterFitConfig(
+        **{**SMALL, "ensemble": 2}, ensemble_batches="split", n_categories=2, shape_prior_weight=0.5
+    )
     torch.manual_seed(0)
     model = LifterFit(cfg).double()
     b = batch(n=10, categories=2)
@@ -212,8 +242,10 @@ def test_ensemble_objective_is_the_sum_of_the_members_own() -> None:
         w, cat = vis[rows].double(), b.category[rows]
         net.train()
         norm, lifted = reference.lift(kp2d[rows], vis[rows], net=net)
-        total = total + (reprojection_loss(lifted.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
-                         + 0.5 * shape_prior_loss(lifted.basis_shape, cat, reference.support[cat]))
+        total = total + (
+            reprojection_loss(lifted.shape_cam, norm.kp2d, w, delta=cfg.huber_delta)
+            + 0.5 * shape_prior_loss(lifted.basis_shape, cat, reference.support[cat])
+        )
     torch.testing.assert_close(out.loss, total)
     assert set(out.logs) == {"reprojection", "shape_prior"}
 
@@ -228,8 +260,9 @@ def test_depth_extent_is_the_running_mean_of_each_members_depth_rms() -> None:
         for net, r in zip(model.members, model.member_rows(len(b.kp2d)), strict=True):
             _, lifted = model.lift(b.kp2d[r], b.vis[r], net=net)
             z, vis = lifted.shape_cam[..., 2].detach(), b.vis[r]
-            rms = [(z[s][vis[s]] - z[s][vis[s]].mean()).square().mean().sqrt()
-                   for s in range(len(z))]
+            rms = [
+                (z[s][vis[s]] - z[s][vis[s]].mean()).square().mean().sqrt() for s in range(len(z))
+            ]
             extents.append(torch.stack(rms).mean())
         return torch.stack(extents)
 
@@ -277,8 +310,9 @@ def test_prediction_leaves_out_flattened_members() -> None:
     torch.testing.assert_close(pred.kp3d[..., 2], average([0, 3]))
     torch.testing.assert_close(pred.R, alone[0].R)
     assert not torch.allclose(pred.kp3d[..., 2], average([0, 1, 2, 3]))
-    model.config = LifterFitConfig(**{**SMALL, "ensemble": 4}, ensemble_tolerance=0.0,
-                                   refine_steps=0)
+    model.config = LifterFitConfig(
+        **{**SMALL, "ensemble": 4}, ensemble_tolerance=0.0, refine_steps=0
+    )
     assert model.kept_members() == [oracles[3]]  # only the deepest
     model.depth_extent.fill_(float("nan"))  # untrained: all
     assert model.kept_members() == oracles
@@ -297,5 +331,7 @@ def test_two_training_steps_change_every_member() -> None:
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-    changed = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    changed = {
+        n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])
+    }
     assert changed == {"net", "ensemble"}

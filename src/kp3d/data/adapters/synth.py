@@ -135,19 +135,27 @@ def _render_and_save(job: _Job, indices: range) -> dict[str, np.ndarray]:
     """Render instances ``indices`` and write their PNGs; returns their annotation arrays."""
     from kp3d.data.synth import get_category, render_indices
 
-    gen = get_category(job.category, sfm_dir=job.sfm_dir, articulation=job.articulation,
-                       azimuth=job.azimuth)
+    gen = get_category(
+        job.category, sfm_dir=job.sfm_dir, articulation=job.articulation, azimuth=job.azimuth
+    )
     joints = None
     if job.rig is not None:
         from kp3d.data.synth import _one_thread
         from kp3d.data.synth.rig import get_rig, render_moments
 
         with torch.no_grad(), _one_thread():
-            r, joints = render_moments(gen, indices, get_rig(job.rig, job.size, job.seed),  # type: ignore[arg-type]
-                                       n=job.n, sequences=job.sequences, seed=job.seed)
+            r, joints = render_moments(
+                gen,
+                indices,
+                get_rig(job.rig, job.size, job.seed),  # type: ignore[arg-type]
+                n=job.n,
+                sequences=job.sequences,
+                seed=job.seed,
+            )
     else:
-        r = render_indices(gen, indices, size=job.size, seed=job.seed, views=job.views,
-                           pairs=job.pairs)
+        r = render_indices(
+            gen, indices, size=job.size, seed=job.seed, views=job.views, pairs=job.pairs
+        )
     folder = Path(job.folder)
     image = (r.image.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
     depth = (r.depth.double() / DEPTH_SCALE).round()
@@ -208,8 +216,9 @@ def check_write(
         if views != 1 or pairs:
             raise ConfigError("--rig V renders V fixed cameras; it excludes --views and --pairs")
         if start != 0:
-            raise ConfigError(f"--rig sets start at moment 0 (the clips span the set), got "
-                              f"--start {start}")
+            raise ConfigError(
+                f"--rig sets start at moment 0 (the clips span the set), got --start {start}"
+            )
         if azimuth is not None:
             raise ConfigError("--rig places its own cameras around the room; drop --azimuth")
         if category is not None and category not in ("creature", "quadruped"):
@@ -474,10 +483,12 @@ class SynthSet(Dataset[Sample]):
         """Rig sets: (N,) motion clip of every stored moment, else None."""
         self._background: torch.Tensor | None = None
         if "rig" in self.meta:
-            self._background = torch.stack([
-                load_image(root / "backgrounds" / f"cam{v}.png", size=size)[0]
-                for v in range(self.views)
-            ])
+            self._background = torch.stack(
+                [
+                    load_image(root / "backgrounds" / f"cam{v}.png", size=size)[0]
+                    for v in range(self.views)
+                ]
+            )
 
     @staticmethod
     def _read_meta(path: Path) -> dict[str, Any]:

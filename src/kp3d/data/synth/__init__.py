@@ -234,7 +234,12 @@ def _one_thread() -> Iterator[None]:
 
 
 def render_indices(
-    category: Category, indices: Sequence[int], *, size: int, seed: int, views: int = 1,
+    category: Category,
+    indices: Sequence[int],
+    *,
+    size: int,
+    seed: int,
+    views: int = 1,
     pairs: bool = False,
 ) -> Rendered:
     """Render instances ``indices`` of the set ``seed`` in one batch (leading axes B, V), on
@@ -246,8 +251,15 @@ def render_indices(
 
 
 def iter_rendered(
-    category: Category, n: int, *, size: int, seed: int, views: int = 1, pairs: bool = False,
-    start: int = 0, chunk: int = CHUNK,
+    category: Category,
+    n: int,
+    *,
+    size: int,
+    seed: int,
+    views: int = 1,
+    pairs: bool = False,
+    start: int = 0,
+    chunk: int = CHUNK,
 ) -> Iterator[tuple[range, Rendered]]:
     """Render instances ``start .. start + n - 1`` in chunks of ``chunk``."""
     for lo in range(start, start + n, chunk):
@@ -263,25 +275,41 @@ def to_samples(
     V = r.image.shape[1]
     for b, i in enumerate(indices):
         fields = {
-            "image": r.image[b], "mask": r.mask[b, :, None].float(), "depth": r.depth[b, :, None],
-            "kp2d": r.kp2d[b], "vis": r.vis[b], "kp3d": r.kp3d[b],
-            "intrinsics": r.intrinsics[b], "extrinsics": r.extrinsics[b],
+            "image": r.image[b],
+            "mask": r.mask[b, :, None].float(),
+            "depth": r.depth[b, :, None],
+            "kp2d": r.kp2d[b],
+            "vis": r.vis[b],
+            "kp3d": r.kp3d[b],
+            "intrinsics": r.intrinsics[b],
+            "extrinsics": r.extrinsics[b],
         }
         if multiview:
             fields["view"] = torch.arange(V)
         else:
             fields = {k: t[0] for k, t in fields.items()}
-        out.append(Sample(
-            **{k: t.clone() for k, t in fields.items()},
-            instance=torch.tensor(i), category=torch.tensor(category_id),
-            name=f"{i:06d}",
-        ))
+        out.append(
+            Sample(
+                **{k: t.clone() for k, t in fields.items()},
+                instance=torch.tensor(i),
+                category=torch.tensor(category_id),
+                name=f"{i:06d}",
+            )
+        )
     return out
 
 
 def generate(
-    category: str, n: int, *, size: int = 64, seed: int = 0, views: int = 1, pairs: bool = False,
-    sfm_dir: str | Path | None = None, start: int = 0, articulation: float | None = None,
+    category: str,
+    n: int,
+    *,
+    size: int = 64,
+    seed: int = 0,
+    views: int = 1,
+    pairs: bool = False,
+    sfm_dir: str | Path | None = None,
+    start: int = 0,
+    articulation: float | None = None,
     azimuth: Sequence[float] | None = None,
 ) -> list[Sample]:
     """Generate ``n`` samples of ``category`` in memory (instances ``start .. start + n - 1``).
@@ -317,6 +345,17 @@ def generate(
     return out
 
 
-__all__ = ["CATEGORIES", "GENERATOR_VERSION", "Category", "check_articulation",
-           "check_azimuth", "effective_articulation", "effective_azimuth", "generate",
-           "get_category", "iter_rendered", "render_indices", "to_samples"]
+__all__ = [
+    "CATEGORIES",
+    "GENERATOR_VERSION",
+    "Category",
+    "check_articulation",
+    "check_azimuth",
+    "effective_articulation",
+    "effective_azimuth",
+    "generate",
+    "get_category",
+    "iter_rendered",
+    "render_indices",
+    "to_samples",
+]

@@ -118,13 +118,18 @@ class ArticulatedSpec:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.articulation <= 1.0:
-            raise ValueError(f"{self.name}: articulation must be in [0, 1], got {self.articulation}")
+            raise ValueError(
+                f"{self.name}: articulation must be in [0, 1], got {self.articulation}"
+            )
         lo, hi = self.azimuth
         if not lo < hi <= lo + 360.0:
-            raise ValueError(f"{self.name}: azimuth must be (lo, hi) with lo < hi <= lo + 360, "
-                             f"got {self.azimuth}")
-        object.__setattr__(self, "edges", tuple((j.parent, i) for i, j in enumerate(self.joints)
-                                                if j.parent >= 0))
+            raise ValueError(
+                f"{self.name}: azimuth must be (lo, hi) with lo < hi <= lo + 360, "
+                f"got {self.azimuth}"
+            )
+        object.__setattr__(
+            self, "edges", tuple((j.parent, i) for i, j in enumerate(self.joints) if j.parent >= 0)
+        )
 
 
 class ArticulatedCategory:
@@ -229,10 +234,15 @@ class ArticulatedCategory:
         """Forward kinematics: joint positions (B, J, 3) and frames (B, J, 3, 3), world frame."""
         s = self.spec
         a = p["angles"]  # (B, J, 3) flex, abduct, twist
-        local = scene.matmul(scene.matmul(scene.rot_y(a[..., 2]), scene.rot_z(a[..., 1])),
-                             scene.rot_x(a[..., 0]))
-        length = (self._lengths * p["group_scale"][:, self._group_of] * p["bone_scale"]
-                  * p["size"][:, None])
+        local = scene.matmul(
+            scene.matmul(scene.rot_y(a[..., 2]), scene.rot_z(a[..., 1])), scene.rot_x(a[..., 0])
+        )
+        length = (
+            self._lengths
+            * p["group_scale"][:, self._group_of]
+            * p["bone_scale"]
+            * p["size"][:, None]
+        )
         root = scene.matmul(scene.rot_z(p["root"][:, 1]), scene.rot_x(p["root"][:, 0]))
         pos: list[Tensor] = []
         frames: list[Tensor] = []
@@ -304,18 +314,46 @@ class ArticulatedCategory:
         # camera there), then frame the projected box; the second pass corrects perspective.
         dist = rep(radius) / (flat["fill"] * torch.tan(flat["fov"] / 2))
         t = -scene.apply(R, rep(centre)[:, None])[:, 0] + torch.stack(
-            (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1)
+            (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1
+        )
         for _ in range(2):
-            t = t + scene.frame_object(scene.apply(R, rep(verts), t), K, size, flat["fill"],
-                                       flat["shift"])
-        return self.shade(verts, normals, local, joints, joint_radius, p, R=R, t=t, K=K,
-                          light=flat["light"], ambient=flat["ambient"], diffuse=flat["diffuse"],
-                          background=scene.render_background(flat, size), views=V)
+            t = t + scene.frame_object(
+                scene.apply(R, rep(verts), t), K, size, flat["fill"], flat["shift"]
+            )
+        return self.shade(
+            verts,
+            normals,
+            local,
+            joints,
+            joint_radius,
+            p,
+            R=R,
+            t=t,
+            K=K,
+            light=flat["light"],
+            ambient=flat["ambient"],
+            diffuse=flat["diffuse"],
+            background=scene.render_background(flat, size),
+            views=V,
+        )
 
     def shade(
-        self, verts: Tensor, normals: Tensor, local: Tensor, joints: Tensor, joint_radius: Tensor,
-        p: dict[str, Tensor], *, R: Tensor, t: Tensor, K: Tensor, light: Tensor, ambient: Tensor,
-        diffuse: Tensor, background: Tensor, views: int,
+        self,
+        verts: Tensor,
+        normals: Tensor,
+        local: Tensor,
+        joints: Tensor,
+        joint_radius: Tensor,
+        p: dict[str, Tensor],
+        *,
+        R: Tensor,
+        t: Tensor,
+        K: Tensor,
+        light: Tensor,
+        ambient: Tensor,
+        diffuse: Tensor,
+        background: Tensor,
+        views: int,
     ) -> scene.Rendered:
         """Rasterise and shade posed bodies seen by known cameras, over given backgrounds.
 
@@ -358,13 +396,17 @@ class ArticulatedCategory:
         seen = scene.at_pixels(kp2d, frags.face)
         own = self._own[torch.arange(len(self.keypoint_names)), self.face_part[seen.clamp_min(0)]]
         own &= seen >= 0
-        vis = scene.visibility(kp2d, kp3d[..., 2], frags.depth,
-                               1.25 * rep(joint_radius) + 1e-3, own=own)
+        vis = scene.visibility(
+            kp2d, kp3d[..., 2], frags.depth, 1.25 * rep(joint_radius) + 1e-3, own=own
+        )
         S = size
         return scene.Rendered(
-            image=image.view(B, V, 3, S, S), mask=frags.mask.view(B, V, S, S),
-            depth=frags.depth.view(B, V, S, S), kp2d=kp2d.unflatten(0, (B, V)),
-            vis=vis.unflatten(0, (B, V)), kp3d=kp3d.unflatten(0, (B, V)),
+            image=image.view(B, V, 3, S, S),
+            mask=frags.mask.view(B, V, S, S),
+            depth=frags.depth.view(B, V, S, S),
+            kp2d=kp2d.unflatten(0, (B, V)),
+            vis=vis.unflatten(0, (B, V)),
+            kp3d=kp3d.unflatten(0, (B, V)),
             intrinsics=K.unflatten(0, (B, V)),
             extrinsics=torch.cat((R, t[..., None]), -1).unflatten(0, (B, V)),
         )

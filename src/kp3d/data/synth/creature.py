@@ -13,24 +13,50 @@ from kp3d.data.synth.articulated import ArticulatedSpec, Joint, Part, mirror
 
 _LEFT_ARM = (
     Joint("left_shoulder", 1, (1.0, 0.0, 0.0), 0.14, "shoulder", abduct=(-10, 15)),
-    Joint("left_elbow", 4, (0.0, -1.0, 0.0), 0.22, "upper_arm", flex=(-160, 45), abduct=(-10, 100),
-          twist=(-45, 45)),
+    Joint(
+        "left_elbow",
+        4,
+        (0.0, -1.0, 0.0),
+        0.22,
+        "upper_arm",
+        flex=(-160, 45),
+        abduct=(-10, 100),
+        twist=(-45, 45),
+    ),
     Joint("left_wrist", 5, (0.0, -1.0, 0.0), 0.20, "forearm", flex=(-140, 0)),
 )
 _LEFT_LEG = (
     Joint("left_hip", 0, (1.0, -0.25, 0.0), 0.10, "hip"),
-    Joint("left_knee", 10, (0.0, -1.0, 0.0), 0.26, "thigh", flex=(-100, 30), abduct=(-10, 45),
-          twist=(-30, 30)),
+    Joint(
+        "left_knee",
+        10,
+        (0.0, -1.0, 0.0),
+        0.26,
+        "thigh",
+        flex=(-100, 30),
+        abduct=(-10, 45),
+        twist=(-30, 30),
+    ),
     Joint("left_ankle", 11, (0.0, -1.0, 0.0), 0.25, "shin", flex=(0, 130)),
 )
 JOINTS: tuple[Joint, ...] = (
     Joint("pelvis"),
-    Joint("chest", 0, (0.0, 1.0, 0.0), 0.32, "spine", flex=(-15, 35), abduct=(-20, 20),
-          twist=(-30, 30)),
-    Joint("neck", 1, (0.0, 1.0, 0.1), 0.12, "neck", flex=(-20, 30), abduct=(-20, 20),
-          twist=(-20, 20)),
-    Joint("head", 2, (0.0, 1.0, 0.15), 0.13, "head", flex=(-30, 30), abduct=(-20, 20),
-          twist=(-60, 60)),
+    Joint(
+        "chest",
+        0,
+        (0.0, 1.0, 0.0),
+        0.32,
+        "spine",
+        flex=(-15, 35),
+        abduct=(-20, 20),
+        twist=(-30, 30),
+    ),
+    Joint(
+        "neck", 1, (0.0, 1.0, 0.1), 0.12, "neck", flex=(-20, 30), abduct=(-20, 20), twist=(-20, 20)
+    ),
+    Joint(
+        "head", 2, (0.0, 1.0, 0.15), 0.13, "head", flex=(-30, 30), abduct=(-20, 20), twist=(-60, 60)
+    ),
     *_LEFT_ARM,
     *mirror(_LEFT_ARM, 7),
     *_LEFT_LEG,

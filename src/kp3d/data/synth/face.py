@@ -49,8 +49,17 @@ from kp3d.data.synth.mesh import vertex_normals
 from kp3d.data.synth.raster import fragment_values, rasterize
 from kp3d.data.synth.sfm import SurreyFaceModel, load_sfm
 
-_GROUPS = (("jaw", 17), ("right_brow", 5), ("left_brow", 5), ("nose_bridge", 4), ("nostril", 5),
-           ("right_eye", 6), ("left_eye", 6), ("outer_lip", 12), ("inner_lip", 8))
+_GROUPS = (
+    ("jaw", 17),
+    ("right_brow", 5),
+    ("left_brow", 5),
+    ("nose_bridge", 4),
+    ("nostril", 5),
+    ("right_eye", 6),
+    ("left_eye", 6),
+    ("outer_lip", 12),
+    ("inner_lip", 8),
+)
 IBUG_NAMES: tuple[str, ...] = tuple(f"{g}_{i + 1}" for g, n in _GROUPS for i in range(n))
 """Names of the 68 iBUG landmarks, in order (the subject's right/left)."""
 
@@ -107,8 +116,10 @@ class FaceCategory:
         self._cont_idx: list[int] = []
         cands: list[np.ndarray] = []
         side: list[float] = []
-        for s, lms, verts, eye in ((-1.0, RIGHT_CONTOUR, model.contour_right, 37),
-                                   (1.0, LEFT_CONTOUR, model.contour_left, 46)):
+        for s, lms, verts, eye in (
+            (-1.0, RIGHT_CONTOUR, model.contour_right, 37),
+            (1.0, LEFT_CONTOUR, model.contour_left, 46),
+        ):
             if len(verts) < 2:
                 continue
             points = self._contour_points(list(verts), eye, len(lms))
@@ -117,18 +128,25 @@ class FaceCategory:
                 gaps = [abs(ys[j] - ys[i]) for i in (j - 1, j + 1) if 0 <= i < len(ys)]
                 band = max(3.0, 0.5 * min(gaps))
                 x_anat = abs(mean[p[0], 0] * (1 - p[2]) + mean[p[1], 0] * p[2])
-                c = np.flatnonzero((np.abs(mean[:, 1] - ys[j]) <= band)
-                                   & (s * mean[:, 0] >= 0.35 * x_anat))
+                c = np.flatnonzero(
+                    (np.abs(mean[:, 1] - ys[j]) <= band) & (s * mean[:, 0] >= 0.35 * x_anat)
+                )
                 if len(c) == 0:
                     c = np.array([p[0]])
                 self._cont_idx.append(k)
                 cands.append(c)
                 side.append(s)
         width = max((len(c) for c in cands), default=1)
-        self._cand = torch.tensor(np.stack([np.pad(c, (0, width - len(c)), mode="edge")
-                                            for c in cands]) if cands else np.zeros((0, 1), int))
-        self._cand_ok = torch.tensor(np.stack([np.arange(width) < len(c) for c in cands])
-                                     if cands else np.zeros((0, 1), bool))
+        self._cand = torch.tensor(
+            np.stack([np.pad(c, (0, width - len(c)), mode="edge") for c in cands])
+            if cands
+            else np.zeros((0, 1), int)
+        )
+        self._cand_ok = torch.tensor(
+            np.stack([np.arange(width) < len(c) for c in cands])
+            if cands
+            else np.zeros((0, 1), bool)
+        )
         self._side = torch.tensor(side, dtype=torch.float32)
         self._cont = torch.tensor(self._cont_idx, dtype=torch.int64)
         defined = fixed >= 0
@@ -248,11 +266,16 @@ class FaceCategory:
         # The mouth's inner vertex: behind the centre of the lips' opening, dark.
         inner = verts[mouth].mean(0) - np.array([0.0, 0.0, 12.0]) if len(mouth) else verts[0]
         dark = albedo[mouth].mean(0) * 0.15 if len(mouth) else albedo[0]
-        p = {"verts": np.concatenate((verts, inner[None])) * 1e-3,
-             "albedo": np.concatenate((albedo, dark[None]))}
+        p = {
+            "verts": np.concatenate((verts, inner[None])) * 1e-3,
+            "albedo": np.concatenate((albedo, dark[None])),
+        }
 
-        yaw0, pitch0, roll0 = (rng.uniform(-YAW, YAW), rng.uniform(-PITCH, PITCH),
-                               rng.uniform(-ROLL, ROLL))
+        yaw0, pitch0, roll0 = (
+            rng.uniform(-YAW, YAW),
+            rng.uniform(-PITCH, PITCH),
+            rng.uniform(-ROLL, ROLL),
+        )
         per_view = []
         for v in range(views):
             if v == 0:
@@ -261,18 +284,23 @@ class FaceCategory:
                 yaw = yaw0 + rng.choice([-1, 1]) * rng.uniform(10, 45)
                 if abs(yaw) > YAW:  # reflect into range, keeping the distance from view 0
                     yaw = yaw0 - math.copysign(abs(yaw - yaw0), yaw - yaw0)
-                ypr = (yaw, np.clip(pitch0 + rng.uniform(-10, 10), -PITCH, PITCH),
-                       np.clip(roll0 + rng.uniform(-10, 10), -ROLL, ROLL))
+                ypr = (
+                    yaw,
+                    np.clip(pitch0 + rng.uniform(-10, 10), -PITCH, PITCH),
+                    np.clip(roll0 + rng.uniform(-10, 10), -ROLL, ROLL),
+                )
             else:
                 ypr = (rng.uniform(-YAW, YAW), rng.uniform(-PITCH, PITCH), rng.uniform(-ROLL, ROLL))
-            per_view.append({
-                "ypr": np.radians(np.array(ypr, dtype=np.float64)),
-                "fov": np.radians(np.array(rng.uniform(10, 20))),
-                "fill": np.array(rng.uniform(0.7, 0.9)),
-                "shift": rng.uniform(-0.04, 0.04, 2),
-                **scene.sample_light(rng),
-                **scene.sample_background(rng),
-            })
+            per_view.append(
+                {
+                    "ypr": np.radians(np.array(ypr, dtype=np.float64)),
+                    "fov": np.radians(np.array(rng.uniform(10, 20))),
+                    "fill": np.array(rng.uniform(0.7, 0.9)),
+                    "shift": rng.uniform(-0.04, 0.04, 2),
+                    **scene.sample_light(rng),
+                    **scene.sample_background(rng),
+                }
+            )
         p.update(scene.stack_views(per_view))
         return p
 
@@ -290,8 +318,11 @@ class FaceCategory:
         lips, brows, eyes = self._regions
         lip_color = base * np.array([0.95, 0.55, 0.55]) * rng.uniform(0.75, 1.0)
         brow_color = np.full(3, rng.uniform(0.05, 0.4)) * np.array([1.0, 0.85, 0.7])
-        for weight, color, strength in ((lips, lip_color, 0.9), (brows, brow_color, 0.8),
-                                        (eyes, base * 0.45, 0.6)):
+        for weight, color, strength in (
+            (lips, lip_color, 0.9),
+            (brows, brow_color, 0.8),
+            (eyes, base * 0.45, 0.6),
+        ):
             a = (weight * strength)[:, None]
             albedo = albedo * (1 - a) + color * a
         return np.clip(albedo, 0, 1)
@@ -309,18 +340,22 @@ class FaceCategory:
         verts = p["verts"]
         yaw, pitch, roll = flat["ypr"].unbind(-1)
         flip = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
-        R = scene.matmul(flip, scene.matmul(scene.matmul(scene.rot_z(roll), scene.rot_y(yaw)),
-                                            scene.rot_x(pitch)))
+        R = scene.matmul(
+            flip,
+            scene.matmul(scene.matmul(scene.rot_z(roll), scene.rot_y(yaw)), scene.rot_x(pitch)),
+        )
         K = scene.intrinsics(flat["fov"], size)
 
         centre = (verts.amax(1) + verts.amin(1)) / 2
         radius = (verts - centre[:, None]).norm(dim=-1).amax(-1)
         dist = rep(radius) / (flat["fill"] * torch.tan(flat["fov"] / 2))
         t = -scene.apply(R, rep(centre)[:, None])[:, 0] + torch.stack(
-            (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1)
+            (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1
+        )
         for _ in range(2):
-            t = t + scene.frame_object(scene.apply(R, rep(verts), t), K, size, flat["fill"],
-                                       flat["shift"])
+            t = t + scene.frame_object(
+                scene.apply(R, rep(verts), t), K, size, flat["fill"], flat["shift"]
+            )
         cam = scene.apply(R, rep(verts), t)
         screen = torch.cat((scene.project(cam, K), cam[..., 2:]), -1)
         frags = rasterize(screen, self.faces, (size, size))
@@ -330,8 +365,9 @@ class FaceCategory:
         n = pix[:, :3] / pix[:, :3].norm(dim=-1, keepdim=True).clamp_min(1e-9)
         n = torch.where((n * pix[:, 6:]).sum(-1, keepdim=True) > 0, -n, n)  # two-sided
         img = hit // (size * size)
-        shaded = scene.lambert(n, pix[:, 3:6], flat["light"][img], flat["ambient"][img],
-                               flat["diffuse"][img])
+        shaded = scene.lambert(
+            n, pix[:, 3:6], flat["light"][img], flat["ambient"][img], flat["diffuse"][img]
+        )
         image = scene.composite(scene.render_background(flat, size), hit, shaded)
 
         kp3d = self._landmarks(cam, R, K)
@@ -341,9 +377,12 @@ class FaceCategory:
         kp2d = torch.where(self._defined[:, None], kp2d, torch.zeros_like(kp2d))
         S = size
         return scene.Rendered(
-            image=image.view(B, V, 3, S, S), mask=frags.mask.view(B, V, S, S),
-            depth=frags.depth.view(B, V, S, S), kp2d=kp2d.unflatten(0, (B, V)),
-            vis=vis.unflatten(0, (B, V)), kp3d=kp3d.unflatten(0, (B, V)),
+            image=image.view(B, V, 3, S, S),
+            mask=frags.mask.view(B, V, S, S),
+            depth=frags.depth.view(B, V, S, S),
+            kp2d=kp2d.unflatten(0, (B, V)),
+            vis=vis.unflatten(0, (B, V)),
+            kp3d=kp3d.unflatten(0, (B, V)),
             intrinsics=K.unflatten(0, (B, V)),
             extrinsics=torch.cat((R, t[..., None]), -1).unflatten(0, (B, V)),
         )
@@ -361,8 +400,9 @@ class FaceCategory:
                 at = kp2d + kp2d.new_tensor([dx, dy])
                 seen = scene.unproject_pixels(at, depth, K)
                 near = (seen - kp3d).norm(dim=-1) <= VIS_RADIUS + 2 * footprint
-                vis |= scene.visibility(at, kp3d[..., 2], depth, torch.zeros_like(footprint),
-                                        own=near)
+                vis |= scene.visibility(
+                    at, kp3d[..., 2], depth, torch.zeros_like(footprint), own=near
+                )
         H, W = depth.shape[-2:]
         u, v = kp2d.unbind(-1)
         return vis & (u >= 0) & (u < W) & (v >= 0) & (v < H)

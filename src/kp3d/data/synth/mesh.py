@@ -42,11 +42,16 @@ def capsule_template(rings: int = 6, segments: int = 8) -> CapsuleTemplate:
     ring_pts = torch.stack(
         (st * phi.sin()[None], ct.expand(-1, segments), st * phi.cos()[None]), -1
     ).reshape(-1, 3)
-    unit = torch.cat((torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), ring_pts,
-                      torch.tensor([[0.0, -1.0, 0.0]], dtype=torch.float64)))
+    unit = torch.cat(
+        (
+            torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64),
+            ring_pts,
+            torch.tensor([[0.0, -1.0, 0.0]], dtype=torch.float64),
+        )
+    )
     n_rings = len(lats)
     side = torch.ones(len(unit))
-    side[1 + half * segments:] = -1.0
+    side[1 + half * segments :] = -1.0
 
     def ring(r: int, s: Tensor) -> Tensor:
         return 1 + r * segments + s % segments
@@ -54,8 +59,9 @@ def capsule_template(rings: int = 6, segments: int = 8) -> CapsuleTemplate:
     s = torch.arange(segments)
     top = torch.stack((torch.zeros_like(s), ring(0, s), ring(0, s + 1)), -1)
     bottom_pole = len(unit) - 1
-    bottom = torch.stack((torch.full_like(s, bottom_pole), ring(n_rings - 1, s + 1),
-                          ring(n_rings - 1, s)), -1)
+    bottom = torch.stack(
+        (torch.full_like(s, bottom_pole), ring(n_rings - 1, s + 1), ring(n_rings - 1, s)), -1
+    )
     quads = []
     for r in range(n_rings - 1):
         a, b, c, d = ring(r, s), ring(r, s + 1), ring(r + 1, s + 1), ring(r + 1, s)

@@ -13,21 +13,31 @@ from kp3d.data.synth.articulated import ArticulatedSpec, Joint, Part, mirror
 
 _FRONT_LEFT = (
     Joint("front_left_shoulder", 1, (1.0, -0.6, 0.1), 0.12, "shoulder"),
-    Joint("front_left_knee", 6, (0.0, -1.0, 0.0), 0.25, "front_upper", flex=(-45, 35),
-          abduct=(-5, 15)),
+    Joint(
+        "front_left_knee", 6, (0.0, -1.0, 0.0), 0.25, "front_upper", flex=(-45, 35), abduct=(-5, 15)
+    ),
     Joint("front_left_paw", 7, (0.0, -1.0, 0.0), 0.23, "front_lower", flex=(-10, 90)),
 )
 _BACK_LEFT = (
     Joint("back_left_hip", 0, (1.0, -0.4, 0.0), 0.12, "hip"),
-    Joint("back_left_knee", 12, (0.0, -1.0, 0.35), 0.27, "back_upper", flex=(-50, 30),
-          abduct=(-5, 15)),
+    Joint(
+        "back_left_knee", 12, (0.0, -1.0, 0.35), 0.27, "back_upper", flex=(-50, 30), abduct=(-5, 15)
+    ),
     Joint("back_left_paw", 13, (0.0, -1.0, -0.35), 0.30, "back_lower", flex=(-40, 60)),
 )
 JOINTS: tuple[Joint, ...] = (
     Joint("pelvis"),
     Joint("withers", 0, (0.0, 0.08, 1.0), 0.50, "body", flex=(-10, 10), twist=(-20, 20)),
-    Joint("neck", 1, (0.0, 0.75, 0.66), 0.28, "neck", flex=(-35, 40), abduct=(-15, 15),
-          twist=(-50, 50)),
+    Joint(
+        "neck",
+        1,
+        (0.0, 0.75, 0.66),
+        0.28,
+        "neck",
+        flex=(-35, 40),
+        abduct=(-15, 15),
+        twist=(-50, 50),
+    ),
     Joint("head", 2, (0.0, 0.2, 1.0), 0.10, "head", flex=(-30, 30), twist=(-20, 20)),
     Joint("nose", 3, (0.0, -0.3, 1.0), 0.16, "snout"),
     Joint("tail_tip", 0, (0.0, 0.4, -1.0), 0.35, "tail", flex=(-60, 40), twist=(-50, 50)),

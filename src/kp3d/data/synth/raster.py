@@ -109,7 +109,8 @@ def rasterize(
         raise ValueError(f"rasterize: verts must be (B, N, 3), got {tuple(verts.shape)}")
     if faces.ndim != 2 or faces.shape[-1] != 3 or faces.dtype != torch.int64:
         raise ValueError(
-            f"rasterize: faces must be (F, 3) int64, got {tuple(faces.shape)} {faces.dtype}")
+            f"rasterize: faces must be (F, 3) int64, got {tuple(faces.shape)} {faces.dtype}"
+        )
     if tile is not None and tile < 1:
         raise ValueError(f"rasterize: tile must be >= 1, got {tile}")
     H, W = int(size[0]), int(size[1])
@@ -187,7 +188,9 @@ def rasterize(
         bary[hit] = lam
         depth_map[hit] = (lam * c[..., 5]).sum(-1)
     return Fragments(
-        face=face.view(B, H, W), depth=depth_map.view(B, H, W), bary=bary.view(B, H, W, 3),
+        face=face.view(B, H, W),
+        depth=depth_map.view(B, H, W),
+        bary=bary.view(B, H, W, 3),
         mask=(face >= 0).view(B, H, W),
     )
 

@@ -122,9 +122,7 @@ def project(X: Tensor, K: Tensor) -> Tensor:
     return project_pinhole(X, K)
 
 
-def frame_object(
-    X: Tensor, K: Tensor, size: int, fill: Tensor, shift: Tensor
-) -> Tensor:
+def frame_object(X: Tensor, K: Tensor, size: int, fill: Tensor, shift: Tensor) -> Tensor:
     """Translation that frames camera-frame points so their image box spans ``fill`` of the image.
 
     The points are moved along the optical axis until the longer side of their projected box is
@@ -199,8 +197,12 @@ def render_background(p: dict[str, Tensor], size: int) -> Tensor:
     c0, c1 = p["bg_colors"][:, 0, :, None, None], p["bg_colors"][:, 1, :, None, None]
     img = c0 * (1 - g) + c1 * g
     for key in ("bg_coarse", "bg_fine"):
-        img = img + F.interpolate(p[key].reshape(B, 3, *p[key].shape[-2:]), size=(size, size),
-                                  mode="bilinear", align_corners=False)
+        img = img + F.interpolate(
+            p[key].reshape(B, 3, *p[key].shape[-2:]),
+            size=(size, size),
+            mode="bilinear",
+            align_corners=False,
+        )
     return img.clamp(0, 1)
 
 

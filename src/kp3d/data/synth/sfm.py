@@ -58,7 +58,7 @@ class _Reader:
                 f"{self.path}: truncated or malformed: {what} needs {n} bytes at offset "
                 f"{self.pos}, the file has {len(self.data)}"
             )
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -176,8 +176,9 @@ def read_blendshapes(path: str | Path) -> Blendshapes:
         names.append(r.take(length, f"blendshape {i} name").decode("utf-8", errors="replace"))
         m = r.matrix(f"blendshape {names[-1]!r}")
         if m.shape[1] != 1 or m.shape[0] % 3:
-            raise DataError(f"{path}: blendshape {names[-1]!r} is {m.shape[0]} x {m.shape[1]}, "
-                            "expected 3N x 1")
+            raise DataError(
+                f"{path}: blendshape {names[-1]!r} is {m.shape[0]} x {m.shape[1]}, expected 3N x 1"
+            )
         offsets.append(m[:, 0].reshape(-1, 3))
     r.done()
     if len({len(o) for o in offsets}) > 1:
@@ -218,7 +219,8 @@ def read_landmark_mapping(path: str | Path) -> LandmarkMapping:
             vertices[int(k)] = int(v)
         except (TypeError, ValueError):
             raise DataError(
-                f"{path}: landmark mapping {k!r} = {v!r} is not integer -> integer") from None
+                f"{path}: landmark mapping {k!r} = {v!r} is not integer -> integer"
+            ) from None
     contours = doc.get("contour_landmarks", {})
     try:
         right = tuple(int(x) for x in contours.get("right", ()))
@@ -242,8 +244,10 @@ def read_contours(path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{path}: expected {{'model_contour': {{'right_contour': [...], "
-                        f"'left_contour': [...]}}}} ({type(e).__name__}: {e})") from e
+        raise DataError(
+            f"{path}: expected {{'model_contour': {{'right_contour': [...], "
+            f"'left_contour': [...]}}}} ({type(e).__name__}: {e})"
+        ) from e
 
 
 @dataclass(frozen=True)
@@ -281,8 +285,10 @@ def load_sfm(folder: str | Path) -> SurreyFaceModel:
     right, left = read_contours(folder / CONTOUR_FILE)
     n = len(shape.mean)
     if expressions.offsets.size and expressions.offsets.shape[1] != n:
-        raise DataError(f"{folder / EXPRESSION_FILE}: blendshapes have "
-                        f"{expressions.offsets.shape[1]} vertices, the shape model {n}")
+        raise DataError(
+            f"{folder / EXPRESSION_FILE}: blendshapes have "
+            f"{expressions.offsets.shape[1]} vertices, the shape model {n}"
+        )
     for name, idx in (("landmark mapping", mapping.vertices.values()), ("contours", right + left)):
         bad = [i for i in idx if not 0 <= i < n]
         if bad:

@@ -373,8 +373,12 @@ class AutoLink3D(MethodModel):
         if c.decoder_input == "edges+depth":
             assert shape is not None  # checked by the config
             drawn = render_depth_edge_map(
-                det.kp, shape.points[..., 2], weights, (H, W),
-                thickness=c.edge_thickness, pairs=self.pairs,
+                det.kp,
+                shape.points[..., 2],
+                weights,
+                (H, W),
+                thickness=c.edge_thickness,
+                pairs=self.pairs,
             )
             edges = drawn.edges
             extra.append(drawn.depth[:, None])

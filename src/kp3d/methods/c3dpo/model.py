@@ -118,13 +118,22 @@ class C3DPO(MethodModel):
             )
         self.config = config
         self.net = LiftingNet(
-            config.n_keypoints, n_basis=config.n_basis, width=config.width,
-            n_layers=config.n_layers, norm=config.norm, rotation=config.rotation,
-            coefficients="linear", camera=config.camera,
+            config.n_keypoints,
+            n_basis=config.n_basis,
+            width=config.width,
+            n_layers=config.n_layers,
+            norm=config.norm,
+            rotation=config.rotation,
+            coefficients="linear",
+            camera=config.camera,
         )
         self.canonicaliser = nn.Sequential(
-            Trunk(3 * config.n_keypoints, width=config.width, n_layers=config.n_layers,
-                  norm=config.norm),
+            Trunk(
+                3 * config.n_keypoints,
+                width=config.width,
+                n_layers=config.n_layers,
+                norm=config.norm,
+            ),
             nn.Linear(config.width, config.n_basis),
         )
 
@@ -143,8 +152,11 @@ class C3DPO(MethodModel):
                 space itself is pushed towards being canonicalisable.
         """
         return canonicalisation_loss(
-            shape, self.canonicaliser, self.net.shape_from_alpha,
-            rotations=self.config.canonicalisation_rotations, delta=self.config.huber_delta,
+            shape,
+            self.canonicaliser,
+            self.net.shape_from_alpha,
+            rotations=self.config.canonicalisation_rotations,
+            delta=self.config.huber_delta,
             generator=generator,
         )
 

@@ -179,8 +179,10 @@ class LifterConfig:
         if self.camera not in get_args(CameraKind):
             raise ConfigError(f"camera must be one of {get_args(CameraKind)}, got {self.camera!r}")
         if self.ensemble_batches not in get_args(EnsembleBatches):
-            raise ConfigError(f"ensemble_batches must be one of {get_args(EnsembleBatches)}, "
-                              f"got {self.ensemble_batches!r}")
+            raise ConfigError(
+                f"ensemble_batches must be one of {get_args(EnsembleBatches)}, "
+                f"got {self.ensemble_batches!r}"
+            )
 
 
 def depth_extent(depth: Tensor, vis: Tensor) -> Tensor:
@@ -223,9 +225,15 @@ class Lifter(MethodModel):
 
         def member() -> LiftingNet:
             return LiftingNet(
-                config.n_keypoints, n_basis=config.n_basis, width=config.width,
-                n_layers=config.n_layers, norm=config.norm, rotation=config.rotation,
-                coefficients="relu", camera=config.camera, context_dim=config.context_dim,
+                config.n_keypoints,
+                n_basis=config.n_basis,
+                width=config.width,
+                n_layers=config.n_layers,
+                norm=config.norm,
+                rotation=config.rotation,
+                coefficients="relu",
+                camera=config.camera,
+                context_dim=config.context_dim,
                 motion_free_basis=config.motion_free_basis,
             )
 
@@ -247,8 +255,14 @@ class Lifter(MethodModel):
         """The lifting networks: ``net``, then the rest of the ensemble."""
         return [self.net, *self.ensemble]
 
-    def lift(self, kp2d: Tensor, vis: Tensor | None = None, context: Tensor | None = None, *,
-             net: LiftingNet | None = None) -> tuple[Normalised, LiftingOutput]:
+    def lift(
+        self,
+        kp2d: Tensor,
+        vis: Tensor | None = None,
+        context: Tensor | None = None,
+        *,
+        net: LiftingNet | None = None,
+    ) -> tuple[Normalised, LiftingOutput]:
         """Normalise ``kp2d`` (B, K, 2) with ``vis`` (B, K) and run a lifting network (default
         ``net``)."""
         norm = normalise_keypoints(kp2d, vis)
@@ -279,9 +293,15 @@ class Lifter(MethodModel):
         seen.index_add_(0, category, vis)
         self.support |= seen > 0
 
-    def cycle_losses(self, out: LiftingOutput, category: Tensor, context: Tensor | None = None,
-                     generator: torch.Generator | None = None, *,
-                     net: LiftingNet | None = None) -> CycleLosses:
+    def cycle_losses(
+        self,
+        out: LiftingOutput,
+        category: Tensor,
+        context: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        net: LiftingNet | None = None,
+    ) -> CycleLosses:
         """Camera and shape losses of the augmented view ``Pi(R~ X)`` of each shape that ``net``
         (default ``self.net``) predicted.
 
@@ -328,8 +348,14 @@ class Lifter(MethodModel):
     def losses(self, batch: Sample, step: int) -> LossOutput:
         return self.objective(batch.kp2d, batch.vis, batch.category, step)
 
-    def objective(self, kp2d: Tensor, vis: Tensor | None, category: Tensor | None, step: int,
-                  context: Tensor | None = None) -> LossOutput:
+    def objective(
+        self,
+        kp2d: Tensor,
+        vis: Tensor | None,
+        category: Tensor | None,
+        step: int,
+        context: Tensor | None = None,
+    ) -> LossOutput:
         """The unweighted losses for keypoints (B, K, 2), visibility (B, K), categories (B,)
         and an optional context (B, C)."""
         cfg = self.config
@@ -357,8 +383,12 @@ class Lifter(MethodModel):
             )
         if cycling:
             cycles = [
-                self.cycle_losses(LiftingOutput(*(t[e] for t in out)), cat[e],
-                                  None if ctx is None else ctx[e], net=net)
+                self.cycle_losses(
+                    LiftingOutput(*(t[e] for t in out)),
+                    cat[e],
+                    None if ctx is None else ctx[e],
+                    net=net,
+                )
                 for e, net in enumerate(self.members)
             ]
             losses["camera"] = torch.stack([c.camera for c in cycles]).sum() / E
@@ -369,13 +399,16 @@ class Lifter(MethodModel):
             old.copy_(torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY)))
         return LossOutput(losses, {})
 
-    def lift_members(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None
-                     ) -> tuple[Normalised, LiftingOutput]:
+    def lift_members(
+        self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None
+    ) -> tuple[Normalised, LiftingOutput]:
         """:meth:`lift` of member e on ``kp2d[e]`` (E, B, K, 2), ``vis[e]`` (E, B, K) and
         ``context[e]`` (E, B, C), every output stacked (E, B, ...), one member after the other."""
         norm = normalise_keypoints(kp2d, vis)
-        outs = [net(norm.kp2d[e], vis[e], None if context is None else context[e])
-                for e, net in enumerate(self.members)]
+        outs = [
+            net(norm.kp2d[e], vis[e], None if context is None else context[e])
+            for e, net in enumerate(self.members)
+        ]
         return norm, LiftingOutput(*(torch.stack(field) for field in zip(*outs, strict=True)))
 
     def kept_members(self) -> list[LiftingNet]:
@@ -398,8 +431,10 @@ class Lifter(MethodModel):
         if self.config.ensemble_batches == "shared" or n == 1:
             return [slice(None)] * n
         if batch_size < n:
-            raise ValueError(f"lifter: ensemble_batches = split needs at least one sample per "
-                             f"member, got a batch of {batch_size} for {n} members")
+            raise ValueError(
+                f"lifter: ensemble_batches = split needs at least one sample per "
+                f"member, got a batch of {batch_size} for {n} members"
+            )
         size = batch_size // n
         return [slice(i * size, (i + 1) * size) for i in range(n)]
 
@@ -434,8 +469,9 @@ class Lifter(MethodModel):
                 z = other["kp3d"][..., 2]
                 same = (z - z0).square().sum(-1) <= (z + z0).square().sum(-1)
                 depths.append(torch.where(same[:, None], z, -z))
-            pred["kp3d"] = torch.cat([pred["kp3d"][..., :2], torch.stack(depths).mean(0)[..., None]],
-                                     dim=-1)
+            pred["kp3d"] = torch.cat(
+                [pred["kp3d"][..., :2], torch.stack(depths).mean(0)[..., None]], dim=-1
+            )
         return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
 
 

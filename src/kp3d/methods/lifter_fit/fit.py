@@ -64,8 +64,10 @@ def stacked_forward(modules: Sequence[nn.Module], x: Tensor) -> Tensor:
         return _stacked_batch_norm(modules, x)
     if isinstance(first, nn.LayerNorm):
         y = F.layer_norm(x, first.normalized_shape, eps=first.eps)
-        return (y * torch.stack([m.weight for m in modules])[:, None]
-                + torch.stack([m.bias for m in modules])[:, None])
+        return (
+            y * torch.stack([m.weight for m in modules])[:, None]
+            + torch.stack([m.bias for m in modules])[:, None]
+        )
     if isinstance(first, (nn.ReLU, nn.Identity)):
         return first(x)
     raise TypeError(f"stacked_forward: no batched form for {type(first).__name__}")
@@ -87,9 +89,14 @@ def _stacked_batch_norm(modules: Sequence[nn.Module], x: Tensor) -> Tensor:
     mean = torch.cat([m.running_mean for m in modules])  # type: ignore[misc]
     var = torch.cat([m.running_var for m in modules])  # type: ignore[misc]
     y = F.batch_norm(
-        x.transpose(0, 1).reshape(B, E * C), mean, var,
-        torch.cat([m.weight for m in modules]), torch.cat([m.bias for m in modules]),
-        training=bn.training, momentum=momentum, eps=bn.eps,
+        x.transpose(0, 1).reshape(B, E * C),
+        mean,
+        var,
+        torch.cat([m.weight for m in modules]),
+        torch.cat([m.bias for m in modules]),
+        training=bn.training,
+        momentum=momentum,
+        eps=bn.eps,
     )
     if bn.training:
         torch._foreach_copy_(
@@ -122,31 +129,41 @@ class FitNet(LiftingNet):
         if coefficient_ridge <= 0:
             raise ValueError(f"FitNet needs coefficient_ridge > 0, got {coefficient_ridge}")
         super().__init__(
-            n_keypoints, n_basis=n_basis, width=width, n_layers=n_layers, norm=norm,
-            rotation=rotation, camera=camera, context_dim=context_dim,
-            motion_free_basis=motion_free_basis, coefficient_head=False,
+            n_keypoints,
+            n_basis=n_basis,
+            width=width,
+            n_layers=n_layers,
+            norm=norm,
+            rotation=rotation,
+            camera=camera,
+            context_dim=context_dim,
+            motion_free_basis=motion_free_basis,
+            coefficient_head=False,
         )
         self.coefficient_ridge = coefficient_ridge
 
     def forward(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None) -> LiftingOutput:
         """kp2d (B, K, 2) normalised and zero where invisible; vis (B, K); context (B, C)."""
         f = self.trunk(self.trunk_input(kp2d, vis, context))
-        return self.fitted_output(rotation_from_params(self.rotation_head(f), self.rotation),
-                                  kp2d, vis)
+        return self.fitted_output(
+            rotation_from_params(self.rotation_head(f), self.rotation), kp2d, vis
+        )
 
     def fitted_output(self, R: Tensor, kp2d: Tensor, vis: Tensor) -> LiftingOutput:
         """The output for rotations ``R`` (B, 3, 3) with the shape fitted to the view
         (:func:`fitted_output` with this network's :meth:`fit_shapes`)."""
-        return fitted_output(R, self.fit_shapes(), kp2d, vis, ridge=self.coefficient_ridge,
-                             camera=self.camera)
+        return fitted_output(
+            R, self.fit_shapes(), kp2d, vis, ridge=self.coefficient_ridge, camera=self.camera
+        )
 
     def fit_shapes(self) -> Tensor:
         """(1 + n_basis, K, 3) the centred bias ``b_S`` and the basis shapes, the shapes that
         :meth:`fitted_output` combines."""
         return fit_shapes([self])[0]
 
-    def refine_rotations(self, R: Tensor, kp2d: Tensor, vis: Tensor, *, steps: int,
-                         lr: float = 1e-2) -> LiftingOutput:
+    def refine_rotations(
+        self, R: Tensor, kp2d: Tensor, vis: Tensor, *, steps: int, lr: float = 1e-2
+    ) -> LiftingOutput:
         """Test-time refinement of the rotations (B, 3, 3) of :meth:`fitted_output` per sample.
 
         Each rotation is refined by ``steps`` Adam steps (learning rate ``lr``, on an axis-angle
@@ -163,23 +180,26 @@ class FitNet(LiftingNet):
             opt = torch.optim.Adam([omega], lr=lr)
             for _ in range(steps):
                 with torch.enable_grad():
-                    obj = ridge_fit(axis_angle_to_matrix(omega) @ R0, shapes, kp2d, vis,
-                                    self.coefficient_ridge)[1]
+                    obj = ridge_fit(
+                        axis_angle_to_matrix(omega) @ R0, shapes, kp2d, vis, self.coefficient_ridge
+                    )[1]
                     (omega.grad,) = torch.autograd.grad(obj.sum(), [omega])
                 opt.step()
             with torch.no_grad():
                 refined.append(axis_angle_to_matrix(omega) @ R0)
-                objective.append(ridge_fit(refined[-1], shapes, kp2d, vis,
-                                           self.coefficient_ridge)[1])
+                objective.append(
+                    ridge_fit(refined[-1], shapes, kp2d, vis, self.coefficient_ridge)[1]
+                )
         # Ties keep the prediction's side.
         better = objective[1] < objective[0]
-        return self.fitted_output(torch.where(better[:, None, None], refined[1], refined[0]),
-                                  kp2d, vis)
+        return self.fitted_output(
+            torch.where(better[:, None, None], refined[1], refined[0]), kp2d, vis
+        )
 
 
-
-def fitted_output(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor, *, ridge: float,
-                  camera: CameraKind) -> LiftingOutput:
+def fitted_output(
+    R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor, *, ridge: float, camera: CameraKind
+) -> LiftingOutput:
     """A lifter's output for rotations ``R`` with the shape fitted to each view.
 
     The canonical shape ``c b_S + sum_i beta_i S_i`` minimises, in closed form,
@@ -201,21 +221,26 @@ def fitted_output(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor, *, ridge
     if camera == "weak_perspective":
         rms = rms_radius(shape).clamp_min(_EPS)
         basis_shape = shape / rms[..., None, None]
-    return LiftingOutput(R, coef[..., 1:] / c[..., None], basis_shape, shape,
-                         shape @ R.transpose(-1, -2))
+    return LiftingOutput(
+        R, coef[..., 1:] / c[..., None], basis_shape, shape, shape @ R.transpose(-1, -2)
+    )
 
 
 def fit_shapes(nets: Sequence[FitNet]) -> Tensor:
     """(E, 1 + n_basis, K, 3) :meth:`FitNet.fit_shapes` of E networks, computed as one."""
     shape_basis = nets[0].shape_basis
     bias = shape_basis.lr_scale * torch.stack([m.shape_basis.raw_bias for m in nets])
-    basis = basis_shapes(torch.stack([m.shape_basis.raw_basis for m in nets]), bias,
-                         motion_free=shape_basis.motion_free)
+    basis = basis_shapes(
+        torch.stack([m.shape_basis.raw_basis for m in nets]),
+        bias,
+        motion_free=shape_basis.motion_free,
+    )
     return torch.cat([(bias - bias.mean(-2, keepdim=True))[:, None], basis], dim=1)
 
 
-def stacked_lift(nets: Sequence[FitNet], kp2d: Tensor, vis: Tensor,
-                 context: Tensor | None = None) -> LiftingOutput:
+def stacked_lift(
+    nets: Sequence[FitNet], kp2d: Tensor, vis: Tensor, context: Tensor | None = None
+) -> LiftingOutput:
     """E networks with fitted coefficients (``coefficient_ridge > 0``), each on its own batch,
     as one batched pass (:func:`stacked_forward`): the outputs of ``nets[e](kp2d[e], vis[e],
     context[e])`` stacked, with a leading axis E on every field.
@@ -229,8 +254,9 @@ def stacked_lift(nets: Sequence[FitNet], kp2d: Tensor, vis: Tensor,
         raise ValueError("stacked_lift: only for networks with fitted coefficients")
     f = stacked_forward([m.trunk for m in nets], net.trunk_input(kp2d, vis, context))
     R = rotation_from_params(stacked_forward([m.rotation_head for m in nets], f), net.rotation)
-    return fitted_output(R, fit_shapes(nets), kp2d, vis, ridge=net.coefficient_ridge,
-                         camera=net.camera)
+    return fitted_output(
+        R, fit_shapes(nets), kp2d, vis, ridge=net.coefficient_ridge, camera=net.camera
+    )
 
 
 class RidgeSystem(NamedTuple):
@@ -293,22 +319,27 @@ def _solve_ridge(system: RidgeSystem, reg: Tensor) -> Tensor:
     return coef.to(system.rhs.dtype)
 
 
-def ridge_fit(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
-              ridge: float) -> tuple[Tensor, Tensor]:
+def ridge_fit(
+    R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None, ridge: float
+) -> tuple[Tensor, Tensor]:
     """:func:`fit_shape_coefficients` and the optimum's objective (B,) (residual + ridge term)."""
     system = _ridge_system(R, shapes, kp2d, vis)
     reg = _ridge_weights(shapes, ridge)
     coef = _solve_ridge(system, reg)
     # ||c A - y||^2 = c G c - 2 c . A y + y . y, evaluated in float64 against cancellation.
     c, G = coef.double(), system.gram.double()
-    objective = (torch.einsum("...a,...ae,...e->...", c, G, c)
-                 - 2 * (c * system.rhs.double()).sum(-1)
-                 + system.yy.double() + (reg.double() * c.square()).sum(-1))
+    objective = (
+        torch.einsum("...a,...ae,...e->...", c, G, c)
+        - 2 * (c * system.rhs.double()).sum(-1)
+        + system.yy.double()
+        + (reg.double() * c.square()).sum(-1)
+    )
     return coef, objective.to(coef.dtype)
 
 
-def fit_shape_coefficients(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None,
-                           ridge: float) -> Tensor:
+def fit_shape_coefficients(
+    R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor | None, ridge: float
+) -> Tensor:
     """Coefficients (B, n) of the shapes (n, K, 3) whose combination best explains each view.
 
     Minimises ``sum_visible ||Pi(R sum_j c_j X_j)_k + t - y_k||^2 + ridge sum_{j >= 1} c_j^2``
@@ -320,5 +351,3 @@ def fit_shape_coefficients(R: Tensor, shapes: Tensor, kp2d: Tensor, vis: Tensor 
             (*E, n, K, 3), leading axes on all of them: (*E, B, ...).
     """
     return _solve_ridge(_ridge_system(R, shapes, kp2d, vis), _ridge_weights(shapes, ridge))
-
-

@@ -86,9 +86,14 @@ class LifterFit(MethodModel):
 
         def member() -> FitNet:
             return FitNet(
-                config.n_keypoints, n_basis=config.n_basis, width=config.width,
-                n_layers=config.n_layers, norm=config.norm, rotation=config.rotation,
-                camera=config.camera, context_dim=config.context_dim,
+                config.n_keypoints,
+                n_basis=config.n_basis,
+                width=config.width,
+                n_layers=config.n_layers,
+                norm=config.norm,
+                rotation=config.rotation,
+                camera=config.camera,
+                context_dim=config.context_dim,
                 motion_free_basis=config.motion_free_basis,
                 coefficient_ridge=config.coefficient_ridge,
             )
@@ -111,8 +116,14 @@ class LifterFit(MethodModel):
         """The lifting networks: ``net``, then the rest of the ensemble."""
         return [self.net, *self.ensemble]
 
-    def lift(self, kp2d: Tensor, vis: Tensor | None = None, context: Tensor | None = None, *,
-             net: LiftingNet | None = None) -> tuple[Normalised, LiftingOutput]:
+    def lift(
+        self,
+        kp2d: Tensor,
+        vis: Tensor | None = None,
+        context: Tensor | None = None,
+        *,
+        net: LiftingNet | None = None,
+    ) -> tuple[Normalised, LiftingOutput]:
         """Normalise ``kp2d`` (B, K, 2) with ``vis`` (B, K) and run a lifting network (default
         ``net``)."""
         norm = normalise_keypoints(kp2d, vis)
@@ -153,8 +164,14 @@ class LifterFit(MethodModel):
     def losses(self, batch: Sample, step: int) -> LossOutput:
         return self.objective(batch.kp2d, batch.vis, batch.category, step)
 
-    def objective(self, kp2d: Tensor, vis: Tensor | None, category: Tensor | None, step: int,
-                  context: Tensor | None = None) -> LossOutput:
+    def objective(
+        self,
+        kp2d: Tensor,
+        vis: Tensor | None,
+        category: Tensor | None,
+        step: int,
+        context: Tensor | None = None,
+    ) -> LossOutput:
         """The unweighted losses for keypoints (B, K, 2), visibility (B, K), categories (B,)
         and an optional context (B, C)."""
         cfg = self.config
@@ -185,8 +202,9 @@ class LifterFit(MethodModel):
             old.copy_(torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY)))
         return LossOutput(losses, {})
 
-    def lift_members(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None
-                     ) -> tuple[Normalised, LiftingOutput]:
+    def lift_members(
+        self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None
+    ) -> tuple[Normalised, LiftingOutput]:
         """:meth:`lift` of member e on ``kp2d[e]`` (E, B, K, 2), ``vis[e]`` (E, B, K) and
         ``context[e]`` (E, B, C), every output stacked (E, B, ...). The members run as one
         batched network (:func:`~kp3d.methods.lifter_fit.fit.stacked_lift`, the same function:
@@ -196,8 +214,10 @@ class LifterFit(MethodModel):
         members = self.members
         if all(isinstance(m, FitNet) for m in members):
             return norm, stacked_lift(members, norm.kp2d, vis, context)
-        outs = [net(norm.kp2d[e], vis[e], None if context is None else context[e])
-                for e, net in enumerate(members)]
+        outs = [
+            net(norm.kp2d[e], vis[e], None if context is None else context[e])
+            for e, net in enumerate(members)
+        ]
         return norm, LiftingOutput(*(torch.stack(field) for field in zip(*outs, strict=True)))
 
     def kept_members(self) -> list[LiftingNet]:
@@ -220,8 +240,10 @@ class LifterFit(MethodModel):
         if self.config.ensemble_batches == "shared" or n == 1:
             return [slice(None)] * n
         if batch_size < n:
-            raise ValueError(f"lifter-fit: ensemble_batches = split needs at least one sample per "
-                             f"member, got a batch of {batch_size} for {n} members")
+            raise ValueError(
+                f"lifter-fit: ensemble_batches = split needs at least one sample per "
+                f"member, got a batch of {batch_size} for {n} members"
+            )
         size = batch_size // n
         return [slice(i * size, (i + 1) * size) for i in range(n)]
 
@@ -248,8 +270,12 @@ class LifterFit(MethodModel):
         for net in self.kept_members():
             norm, out = self.lift(batch.kp2d, batch.vis, net=net)
             if self.config.refine_steps > 0 and self.config.coefficient_ridge > 0:
-                out = net.refine_rotations(out.R, norm.kp2d, visibility(batch.kp2d, batch.vis),
-                                           steps=self.config.refine_steps)
+                out = net.refine_rotations(
+                    out.R,
+                    norm.kp2d,
+                    visibility(batch.kp2d, batch.vis),
+                    steps=self.config.refine_steps,
+                )
             preds.append(lifting_predictions(out, norm, batch.vis))
         pred = preds[0]
         if len(preds) > 1:
@@ -259,8 +285,9 @@ class LifterFit(MethodModel):
                 z = other["kp3d"][..., 2]
                 same = (z - z0).square().sum(-1) <= (z + z0).square().sum(-1)
                 depths.append(torch.where(same[:, None], z, -z))
-            pred["kp3d"] = torch.cat([pred["kp3d"][..., :2], torch.stack(depths).mean(0)[..., None]],
-                                     dim=-1)
+            pred["kp3d"] = torch.cat(
+                [pred["kp3d"][..., :2], torch.stack(depths).mean(0)[..., None]], dim=-1
+            )
         return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
 
 
