@@ -20,40 +20,12 @@ W, H = 48, 40
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
-    root = tmp_path_factory.mktemp("api")
-    assert main(["synth", "creature", "--n", "8", "--size", "32", "--out", str(root / "d")]) == 0
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "autolink3d",
-                "--data",
-                str(root / "d"),
-                "--out",
-                str(root / "run"),
-                "--k",
-                "4",
-                "--size",
-                "32",
-                "--steps",
-                "2",
-                "--batch-size",
-                "4",
-                "--perceptual",
-                "none",
-                "--w-pixel",
-                "1",
-                "--width",
-                "0.125",
-            ]
-        )
-        == 0
-    )
+def setup(tiny_run: Path) -> tuple[Path, Path]:
+    root = tiny_run
     photos = []
-    for i, path in enumerate(sorted((root / "d" / "images").glob("*.png"))[:3]):
-        photo = root / f"photo{i}.png"
+    for i, path in enumerate(sorted((root / "train" / "images").glob("*.png"))[:3]):
+        (root / "api_photos").mkdir(exist_ok=True)
+        photo = root / "api_photos" / f"photo{i}.png"
         Image.open(path).convert("RGB").resize((W, H), Image.Resampling.BICUBIC).save(photo)
         photos.append(photo)
     return root / "run", photos

@@ -20,39 +20,10 @@ W, H = 48, 40
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("video")
-    assert main(["synth", "creature", "--n", "12", "--size", "32", "--out", str(root / "d")]) == 0
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "autolink3d",
-                "--data",
-                str(root / "d"),
-                "--out",
-                str(root / "run"),
-                "--k",
-                "4",
-                "--size",
-                "32",
-                "--steps",
-                "2",
-                "--batch-size",
-                "4",
-                "--perceptual",
-                "none",
-                "--w-pixel",
-                "1",
-                "--width",
-                "0.125",
-            ]
-        )
-        == 0
-    )
+def setup(tiny_run: Path) -> tuple[Path, Path]:
+    root = tiny_run
     clip = root / "clip.mp4"
-    images = sorted((root / "d" / "images").glob("*.png"))
+    images = sorted((root / "train" / "images").glob("*.png"))
     with VideoWriter(clip, fps=12, size=(W, H)) as out:
         for path in images:
             image, _ = load_image(path, size=None)
@@ -84,7 +55,7 @@ def test_every_frame_gets_keypoints_in_its_own_pixels(
         == 0
     )
     with np.load(out) as f:
-        assert f["kp2d"].shape == (12, 4, 2) and f["kp3d_image"].shape == (12, 4, 3)
+        assert f["kp2d"].shape == (16, 4, 2) and f["kp3d_image"].shape == (16, 4, 3)
         assert f["names"][0] == "frame_000000" and (np.diff(f["time_s"]) > 0).all()
         assert (f["image_size"] == [W, H]).all()
         kp2d = f["kp2d"]
@@ -95,7 +66,7 @@ def test_every_frame_gets_keypoints_in_its_own_pixels(
         want = model.predict(Sample(image=images)).kp2d * torch.tensor([W / 32, H / 32])
     np.testing.assert_allclose(kp2d, want.numpy(), atol=1e-4)
     video = out.with_name("kp_overlay.mp4")
-    assert probe(video).size == (W, H) and len(list(read_frames(video, size=8))) == 12
+    assert probe(video).size == (W, H) and len(list(read_frames(video, size=8))) == 16
 
 
 def test_smoothing_calms_the_tracks(setup: tuple[Path, Path], tmp_path: Path) -> None:
@@ -127,7 +98,7 @@ def test_smoothing_calms_the_tracks(setup: tuple[Path, Path], tmp_path: Path) ->
 def test_onnx_backend_gives_the_torch_keypoints(setup: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     run, _ = setup
-    images = run.parent / "d" / "images"
+    images = run.parent / "train" / "images"
     a, b = tmp_path / "torch.npz", tmp_path / "onnx.npz"
     assert main(["infer", "--run", str(run), "--input", str(images), "--out", str(a)]) == 0
     assert (

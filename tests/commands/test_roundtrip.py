@@ -9,58 +9,9 @@ import pytest
 from kp3d.cli import main
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("roundtrip")
-    for name, n, seed in (("train", 16, 0), ("test", 8, 1)):
-        assert (
-            main(
-                [
-                    "synth",
-                    "creature",
-                    "--n",
-                    str(n),
-                    "--size",
-                    "32",
-                    "--seed",
-                    str(seed),
-                    "--out",
-                    str(root / name),
-                ]
-            )
-            == 0
-        )
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "autolink3d",
-                "--data",
-                str(root / "train"),
-                "--out",
-                str(root / "run"),
-                "--k",
-                "4",
-                "--size",
-                "32",
-                "--heatmap-size",
-                "8",
-                "--steps",
-                "2",
-                "--batch-size",
-                "4",
-                "--log-every",
-                "1",
-                "--perceptual",
-                "none",
-                "--w-pixel",
-                "1",
-            ]
-        )
-        == 0
-    )
-    return root
+@pytest.fixture
+def tiny(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:

@@ -19,39 +19,9 @@ TOLERANCE_PX = 1e-3
 """Largest accepted difference between onnxruntime's and PyTorch's keypoints, in pixels."""
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("export")
-    assert main(["synth", "creature", "--n", "8", "--size", "32", "--out", str(root / "d")]) == 0
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "autolink3d",
-                "--data",
-                str(root / "d"),
-                "--out",
-                str(root / "run"),
-                "--k",
-                "4",
-                "--size",
-                "32",
-                "--steps",
-                "2",
-                "--batch-size",
-                "4",
-                "--perceptual",
-                "none",
-                "--w-pixel",
-                "1",
-                "--width",
-                "0.125",
-            ]
-        )
-        == 0
-    )
-    return root / "run"
+@pytest.fixture
+def run(tiny_run: Path) -> Path:
+    return tiny_run / "run"
 
 
 def test_onnx_graph_gives_pytorchs_prediction_at_any_batch_size(run: Path) -> None:
