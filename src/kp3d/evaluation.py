@@ -65,7 +65,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import roma
 import torch
@@ -98,6 +98,9 @@ from kp3d.metrics import (
     track_singular_values,
 )
 
+if TYPE_CHECKING:
+    from kp3d.metrics.probe import ProbeConfig
+
 
 @dataclass
 class Collected:
@@ -121,9 +124,16 @@ _GT_FIELDS = ("mask", "depth", "kp2d", "vis", "kp3d", "intrinsics", "extrinsics"
 
 @torch.no_grad()
 def collect(
-    model: torch.nn.Module, dataset: Dataset, *, batch_size: int = 64, workers: int = 0
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    predict: Callable[[Sample], Prediction] | None = None,
 ) -> Collected:
-    """Run ``model.predict`` over ``dataset`` and gather outputs with the ground truth."""
+    """Run ``predict`` (default ``model.predict``; commands pass the spec's
+    :meth:`~kp3d.data.inputs.Inputs.predict`, which keeps a moment's views together) over
+    ``dataset`` and gather outputs with the ground truth."""
     model.eval()
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers
@@ -135,7 +145,7 @@ def collect(
     for batch in loader:
         if batch.image is not None:
             size = (int(batch.image.shape[-2]), int(batch.image.shape[-1]))
-        preds.append(model.predict(batch).detach_cpu())
+        preds.append((predict or model.predict)(batch).detach_cpu())
         for f in _GT_FIELDS:
             v = getattr(batch, f)
             if v is not None:
@@ -678,19 +688,51 @@ class Protocol:
             over a whole set); results are named ``{"value": float, "protocol": str}`` entries
             (or groups of them) and ``counts``.
         description: one line for messages.
+        views: whether it scores multi-view sets (moments of V calibrated views: ground truth
+            with a view axis) or single views; it is skipped on the other kind.
+        options: names of the evaluation options (:func:`evaluate_protocols`) ``run`` takes as
+            keywords.
     """
 
     prediction: tuple[str, ...]
     ground_truth: tuple[str, ...]
-    run: Callable[[Collected, Collected], dict[str, Any]]
+    run: Callable[..., dict[str, Any]]
     description: str
     fit_ground_truth: tuple[str, ...] = ()
     images: bool = False
+    views: bool = False
+    options: tuple[str, ...] = ()
 
 
 def _lifting(fit: Collected, test: Collected) -> dict[str, Any]:
     assert test.pred.kp3d is not None  # checked by the registry's fields
     return evaluate_lifting(test.pred.kp3d, test.gt, fit=fit.gt)
+
+
+def _pose_probe(fit: Collected, test: Collected, *, probe: ProbeConfig | None = None) -> dict:
+    """The pose probe of :mod:`kp3d.metrics.probe` on a multi-view set: per-view 3D keypoints
+    (N, V, K, 3) of a single-view method in each camera's frame, or one set per moment (N, K, 3)
+    in the first view's camera frame (a multi-view method), brought to the world frame."""
+    from kp3d.metrics.probe import (
+        MultiviewTruth,
+        ProbeConfig,
+        camera_to_world,
+        evaluate_multiview,
+    )
+
+    def keypoints(c: Collected) -> Tensor:
+        kp = c.pred.kp3d.double()  # type: ignore[union-attr]
+        if kp.ndim == 3:
+            kp = camera_to_world(kp, c.gt.extrinsics[:, 0].double())  # type: ignore[index]
+        return kp
+
+    return evaluate_multiview(
+        keypoints(fit),
+        keypoints(test),
+        MultiviewTruth.from_batch(fit.gt),
+        MultiviewTruth.from_batch(test.gt),
+        config=probe or ProbeConfig(),
+    )
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -721,6 +763,17 @@ PROTOCOLS: dict[str, Protocol] = {
         fit_ground_truth=("kp3d",),
         run=evaluate_multiview_3d,
         description="multi-view 3D keypoints against 3D joints by a 3K -> 3L regression",
+        views=True,
+    ),
+    "pose_probe": Protocol(
+        prediction=("kp3d",),
+        ground_truth=("kp3d", "kp2d", "intrinsics", "extrinsics"),
+        fit_ground_truth=("kp3d", "kp2d", "intrinsics", "extrinsics"),
+        run=_pose_probe,
+        description="frozen 3D keypoints probed for the 3D joints (Honari & Fua's multi-view "
+        "protocol: linear and MLP probes on 1/10/100% labels, consistency, relative pose)",
+        views=True,
+        options=("probe",),
     ),
 }
 """Every evaluation protocol by name; a method's ``MethodSpec.protocols`` names those that apply
@@ -751,7 +804,15 @@ def why_not(protocol: Protocol, fit: Collected, test: Collected) -> str | None:
             return f"the fit set has no {_words(f)}"
     if protocol.images and (fit.image_size is None or test.image_size is None):
         return "the sets have no images"
+    if protocol.views != _multiview(test):
+        return "the test set is multi-view" if _multiview(test) else "the test set is single-view"
     return None
+
+
+def _multiview(c: Collected) -> bool:
+    """Whether the ground truth has a view axis (moments of V calibrated views)."""
+    e = c.gt.extrinsics
+    return (e is not None and e.ndim == 4) or (c.gt.kp2d is not None and c.gt.kp2d.ndim == 4)
 
 
 class ProtocolResults(NamedTuple):
@@ -761,8 +822,12 @@ class ProtocolResults(NamedTuple):
     skipped: dict[str, str]
 
 
-def evaluate_protocols(names: Sequence[str], fit: Collected, test: Collected) -> ProtocolResults:
+def evaluate_protocols(
+    names: Sequence[str], fit: Collected, test: Collected, **options: Any
+) -> ProtocolResults:
     """Run the protocols ``names`` (in order) that these sets allow; skip the others.
+    ``options`` go to the protocols that take them (``probe``: a
+    :class:`~kp3d.metrics.probe.ProbeConfig` for ``pose_probe``).
 
     Raises:
         KeyError: a name that is not in :data:`PROTOCOLS`.
@@ -776,7 +841,8 @@ def evaluate_protocols(names: Sequence[str], fit: Collected, test: Collected) ->
         protocol = PROTOCOLS[name]
         reason = why_not(protocol, fit, test)
         if reason is None:
-            results[name] = protocol.run(fit, test)
+            taken = {k: v for k, v in options.items() if k in protocol.options}
+            results[name] = protocol.run(fit, test, **taken)
         else:
             skipped[name] = reason
     return ProtocolResults(results, skipped)

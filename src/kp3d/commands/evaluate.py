@@ -5,6 +5,11 @@ The protocols are the method's (``MethodSpec.protocols``); one whose ground trut
 is skipped with a one-line note (also in the JSON's ``skipped``), and none applicable is an
 error. The JSON's ``results`` holds one entry per protocol that ran.
 
+On a multi-view set (``kp3d synth ... --rig V``, the real-rig format) the protocols are the
+multi-view ones (``pose_probe``: 3D keypoints frozen and probed for the joints on 1%, 10% and
+100% of the fit moments, with the flat and triangulated 2D baselines); a single-view method is
+run on every view of a moment.
+
 The test set is ``--data``; the linear regression of the keypoint protocols (and the mean shape of
 the lifting baseline) is fitted on ``--fit``. Without ``--fit``, a dataset that has its own
 ``training``/``test`` splits (e.g. the ytfaces68 layout) uses them; otherwise the first half of
@@ -25,9 +30,32 @@ from kp3d.errors import UserError
 
 if TYPE_CHECKING:
     from kp3d.data.inputs import Inputs
+    from kp3d.data.schema import Sample
+    from kp3d.methods.prediction import Prediction
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--probe",
+        choices=("linear", "linear+mlp"),
+        default="linear+mlp",
+        help="multi-view sets: the pose probes to fit (the MLP, 2 x 2048 units as in Honari & "
+        "Fua, takes most of the time) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--probe-steps",
+        type=int,
+        default=200,
+        metavar="N",
+        help="multi-view sets: Adam steps of each MLP probe (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--probe-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the probes' subsets and training (default: %(default)s)",
+    )
     parser.add_argument(
         "--run", type=Path, required=True, help="run folder written by `kp3d train`"
     )
@@ -99,6 +127,13 @@ def _fit_and_test(
     )
 
 
+def _probe_config(args: argparse.Namespace) -> Any:
+    from kp3d.metrics.probe import ProbeConfig
+
+    kinds = ("linear",) if args.probe == "linear" else ("linear", "mlp")
+    return ProbeConfig(kinds=kinds, steps=args.probe_steps, seed=args.probe_seed)
+
+
 def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     """Everything ``kp3d evaluate`` computes, as a JSON-ready dict: ``results`` by protocol
     (the spec's protocols that the data allows, :data:`kp3d.evaluation.PROTOCOLS`), ``skipped``
@@ -114,10 +149,14 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     size = spec.inputs.image_size(run.method_config)
     fit, test, sets = _fit_and_test(args, spec.inputs, size)
     batch_size = args.batch_size or spec.inputs.batch_size
-    fit_c = collect(model, fit, batch_size=batch_size)
-    test_c = collect(model, test, batch_size=batch_size)
+
+    def predict(batch: Sample) -> Prediction:
+        return spec.inputs.predict(model, batch)
+
+    fit_c = collect(model, fit, batch_size=batch_size, predict=predict)
+    test_c = collect(model, test, batch_size=batch_size, predict=predict)
     try:
-        done = evaluate_protocols(spec.protocols, fit_c, test_c)
+        done = evaluate_protocols(spec.protocols, fit_c, test_c, probe=_probe_config(args))
     except ValueError as e:
         raise UserError(f"{args.data}: {e}") from e
     if not done.results:

@@ -22,6 +22,7 @@ from kp3d.errors import DataError, UserError
 
 if TYPE_CHECKING:
     from kp3d.data.video import VideoFrame
+    from kp3d.methods.prediction import Prediction
 
 SIZE_FIELDS: tuple[str, ...] = ("image_size", "size")
 """Method config fields holding the image side length (the first one a config has)."""
@@ -91,6 +92,45 @@ class Inputs:
             raise UserError(f"{path}: the run records no image size to read it at")
         return read_frames(path, size=size)
 
+    def open_training(
+        self,
+        path: str | Path,
+        *,
+        format: str | None = None,
+        split: str | None = None,
+        size: int | None = None,
+        strict: bool = False,
+    ) -> Dataset[Sample]:
+        """:meth:`open` for training: a single-view method trains on every view of a multi-view
+        set as an image of its own (:class:`FlatViews`)."""
+        data = self.open(path, format=format, split=split, size=size, strict=strict)
+        return FlatViews.of(data)
+
+    def predict(self, model: Any, batch: Sample) -> Prediction:
+        """``model.predict`` on ``batch``; a multi-view batch (B, V, ...) is predicted view by
+        view, each field then (B, V, ...), so that a single-view method's predictions of a
+        moment's views stay together (multi-view protocols compare them)."""
+        if batch.image is None or batch.image.ndim != 5:
+            return model.predict(batch)
+        b, v = batch.image.shape[:2]
+
+        def flatten(t: Tensor) -> Tensor:
+            # Per-view fields (B, V, ...) merge their axes; per-moment ones repeat per view.
+            if t.ndim >= 2 and t.shape[:2] == (b, v):
+                return t.flatten(0, 1)
+            return t.repeat_interleave(v, dim=0)
+
+        flat = batch.replace(**{f: flatten(getattr(batch, f)) for f in batch.present()}, name=None)
+        pred = model.predict(flat)
+
+        def unflatten(t: Tensor) -> Tensor:
+            return t.unflatten(0, (b, v))
+
+        return pred.replace(
+            **{f: unflatten(getattr(pred, f)) for f in pred.present()},
+            extras={k: unflatten(t) for k, t in pred.extras.items()},
+        )
+
     def inference_source(self, path: str | Path, *, size: int | None) -> InferenceSource:
         """What ``kp3d infer --input PATH`` reads: a folder of image files (searched
         recursively) or one image file, each resized to ``size``; predictions go back to each
@@ -120,6 +160,39 @@ class Inputs:
 
 def _no_video(kind: str, path: str | Path) -> UserError:
     return UserError(f"{path}: a video; this method reads {kind}, not images")
+
+
+class FlatViews(Dataset[Sample]):
+    """The views of a multi-view dataset as single images: item ``i`` is view ``i % V`` of
+    moment ``i // V`` (every tensor field indexed on its view axis)."""
+
+    def __init__(self, dataset: Dataset[Sample], views: int) -> None:
+        self.dataset, self.views = dataset, views
+        self.keypoint_names = getattr(dataset, "keypoint_names", None)
+
+    @classmethod
+    def of(cls, dataset: Dataset[Sample]) -> Dataset[Sample]:
+        """``dataset`` itself when its samples are single images, else its views."""
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            return dataset
+        first = dataset[0]
+        if first.image is None or first.image.ndim != 4:
+            return dataset
+        return cls(dataset, int(first.image.shape[0]))
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.views  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Sample:
+        sample = self.dataset[i // self.views]
+        v = i % self.views
+        name = f"{sample.name}/view{v}" if isinstance(sample.name, str) else None
+        views = {
+            f: t[v]
+            for f in sample.present()
+            if (t := getattr(sample, f)).ndim >= 1 and t.shape[0] == self.views
+        }
+        return sample.replace(**views, name=name)
 
 
 class InferenceItem(NamedTuple):
@@ -210,6 +283,12 @@ class ViewInputs(Inputs):
 
     def example(self, config: Any, *, batch: int = 2) -> Sample:
         raise NotImplementedError("multi-view inputs have no fixed example (the rig decides V)")
+
+    def open_training(self, path: str | Path, **options: Any) -> Dataset[Sample]:
+        return self.open(path, **options)
+
+    def predict(self, model: Any, batch: Sample) -> Prediction:
+        return model.predict(batch)
 
     def video_frames(self, path: str | Path, *, size: int | None) -> Iterator[VideoFrame]:
         raise _no_video("calibrated views", path)

@@ -294,7 +294,7 @@ def resolve_request(flags: Flags) -> TrainRequest:
 def open_training_data(request: TrainRequest) -> Any:
     """The request's dataset, opened as the method reads it (:attr:`MethodSpec.inputs`)."""
     d = request.data
-    return request.spec.inputs.open(
+    return request.spec.inputs.open_training(
         d.path, format=d.format, split=d.split, size=d.size, strict=d.strict
     )
 

@@ -119,7 +119,7 @@ SPEC_MULTIVIEW = MethodSpec(
     config_cls=MultiViewConfig,
     build=MultiViewKeypoints,
     inputs=VIEWS,
-    protocols=("multiview_3d",),
+    protocols=("multiview_3d", "pose_probe"),
     description="test-only multi-view 3D keypoints",
     train_defaults={"lr": 1e-2, "batch_size": 2, "bf16": False},
 )

@@ -85,9 +85,13 @@ def test_a_multiview_method_goes_through_every_command(registered: None, tmp_pat
     test = _synth(tmp_path / "test", 4, 1, "--views", "2")
     run = _train("mv-test", train, tmp_path / "run")
 
-    assert main(["evaluate", "--run", str(run), "--data", str(test), "--fit", str(train)]) == 0
+    evaluate = ["evaluate", "--run", str(run), "--data", str(test), "--fit", str(train)]
+    assert main([*evaluate, "--probe", "linear"]) == 0
     doc = json.loads((run / "eval.json").read_text())
-    assert list(doc["results"]) == ["multiview_3d"] and doc["skipped"] == {}
+    assert list(doc["results"]) == ["multiview_3d", "pose_probe"] and doc["skipped"] == {}
+    probe = doc["results"]["pose_probe"]
+    assert probe["frame"] == "world" and set(probe["probe"]) == {"linear"}
+    assert np.isfinite(probe["probe"]["linear"]["100%"]["p_mpjpe"])
     r = doc["results"]["multiview_3d"]
     assert r["counts"] == {"fit": 6, "test": 4, "keypoints": 4, "landmarks": 16}
     assert np.isfinite(r["nme3d"]["value"]) and r["nme3d"]["value"] > 0
