@@ -111,6 +111,7 @@ def test_report_is_one_self_contained_page(tiny: Path) -> None:
     assert 'kp3dViewer(document.getElementById("canonical")' in page
     assert page.count("data:image/png;base64,") == 4
     assert "<svg" in page  # skeleton and training curves
+    assert " · 2 steps in " in page  # the header from result.json
     # Nothing is fetched when the page opens.
     assert "src='http" not in page and 'src="http' not in page
 
@@ -199,3 +200,14 @@ def test_a_lifter_trains_on_the_keypoints_an_image_run_discovered(tiny: Path) ->
         )
         == 2
     )
+
+
+def test_the_report_header_says_when_a_run_did_not_finish(tiny: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny / "run", run)
+    (run / "result.json").unlink()
+    out = tmp_path / "report.html"
+    assert main(["report", "--run", str(run), "--out", str(out), "--samples", "1"]) == 0
+    assert " · step 2 (not finished)" in out.read_text()

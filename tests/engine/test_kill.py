@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from dummy_method import TinyImages
 from safetensors.torch import load_file
 
@@ -82,3 +83,60 @@ def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(
         for d in (run, reference)
     ]
     assert losses[0] == losses[1]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_checkpoints_the_last_step_and_says_how_to_resume(
+    tmp_path: Path, dummy: str, monkeypatch: pytest.MonkeyPatch, sig: signal.Signals
+) -> None:
+    run = tmp_path / "run"
+    command = [sys.executable, str(ENTRY), "--out", str(run), *SETTINGS, "--log-every", "7"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not any(step > 0 for step, _ in checkpoints(run)):
+        if proc.poll() is not None:
+            pytest.fail(f"training exited early: {proc.stdout.read()}")
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert f"kp3d train --out {run} --resume" in output.replace("\n", "")
+    stopped = checkpoints(run)[-1][0]
+    assert not (run / "result.json").exists() and 0 < stopped < 120
+    # The last step is logged and checkpointed, though it is not a multiple of log_every.
+    assert read_metrics(run / "metrics.jsonl")[-1]["step"] == stopped
+
+    monkeypatch.setattr(train_request, "open_training_data", lambda request: TinyImages())
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--resume",
+                "--data",
+                "unused",
+                "--method",
+                dummy,
+                *SETTINGS,
+            ]
+        )
+        == 0
+    )
+    reference = tmp_path / "reference"
+    train(dummy, TinyImages(), reference, train_config={"steps": 120, "ckpt_every": 5})
+    resumed = load_file(run / "model.safetensors")
+    whole = load_file(reference / "model.safetensors")
+    for key in whole:
+        assert torch.equal(resumed[key], whole[key]), key
+
+
+def test_a_run_shorter_than_the_log_interval_logs_its_last_step(tmp_path: Path, dummy: str) -> None:
+    train(dummy, TinyImages(), tmp_path / "r", train_config={"steps": 3, "log_every": 50})
+    rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [3] and rows[0]["loss"] is not None

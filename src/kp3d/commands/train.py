@@ -307,6 +307,7 @@ def _without_devices(argv: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from kp3d.engine import distributed
+    from kp3d.engine.loop import TrainingInterrupted
     from kp3d.engine.monitor import CONSOLE
     from kp3d.engine.request import run_request
     from kp3d.errors import ConfigError
@@ -323,7 +324,16 @@ def run(args: argparse.Namespace) -> int:
     ctx = distributed.context_from_env()
     if not ctx.is_main:
         logging.getLogger("kp3d").setLevel(logging.ERROR)
-    result = run_request(request)
+    try:
+        result = run_request(request)
+    except TrainingInterrupted as e:
+        if ctx.is_main:
+            CONSOLE.print(
+                f"stopped by {e.signal_name} after step {e.step}; the checkpoint is saved. "
+                f"Continue with:\n  kp3d train --out {args.out} --resume",
+                highlight=False,
+            )
+        raise
     if not ctx.is_main:
         return 0
     loss = f", final loss {result.final_loss:.4g}" if result.final_loss is not None else ""
@@ -332,8 +342,24 @@ def run(args: argparse.Namespace) -> int:
     CONSOLE.print(
         f"trained {request.method} for {result.steps} steps{devices} in "
         f"{result.elapsed_s / 60:.1f} min ({result.images_per_s:.0f} images/s{loss}{skipped})\n"
-        f"run folder: {args.out}\nnext: kp3d evaluate --run {args.out} --data DIR   |   "
-        f"kp3d report --run {args.out} --out report.html",
+        f"run folder: {args.out}\nnext: {_next_steps(request, result.data_fields, args.out)}",
         highlight=False,
     )
     return 0
+
+
+def _next_steps(request: Any, data_fields: tuple[str, ...], out: Path) -> str:
+    """What to run next: ``evaluate`` where the training data has the ground truth of one of
+    the method's protocols (labels), else ``infer`` on new data; always ``report``."""
+    from kp3d.evaluation import PROTOCOLS
+
+    labelled = any(
+        set(PROTOCOLS[p].ground_truth) <= set(data_fields) for p in request.spec.protocols
+    )
+    first = (
+        f"kp3d evaluate --run {out} --data LABELLED_TEST_SET"
+        if labelled
+        else f"kp3d infer --run {out} --input NEW_DATA --out predictions.npz"
+        + (" --overlay overlays/" if "image" in data_fields else "")
+    )
+    return f"{first}   |   kp3d report --run {out} --out report.html"

@@ -6,11 +6,13 @@ import contextlib
 import dataclasses
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +75,8 @@ class TrainResult(NamedTuple):
     """Training throughput of this session (samples per second over all devices)."""
     final_loss: float | None
     """Mean loss of the last logging window (None when no step ran in this session)."""
+    data_fields: tuple[str, ...] = ()
+    """The tensor fields of the training samples (what the data holds, labels included)."""
 
 
 @dataclass
@@ -444,6 +448,7 @@ def _train(
         )
         last_loss = _last_loss(run_dir) if found and ctx.is_main else None
         consecutive, session_steps = 0, 0
+        logged, lr = s.c.step, tcfg.lr
         clock = time.process_time if tcfg.clock == "cpu" else time.perf_counter
         session_t0, elapsed0 = clock(), s.c.elapsed_s
 
@@ -458,7 +463,17 @@ def _train(
                 left = left and not bool(distributed.all_reduce_(ctx, out_of_time, "max").item())
             return left
 
+        stop = files.enter_context(_StopRequest())
         while budget_left():
+            if stop.requested(ctx):
+                # Ctrl-C / SIGTERM: keep everything done so far, then stop like an interrupt.
+                _log_last(window, s, lr, global_batch, ctx, metrics, tb, logged)
+                if s.saved_step != s.c.step:
+                    s.checkpoint()
+                display.update(
+                    s.c.step, s.c.elapsed_s, loss=last_loss, images_per_s=None, force=True
+                )
+                raise TrainingInterrupted(run_dir, s.c.step, stop.signal_name)
             batch = _to_device(next(batches), device, tcfg.channels_last)
             s.c.samples += global_batch
             lr = (
@@ -495,6 +510,7 @@ def _train(
                 continue
             ips = None
             if s.c.step % tcfg.log_every == 0:
+                logged = s.c.step
                 row = _log_row(window, s.c, lr, global_batch, ctx)
                 last_loss = row["loss"] if row["loss"] is not None else last_loss
                 ips = row["images_per_s"]
@@ -506,6 +522,8 @@ def _train(
             display.update(s.c.step, s.c.elapsed_s, loss=last_loss, images_per_s=ips)
             if s.c.step % tcfg.ckpt_every == 0:
                 s.checkpoint()
+        # The last step is always logged, also when the run ends between two log_every rows.
+        last_loss = _log_last(window, s, lr, global_batch, ctx, metrics, tb, logged) or last_loss
         if s.saved_step != s.c.step:
             s.checkpoint()
         display.update(s.c.step, s.c.elapsed_s, loss=last_loss, images_per_s=None, force=True)
@@ -536,7 +554,71 @@ def _train(
         elapsed_s=s.c.elapsed_s,
         images_per_s=images_per_s,
         final_loss=last_loss,
+        data_fields=dataset[0].present() if len(dataset) else (),  # type: ignore[arg-type]
     )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT (Ctrl-C) or SIGTERM after writing a checkpoint at ``step``."""
+
+    def __init__(self, run_dir: Path, step: int, signal_name: str) -> None:
+        super().__init__(f"{signal_name}: checkpoint of step {step} written to {run_dir}")
+        self.run_dir, self.step, self.signal_name = run_dir, step, signal_name
+
+
+class _StopRequest:
+    """SIGINT and SIGTERM ask the loop to stop at the next step boundary (a second signal
+    interrupts at once). Handlers are only installed from the main thread."""
+
+    def __init__(self) -> None:
+        self.signal_name = ""
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal_name = signal.Signals(signum).name
+        for sig, old in self._old.items():  # the next signal acts at once
+            signal.signal(sig, old)
+
+    def requested(self, ctx: DistContext) -> bool:
+        flag = bool(self.signal_name)
+        if ctx.enabled:  # every rank stops at the same step
+            t = torch.tensor([float(flag)])
+            flag = bool(distributed.all_reduce_(ctx, t, "max").item())
+            if flag and not self.signal_name:  # another rank was signalled
+                self.signal_name = "SIGTERM"
+        return flag
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _log_last(
+    window: _Window,
+    s: Any,
+    lr: float,
+    global_batch: int,
+    ctx: DistContext,
+    metrics: MetricsLog | None,
+    tb: TensorBoard | None,
+    logged: int,
+) -> float | None:
+    """Write the row of the steps since the last logged one, if any; its loss."""
+    if s.c.step == logged or not window.steps:
+        return None
+    row = _log_row(window, s.c, lr, global_batch, ctx)
+    if metrics is not None:
+        metrics.write(row)
+    if tb is not None:
+        tb.write(row)
+    window.reset(time.perf_counter())
+    return row["loss"]
 
 
 def _budget(tcfg: TrainConfig) -> str:

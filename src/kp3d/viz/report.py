@@ -26,6 +26,26 @@ from kp3d.viz import html
 from kp3d.viz.overlay import draw_keypoints
 
 
+def _progress(run_dir: Path, rows: Sequence[dict[str, Any]]) -> str:
+    """`` · N steps, M min`` from the run's ``result.json`` (a finished session), else the last
+    checkpoint or logged step, marked as not finished."""
+    from kp3d.engine.run import RESULT_FILE, checkpoints
+
+    path = run_dir / RESULT_FILE
+    if path.is_file():
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            return (
+                f" · {html.escape(result['steps'])} steps in "
+                f"{html.escape(round(float(result['elapsed_s']) / 60, 1))} min"
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    found = checkpoints(run_dir)
+    step = found[-1][0] if found else (rows[-1].get("step") if rows else None)
+    return "" if step is None else f" · step {html.escape(step)} (not finished)"
+
+
 def training_curves(rows: Sequence[dict[str, Any]]) -> str:
     """Charts of every numeric series in the training log against the step."""
     rows = [r for r in rows if isinstance(r.get("step"), (int, float))]
@@ -184,12 +204,11 @@ def build_report(
     if eval_doc is None and (run_dir / "eval.json").is_file():
         eval_doc = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
     rows = read_metrics(run_dir / "metrics.jsonl")
-    last = rows[-1] if rows else {}
     body = [
         "<p>",
         f"method <b>{html.escape(run.method_name)}</b>",
         f" · data <code>{html.escape((run.config.get('data') or {}).get('path', '?'))}</code>",
-        f" · steps {html.escape(last.get('step', '?'))}" if last else "",
+        _progress(run_dir, rows),
         f" · kp3d {html.escape((run.config.get('provenance') or {}).get('kp3d_version', '?'))}</p>",
         "<h2>Evaluation</h2>",
         _evaluation_section(eval_doc),
