@@ -1,4 +1,5 @@
-"""Shared by the lifting methods' tests: recovery of a low-rank shape from noise-free views."""
+"""Shared by the lifting methods' tests: small keypoint batches, an oracle lifting network for
+one rigid shape, and recovery of a low-rank shape from noise-free views."""
 
 from __future__ import annotations
 
@@ -6,14 +7,58 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
 from kp3d.geometry.rotations import axis_angle_to_matrix
 from kp3d.methods.base import MethodModel
 from kp3d.metrics import mpjpe
+from kp3d.nn.lifting import LiftingOutput
 
 RigidRecovery = Callable[..., tuple[Tensor, Tensor]]
+KeypointBatch = Callable[..., Sample]
+
+
+def _keypoint_batch(
+    n: int = 8, seed: int = 0, *, k: int = 6, categories: int | None = None, occlude: bool = True
+) -> Sample:
+    """``n`` random keypoint sets (pixels, around 100) of ``k`` keypoints from a generator seeded
+    ``seed``: each keypoint visible with probability 3/4 (all with ``occlude=False``), the
+    first two always, invisible ones at 0; category labels below ``categories`` if given."""
+    g = torch.Generator().manual_seed(seed)
+    vis = torch.rand(n, k, generator=g) > 0.25 if occlude else torch.ones(n, k, dtype=torch.bool)
+    vis[:, :2] = True
+    kp2d = 30 * torch.randn(n, k, 2, generator=g) + 100
+    category = None if categories is None else torch.randint(0, categories, (n,), generator=g)
+    return Sample(kp2d=kp2d * vis[..., None], vis=vis, category=category)
+
+
+class RigidOracle(nn.Module):
+    """A perfectly transversal lifter for one rigid shape: recovers any orthographic view exactly.
+
+    The normalised input is ``Pi(R X0) / s``; the affine fit ``y = X0 A^T`` gives ``A = R_xy / s``,
+    hence ``R`` (rows normalised, third row their cross product) and the shape ``X0 / s``.
+    """
+
+    def __init__(self, X0: Tensor, *, fixed_rotation: bool = False) -> None:
+        super().__init__()
+        self.X0, self.fixed_rotation = X0, fixed_rotation
+
+    def forward(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None) -> LiftingOutput:
+        A = torch.linalg.lstsq(self.X0.expand(len(kp2d), -1, -1), kp2d).solution.transpose(-1, -2)
+        inv_s = A.norm(dim=-1).mean(-1)
+        rows = A / A.norm(dim=-1, keepdim=True)
+        R = torch.cat([rows, torch.linalg.cross(rows[:, 0], rows[:, 1])[:, None]], dim=1)
+        if self.fixed_rotation:
+            R = torch.eye(3, dtype=kp2d.dtype).expand_as(R)
+        shape = self.X0 * inv_s[:, None, None]
+        return LiftingOutput(
+            R,
+            torch.zeros(len(kp2d), 1, dtype=kp2d.dtype),
+            shape,
+            shape,
+            shape @ R.transpose(-1, -2),
+        )
 
 
 def _rigid_recovery(
@@ -70,3 +115,15 @@ def _rigid_recovery(
 def rigid_recovery() -> RigidRecovery:
     """:func:`_rigid_recovery`."""
     return _rigid_recovery
+
+
+@pytest.fixture
+def keypoint_batch() -> KeypointBatch:
+    """:func:`_keypoint_batch`."""
+    return _keypoint_batch
+
+
+@pytest.fixture
+def rigid_oracle() -> type[RigidOracle]:
+    """:class:`RigidOracle`."""
+    return RigidOracle

@@ -12,7 +12,7 @@ from kp3d.engine import TrainConfig, load_run
 from kp3d.engine.run import write_run_config
 from kp3d.errors import ConfigError, DataError
 from kp3d.methods import get_method
-from kp3d.methods.configure import categories_from_data, keypoints_from_data
+from kp3d.methods.configure import categories_from_data, drop_inert_keys, keypoints_from_data
 
 
 def keypoints(n: int = 6, k: int = 5, categories: list[int] | None = None) -> list[Sample]:
@@ -41,6 +41,19 @@ def test_keypoints_from_the_data_where_unset() -> None:
     assert keypoints_from_data(c3dpo(n_keypoints=3), keypoints(k=7)).n_keypoints == 3
     with pytest.raises(DataError, match="no 2D keypoints"):
         keypoints_from_data(c3dpo(), [Sample(image=torch.zeros(3, 4, 4))])
+
+
+def test_drop_inert_keys_drops_them_or_refuses_the_run() -> None:
+    values = {"a": 1, "old": 2, "guard": 0, "b": 3}
+    kept = drop_inert_keys(values, ["old", "guard"], guard="guard", active=bool, error="x {value}")
+    assert kept == {"a": 1, "b": 3} and list(kept) == ["a", "b"]  # order kept
+    assert values == {"a": 1, "old": 2, "guard": 0, "b": 3}  # the input is left alone
+    no_guard = {"a": 1}
+    assert drop_inert_keys(no_guard, ["old"], guard="guard", active=bool, error="") == no_guard
+    with pytest.raises(ConfigError, match="^guard on: 5$"):
+        drop_inert_keys(
+            {**values, "guard": 5}, ["old"], guard="guard", active=bool, error="guard on: {value}"
+        )
 
 
 @pytest.mark.parametrize("name", ["c3dpo", "lifter", "lifter-fit", "autolink3d"])

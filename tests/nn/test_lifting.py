@@ -1,7 +1,11 @@
+import dataclasses
+import inspect
+
 import pytest
 import torch
 
 from kp3d.geometry.rotations import random_rotation
+from kp3d.methods import get_method
 from kp3d.nn.lifting import (
     LiftingNet,
     ShapeBasis,
@@ -188,3 +192,16 @@ def test_motion_free_basis_is_orthogonal_to_the_bias_motions() -> None:
     # A shape already orthogonal to the motions is left as it is.
     rest = sb.basis - project_onto_motions(sb.basis, bias)
     torch.testing.assert_close(rest, sb.basis)
+
+
+@pytest.mark.parametrize("name", ["c3dpo", "lifter", "lifter-fit"])
+def test_network_options_are_the_configs_lifting_net_settings(name: str) -> None:
+    """Every setting of a method's config that LiftingNet takes, with its value; nothing else."""
+    config = get_method(name).config_cls(n_basis=4, width=8, n_layers=2, norm="layer")
+    net_options = set(inspect.signature(LiftingNet).parameters) - {"n_keypoints"}
+    expected = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name in net_options
+    }
+    assert config.network_options() == expected
+    assert {"n_basis", "width", "n_layers", "norm", "rotation", "camera"} <= set(expected)
+    LiftingNet(5, **config.network_options())  # accepted as they are

@@ -1,6 +1,7 @@
-"""Settings read from the training data, for the methods' :attr:`MethodSpec.configure` hooks.
+"""Settings read from the training data, for the methods' :attr:`MethodSpec.configure` hooks,
+and stored settings of older run formats, for their :attr:`MethodSpec.migrate` hooks.
 
-Each helper fills a field that the user left unset and checks one the user set against the
+Each data helper fills a field that the user left unset and checks one the user set against the
 data; the user's explicit value (flag, config file, or a resumed run's stored value) always
 wins where it fits the data.
 """
@@ -8,6 +9,7 @@ wins where it fits the data.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -66,4 +68,38 @@ def categories_from_data(config: Any, dataset: Dataset[Sample], field: str = "n_
     return config
 
 
-__all__ = ["categories_from_data", "data_num_categories", "keypoints_from_data"]
+def keypoints_and_categories_from_data(config: Any, dataset: Dataset[Sample]) -> Any:
+    """:func:`keypoints_from_data` and :func:`categories_from_data` (the default fields), a
+    ``configure`` hook for methods whose networks several categories share."""
+    return categories_from_data(keypoints_from_data(config, dataset), dataset)
+
+
+def drop_inert_keys(
+    values: Mapping[str, Any],
+    keys: Iterable[str],
+    *,
+    guard: str,
+    active: Callable[[Any], bool],
+    error: str,
+) -> dict[str, Any]:
+    """Stored settings ``values`` without ``keys``: settings that a method lost in a change of
+    run format and that had no effect while the setting ``guard`` was off.
+
+    Raises:
+        ConfigError: ``guard`` was on (``active(values.get(guard))``): the run's model needs what
+            the method lost; ``error``, with ``{value}`` the guard's value, says so.
+    """
+    value = values.get(guard)
+    if active(value):
+        raise ConfigError(error.format(value=value))
+    dropped = set(keys)
+    return {k: v for k, v in values.items() if k not in dropped}
+
+
+__all__ = [
+    "categories_from_data",
+    "data_num_categories",
+    "drop_inert_keys",
+    "keypoints_and_categories_from_data",
+    "keypoints_from_data",
+]

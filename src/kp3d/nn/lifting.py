@@ -1,4 +1,4 @@
-"""Shared parts of kp3d's 2D→3D lifters (``c3dpo`` and ``lifter``).
+"""Shared parts of kp3d's 2D→3D lifters (``c3dpo``, ``lifter`` and ``lifter-fit``).
 
 A lifter maps one instance's 2D keypoints ``Y`` (K, 2) with visibility to a camera rotation ``R``
 and a 3D shape in a canonical frame, ``X = b_S + sum_i alpha_i S_i`` (K, 3), such that the
@@ -15,17 +15,26 @@ Camera: orthographic, ``y = (R X)_{xy} + t`` with ``R X`` in the camera frame of
 :mod:`kp3d.geometry` (x right, y down, z forward, row-stacked points ``X @ R^T``), or weak
 perspective, ``y = c (R X)_{xy} + t`` (see :class:`LiftingNet`). Neither ``t`` nor ``c`` is
 predicted: each is the least-squares optimum over the visible points.
+
+Also here, as the methods share them: their common settings (:class:`LiftingConfig`,
+:class:`EnsembleLiftingConfig`) and the several networks of ``lifter`` and ``lifter-fit`` that
+train side by side and are averaged at prediction (:class:`LiftingEnsemble`).
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, get_args
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Literal, NamedTuple, TypedDict, cast, get_args
 
 import torch
 from torch import Tensor, nn
 
+from kp3d.errors import ConfigError
+
 # The keypoint formulas live in kp3d.geometry.keypoints; imported here for the lifters.
-from kp3d.geometry.keypoints import (  # noqa: F401
+from kp3d.geometry.keypoints import (
     Normalised,
     masked_mean,
     normalise_keypoints,
@@ -35,14 +44,20 @@ from kp3d.geometry.keypoints import (  # noqa: F401
 )
 from kp3d.geometry.keypoints import visibility_weights as visibility
 from kp3d.geometry.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
+from kp3d.losses.lifting import reprojection_loss, shape_prior_loss
 from kp3d.nn.shape import linear_shape
 
 NormKind = Literal["batch", "layer", "none"]
 RotationKind = Literal["axis_angle", "6d"]
 CoefficientKind = Literal["linear", "relu"]
 CameraKind = Literal["orthographic", "weak_perspective"]
+EnsembleBatches = Literal["shared", "split"]
 
 _EPS = 1e-8
+
+LIFTING_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "batch_size": 256, "bf16": False}
+"""The lifting methods' training defaults (:attr:`kp3d.methods.base.MethodSpec.train_defaults`):
+bf16 (~3 significant digits) is too coarse for reprojection residuals of ~1% of a shape."""
 
 
 def rotation_dim(kind: RotationKind) -> int:
@@ -193,6 +208,19 @@ class LiftingOutput(NamedTuple):
     """(B, K, 3) ``X @ R^T``: the shape in the camera frame (before the 2D translation)."""
 
 
+class LiftingNetOptions(TypedDict, total=False):
+    """The keyword options of :class:`LiftingNet` that its subclasses pass on unchanged."""
+
+    n_basis: int
+    width: int
+    n_layers: int
+    norm: NormKind
+    rotation: RotationKind
+    camera: CameraKind
+    context_dim: int
+    motion_free_basis: bool
+
+
 class LiftingNet(nn.Module):
     """Trunk + rotation head + coefficient head + shape basis: 2D keypoints -> (R, alpha, X).
 
@@ -327,3 +355,370 @@ def lifting_predictions(
         "scale": norm.scale,
         "centre": norm.centre,
     }
+
+
+@dataclass(frozen=True)
+class LiftingConfig:
+    """Settings shared by the lifting methods (``c3dpo``, ``lifter``, ``lifter-fit``), checked
+    here once; each method's config extends it (and may change a default)."""
+
+    n_keypoints: int = 0
+    """Number of keypoints K of the data, over all categories (0 = not yet known; set it, or let
+    the engine set it from the dataset, before building)."""
+    n_basis: int = 10
+    """Size of the linear shape basis S."""
+    width: int = 256
+    """Width of the residual MLP trunks."""
+    n_layers: int = 3
+    """Residual blocks per trunk."""
+    norm: NormKind = "batch"
+    """Normalisation inside the trunks: batch, layer or none."""
+    rotation: RotationKind = "6d"
+    """Rotation head: 6d (continuous) or axis_angle (the so(3) exponential)."""
+    camera: CameraKind = "weak_perspective"
+    """weak_perspective (scale-free shapes, least-squares scale per sample) or orthographic
+    (shapes carry their apparent size)."""
+    huber_delta: float = 0.1
+    """Pseudo-Huber scale of every loss, in normalised units (the input's RMS radius is 1):
+    residuals well below it are penalised quadratically, those well above linearly (results:
+    docs/results.md)."""
+    shape_prior_weight: float = 0.0
+    """Weight of the Gaussian shape prior (squared distance of each shape from the batch's mean
+    shape of its category, up to scale), which resolves the ambiguity of a large basis."""
+
+    def __post_init__(self) -> None:
+        if self.n_keypoints < 0:
+            raise ConfigError(
+                f"n_keypoints must be >= 0 (0 = from the data), got {self.n_keypoints}"
+            )
+        for name in ("n_basis", "width"):
+            _at_least(self, name, 1)
+        _at_least(self, "n_layers", 0)
+        for name, kinds in (("norm", NormKind), ("rotation", RotationKind), ("camera", CameraKind)):
+            if getattr(self, name) not in get_args(kinds):
+                raise ConfigError(
+                    f"{name} must be one of {get_args(kinds)}, got {getattr(self, name)!r}"
+                )
+        if self.huber_delta <= 0:
+            raise ConfigError(f"huber_delta must be positive, got {self.huber_delta}")
+        _at_least(self, "shape_prior_weight", 0)
+
+    def network_options(self) -> LiftingNetOptions:
+        """The settings that are options of :class:`LiftingNet` (all but the keypoint count)."""
+        names = LiftingNetOptions.__annotations__.keys() & {f.name for f in fields(self)}
+        return cast(LiftingNetOptions, {name: getattr(self, name) for name in names})
+
+
+@dataclass(frozen=True)
+class EnsembleLiftingConfig(LiftingConfig):
+    """:class:`LiftingConfig` plus the settings of a :class:`LiftingEnsemble` (several
+    categories, a context input, several networks); shared by ``lifter`` and ``lifter-fit``."""
+
+    n_categories: int | None = None
+    """Number of categories sharing the networks (category labels 0 .. n_categories - 1); none
+    = from the data (1 + its largest label, 1 without labels; a model built without data takes
+    1)."""
+    context_dim: int = 0
+    """Length of an optional context vector appended to the input (0 = none)."""
+    motion_free_basis: bool = False
+    """Keep each basis shape orthogonal to the scale and infinitesimal rotations of the bias
+    shape b_S (:class:`kp3d.nn.lifting.ShapeBasis`), so deformations cannot imitate the camera
+    (the gauge ambiguity of non-rigid structure from motion)."""
+    ensemble: int = 1
+    """Independently initialised lifting networks trained side by side; prediction averages
+    their depths (see ``ensemble_tolerance``), each member's sign aligned per sample with the
+    first averaged member's (the depth-flip ambiguity of orthographic views); results:
+    docs/results.md."""
+    ensemble_batches: EnsembleBatches = "shared"
+    """What each ensemble member trains on per step: ``shared``, the whole batch; ``split``, its
+    own 1/ensemble of the batch (set the batch size to ensemble x the batch per member), so the
+    members' gradient noise is independent (results: docs/results.md)."""
+    ensemble_tolerance: float = 0.25
+    """Prediction averages the members whose depth extent (:attr:`LiftingEnsemble.depth_extent`)
+    is at least (1 - this) times the largest member's, leaving out flattened ones; all before
+    training. Must lie in [0, 1) (results: docs/results.md)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_categories is not None and self.n_categories < 1:
+            raise ConfigError(f"n_categories must be >= 1 or none, got {self.n_categories}")
+        _at_least(self, "ensemble", 1)
+        _at_least(self, "context_dim", 0)
+        if not 0 <= self.ensemble_tolerance < 1:
+            raise ConfigError(
+                f"ensemble_tolerance must lie in [0, 1), got {self.ensemble_tolerance}"
+            )
+        if self.ensemble_batches not in get_args(EnsembleBatches):
+            raise ConfigError(
+                f"ensemble_batches must be one of {get_args(EnsembleBatches)}, "
+                f"got {self.ensemble_batches!r}"
+            )
+
+
+def _at_least(config: Any, name: str, low: int) -> None:
+    """Raise ConfigError when the setting ``name`` of ``config`` is below ``low``."""
+    if getattr(config, name) < low:
+        raise ConfigError(f"{name} must be >= {low}, got {getattr(config, name)}")
+
+
+EXTENT_DECAY = 0.99
+"""Decay of the running mean :attr:`LiftingEnsemble.depth_extent`: about the last hundred
+steps."""
+
+
+def depth_extent(depth: Tensor, vis: Tensor) -> Tensor:
+    """Mean over the batch of the RMS of the centred depth (..., B, K) over the visible keypoints
+    (vis (..., B, K)): (...)."""
+    centred = (depth - masked_mean(depth, vis, dim=-1)[..., None]) * vis
+    return (centred.square().sum(-1) / vis.sum(-1).clamp_min(1)).sqrt().mean(-1)
+
+
+def lifting_artifacts(net: LiftingNet) -> dict[str, Tensor]:
+    """A lifter's ``artifacts``: ``canonical_shape`` (K, 3), the shape of zero coefficients (the
+    bias shape), and ``shape_basis`` (n, K, 3), the learned basis shapes (centred, unit RMS), of
+    ``net``; normalised units."""
+    return {
+        "canonical_shape": net.base_shape().detach().float(),
+        "shape_basis": net.shape_basis.basis.detach().float(),
+    }
+
+
+def aligned_depth_mean(preds: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The first of several :func:`lifting_predictions` with the depth of ``kp3d`` replaced by
+    the mean of all their depths, each multiplied per sample by the sign (+-1) that brings it
+    closer to the first's (the depth-flip ambiguity of orthographic views); every other entry is
+    the first's. One prediction is returned as it is."""
+    pred = preds[0]
+    if len(preds) > 1:
+        z0 = pred["kp3d"][..., 2]
+        depths = [z0]
+        for other in preds[1:]:
+            z = other["kp3d"][..., 2]
+            same = (z - z0).square().sum(-1) <= (z + z0).square().sum(-1)
+            depths.append(torch.where(same[:, None], z, -z))
+        pred["kp3d"] = torch.cat(
+            [pred["kp3d"][..., :2], torch.stack(depths).mean(0)[..., None]], dim=-1
+        )
+    return pred
+
+
+class MemberBatch(NamedTuple):
+    """A training batch as :meth:`LiftingEnsemble.member_losses` split it among the members:
+    every field stacked (E, B_member, ...), member e's rows at index e."""
+
+    norm: Normalised
+    """The normalised keypoints (E, B_member, K, 2) and their statistics."""
+    out: LiftingOutput
+    """Each member's output on its rows."""
+    vis: Tensor
+    """(E, B_member, K) visibility weights."""
+    category: Tensor
+    """(E, B_member) category labels."""
+    context: Tensor | None
+    """(E, B_member, C) context vectors, or None."""
+
+
+class LiftingEnsemble(nn.Module):
+    """Lifting networks that train side by side and are averaged at prediction, for categories
+    that share them (``lifter`` and ``lifter-fit``; see :class:`EnsembleLiftingConfig`).
+
+    Each method's model derives from this and from :class:`kp3d.methods.base.MethodModel` (in
+    that order) and adds what is its own: ``losses`` and ``predict`` on a batch call
+    :meth:`member_losses` and :meth:`ensemble_predictions`.
+
+    ``net`` is the (first) lifting network; ``ensemble`` holds the other members when
+    ``config.ensemble > 1``.
+
+    Members share no weights, so the sum of their losses (E x the mean over members, as they
+    have as many rows each) trains each as if alone on its rows; the named losses are the
+    members' means (:meth:`loss_weights`). Now and then a member ends flattened, the degenerate
+    solution of non-rigid structure from motion (every view posed alike, explained by
+    deformation, too little depth), so each member's depth extent is tracked in training
+    (:attr:`depth_extent`) and the flattened ones are left out of the average
+    (``ensemble_tolerance``).
+    """
+
+    support: Tensor
+    """(n_categories, K) bool: the keypoints seen visible per category, the subsets ``zeta_z``
+    each category owns."""
+    depth_extent: Tensor
+    """(ensemble,) running mean over training steps of each member's depth extent on its rows:
+    per sample, the RMS over the visible keypoints of the centred camera-frame depth, in the
+    input's normalised units (the 2D RMS radius is 1); NaN before the first step."""
+
+    def __init__(
+        self, config: EnsembleLiftingConfig, member: Callable[[], LiftingNet], *, name: str
+    ) -> None:
+        """``member`` makes one network; ``name`` (the method's) starts the error messages."""
+        super().__init__()
+        if config.n_keypoints < 1:
+            raise ConfigError(
+                f"{name}: n_keypoints is not set (the number of keypoints K of the data)"
+            )
+        self.name = name
+        self.config = config
+        self.n_categories = config.n_categories or 1
+        self.net = member()
+        self.ensemble = nn.ModuleList(member() for _ in range(config.ensemble - 1))
+        self.register_buffer(
+            "support", torch.zeros(self.n_categories, config.n_keypoints, dtype=torch.bool)
+        )
+        self.register_buffer("depth_extent", torch.full((config.ensemble,), math.nan))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # Runs saved before extents were tracked load with NaN: every member is averaged, as it
+        # was then.
+        state_dict.setdefault(prefix + "depth_extent", torch.full_like(self.depth_extent, math.nan))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    @property
+    def members(self) -> list[LiftingNet]:
+        """The lifting networks: ``net``, then the rest of the ensemble."""
+        return [self.net, *self.ensemble]
+
+    def lift(
+        self,
+        kp2d: Tensor,
+        vis: Tensor | None = None,
+        context: Tensor | None = None,
+        *,
+        net: LiftingNet | None = None,
+    ) -> tuple[Normalised, LiftingOutput]:
+        """Normalise ``kp2d`` (B, K, 2) with ``vis`` (B, K) and run a lifting network (default
+        ``net``)."""
+        norm = normalise_keypoints(kp2d, vis)
+        return norm, (self.net if net is None else net)(norm.kp2d, visibility(kp2d, vis), context)
+
+    def lift_members(
+        self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None
+    ) -> tuple[Normalised, LiftingOutput]:
+        """:meth:`lift` of member e on ``kp2d[e]`` (E, B, K, 2), ``vis[e]`` (E, B, K) and
+        ``context[e]`` (E, B, C), every output stacked (E, B, ...), one member after the other."""
+        norm = normalise_keypoints(kp2d, vis)
+        outs = [
+            net(norm.kp2d[e], vis[e], None if context is None else context[e])
+            for e, net in enumerate(self.members)
+        ]
+        return norm, LiftingOutput(*(torch.stack(field) for field in zip(*outs, strict=True)))
+
+    def categories(self, category: Tensor | None, batch_size: int, device: torch.device) -> Tensor:
+        """Category labels (B,) int64, all 0 when the data has none.
+
+        Raises:
+            ConfigError: a label outside ``[0, n_categories)``.
+        """
+        if category is None:
+            return torch.zeros(batch_size, dtype=torch.long, device=device)
+        category = category.long()
+        n = self.n_categories
+        if bool(((category < 0) | (category >= n)).any()):
+            raise ConfigError(
+                f"{self.name}: the data has category labels {int(category.min())}..."
+                f"{int(category.max())}, but n_categories = {n}; set n_categories to the number "
+                "of categories"
+            )
+        return category
+
+    @torch.no_grad()
+    def update_support(self, vis: Tensor, category: Tensor) -> None:
+        """Add the keypoints visible in this batch to their category's subset ``zeta_z``."""
+        seen = torch.zeros(self.support.shape, dtype=vis.dtype, device=vis.device)
+        seen.index_add_(0, category, vis)
+        self.support |= seen > 0
+
+    def member_rows(self, batch_size: int) -> list[slice]:
+        """The rows of a training batch that each member trains on (``ensemble_batches``): with
+        ``split``, consecutive parts of ``batch_size // ensemble`` rows (the last
+        ``batch_size % ensemble`` rows are left out, so that members weigh alike).
+
+        Raises:
+            ValueError: ``split`` with fewer rows than members.
+        """
+        n = len(self.members)
+        if self.config.ensemble_batches == "shared" or n == 1:
+            return [slice(None)] * n
+        if batch_size < n:
+            raise ValueError(
+                f"{self.name}: ensemble_batches = split needs at least one sample per "
+                f"member, got a batch of {batch_size} for {n} members"
+            )
+        size = batch_size // n
+        return [slice(i * size, (i + 1) * size) for i in range(n)]
+
+    def kept_members(self) -> list[LiftingNet]:
+        """The members a prediction averages (see ``ensemble_tolerance``), in order."""
+        extent = self.depth_extent
+        if bool(extent.isnan().any()):
+            return self.members
+        keep = extent >= (1 - self.config.ensemble_tolerance) * extent.max()
+        return [net for net, k in zip(self.members, keep.tolist(), strict=True) if k]
+
+    def loss_weights(self) -> dict[str, float]:
+        """E for each member mean of :meth:`member_losses` (see the class doc)."""
+        E = len(self.members)
+        return {"reprojection": E, "shape_prior": E * self.config.shape_prior_weight}
+
+    def member_losses(
+        self,
+        kp2d: Tensor,
+        vis: Tensor | None,
+        category: Tensor | None,
+        context: Tensor | None = None,
+    ) -> tuple[dict[str, Tensor], MemberBatch]:
+        """The unweighted losses shared by the ensemble lifters for keypoints (B, K, 2),
+        visibility (B, K), categories (B,) and an optional context (B, C), means over the
+        members: ``reprojection``, and ``shape_prior`` where weighted. Also updates
+        :attr:`support` and, in training with several members, :attr:`depth_extent`; returns
+        the batch as the members saw it, for a method's further losses."""
+        cfg = self.config
+        w = visibility(kp2d, vis)
+        category = self.categories(category, kp2d.shape[0], kp2d.device)
+        self.update_support(w, category)
+        rows = self.member_rows(kp2d.shape[0])
+
+        def stack(t: Tensor) -> Tensor:  # (E, B_member, ...): each member's rows
+            return torch.stack([t[r] for r in rows])
+
+        ww, cat = stack(w), stack(category)
+        ctx = None if context is None else stack(context)
+        norm, out = self.lift_members(stack(kp2d), ww, ctx)
+        E = len(self.members)
+        losses = {
+            "reprojection": reprojection_loss(out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta)
+        }
+        if cfg.shape_prior_weight > 0:
+            # Each member's categories are groups of their own.
+            groups = cat + self.n_categories * torch.arange(E, device=cat.device)[:, None]
+            losses["shape_prior"] = shape_prior_loss(
+                out.basis_shape.flatten(0, 1), groups.flatten(), self.support[cat].flatten(0, 1)
+            )
+        if self.training and E > 1:  # only training steps of an ensemble track extents
+            new = depth_extent(out.shape_cam[..., 2].detach(), ww).to(self.depth_extent)
+            old = self.depth_extent
+            old.copy_(torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY)))
+        return losses, MemberBatch(norm, out, ww, cat, ctx)
+
+    def member_output(
+        self, net: LiftingNet, norm: Normalised, out: LiftingOutput, vis: Tensor
+    ) -> LiftingOutput:
+        """What a prediction uses of member ``net``'s output ``out`` for the normalised input
+        ``norm`` with visibility weights ``vis`` (B, K): ``out`` itself; a method may refine
+        it."""
+        return out
+
+    @torch.no_grad()
+    def ensemble_predictions(self, kp2d: Tensor, vis: Tensor | None) -> dict[str, Tensor]:
+        """:func:`lifting_predictions` of keypoints (B, K, 2) with visibility (B, K): with an
+        ensemble, ``kp3d``'s depth is the :func:`aligned_depth_mean` of the
+        :meth:`kept_members`' depths; every other entry (``R``, ``alpha``, ``shape``) is the
+        first kept member's."""
+        preds = []
+        for net in self.kept_members():
+            norm, out = self.lift(kp2d, vis, net=net)
+            out = self.member_output(net, norm, out, visibility(kp2d, vis))
+            preds.append(lifting_predictions(out, norm, vis))
+        return aligned_depth_mean(preds)
+
+    def artifacts(self) -> dict[str, Tensor]:
+        """:func:`lifting_artifacts` of ``net``."""
+        return lifting_artifacts(self.net)

@@ -16,43 +16,27 @@ SMALL = {"n_keypoints": K, "n_basis": 3, "width": 32, "n_layers": 1}
 
 RigidRecovery = Callable[..., tuple[Tensor, Tensor]]
 """The ``rigid_recovery`` fixture of tests/methods/conftest.py."""
-
-
-def batch(n: int = 8, seed: int = 0, occlude: bool = True) -> Sample:
-    g = torch.Generator().manual_seed(seed)
-    vis = torch.rand(n, K, generator=g) > 0.25 if occlude else torch.ones(n, K, dtype=torch.bool)
-    vis[:, :2] = True
-    kp2d = 30 * torch.randn(n, K, 2, generator=g) + 100
-    return Sample(kp2d=kp2d * vis[..., None], vis=vis)
+KeypointBatch = Callable[..., Sample]
+"""The ``keypoint_batch`` fixture of tests/methods/conftest.py."""
 
 
 def test_spec_and_config_validation() -> None:
     spec = get_method("c3dpo")
     assert spec.config_cls is C3DPOConfig and spec.inputs.name == "keypoints"
     assert spec.train_defaults["lr"] == 1e-3
-    for bad in (
-        {"n_basis": 0},
-        {"norm": "group"},
-        {"rotation": "quat"},
-        {"huber_delta": 0.0},
-        {"canonicalisation_weight": -1.0},
-        {"n_keypoints": -1},
-        {"camera": "pinhole"},
-        {"shape_prior_weight": -1.0},
-    ):
-        with pytest.raises(ConfigError):
+    # The shared settings' checks: tests/methods/test_lifting_methods.py.
+    for bad in ({"canonicalisation_weight": -1.0}, {"canonicalisation_rotations": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
             C3DPOConfig(**bad)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="n_keypoints"):
-        spec.build(C3DPOConfig())
 
 
-def test_two_training_steps_change_the_model() -> None:
+def test_two_training_steps_change_the_model(keypoint_batch: KeypointBatch) -> None:
     torch.manual_seed(0)
     model = get_method("c3dpo").build(C3DPOConfig(**SMALL))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = [p.detach().clone() for p in model.parameters()]
     for step in range(2):
-        out = model.training_step(batch(seed=step), step)
+        out = model.training_step(keypoint_batch(seed=step), step)
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         assert set(out.logs) == {"reprojection", "canonicalisation"}
         opt.zero_grad()
@@ -61,21 +45,10 @@ def test_two_training_steps_change_the_model() -> None:
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_predict_keeps_the_input_xy() -> None:
-    model = C3DPO(C3DPOConfig(**SMALL)).eval()
-    b = batch()
-    pred = model.predict(b)
-    assert pred.kp3d.shape == (8, K, 3) and pred.R.shape == (8, 3, 3)
-    assert pred.extras["alpha"].shape == (8, 3) and pred.extras["shape"].shape == (8, K, 3)
-    torch.testing.assert_close(pred.kp3d[..., :2][b.vis], b.kp2d[b.vis])
-    z = pred.kp3d[..., 2]
-    torch.testing.assert_close((z * b.vis).sum(-1), torch.zeros(8), atol=1e-4, rtol=0)
-
-
-def test_invisible_points_enter_no_loss() -> None:
+def test_invisible_points_enter_no_loss(keypoint_batch: KeypointBatch) -> None:
     torch.manual_seed(0)
     model = C3DPO(C3DPOConfig(**SMALL))
-    b = batch()
+    b = keypoint_batch()
     kp2d = b.kp2d.clone().requires_grad_(True)
     torch.manual_seed(1)  # the same random canonicalisation rotations in both evaluations
     loss = model.training_step(b.replace(kp2d=kp2d), 0).loss
@@ -87,12 +60,12 @@ def test_invisible_points_enter_no_loss() -> None:
     torch.testing.assert_close(again, loss.detach())
 
 
-def test_canonicalisation_uses_several_rotations() -> None:
+def test_canonicalisation_uses_several_rotations(keypoint_batch: KeypointBatch) -> None:
     cfg = C3DPOConfig(**SMALL, canonicalisation_rotations=3)
     model = C3DPO(cfg)
     seen = []
     model.canonicaliser.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
-    model.training_step(batch(), 0)
+    model.training_step(keypoint_batch(), 0)
     assert seen == [(3 * 8, 3 * K)]
     assert dataclasses.replace(cfg, canonicalisation_rotations=1).canonicalisation_rotations == 1
 
@@ -107,11 +80,11 @@ def test_recovers_rigid_shape_from_noise_free_views(rigid_recovery: RigidRecover
     assert err < 0.05 and err < 0.1 * flat
 
 
-def test_scores_do_not_penalise_the_depth_reflection() -> None:
+def test_scores_do_not_penalise_the_depth_reflection(keypoint_batch: KeypointBatch) -> None:
     # Orthographic lifting cannot tell a shape from its mirror in depth: the protocol's Stress
     # and flip-MPJPE must score a prediction and its reflection alike.
     model = C3DPO(C3DPOConfig(**SMALL)).eval()
-    b = batch(occlude=False)
+    b = keypoint_batch(occlude=False)
     pred = model.predict(b).kp3d
     mirrored = pred * torch.tensor([1.0, 1.0, -1.0])
     gt = pred + torch.randn(pred.shape, generator=torch.Generator().manual_seed(3))

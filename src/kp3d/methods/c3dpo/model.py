@@ -23,26 +23,24 @@ camera (scale-free shapes) and a Gaussian shape prior; both are off by default.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.losses.lifting import canonicalisation_loss, reprojection_loss, shape_prior_loss
 from kp3d.methods.base import LossOutput, MethodModel
-from kp3d.methods.configure import keypoints_from_data
 from kp3d.methods.prediction import Prediction
 from kp3d.nn.lifting import (
     CameraKind,
+    LiftingConfig,
     LiftingNet,
     LiftingOutput,
     Normalised,
-    NormKind,
     RotationKind,
     Trunk,
+    lifting_artifacts,
     lifting_predictions,
     normalise_keypoints,
     visibility,
@@ -50,61 +48,31 @@ from kp3d.nn.lifting import (
 
 
 @dataclass(frozen=True)
-class C3DPOConfig:
-    """Settings of :class:`C3DPO`."""
+class C3DPOConfig(LiftingConfig):
+    """Settings of :class:`C3DPO`: those of every lifter (:class:`~kp3d.nn.lifting.LiftingConfig`,
+    with C3DPO's rotation and camera) and the canonicalisation's. The shape prior is kp3d's, not
+    the paper's; use it with the weak_perspective camera, whose shapes are scale-free."""
 
-    n_keypoints: int = 0
-    """Number of keypoints K of the data (0 = not yet known; set it, or let the engine set it
-    from the dataset, before building)."""
-    n_basis: int = 10
-    """Size of the linear shape basis."""
-    width: int = 256
-    """Width of the residual MLP trunks."""
-    n_layers: int = 3
-    """Residual blocks per trunk."""
-    norm: NormKind = "batch"
-    """Normalisation inside the trunks: batch (as C3DPO), layer or none."""
     rotation: RotationKind = "axis_angle"
     """Rotation head: axis_angle (the so(3) exponential, as C3DPO) or 6d."""
     camera: CameraKind = "orthographic"
     """orthographic (shapes carry their apparent size) or weak_perspective (scale-free shapes,
     least-squares scale per sample)."""
-    huber_delta: float = 0.1
-    """Pseudo-Huber scale of every loss, in normalised units (the input's RMS radius is 1):
-    residuals well below it are penalised quadratically, those well above linearly (results:
-    docs/results.md)."""
     canonicalisation_weight: float = 1.0
     """Weight of the canonicalisation (transversality) loss."""
     canonicalisation_rotations: int = 1
     """Random rotations per sample and step for the canonicalisation loss."""
-    shape_prior_weight: float = 0.0
-    """Weight of the Gaussian shape prior (mean squared distance of each shape from the base
-    shape b_S); not in the C3DPO paper. Use it with the weak_perspective camera, whose shapes are
-    scale-free."""
 
     def __post_init__(self) -> None:
-        if self.n_keypoints < 0:
+        super().__post_init__()
+        if self.canonicalisation_rotations < 1:
             raise ConfigError(
-                f"n_keypoints must be >= 0 (0 = from the data), got {self.n_keypoints}"
+                f"canonicalisation_rotations must be >= 1, got {self.canonicalisation_rotations}"
             )
-        for name in ("n_basis", "width", "canonicalisation_rotations"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_layers < 0:
-            raise ConfigError(f"n_layers must be >= 0, got {self.n_layers}")
-        if self.norm not in get_args(NormKind):
-            raise ConfigError(f"norm must be one of {get_args(NormKind)}, got {self.norm!r}")
-        if self.camera not in get_args(CameraKind):
-            raise ConfigError(f"camera must be one of {get_args(CameraKind)}, got {self.camera!r}")
-        if self.rotation not in get_args(RotationKind):
+        if self.canonicalisation_weight < 0:
             raise ConfigError(
-                f"rotation must be one of {get_args(RotationKind)}, got {self.rotation!r}"
+                f"canonicalisation_weight must be >= 0, got {self.canonicalisation_weight}"
             )
-        if self.huber_delta <= 0:
-            raise ConfigError(f"huber_delta must be positive, got {self.huber_delta}")
-        for name in ("canonicalisation_weight", "shape_prior_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 class C3DPO(MethodModel):
@@ -117,16 +85,7 @@ class C3DPO(MethodModel):
                 "c3dpo: n_keypoints is not set (the number of keypoints K of the data)"
             )
         self.config = config
-        self.net = LiftingNet(
-            config.n_keypoints,
-            n_basis=config.n_basis,
-            width=config.width,
-            n_layers=config.n_layers,
-            norm=config.norm,
-            rotation=config.rotation,
-            coefficients="linear",
-            camera=config.camera,
-        )
+        self.net = LiftingNet(config.n_keypoints, coefficients="linear", **config.network_options())
         self.canonicaliser = nn.Sequential(
             Trunk(
                 3 * config.n_keypoints,
@@ -182,13 +141,8 @@ class C3DPO(MethodModel):
         return LossOutput(losses, {})
 
     def artifacts(self) -> dict[str, Tensor]:
-        """``canonical_shape`` (K, 3), the shape of zero coefficients (the bias shape), and
-        ``shape_basis`` (n, K, 3), the learned basis shapes (centred, unit RMS); normalised
-        units."""
-        return {
-            "canonical_shape": self.net.base_shape().detach().float(),
-            "shape_basis": self.net.shape_basis.basis.detach().float(),
-        }
+        """:func:`~kp3d.nn.lifting.lifting_artifacts` of the lifting network."""
+        return lifting_artifacts(self.net)
 
     @torch.no_grad()
     def predict(self, batch: Sample) -> Prediction:
@@ -201,8 +155,3 @@ class C3DPO(MethodModel):
 
 def build(config: C3DPOConfig) -> C3DPO:
     return C3DPO(config)
-
-
-def configure(config: C3DPOConfig, dataset: Dataset[Sample]) -> C3DPOConfig:
-    """The number of keypoints from the data, where unset."""
-    return keypoints_from_data(config, dataset)

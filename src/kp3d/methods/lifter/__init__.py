@@ -4,9 +4,10 @@
 from typing import Any
 
 from kp3d.data.inputs import KEYPOINTS
-from kp3d.errors import ConfigError
 from kp3d.methods.base import MethodSpec
-from kp3d.methods.lifter.model import Lifter, LifterConfig, build, configure
+from kp3d.methods.configure import drop_inert_keys, keypoints_and_categories_from_data
+from kp3d.methods.lifter.model import Lifter, LifterConfig, build
+from kp3d.nn.lifting import LIFTING_TRAIN_DEFAULTS
 
 _FORMAT_1_FIT_KEYS = ("coefficient_ridge", "refine_steps")
 """``LifterConfig`` keys of run format 1 that belong to ``lifter-fit`` since format 2."""
@@ -22,30 +23,27 @@ def migrate(values: dict[str, Any], version: int) -> dict[str, Any]:
     """
     if version >= 2:
         return values
-    values = dict(values)
-    ridge = values.get("coefficient_ridge", 0.0)
-    if ridge:
-        raise ConfigError(
-            f"a lifter run of run format 1 with coefficient_ridge = {ridge} (the fitted shape): "
-            "that model is the method lifter-fit since run format 2, so only a kp3d that writes "
-            "run format 1 loads this run"
-        )
-    for key in _FORMAT_1_FIT_KEYS:
-        values.pop(key, None)
-    return values
+    return drop_inert_keys(
+        values,
+        _FORMAT_1_FIT_KEYS,
+        guard="coefficient_ridge",
+        active=bool,
+        error="a lifter run of run format 1 with coefficient_ridge = {value} (the fitted shape): "
+        "that model is the method lifter-fit since run format 2, so only a kp3d that writes "
+        "run format 1 loads this run",
+    )
 
 
 SPEC = MethodSpec(
     config_cls=LifterConfig,
     build=build,
-    configure=configure,
+    configure=keypoints_and_categories_from_data,
     migrate=migrate,
     inputs=KEYPOINTS,
     protocols=("lifting",),
     description="Can et al.'s lifter: non-negative shape coefficients, cyclic "
     "self-supervision, several categories in one network (no 3D labels)",
-    # bf16 (~3 significant digits) is too coarse for reprojection residuals of ~1% of a shape.
-    train_defaults={"lr": 1e-3, "batch_size": 256, "bf16": False},
+    train_defaults=dict(LIFTING_TRAIN_DEFAULTS),
 )
 
 __all__ = ["SPEC", "Lifter", "LifterConfig"]

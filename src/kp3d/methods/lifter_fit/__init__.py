@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from kp3d.data.inputs import KEYPOINTS
-from kp3d.errors import ConfigError
 from kp3d.methods.base import MethodSpec
+from kp3d.methods.configure import drop_inert_keys, keypoints_and_categories_from_data
 from kp3d.methods.lifter_fit.config import LifterFitConfig
-from kp3d.methods.lifter_fit.model import LifterFit, build, configure
+from kp3d.methods.lifter_fit.model import LifterFit, build
+from kp3d.nn.lifting import LIFTING_TRAIN_DEFAULTS
 
 _FORMAT_1_UNUSED = {"cycle_start": None, "camera_weight": None, "shape_weight": None}
 """Keys of the ``LifterConfig`` that format-1 ``lifter-fit`` runs stored and this method does
@@ -28,16 +29,15 @@ def migrate(values: dict[str, Any], version: int) -> dict[str, Any]:
     """
     if version >= 2:
         return values
-    values = dict(values)
-    if values.get("cycle_start") is not None:
-        raise ConfigError(
-            f"a lifter-fit run of run format 1 with cycle_start = {values['cycle_start']} (the "
-            "cycle on); lifter-fit has no cycle since run format 2, so only a kp3d that writes "
-            "run format 1 loads this run"
-        )
-    for key in _FORMAT_1_UNUSED:
-        values.pop(key, None)
-    return values
+    return drop_inert_keys(
+        values,
+        _FORMAT_1_UNUSED,
+        guard="cycle_start",
+        active=lambda cycle_start: cycle_start is not None,
+        error="a lifter-fit run of run format 1 with cycle_start = {value} (the cycle on); "
+        "lifter-fit has no cycle since run format 2, so only a kp3d that writes run format 1 "
+        "loads this run",
+    )
 
 
 SPEC = MethodSpec(
@@ -47,10 +47,9 @@ SPEC = MethodSpec(
     protocols=("lifting",),
     description="kp3d's lifter: deformation fitted per view with a ridge prior over a "
     "motion-free basis, rotation refined at prediction, four networks averaged (no 3D labels)",
-    configure=configure,
+    configure=keypoints_and_categories_from_data,
     migrate=migrate,
-    # bf16 (~3 significant digits) is too coarse for reprojection residuals of ~1% of a shape.
-    train_defaults={"lr": 1e-3, "batch_size": 512, "bf16": False},
+    train_defaults={**LIFTING_TRAIN_DEFAULTS, "batch_size": 512},
 )
 
 __all__ = ["SPEC", "LifterFit", "LifterFitConfig"]

@@ -8,7 +8,7 @@ Moved here from :mod:`kp3d.nn.lifting` (which keeps the blocks shared with ``c3d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +20,9 @@ from kp3d.nn.lifting import (
     _EPS,
     CameraKind,
     LiftingNet,
+    LiftingNetOptions,
     LiftingOutput,
-    NormKind,
     ResidualBlock,
-    RotationKind,
     Trunk,
     basis_shapes,
     masked_mean,
@@ -113,33 +112,12 @@ class FitNet(LiftingNet):
     ``beta``."""
 
     def __init__(
-        self,
-        n_keypoints: int,
-        *,
-        coefficient_ridge: float,
-        n_basis: int = 10,
-        width: int = 256,
-        n_layers: int = 3,
-        norm: NormKind = "batch",
-        rotation: RotationKind = "axis_angle",
-        camera: CameraKind = "orthographic",
-        context_dim: int = 0,
-        motion_free_basis: bool = False,
+        self, n_keypoints: int, *, coefficient_ridge: float, **options: Unpack[LiftingNetOptions]
     ) -> None:
+        """``options``: those of :class:`~kp3d.nn.lifting.LiftingNet`, with its defaults."""
         if coefficient_ridge <= 0:
             raise ValueError(f"FitNet needs coefficient_ridge > 0, got {coefficient_ridge}")
-        super().__init__(
-            n_keypoints,
-            n_basis=n_basis,
-            width=width,
-            n_layers=n_layers,
-            norm=norm,
-            rotation=rotation,
-            camera=camera,
-            context_dim=context_dim,
-            motion_free_basis=motion_free_basis,
-            coefficient_head=False,
-        )
+        super().__init__(n_keypoints, coefficient_head=False, **options)
         self.coefficient_ridge = coefficient_ridge
 
     def forward(self, kp2d: Tensor, vis: Tensor, context: Tensor | None = None) -> LiftingOutput:
