@@ -168,16 +168,17 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def migrate_run_config(doc: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A run config of an older run format with its method settings in this format's keys
-    (the method's :attr:`~kp3d.methods.MethodSpec.migrate`); ``format_version`` stays the
-    stored one (a resumed run updates it). Unknown methods are left to the caller to report.
+    """A run config of this or an older run format with its method settings in this version's
+    keys (the method's :attr:`~kp3d.methods.MethodSpec.migrate`, also applied to the current
+    format: options can be removed without a new format); ``format_version`` stays the stored
+    one (a resumed run updates it). Unknown methods are left to the caller to report.
 
     Raises:
         ConfigError: settings the method cannot carry over; the message names the file and
             the format version.
     """
     version = doc.get("format_version")
-    if not isinstance(version, int) or version >= RUN_FORMAT_VERSION:
+    if not isinstance(version, int) or version > RUN_FORMAT_VERSION:
         return doc
     try:
         spec = get_method(doc.get("method", ""))

@@ -168,8 +168,9 @@ class MethodSpec:
             (number of keypoints, categories); the user's explicit values are already in
             ``config`` and must be respected or refused with a ConfigError.
         migrate: ``(stored settings, run format version) -> settings``: the method settings a
-            run folder of an older run format (:data:`kp3d.engine.run.RUN_FORMAT_VERSION`)
-            stored, in this version's keys; a ConfigError where they cannot be.
+            run folder of this or an older run format (:data:`kp3d.engine.run.RUN_FORMAT_VERSION`)
+            stored, in this version's keys (options renamed or removed since); a ConfigError
+            where they cannot be.
         overrides: config values this entry fixes (e.g. ``autolink`` = ``autolink3d`` with the
             3D head off).
         train_defaults: this method's defaults for :class:`kp3d.engine.TrainConfig` fields

@@ -7,7 +7,6 @@ import torch
 from kp3d.data.schema import Sample, collate
 from kp3d.errors import ConfigError
 from kp3d.geometry import normalised_to_pixel
-from kp3d.losses.projection import projection_loss
 from kp3d.methods import get_method
 from kp3d.methods.autolink3d import AutoLink3DConfig, ShapeModel
 from kp3d.methods.autolink3d.model import AutoLink3D
@@ -96,58 +95,6 @@ def test_shape_model_starts_near_the_identity_rotation():
     out = shape(torch.randn(3, 8, 2, 2), kp)
     torch.testing.assert_close(out.R, torch.eye(3).expand(3, 3, 3), atol=0.05, rtol=0)
     torch.testing.assert_close(out.projected, kp, atol=0.05, rtol=0)
-
-
-def _half_turn_view(shape: ShapeModel, n: int) -> torch.Tensor:
-    """(n, K, 2) the rigid mean shape turned by pi about y, scaled by 0.7 and shifted."""
-    m = shape.shapes()[0].detach()
-    turn = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=m.dtype))
-    kp = 0.7 * (m @ turn.T)[:, :2] * shape.projection_scales().detach() + 0.1
-    return kp.expand(n, -1, -1)
-
-
-@pytest.mark.parametrize("hypotheses", [1, 4])
-def test_rotation_hypotheses_reach_a_half_turn(hypotheses):
-    torch.manual_seed(0)
-    shape = ShapeModel(k=6, n_basis=0, feature_channels=8, rotation_hypotheses=hypotheses)
-    shape = shape.double()
-    with torch.no_grad():
-        shape.regressor[-1].weight.zero_()  # the regressor says "identity" for every image
-    kp = _half_turn_view(shape, 3)
-    out = shape(torch.randn(3, 8, 2, 2, dtype=torch.float64), kp)
-    error = (out.projected - kp).norm(dim=-1).max()
-    if hypotheses == 1:
-        assert error > 0.1  # the identity start cannot explain the back view
-    else:
-        torch.testing.assert_close(out.projected, kp)
-        half_turn = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64))
-        torch.testing.assert_close(out.R, half_turn.expand(3, 3, 3), atol=1e-6, rtol=0)
-
-
-def test_rotation_hypotheses_keep_the_best_fitting_turn():
-    shape, _ = shape_model_and_output()
-    many = ShapeModel(k=6, n_basis=3, feature_channels=8, rotation_hypotheses=5).double()
-    many.load_state_dict(shape.state_dict())
-    g = torch.Generator().manual_seed(2)
-    feats = torch.randn(16, 8, 2, 2, dtype=torch.float64, generator=g)
-    kp = torch.rand(16, 6, 2, dtype=torch.float64, generator=g) * 2 - 1
-    out = many(feats, kp)
-    scales = many.projection_scales()
-    fits = []  # naive reference: one model per turn
-    for h in range(5):
-        single = ShapeModel(k=6, n_basis=3, feature_channels=8).double()
-        single.load_state_dict(shape.state_dict())
-        single.turns = many.turns[h : h + 1]
-        fits.append(single(feats, kp))
-    errors = torch.stack([projection_loss(f.points, kp, scales, relative=True) for f in fits], 1)
-    best = errors.argmin(1)
-    assert len(set(best.tolist())) > 1  # the data exercise more than one turn
-    for i, h in enumerate(best.tolist()):
-        torch.testing.assert_close(out.points[i], fits[h].points[i])
-        torch.testing.assert_close(out.R[i], fits[h].R[i])
-        torch.testing.assert_close(out.S[i], fits[h].S[i])
-    with pytest.raises(ValueError, match="rotation_hypotheses"):
-        ShapeModel(k=6, n_basis=3, feature_channels=8, rotation_hypotheses=0)
 
 
 def test_scale_and_translation_are_the_least_squares_fit():
@@ -310,27 +257,6 @@ def test_every_loss_term_reaches_the_detector():
     assert model.detector.head.weight.grad.abs().sum() > 0
     assert model.skeleton_logits.grad.abs().sum() > 0
     assert model.shape.mean_shape.grad.abs().sum() > 0
-
-
-def test_keypoint_maps_reach_the_decoder_and_move_the_keypoints():
-    empty = {"perceptual": "none", "w_pixel": 1.0, "min_keypoint_edge": 0.0}
-    plain = build(**empty)
-    named = build(**empty, decoder_input="edges+keypoints")
-    assert plain.decoder.stem.in_channels == 4 and named.decoder.stem.in_channels == 4 + 4
-    batch = tiny_batch()
-    # Skeleton and 3D head off: the keypoints get gradient only through what the decoder sees.
-    for model in (plain, named):
-        with torch.no_grad():
-            model.skeleton_logits.fill_(-1e4)  # softplus -> 0: an empty edge map
-        model.config = dataclasses.replace(
-            model.config, w_repulsion=0.0, w_projection=0.0, w_canonical=0.0
-        )
-        model.training_step(batch, 0).loss.backward()
-    assert named.decoder.stem.weight.grad[:, 4:].abs().sum() > 0
-    assert named.detector.head.weight.grad.abs().sum() > 0
-    assert (
-        plain.detector.head.weight.grad is None or plain.detector.head.weight.grad.abs().sum() == 0
-    )
 
 
 def test_depth_along_the_skeleton_gives_the_3d_head_a_reconstruction_gradient():

@@ -4,7 +4,7 @@
 """
 
 from kp3d.data.inputs import IMAGES
-from kp3d.methods.autolink3d.config import AutoLink3DConfig
+from kp3d.methods.autolink3d.config import AutoLink3DConfig, migrate
 from kp3d.methods.autolink3d.model import AutoLink3D, ShapeModel, build
 from kp3d.methods.base import MethodSpec
 
@@ -18,6 +18,7 @@ SPEC = MethodSpec(
     inputs=IMAGES,
     protocols=("keypoint_discovery", "pose_probe"),
     description="AutoLink keypoints and skeleton with a learned 3D shape model and per-image pose",
+    migrate=migrate,
     train_defaults=TRAIN_DEFAULTS,
     without_3d="autolink",
 )
@@ -28,6 +29,7 @@ SPEC_2D = MethodSpec(
     inputs=IMAGES,
     protocols=("keypoint_discovery", "pose_probe"),
     description="AutoLink: 2D keypoints and skeleton by masked reconstruction (autolink3d, no 3D)",
+    migrate=migrate,
     overrides={"use_3d": False},
     train_defaults=TRAIN_DEFAULTS,
 )

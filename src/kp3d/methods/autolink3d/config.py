@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from kp3d.errors import ConfigError
 
@@ -12,8 +12,8 @@ Perceptual = Literal["efficientnet_lite0", "vgg16", "none"]
 PERCEPTUAL_CHOICES: tuple[str, ...] = ("efficientnet_lite0", "vgg16", "none")
 Norm = Literal["batch", "group"]
 NORM_CHOICES: tuple[str, ...] = ("batch", "group")
-DecoderInput = Literal["edges", "edges+keypoints", "edges+depth"]
-DECODER_INPUT_CHOICES: tuple[str, ...] = ("edges", "edges+keypoints", "edges+depth")
+DecoderInput = Literal["edges", "edges+depth"]
+DECODER_INPUT_CHOICES: tuple[str, ...] = ("edges", "edges+depth")
 
 ENCODER_STRIDE = 16
 """Detector and U-Net both downsample four times."""
@@ -59,16 +59,10 @@ class AutoLink3DConfig:
     one edge (results: docs/results.md)."""
     decoder_input: DecoderInput = "edges"
     """What the decoder gets besides the masked image: ``edges``, AutoLink's one-channel edge
-    map, in which keypoints are anonymous; ``edges+keypoints``, also one Gaussian map per
-    keypoint (as in Jakab et al., NeurIPS 2018), which tells the decoder which keypoint is which,
-    so that a keypoint that keeps to one part of the object (its left hand, say, told apart by
-    colour) reconstructs better; ``edges+depth`` (3D head on), also the 3D keypoints' depth along
-    the drawn skeleton (:func:`kp3d.nn.edgemap.render_depth_edge_map`), so that occlusions in the
-    image (the nearer of two crossing limbs is the one seen) give the depths a signal
-    (results: docs/results.md)."""
-    keypoint_map_sigma: float = 0.1
-    """Standard deviation of the per-keypoint maps of decoder_input = edges+keypoints,
-    normalised units (2 = image width)."""
+    map; ``edges+depth`` (3D head on), also the 3D keypoints' depth along the drawn skeleton
+    (:func:`kp3d.nn.edgemap.render_depth_edge_map`), so that occlusions in the image (the nearer
+    of two crossing limbs is the one seen) give the depths a signal. Kept as an option since it
+    measured a small gain in 2D and 3D (results: docs/results.md)."""
     mask_ratio: float = 0.8
     """Fraction of the image's grid cells hidden from the decoder."""
     mask_grid: int = 16
@@ -95,20 +89,8 @@ class AutoLink3DConfig:
     w_canonical: float = 1.0
     """Weight of C3DPO's canonicalisation loss, which stops the deformation basis from imitating
     rotations (without it depth is left undetermined)."""
-    rotation_hypotheses: int = 1
-    """Poses the 3D head tries per image (turns of 2 pi / H about the shape's vertical axis on
-    top of the regressed rotation); each image keeps the best-fitting one, so a regressor that
-    starts at one pose can reach views from behind. It only helps keypoints that keep to body
-    parts as the object turns (results: docs/results.md)."""
-    w_alpha: float = 0.0
-    """Weight of a Gaussian prior ||alpha||^2 on the deformation coefficients (favours rotation
-    over deformation); not needed with the canonicalisation loss."""
 
     def __post_init__(self) -> None:
-        if self.rotation_hypotheses < 1:
-            raise ConfigError(
-                f"rotation_hypotheses: need at least 1, got {self.rotation_hypotheses}"
-            )
         if self.k < 2:
             raise ConfigError(f"k: need at least 2 keypoints to link, got {self.k}")
         if self.image_size < ENCODER_STRIDE or self.image_size % ENCODER_STRIDE:
@@ -151,8 +133,6 @@ class AutoLink3DConfig:
             )
         if self.decoder_input == "edges+depth" and not self.use_3d:
             raise ConfigError("decoder_input: edges+depth needs the 3D head (use_3d)")
-        if not self.keypoint_map_sigma > 0:
-            raise ConfigError(f"keypoint_map_sigma: must be > 0, got {self.keypoint_map_sigma}")
         if self.perceptual not in PERCEPTUAL_CHOICES:
             raise ConfigError(
                 f"perceptual: got {self.perceptual!r}; "
@@ -170,7 +150,6 @@ class AutoLink3DConfig:
             "w_repulsion",
             "w_projection",
             "w_canonical",
-            "w_alpha",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: loss weights must be >= 0, got {getattr(self, name)}")
@@ -188,3 +167,34 @@ class AutoLink3DConfig:
     def base_width(self) -> int:
         """Channels of the first detector and decoder level."""
         return round(64 * self.width)
+
+
+def migrate(values: dict[str, Any], version: int) -> dict[str, Any]:
+    """A stored run's settings (any run format up to this one) in this version's keys.
+
+    ``decoder_input`` = edges+keypoints (with its ``keypoint_map_sigma``), ``rotation_hypotheses``
+    and the prior ``w_alpha`` were removed after they measured no gain (docs/results.md); they
+    are dropped where they had no effect (``rotation_hypotheses`` 1, ``w_alpha`` 0,
+    ``keypoint_map_sigma`` without the per-keypoint maps).
+
+    Raises:
+        ConfigError: settings that used a removed option (``decoder_input`` edges+keypoints,
+            ``rotation_hypotheses`` > 1, ``w_alpha`` > 0); the message names it.
+    """
+    values = dict(values)
+    used: list[str] = []
+    if values.get("decoder_input") == "edges+keypoints":
+        used.append("decoder_input = 'edges+keypoints'")
+    hypotheses = values.pop("rotation_hypotheses", 1)
+    if hypotheses != 1:
+        used.append(f"rotation_hypotheses = {hypotheses!r}")
+    w_alpha = values.pop("w_alpha", 0.0)
+    if w_alpha != 0:
+        used.append(f"w_alpha = {w_alpha!r}")
+    values.pop("keypoint_map_sigma", None)
+    if used:
+        raise ConfigError(
+            f"{', '.join(used)}: this run used a removed option (it measured no gain, see "
+            "docs/results.md); only an older kp3d loads it"
+        )
+    return values

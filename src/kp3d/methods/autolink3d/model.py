@@ -25,8 +25,7 @@ How the 3D head avoids trivial solutions
     * Deformation explaining everything (the non-rigid ambiguity: alpha B can imitate a
       rotation, leaving R and depth arbitrary): C3DPO's canonicalisation loss. A second network
       must recover alpha from the canonical shape under a random rotation, which is only
-      possible if canonical shapes carry no rotation. An optional Gaussian prior on alpha
-      (``w_alpha``) favours rotation over deformation further.
+      possible if canonical shapes carry no rotation.
     * Depth is recovered up to one global reflection (z -> -z with the matching rotation gives
       the same orthographic image), as in every orthographic NRSfM; translation along z is
       unobservable and fixed to 0.
@@ -48,7 +47,6 @@ from torch import Tensor, nn
 from kp3d.data.schema import Sample
 from kp3d.geometry import (
     normalised_to_pixel,
-    render_gaussian_heatmaps,
     rotation_6d_to_matrix,
     rotation_spread,
 )
@@ -119,9 +117,6 @@ class ShapeModel(nn.Module):
         n_basis: basis shapes (0: a rigid shape).
         feature_channels: channels of the detector's bottleneck.
         hidden: width of the regressor and canonicaliser MLPs.
-        rotation_hypotheses: H >= 1 poses tried per image: the regressed rotation composed with
-            turns of 2 pi h / H about the canonical y axis (the vertical one at the identity
-            start); each image keeps the hypothesis that projects best (see :meth:`forward`).
     """
 
     def __init__(
@@ -131,19 +126,9 @@ class ShapeModel(nn.Module):
         feature_channels: int,
         *,
         hidden: int = 256,
-        rotation_hypotheses: int = 1,
     ) -> None:
         super().__init__()
-        if rotation_hypotheses < 1:
-            raise ValueError(f"rotation_hypotheses must be >= 1, got {rotation_hypotheses}")
         self.k, self.n_basis = k, n_basis
-        angle = torch.arange(rotation_hypotheses, dtype=torch.float64) * (
-            2 * math.pi / rotation_hypotheses
-        )
-        c, s = angle.cos(), angle.sin()
-        zero, one = torch.zeros_like(c), torch.ones_like(c)
-        turns = torch.stack([c, zero, s, zero, one, zero, -s, zero, c], -1).reshape(-1, 3, 3)
-        self.register_buffer("turns", turns.float(), persistent=False)
         g = torch.Generator().manual_seed(0x3D)
         self.mean_shape = nn.Parameter(torch.randn(k, 3, generator=g))
         self.basis = nn.Parameter(torch.randn(n_basis, k, 3, generator=g))
@@ -179,16 +164,7 @@ class ShapeModel(nn.Module):
 
     def forward(self, features: Tensor, kp2d: Tensor) -> Shape3D:
         """features (B, C, h, w), kp2d (B, K, 2) normalised -> :class:`Shape3D` (float32, or
-        float64 for a float64 model and inputs).
-
-        With H rotation hypotheses, every image's canonical shape is posed by ``R Y_h`` for each
-        turn ``Y_h`` about the canonical y axis and the pose with the smallest relative
-        projection error is kept (a hard minimum: gradients reach the winner only). A regressor
-        that starts at one rotation for every image cannot reach poses half a turn away by
-        gradient steps, through side views that fit worse; the hypotheses cover the turn (as
-        the camera multiplex of Goel et al., ECCV 2020, and the pose ensembles of Insafutdinov
-        & Dosovitskiy, NeurIPS 2018).
-        """
+        float64 for a float64 model and inputs)."""
         dtype = torch.promote_types(kp2d.dtype, torch.float32)
         kp = kp2d.detach().to(dtype)
         norm = normalise_keypoints(kp)
@@ -198,32 +174,21 @@ class ShapeModel(nn.Module):
         out = self.regressor(x).to(dtype)
         # Geometry in float32 even under bf16 autocast, which would round the matmuls.
         with torch.autocast(kp2d.device.type, enabled=False):
-            # (B, H, 3, 3): every hypothesis; H = 1 is the plain regressed rotation.
-            R = rotation_6d_to_matrix(out[:, :6])[:, None] @ self.turns.to(dtype)
+            R = rotation_6d_to_matrix(out[:, :6])
             alpha = out[:, 6:]
             canonical = self.compose(alpha)
             scales = self.projection_scales()
-            rotated = canonical[:, None] @ R.transpose(-1, -2)  # (B, H, K, 3)
+            rotated = canonical @ R.transpose(-1, -2)  # (B, K, 3)
             unit = orthographic_project(rotated, scales)  # zero-mean
-            target = centred[:, None]
-            S = least_squares_scale(unit, target)
+            S = least_squares_scale(unit, centred)
             # A negative fit is the same shape turned by pi about the optical axis: move the
             # sign into R (D R with D = diag(-1, -1, 1) is a rotation, and X (D R)^T = X R^T D),
             # so gradients never stall at S = 0.
             flip = torch.where(S < 0, -1.0, 1.0).to(dtype)
-            D = torch.stack([flip, flip, torch.ones_like(flip)], dim=-1)  # (B, H, 3)
+            D = torch.stack([flip, flip, torch.ones_like(flip)], dim=-1)  # (B, 3)
             R = R * D[..., :, None]
             rotated = rotated * D[..., None, :]
             S = S.abs().clamp_min(1e-8)
-            if R.shape[1] > 1:
-                fit = projection_loss(
-                    S[..., None, None] * rotated, target.expand_as(unit), scales, relative=True
-                )
-                best = fit.detach().argmin(1)
-                pick = torch.arange(R.shape[0], device=R.device)
-                R, rotated, S = R[pick, best], rotated[pick, best], S[pick, best]
-            else:
-                R, rotated, S = R[:, 0], rotated[:, 0], S[:, 0]
             T = F.pad(centre[:, 0] / scales, (0, 1))
             points = S[:, None, None] * rotated + T[:, None, :]
             projected = orthographic_project(points, scales)
@@ -267,17 +232,10 @@ class AutoLink3D(MethodModel):
         noise = torch.randn(n_pairs, generator=g) / 10
         self.skeleton_logits = nn.Parameter(logit + noise)
         self.image_gain = nn.Parameter(torch.ones(()))
-        c_in = 3 + 1 + {"edges": 0, "edges+keypoints": c.k, "edges+depth": 1}[c.decoder_input]
+        c_in = 3 + 1 + {"edges": 0, "edges+depth": 1}[c.decoder_input]
         self.decoder = UNet(c_in, 3, widths=[w, 2 * w, 4 * w, 8 * w, 8 * w], norm=c.norm)
         self.shape = (
-            ShapeModel(
-                c.k,
-                c.n_basis,
-                self.detector.feature_channels,
-                rotation_hypotheses=c.rotation_hypotheses,
-            )
-            if c.use_3d
-            else None
+            ShapeModel(c.k, c.n_basis, self.detector.feature_channels) if c.use_3d else None
         )
         self.perceptual = self._perceptual_loss(c)
 
@@ -358,7 +316,6 @@ class AutoLink3D(MethodModel):
             "pixel": c.w_pixel,
             "repulsion": c.w_repulsion,
             "projection": c.w_projection,
-            "alpha": c.w_alpha,
             "canonical": c.w_canonical,
         }
 
@@ -386,8 +343,6 @@ class AutoLink3D(MethodModel):
             edges = render_edge_map(
                 det.kp, weights, (H, W), thickness=c.edge_thickness, pairs=self.pairs
             )
-        if c.decoder_input == "edges+keypoints":
-            extra.append(render_gaussian_heatmaps(det.kp, (H, W), sigma=c.keypoint_map_sigma))
         keep = random_block_mask(
             B, (H, W), grid=c.mask_grid, ratio=c.mask_ratio, device=x.device, dtype=x.dtype
         )
@@ -409,7 +364,6 @@ class AutoLink3D(MethodModel):
             losses["projection"] = projection_loss(
                 shape.points, det.kp, scales, relative=True
             ).mean()
-            losses["alpha"] = shape.alpha.square().sum(-1).mean()
             # Near 0 the head poses every image alike: a 2D template whose depth carries nothing.
             logs["rotation_spread_deg"] = torch.rad2deg(rotation_spread(shape.R.detach()))
             if c.w_canonical > 0:
