@@ -95,3 +95,23 @@ def test_keypoint_inputs_mark_non_finite_points_hidden() -> None:
     assert batch.vis.tolist() == [[True, False, True]] and batch.kp2d.isfinite().all()
     with pytest.raises(ValueError, match="keypoints must be"):
         KEYPOINTS.samples(np.zeros((2, 3, 3)), size=None)
+
+
+def test_a_lifter_fit_run_predicts_from_python_and_the_cli(tmp_path: Path) -> None:
+    # lifter-fit refines each rotation by gradient steps at prediction: no inference mode.
+    gen = np.random.default_rng(0)
+    kp2d = gen.normal(size=(64, 6, 2)).astype(np.float32)
+    np.savez(tmp_path / "kp.npz", kp2d=kp2d)
+    run = tmp_path / "run"
+    argv = ["train", "--method", "lifter-fit", "--data", str(tmp_path / "kp.npz")]
+    assert main([*argv, "--out", str(run), "--steps", "2", "--batch-size", "16"]) == 0
+    pred = kp3d.load(run).predict(kp2d[:5])
+    assert pred.kp3d.shape == (5, 6, 3)
+    np.testing.assert_allclose(pred.kp3d[..., :2], kp2d[:5], atol=1e-4)
+    out = tmp_path / "lifted.npz"
+    assert (
+        main(["infer", "--run", str(run), "--input", str(tmp_path / "kp.npz"), "--out", str(out)])
+        == 0
+    )
+    with np.load(out) as f:
+        np.testing.assert_allclose(f["kp3d"][:5], pred.kp3d.numpy(), atol=1e-5)

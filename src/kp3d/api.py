@@ -73,7 +73,7 @@ class Predictor:
         samples, sizes = self._run.spec.inputs.samples(inputs, size=self.image_size)
         n = len(getattr(samples, samples.present()[0]))
         parts = []
-        with torch.inference_mode():
+        with torch.no_grad():
             for start in range(0, n, batch_size):
                 batch = _rows(samples, slice(start, start + batch_size)).to(self.device)
                 parts.append(self._predict(batch).detach_cpu())

@@ -367,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
         collate_fn=list,
     )
     with (
-        torch.inference_mode(),
+        torch.no_grad(),
         Progress(
             TextColumn("infer"),
             BarColumn(),
@@ -493,7 +493,7 @@ def _infer_video(
     columns: dict[str, list[np.ndarray]] = {}
     writer = VideoWriter(overlay, fps=info.fps, size=info.size) if overlay else None
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             for chunk in _chunks(frames, args.batch_size):
                 batch = Sample(image=torch.stack([f.image for f in chunk]))
                 pred = predict(batch).detach_cpu()
