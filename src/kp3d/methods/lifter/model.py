@@ -35,12 +35,12 @@ Ensemble (``ensemble`` > 1): several independently initialised networks train si
 each on its own loss, on the same batches or (``ensemble_batches = split``) each on its own part
 of every batch. A prediction averages their depths after aligning each member's sign per sample
 with the first averaged member's. Networks of one setting differ by seed, and their errors are
-unlike enough that the average beats each of them. Now and then one ends flattened, the
-degenerate solution of non-rigid structure from motion: it poses every view alike and explains
-the views by deformation, with too little depth. So each member's depth extent is tracked in
-training (:attr:`Lifter.depth_extent`) and the flattened ones are left out of the average
-(``ensemble_tolerance``); their reprojection loss does not rank the members (results:
-docs/results.md).
+unlike enough that the average beats each of them. Now and then one ends in the degenerate
+solution of non-rigid structure from motion: it poses the views more alike than they are and
+explains the rest by deformation, with a wrong depth (too little or too much). So each member's
+rotation spread is tracked in training (:attr:`Lifter.rotation_spread`) and the members well
+below the widest are left out of the average (``ensemble_tolerance``); neither their depth
+extent nor their reprojection loss ranks the members (results: docs/results.md).
 
 Multiple categories share one network: category ``z`` owns a subset ``zeta_z`` of the
 ``K = sum_z k_z`` keypoints, and an instance of ``z`` is given with the other categories'

@@ -14,10 +14,11 @@ Ensemble (``ensemble`` > 1): several independently initialised networks train si
 each on its own loss, on the same batches or (``ensemble_batches = split``) each on its own part
 of every batch, run as one batched network (:func:`~kp3d.methods.lifter_fit.fit.stacked_lift`).
 A prediction averages their depths after aligning each member's sign per sample with the first
-averaged member's. Now and then one ends flattened (the degenerate solution of non-rigid
-structure from motion: every view posed alike, the views explained by deformation, too little
-depth), so each member's depth extent is tracked in training (:attr:`LifterFit.depth_extent`)
-and the flattened ones are left out of the average (``ensemble_tolerance``).
+averaged member's. Now and then one ends in the degenerate solution of non-rigid structure from
+motion (the views posed more alike than they are, the rest explained by deformation, with a
+wrong depth, too little or too much), so each member's rotation spread is tracked in training
+(:attr:`LifterFit.rotation_spread`) and the members well below the widest are left out of the
+average (``ensemble_tolerance``).
 
 Categories share the networks as in ``lifter``: the keypoints each category owns are learned
 from the data as the union of the visible keypoints seen per category (:attr:`LifterFit.support`).
