@@ -290,3 +290,44 @@ def test_prediction_leaves_out_degenerate_members(
     assert model.kept_members() == [oracles[1]]
     model.depth_extent.fill_(float("nan"))  # untrained: all
     assert model.kept_members() == oracles
+
+
+def test_diagnose_warns_when_the_predictions_are_flat(
+    lifting_method: str, rigid_oracle: Callable[..., nn.Module]
+) -> None:
+    from kp3d.geometry.rotations import axis_angle_to_matrix
+
+    make = maker(lifting_method, **PLAIN.get(lifting_method, {}))
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(K, 3, generator=g, dtype=torch.float64)
+    X = X - X.mean(0)
+    views = random_rotation(32, generator=g, dtype=torch.float64)
+    # A near-flat lifter: its shape has almost no depth and it sees it face on (in-plane turns).
+    thin = X * torch.tensor([1.0, 1.0, 0.01], dtype=torch.float64)
+    turns = axis_angle_to_matrix(
+        torch.randn(32, 1, generator=g, dtype=torch.float64) * torch.tensor([0.0, 0.0, 1.0])
+    )
+    for shape, R, flat in ((X, views, False), (thin, turns, True)):
+        model = make().double().eval()
+        model.net = rigid_oracle(shape)
+        kp2d = 70 * (shape @ R.transpose(-1, -2))[..., :2] + 3
+        found = model.diagnose(Sample(kp2d=kp2d))
+        assert found.values["near_flat"] is flat
+        assert (found.values["median_depth_ratio"] < 0.05) is flat
+        assert len(found.warnings) == int(flat)
+        assert all(w.startswith(f"{lifting_method}: ") for w in found.warnings)
+    assert model.diagnose_samples > 0  # the engine calls it
+
+
+def test_diagnose_reports_the_ensemble(ensemble_method: str, keypoint_batch: KeypointBatch) -> None:
+    model = maker(ensemble_method, **PLAIN[ensemble_method])(ensemble=3)
+    model.depth_extent.copy_(torch.tensor([0.4, 0.6, 0.5]))
+    model.rotation_spread.copy_(torch.tensor([0.7, 0.3, 0.69]))
+    values = model.eval().diagnose(keypoint_batch(seed=5)).values
+    assert values["kept_members"] == [0, 2]
+    assert values["member_depth_extent"] == pytest.approx([0.4, 0.6, 0.5])
+    assert values["member_rotation_spread_deg"] == pytest.approx(
+        [0.7 * 180 / torch.pi, 0.3 * 180 / torch.pi, 0.69 * 180 / torch.pi]
+    )
+    single = maker(ensemble_method, **PLAIN[ensemble_method])().eval()
+    assert "kept_members" not in single.diagnose(keypoint_batch(seed=5)).values

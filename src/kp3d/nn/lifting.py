@@ -669,6 +669,23 @@ class LiftingEnsemble(nn.Module):
         keep = score >= (1 - self.config.ensemble_tolerance) * score.max()
         return [net for net, k in zip(self.members, keep.tolist(), strict=True) if k]
 
+    def ensemble_summary(self) -> dict[str, list[float | None] | list[int]]:
+        """With several members, for a run's ``result.json``: each member's
+        ``member_depth_extent`` and ``member_rotation_spread_deg`` (None before training) and
+        the indices of the ``kept_members``; empty with one."""
+        if len(self.members) == 1:
+            return {}
+
+        def listed(t: Tensor) -> list[float | None]:
+            return [None if math.isnan(x) else x for x in t.tolist()]
+
+        kept = {id(net) for net in self.kept_members()}
+        return {
+            "member_depth_extent": listed(self.depth_extent),
+            "member_rotation_spread_deg": listed(self.rotation_spread * (180 / math.pi)),
+            "kept_members": [i for i, net in enumerate(self.members) if id(net) in kept],
+        }
+
     def loss_weights(self) -> dict[str, float]:
         """E for each member mean of :meth:`member_losses` (see the class doc)."""
         E = len(self.members)

@@ -62,8 +62,9 @@ from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, rotation_loss
-from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.base import Diagnosis, LossOutput, MethodModel
 from kp3d.methods.prediction import Prediction
+from kp3d.metrics.flatness import flatness_check
 from kp3d.nn.lifting import (
     EnsembleLiftingConfig,
     LiftingEnsemble,
@@ -112,6 +113,7 @@ class Lifter(LiftingEnsemble, MethodModel):
     categories' keypoints and the ensemble's averaging are :class:`LiftingEnsemble`'s."""
 
     config: LifterConfig
+    diagnose_samples = 1024
 
     def __init__(self, config: LifterConfig) -> None:
         def member() -> LiftingNet:
@@ -205,6 +207,14 @@ class Lifter(LiftingEnsemble, MethodModel):
         ``centre`` are ``extras``."""
         pred = self.ensemble_predictions(batch.kp2d, batch.vis)
         return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
+
+    @torch.no_grad()
+    def diagnose(self, batch: Sample) -> Diagnosis:
+        """Whether the predictions of ``batch`` (training keypoints) are near flat
+        (:func:`~kp3d.metrics.flatness.flatness_check`), and
+        :meth:`~kp3d.nn.lifting.LiftingEnsemble.ensemble_summary`."""
+        values, warnings = flatness_check(self.predict(batch).kp3d, batch.vis, method=self.name)
+        return Diagnosis({**values, **self.ensemble_summary()}, warnings)
 
 
 def build(config: LifterConfig) -> Lifter:

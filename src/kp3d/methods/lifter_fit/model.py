@@ -30,10 +30,11 @@ import torch
 from torch import Tensor
 
 from kp3d.data.schema import Sample
-from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.base import Diagnosis, LossOutput, MethodModel
 from kp3d.methods.lifter_fit.config import LifterFitConfig
 from kp3d.methods.lifter_fit.fit import FitNet, stacked_lift
 from kp3d.methods.prediction import Prediction
+from kp3d.metrics.flatness import flatness_check
 from kp3d.nn.lifting import (
     LiftingEnsemble,
     LiftingNet,
@@ -49,6 +50,7 @@ class LifterFit(LiftingEnsemble, MethodModel):
     are :class:`~kp3d.nn.lifting.LiftingEnsemble`'s."""
 
     config: LifterFitConfig
+    diagnose_samples = 1024
 
     def __init__(self, config: LifterFitConfig) -> None:
         def member() -> FitNet:
@@ -95,6 +97,14 @@ class LifterFit(LiftingEnsemble, MethodModel):
         ``extras``."""
         pred = self.ensemble_predictions(batch.kp2d, batch.vis)
         return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
+
+    @torch.no_grad()
+    def diagnose(self, batch: Sample) -> Diagnosis:
+        """Whether the predictions of ``batch`` (training keypoints) are near flat
+        (:func:`~kp3d.metrics.flatness.flatness_check`), and
+        :meth:`~kp3d.nn.lifting.LiftingEnsemble.ensemble_summary`."""
+        values, warnings = flatness_check(self.predict(batch).kp3d, batch.vis, method=self.name)
+        return Diagnosis({**values, **self.ensemble_summary()}, warnings)
 
 
 def build(config: LifterFitConfig) -> LifterFit:
