@@ -150,7 +150,7 @@ def warp_canonical(
     xy = torch.stack((2 * uv[:, 0] / W - 1, 2 * uv[:, 1] / H - 1), -1)
     grid = torch.full((B * N, 2), -2.0, dtype=depth.dtype, device=depth.device)
     grid = grid.index_put((hit,), xy).view(B, H, W, 2)
-    z = 1 / (bary / tri[..., 2]).sum(-1)  # the perspective-correct depth of the point
+    z = (bary * tri[..., 2]).sum(-1)  # the surface point's depth, = 1 / sum(l_k / z_k)
     out_depth = torch.full((B * N,), float(background), dtype=depth.dtype, device=depth.device)
     out_depth = out_depth.index_put((hit,), z).view(B, 1, H, W)
     image = torch.nn.functional.grid_sample(
