@@ -112,7 +112,9 @@ def test_the_warp_is_differentiable_in_image_depth_and_view() -> None:
     angles = torch.tensor([[0.05, 0.13, -0.04]], dtype=dtype, requires_grad=True)
     t = torch.tensor([[0.003, -0.002, 0.01]], dtype=dtype, requires_grad=True)
 
-    def f(image, depth, angles, t):  # noqa: ANN001, ANN202
+    def f(
+        image: torch.Tensor, depth: torch.Tensor, angles: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         w = warp_canonical(image, depth, euler_to_matrix(angles), t, K)
         return w.image, w.depth
 
