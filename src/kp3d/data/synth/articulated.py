@@ -302,24 +302,11 @@ class ArticulatedCategory:
         normals = vertex_normals(verts, self.faces)
         V = p["view_azimuth"].shape[1]
         flat = {k[5:]: t.flatten(0, 1) for k, t in p.items() if k.startswith("view_")}
-
-        def rep(t: Tensor) -> Tensor:  # (B, ...) -> (B * V, ...), instance-major like `flat`
-            return t.repeat_interleave(V, 0)
-
         R = scene.orbit_rotation(flat["azimuth"], flat["elevation"], flat["roll"])
         K = scene.intrinsics(flat["fov"], size)
-        centre = (verts.amax(1) + verts.amin(1)) / 2
-        radius = (verts - centre[:, None]).norm(dim=-1).amax(-1)
-        # Start where the bounding sphere would fill the image (every point is in front of the
-        # camera there), then frame the projected box; the second pass corrects perspective.
-        dist = rep(radius) / (flat["fill"] * torch.tan(flat["fov"] / 2))
-        t = -scene.apply(R, rep(centre)[:, None])[:, 0] + torch.stack(
-            (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1
+        t = scene.frame_views(
+            verts, R, K, size, fov=flat["fov"], fill=flat["fill"], shift=flat["shift"]
         )
-        for _ in range(2):
-            t = t + scene.frame_object(
-                scene.apply(R, rep(verts), t), K, size, flat["fill"], flat["shift"]
-            )
         return self.shade(
             verts,
             normals,

@@ -345,17 +345,9 @@ class FaceCategory:
             scene.matmul(scene.matmul(scene.rot_z(roll), scene.rot_y(yaw)), scene.rot_x(pitch)),
         )
         K = scene.intrinsics(flat["fov"], size)
-
-        centre = (verts.amax(1) + verts.amin(1)) / 2
-        radius = (verts - centre[:, None]).norm(dim=-1).amax(-1)
-        dist = rep(radius) / (flat["fill"] * torch.tan(flat["fov"] / 2))
-        t = -scene.apply(R, rep(centre)[:, None])[:, 0] + torch.stack(
-            (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1
+        t = scene.frame_views(
+            verts, R, K, size, fov=flat["fov"], fill=flat["fill"], shift=flat["shift"]
         )
-        for _ in range(2):
-            t = t + scene.frame_object(
-                scene.apply(R, rep(verts), t), K, size, flat["fill"], flat["shift"]
-            )
         cam = scene.apply(R, rep(verts), t)
         screen = torch.cat((scene.project(cam, K), cam[..., 2:]), -1)
         frags = rasterize(screen, self.faces, (size, size))

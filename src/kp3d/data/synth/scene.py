@@ -151,6 +151,37 @@ def frame_object(X: Tensor, K: Tensor, size: int, fill: Tensor, shift: Tensor) -
     return torch.cat((xy_new - xy_now, (z_new - z_ref)[..., None]), -1)
 
 
+def frame_views(
+    verts: Tensor, R: Tensor, K: Tensor, size: int, *, fov: Tensor, fill: Tensor, shift: Tensor
+) -> Tensor:
+    """Camera translations that frame each instance in each of its views (:func:`frame_object`).
+
+    The camera starts where the instance's bounding sphere would fill the image (every point is
+    in front of the camera there); two passes of :func:`frame_object` then frame the projected
+    box, the second correcting perspective.
+
+    Args:
+        verts: (B, N, 3) world points of B instances.
+        R, K: (B * V, 3, 3) rotations and intrinsics of their V views each, instance-major.
+        fov, fill: (B * V) field of view (radians) and target fraction of the image.
+        shift: (B * V, 2) target offset of the box centre, as a fraction of the image.
+
+    Returns:
+        (B * V, 3) translations ``t`` of the views (camera point ``R X + t``).
+    """
+    V = len(R) // len(verts)
+    centre = (verts.amax(1) + verts.amin(1)) / 2
+    radius = (verts - centre[:, None]).norm(dim=-1).amax(-1)
+    dist = radius.repeat_interleave(V, 0) / (fill * torch.tan(fov / 2))
+    t = -apply(R, centre.repeat_interleave(V, 0)[:, None])[:, 0] + torch.stack(
+        (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1
+    )
+    views = verts.repeat_interleave(V, 0)
+    for _ in range(2):
+        t = t + frame_object(apply(R, views, t), K, size, fill, shift)
+    return t
+
+
 # -- appearance --------------------------------------------------------------------------------
 
 
