@@ -360,7 +360,6 @@ class ArticulatedCategory:
             :class:`kp3d.data.synth.scene.Rendered` with leading axes (B, V).
         """
         V = views
-        B = verts.shape[0]
         size = background.shape[-1]
 
         def rep(x: Tensor) -> Tensor:
@@ -386,17 +385,8 @@ class ArticulatedCategory:
         vis = scene.visibility(
             kp2d, kp3d[..., 2], frags.depth, 1.25 * rep(joint_radius) + 1e-3, own=own
         )
-        S = size
-        return scene.Rendered(
-            image=image.view(B, V, 3, S, S),
-            mask=frags.mask.view(B, V, S, S),
-            depth=frags.depth.view(B, V, S, S),
-            kp2d=kp2d.unflatten(0, (B, V)),
-            vis=vis.unflatten(0, (B, V)),
-            kp3d=kp3d.unflatten(0, (B, V)),
-            intrinsics=K.unflatten(0, (B, V)),
-            extrinsics=torch.cat((R, t[..., None]), -1).unflatten(0, (B, V)),
-        )
+        Rt = torch.cat((R, t[..., None]), -1)
+        return scene.Rendered.of_views(V, image, frags, kp2d, vis, kp3d, K, Rt)
 
     def _albedo(self, face: Tensor, inst: Tensor, local: Tensor, p: dict[str, Tensor]) -> Tensor:
         """Albedo (M, 3) of covered pixels (their ``face``, instance ``inst`` and part-local

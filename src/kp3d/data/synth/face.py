@@ -331,7 +331,7 @@ class FaceCategory:
 
     def render(self, p: dict[str, Tensor], size: int) -> scene.Rendered:
         """Render stacked parameters (from :meth:`sample`, via :func:`scene.stack_params`)."""
-        B, V = p["view_fov"].shape
+        V = p["view_fov"].shape[1]
         flat = {k[5:]: t.flatten(0, 1) for k, t in p.items() if k.startswith("view_")}
 
         def rep(t: Tensor) -> Tensor:  # (B, ...) -> (B * V, ...), instance-major like `flat`
@@ -367,17 +367,8 @@ class FaceCategory:
         vis = self._visibility(kp2d, kp3d, frags.depth, K) & self._defined
         kp3d = torch.where(self._defined[:, None], kp3d, torch.zeros_like(kp3d))
         kp2d = torch.where(self._defined[:, None], kp2d, torch.zeros_like(kp2d))
-        S = size
-        return scene.Rendered(
-            image=image.view(B, V, 3, S, S),
-            mask=frags.mask.view(B, V, S, S),
-            depth=frags.depth.view(B, V, S, S),
-            kp2d=kp2d.unflatten(0, (B, V)),
-            vis=vis.unflatten(0, (B, V)),
-            kp3d=kp3d.unflatten(0, (B, V)),
-            intrinsics=K.unflatten(0, (B, V)),
-            extrinsics=torch.cat((R, t[..., None]), -1).unflatten(0, (B, V)),
-        )
+        Rt = torch.cat((R, t[..., None]), -1)
+        return scene.Rendered.of_views(V, image, frags, kp2d, vis, kp3d, K, Rt)
 
     @staticmethod
     def _visibility(kp2d: Tensor, kp3d: Tensor, depth: Tensor, K: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ parameters, so an image depends only on ``(seed, index)``, never on batching or 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kp3d.geometry.cameras import project_pinhole
+
+if TYPE_CHECKING:
+    from kp3d.data.synth.raster import Fragments
 
 UP = (0.0, 1.0, 0.0)
 """World up of the procedural categories (their world frames are y up)."""
@@ -47,6 +50,33 @@ class Rendered(NamedTuple):
     """(B, V, 3, 3)."""
     extrinsics: Tensor
     """(B, V, 3, 4) world (the instance's own frame) to camera."""
+
+    @classmethod
+    def of_views(
+        cls,
+        views: int,
+        image: Tensor,
+        frags: Fragments,
+        kp2d: Tensor,
+        vis: Tensor,
+        kp3d: Tensor,
+        K: Tensor,
+        Rt: Tensor,
+    ) -> Rendered:
+        """The batch from its B * V views, rendered instance-major: ``image`` (B * V, 3, S, S),
+        ``frags`` their fragments, keypoints (B * V, K, ...), intrinsics ``K`` (B * V, 3, 3) and
+        extrinsics ``Rt`` (B * V, 3, 4); every field then has leading axes (B, V)."""
+        B, V, S = len(image) // views, views, image.shape[-1]
+        return cls(
+            image=image.view(B, V, 3, S, S),
+            mask=frags.mask.view(B, V, S, S),
+            depth=frags.depth.view(B, V, S, S),
+            kp2d=kp2d.unflatten(0, (B, V)),
+            vis=vis.unflatten(0, (B, V)),
+            kp3d=kp3d.unflatten(0, (B, V)),
+            intrinsics=K.unflatten(0, (B, V)),
+            extrinsics=Rt.unflatten(0, (B, V)),
+        )
 
 
 # -- rotations ---------------------------------------------------------------------------------
