@@ -215,3 +215,25 @@ def test_result_rows_flatten_groups_and_skip_counts() -> None:
         ("method mpjpe", "0.5000 / 2.000", "normalised / input units"),
         ("side", "0.2500", "SIDE"),
     ]
+
+
+def test_result_rows_show_pose_errors_and_plain_numbers() -> None:
+    from kp3d.evaluation import result_rows
+
+    rows = result_rows(
+        {
+            "pose_probe": {
+                "counts": {"fit": 3},
+                "probe": {"linear": {"1%": {"mpjpe": 0.5, "n_mpjpe": 0.25, "p_mpjpe": 0.125}}},
+                "relative_pose": {"median": 12.5},
+            }
+        }
+    )
+    assert rows == [
+        (
+            "pose_probe probe linear 1%",
+            "0.5000 / 0.2500 / 0.1250",
+            "MPJPE / N-MPJPE / P-MPJPE, data units",
+        ),
+        ("pose_probe relative_pose median", "12.5", ""),
+    ]

@@ -850,15 +850,24 @@ def evaluate_protocols(
 
 def result_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(metric, shown value, protocol)`` rows of evaluation results for tables: entries with
-    a ``value``, groups of ``{"norm", "input_units"}`` errors, and groups of either; ``counts``
-    left out."""
+    a ``value``, groups of ``{"norm", "input_units"}`` errors, pose errors ``{"mpjpe",
+    "n_mpjpe", "p_mpjpe"}`` (the pose probe's), other numbers as they are, and groups of any of
+    these; ``counts`` left out."""
     rows: list[tuple[str, str, str]] = []
 
     def walk(tree: dict[str, Any], prefix: str) -> None:
         for name, r in tree.items():
-            if name == "counts" or not isinstance(r, dict):
+            if name == "counts":
                 continue
-            if "value" in r:
+            if isinstance(r, (int, float)) and not isinstance(r, bool):
+                rows.append((prefix + name, f"{r:.4g}", ""))
+                continue
+            if not isinstance(r, dict):
+                continue
+            if {"mpjpe", "n_mpjpe", "p_mpjpe"} <= set(r):
+                shown = " / ".join(f"{r[k]:.4f}" for k in ("mpjpe", "n_mpjpe", "p_mpjpe"))
+                rows.append((prefix + name, shown, "MPJPE / N-MPJPE / P-MPJPE, data units"))
+            elif "value" in r:
                 rows.append((prefix + name, format_value(name, r["value"]), r.get("protocol", "")))
             elif "norm" in r:
                 rows.append(

@@ -275,3 +275,45 @@ def test_a_time_budget_is_measured_on_the_chosen_clock(
         assert done.steps == 12
     else:
         assert 1 <= done.steps < 12
+
+
+def test_the_models_diagnosis_is_logged_and_stored_once_at_the_end(
+    tmp_path: Path, dummy: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dummy_method import DummyModel
+
+    from kp3d.methods import Diagnosis
+
+    seen: list[tuple[int, bool, list[str]]] = []
+
+    def diagnose(self: DummyModel, batch: Sample) -> Diagnosis:
+        seen.append((len(batch.image), self.training, list(batch.name)))
+        return Diagnosis({"depth": 0.01, "near_flat": True}, ["dummy: the result is flat"])
+
+    monkeypatch.setattr(DummyModel, "diagnose", diagnose)
+    monkeypatch.setattr(DummyModel, "diagnose_samples", 4)
+    with caplog.at_level("WARNING", logger="kp3d.engine"):
+        r = train(dummy, TinyImages(), tmp_path / "run")
+    # Once, in eval mode, on 4 of the 10 training samples spread over the set; then training
+    # mode is back (the returned model is put in eval mode by train itself).
+    assert len(seen) == 1 and seen[0][:2] == (4, False)
+    assert seen[0][2] == [TinyImages()[i].name for i in (0, 2, 5, 7)]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["diagnostics"] == {"depth": 0.01, "near_flat": True}
+    assert result["warnings"] == ["dummy: the result is flat"]
+    assert "dummy: the result is flat" in caplog.text
+    assert r.steps == 12
+
+
+def test_no_diagnosis_without_diagnose_samples(
+    tmp_path: Path, dummy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dummy_method import DummyModel
+
+    def diagnose(self: DummyModel, batch: Sample) -> None:
+        raise AssertionError("diagnose called")
+
+    monkeypatch.setattr(DummyModel, "diagnose", diagnose)
+    train(dummy, TinyImages(), tmp_path / "run")
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["diagnostics"] == {} and result["warnings"] == []

@@ -215,7 +215,40 @@ def test_depth_extent_is_the_running_mean_of_each_members_depth_rms(
     assert model.depth_extent.isnan().all() and model.kept_members() == model.members
 
 
-def test_prediction_leaves_out_flattened_members(
+def test_rotation_spread_is_the_running_mean_of_each_members_spread(
+    ensemble_method: str, keypoint_batch: KeypointBatch
+) -> None:
+    torch.manual_seed(0)
+    model = maker(ensemble_method, **PLAIN[ensemble_method])(ensemble=2, ensemble_batches="split")
+    assert model.rotation_spread.isnan().all() and model.kept_members() == model.members
+
+    def naive(b: Sample) -> Tensor:
+        spreads = []
+        for net, r in zip(model.members, model.member_rows(len(b.kp2d)), strict=True):
+            R = model.lift(b.kp2d[r], b.vis[r], net=net)[1].R.detach().double()
+            # The chordal mean: the rotation nearest the mean matrix (SVD, det fixed to +1).
+            U, _, Vh = torch.linalg.svd(R.mean(0))
+            D = torch.diag(torch.tensor([1.0, 1.0, float(torch.linalg.det(U @ Vh))]))
+            mean = U.double() @ D.double() @ Vh
+            cos = (torch.einsum("bij,ij->b", R, mean) - 1) / 2
+            spreads.append(torch.arccos(cos.clamp(-1, 1)).mean())
+        return torch.stack(spreads).float()
+
+    first, second = keypoint_batch(n=8, seed=1), keypoint_batch(n=8, seed=2)
+    expected = 0.99 * naive(first) + 0.01 * naive(second)  # no optimiser: the weights stay
+    model.training_step(first, 0)
+    model.training_step(second, 1)
+    torch.testing.assert_close(model.rotation_spread, expected, atol=1e-4, rtol=1e-4)
+    model.eval()
+    model.training_step(keypoint_batch(seed=3), 2)  # evaluation passes leave it alone
+    torch.testing.assert_close(model.rotation_spread, expected, atol=1e-4, rtol=1e-4)
+    # Saved with the weights; runs saved before it existed load with NaN.
+    state = {k: v for k, v in model.state_dict().items() if k != "rotation_spread"}
+    model.load_state_dict(state)
+    assert model.rotation_spread.isnan().all()
+
+
+def test_prediction_leaves_out_degenerate_members(
     ensemble_method: str, rigid_oracle: Callable[..., nn.Module]
 ) -> None:
     make = maker(ensemble_method, **PLAIN[ensemble_method])
@@ -241,14 +274,60 @@ def test_prediction_leaves_out_flattened_members(
 
     model = make(ensemble=4).double().eval()
     model.net, model.ensemble = oracles[0], nn.ModuleList(oracles[1:])
-    # Members 1 and 2 flattened (AFLW2000-3D's were at 0.35 against 0.61-0.63).
-    model.depth_extent.copy_(torch.tensor([0.61, 0.35, 0.34, 0.63]))
+    # Members 1 and 2 degenerate: they pose the views alike (a narrow rotation spread); their
+    # depth extent does not decide.
+    model.depth_extent.copy_(torch.tensor([0.42, 0.61, 0.34, 0.43]))
+    model.rotation_spread.copy_(torch.tensor([0.61, 0.35, 0.2, 0.63]))
     assert model.kept_members() == [oracles[0], oracles[3]]
     pred = model.predict(Sample(kp2d=kp2d))
     torch.testing.assert_close(pred.kp3d[..., 2], average([0, 3]))
     torch.testing.assert_close(pred.R, alone[0].R)
     assert not torch.allclose(pred.kp3d[..., 2], average([0, 1, 2, 3]))
     model.config = dataclasses.replace(model.config, ensemble_tolerance=0.0)
-    assert model.kept_members() == [oracles[3]]  # only the deepest
+    assert model.kept_members() == [oracles[3]]  # only the widest
+    # Runs saved before spreads were tracked keep their rule on the depth extent: the deepest.
+    model.rotation_spread.fill_(float("nan"))
+    assert model.kept_members() == [oracles[1]]
     model.depth_extent.fill_(float("nan"))  # untrained: all
     assert model.kept_members() == oracles
+
+
+def test_diagnose_warns_when_the_predictions_are_flat(
+    lifting_method: str, rigid_oracle: Callable[..., nn.Module]
+) -> None:
+    from kp3d.geometry.rotations import axis_angle_to_matrix
+
+    make = maker(lifting_method, **PLAIN.get(lifting_method, {}))
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(K, 3, generator=g, dtype=torch.float64)
+    X = X - X.mean(0)
+    views = random_rotation(32, generator=g, dtype=torch.float64)
+    # A near-flat lifter: its shape has almost no depth and it sees it face on (in-plane turns).
+    thin = X * torch.tensor([1.0, 1.0, 0.01], dtype=torch.float64)
+    turns = axis_angle_to_matrix(
+        torch.randn(32, 1, generator=g, dtype=torch.float64) * torch.tensor([0.0, 0.0, 1.0])
+    )
+    for shape, R, flat in ((X, views, False), (thin, turns, True)):
+        model = make().double().eval()
+        model.net = rigid_oracle(shape)
+        kp2d = 70 * (shape @ R.transpose(-1, -2))[..., :2] + 3
+        found = model.diagnose(Sample(kp2d=kp2d))
+        assert found.values["near_flat"] is flat
+        assert (found.values["median_depth_ratio"] < 0.05) is flat
+        assert len(found.warnings) == int(flat)
+        assert all(w.startswith(f"{lifting_method}: ") for w in found.warnings)
+    assert model.diagnose_samples > 0  # the engine calls it
+
+
+def test_diagnose_reports_the_ensemble(ensemble_method: str, keypoint_batch: KeypointBatch) -> None:
+    model = maker(ensemble_method, **PLAIN[ensemble_method])(ensemble=3)
+    model.depth_extent.copy_(torch.tensor([0.4, 0.6, 0.5]))
+    model.rotation_spread.copy_(torch.tensor([0.7, 0.3, 0.69]))
+    values = model.eval().diagnose(keypoint_batch(seed=5)).values
+    assert values["kept_members"] == [0, 2]
+    assert values["member_depth_extent"] == pytest.approx([0.4, 0.6, 0.5])
+    assert values["member_rotation_spread_deg"] == pytest.approx(
+        [0.7 * 180 / torch.pi, 0.3 * 180 / torch.pi, 0.69 * 180 / torch.pi]
+    )
+    single = maker(ensemble_method, **PLAIN[ensemble_method])().eval()
+    assert "kept_members" not in single.diagnose(keypoint_batch(seed=5)).values

@@ -47,7 +47,9 @@ Run folder (``RUN/``)
                                                 "nonfinite" | "rollback", ...}``.
     ``result.json``                             written when the budget is used up: steps,
                                                 skipped steps, roll-backs, time, throughput,
-                                                final loss.
+                                                final loss; ``diagnostics`` and ``warnings``,
+                                                the method's end-of-training check
+                                                (:meth:`~kp3d.methods.MethodModel.diagnose`).
     ``tensorboard/``                            only with ``tensorboard=True``.
     ==========================================  ================================================
 

@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import Dataset
 
 from kp3d.config import config_from_dict, config_to_dict
-from kp3d.data.schema import TENSOR_FIELDS, Sample
+from kp3d.data.schema import TENSOR_FIELDS, Sample, collate
 from kp3d.engine import distributed
 from kp3d.engine.atomic import atomic_write_json
 from kp3d.engine.config import RESUME_MAY_CHANGE, TrainConfig, lr_factor, progress
@@ -51,7 +51,7 @@ from kp3d.engine.run import (
     write_run_config,
 )
 from kp3d.errors import ConfigError, DataError, UserError
-from kp3d.methods import MethodModel, MethodSpec, ParamGroup, default_param_groups
+from kp3d.methods import Diagnosis, MethodModel, MethodSpec, ParamGroup, default_param_groups
 
 log = logging.getLogger("kp3d.engine")
 
@@ -202,6 +202,29 @@ def configure(spec: MethodSpec, config: Any, dataset: Dataset[Sample], where: st
         return spec.configure(config, dataset)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+
+
+def diagnose(model: MethodModel, dataset: Dataset[Sample], device: torch.device) -> Diagnosis:
+    """``model``'s :meth:`~kp3d.methods.base.MethodModel.diagnose` in eval mode on up to
+    ``model.diagnose_samples`` training samples spread evenly over ``dataset`` (the same ones
+    every time); logs its warnings. The model's mode is restored."""
+    n = len(dataset)  # type: ignore[arg-type]
+    want = min(model.diagnose_samples, n)
+    if want <= 0:
+        return Diagnosis({}, [])
+    indices = [i * n // want for i in range(want)]
+    getitems = getattr(dataset, "__getitems__", None)
+    batch = collate(getitems(indices) if getitems else [dataset[i] for i in indices])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            result = model.diagnose(batch.to(device))
+    finally:
+        model.train(was_training)
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    return result
 
 
 def _changes(old: Any, new: Any, allowed: frozenset[str] = frozenset()) -> list[str]:
@@ -531,6 +554,8 @@ def _train(
     session_s = time.perf_counter() - session_t0
     images_per_s = session_steps * global_batch / session_s if session_steps else 0.0
     if ctx.is_main:
+        # Eval mode needs no other rank (no synchronised statistics), so rank 0 checks alone.
+        diagnosis = diagnose(s.inference_module(), dataset, device)  # type: ignore[arg-type]
         atomic_write_json(
             run_dir / RESULT_FILE,
             {
@@ -542,6 +567,8 @@ def _train(
                 "images_per_s_last_session": round(images_per_s, 2),
                 "final_loss": last_loss,
                 "world_size": ctx.world_size,
+                "diagnostics": diagnosis.values,
+                "warnings": diagnosis.warnings,
             },
         )
     distributed.barrier(ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 from kp3d.methods.base import (
+    Diagnosis,
     LossOutput,
     MethodModel,
     MethodSpec,
@@ -36,6 +37,7 @@ def get_method(name: str) -> MethodSpec:
 
 __all__ = [
     "REGISTRY",
+    "Diagnosis",
     "LossOutput",
     "MethodModel",
     "MethodSpec",

@@ -14,7 +14,10 @@ The model's hooks, called by the engine (:mod:`kp3d.engine.loop`):
 - :meth:`MethodModel.on_step`: schedule changes at a step (freezing statistics, warm-ups);
 - :meth:`MethodModel.predict`: a typed :class:`~kp3d.methods.prediction.Prediction`;
 - :meth:`MethodModel.artifacts`: what the method learned besides per-sample outputs (skeleton,
-  canonical shape, basis, meshes), iterated by ``report``, ``infer`` and ``evaluate``.
+  canonical shape, basis, meshes), iterated by ``report``, ``infer`` and ``evaluate``;
+- :meth:`MethodModel.diagnose`: a check of the trained model on training data, once at the end
+  of training (a lifter collapsed to flat shapes), whose warnings the engine logs and whose
+  numbers it stores in ``RUN/result.json``.
 
 The spec's hooks: ``inputs`` (how the method's data is opened, :mod:`kp3d.data.inputs`),
 ``configure`` (settings read from the data) and ``protocols`` (the evaluation protocols of
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +54,16 @@ class LossOutput(NamedTuple):
 
     losses: dict[str, Tensor]
     logs: dict[str, Tensor]
+
+
+class Diagnosis(NamedTuple):
+    """What :meth:`MethodModel.diagnose` found."""
+
+    values: dict[str, Any]
+    """Named numbers (JSON values: floats, bools, None, lists of them), stored in
+    ``RUN/result.json``."""
+    warnings: list[str]
+    """One-line warnings for the user (empty when all is well)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,10 @@ class MethodModel(nn.Module):
     :meth:`predict`; both take a batch :class:`Sample` (see :mod:`kp3d.data.schema`).
     """
 
+    diagnose_samples: ClassVar[int] = 0
+    """How many training samples (at most) :meth:`diagnose` is given at the end of training;
+    0 = it is not called."""
+
     def losses(self, batch: Sample, step: int) -> LossOutput:
         """Unweighted named losses of ``batch`` at training step ``step``."""
         raise NotImplementedError
@@ -136,6 +153,14 @@ class MethodModel(nn.Module):
         symmetric non-negative edge weights, ``canonical_shape`` (K, 3), ``shape_basis``
         (n, K, 3), ... Empty for methods that learn none."""
         return {}
+
+    @torch.no_grad()
+    def diagnose(self, batch: Sample) -> Diagnosis:
+        """A check of the trained model (in eval mode) on ``batch``, training data, called once
+        by the engine at the end of training when :attr:`diagnose_samples` > 0 (``batch`` holds
+        that many samples or the whole training set, spread over it): numbers worth keeping with the run and warnings
+        about a failed result (e.g. a lifter collapsed to flat shapes). Nothing by default."""
+        return Diagnosis({}, [])
 
 
 def _device_of(losses: Mapping[str, Tensor], module: nn.Module) -> torch.device:

@@ -43,7 +43,7 @@ from kp3d.geometry.keypoints import (
     weak_perspective_scale,
 )
 from kp3d.geometry.keypoints import visibility_weights as visibility
-from kp3d.geometry.rotations import axis_angle_to_matrix, rotation_6d_to_matrix
+from kp3d.geometry.rotations import axis_angle_to_matrix, rotation_6d_to_matrix, rotation_spread
 from kp3d.losses.lifting import reprojection_loss, shape_prior_loss
 from kp3d.nn.shape import linear_shape
 
@@ -171,7 +171,11 @@ class ShapeBasis(nn.Module):
         # The shape model is stored divided by lr_scale, which makes Adam's steps on it lr_scale
         # times larger than on the networks' weights: a learned shape moves O(1) in ~1/(lr *
         # lr_scale) steps instead of ~1/lr. The bias starts as a random shape of RMS radius ~1,
-        # the size of the normalised inputs.
+        # the size of the normalised inputs. Kept as a parametrisation, not an optimizer group:
+        # it also makes these gradients lr_scale times larger in the global gradient-norm clip,
+        # which is active in c3dpo and lifter-fit (norms 4-9 against a limit of 1), so a group
+        # with the same step size changes their results (measured: c3dpo's losses moved 2e-3
+        # after 5 steps with clipping, 1e-6 without).
         self.lr_scale = lr_scale
         self.raw_basis = nn.Parameter(torch.randn(n_basis, n_keypoints, 3) / lr_scale)
         self.raw_bias = nn.Parameter(torch.randn(n_keypoints, 3) / (3**0.5 * lr_scale))
@@ -434,9 +438,10 @@ class EnsembleLiftingConfig(LiftingConfig):
     own 1/ensemble of the batch (set the batch size to ensemble x the batch per member), so the
     members' gradient noise is independent (results: docs/results.md)."""
     ensemble_tolerance: float = 0.25
-    """Prediction averages the members whose depth extent (:attr:`LiftingEnsemble.depth_extent`)
-    is at least (1 - this) times the largest member's, leaving out flattened ones; all before
-    training. Must lie in [0, 1) (results: docs/results.md)."""
+    """Prediction averages the members whose rotation spread
+    (:attr:`LiftingEnsemble.rotation_spread`) is at least (1 - this) times the widest member's,
+    leaving out degenerate ones (views posed alike, the rest explained by deformation); all
+    before training. Must lie in [0, 1) (results: docs/results.md)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -462,8 +467,8 @@ def _at_least(config: Any, name: str, low: int) -> None:
 
 
 EXTENT_DECAY = 0.99
-"""Decay of the running mean :attr:`LiftingEnsemble.depth_extent`: about the last hundred
-steps."""
+"""Decay of the running means :attr:`LiftingEnsemble.depth_extent` and
+:attr:`LiftingEnsemble.rotation_spread`: about the last hundred steps."""
 
 
 def depth_extent(depth: Tensor, vis: Tensor) -> Tensor:
@@ -531,11 +536,15 @@ class LiftingEnsemble(nn.Module):
 
     Members share no weights, so the sum of their losses (E x the mean over members, as they
     have as many rows each) trains each as if alone on its rows; the named losses are the
-    members' means (:meth:`loss_weights`). Now and then a member ends flattened, the degenerate
-    solution of non-rigid structure from motion (every view posed alike, explained by
-    deformation, too little depth), so each member's depth extent is tracked in training
-    (:attr:`depth_extent`) and the flattened ones are left out of the average
-    (``ensemble_tolerance``).
+    members' means (:meth:`loss_weights`). Now and then a member ends in the degenerate
+    solution of non-rigid structure from motion: it poses the views more alike than they are
+    and explains the rest by deformation, with a wrong depth, too little (flattened) or, where
+    the true depth is small (faces without their contour landmarks), too much. Neither the
+    depth extent (the right one depends on the object and the keypoints) nor the 2D fit ranks
+    the members, but the spread of the predicted rotations does: every right member sees the
+    same spread of views, a degenerate one less. So each member's rotation spread is tracked in
+    training (:attr:`rotation_spread`, beside :attr:`depth_extent`) and the members well below
+    the widest are left out of the average (``ensemble_tolerance``; results: docs/results.md).
     """
 
     support: Tensor
@@ -545,6 +554,10 @@ class LiftingEnsemble(nn.Module):
     """(ensemble,) running mean over training steps of each member's depth extent on its rows:
     per sample, the RMS over the visible keypoints of the centred camera-frame depth, in the
     input's normalised units (the 2D RMS radius is 1); NaN before the first step."""
+    rotation_spread: Tensor
+    """(ensemble,) running mean over training steps of each member's
+    :func:`~kp3d.geometry.rotations.rotation_spread` of its predicted rotations on its rows
+    (radians: mean geodesic angle from their chordal mean); NaN before the first step."""
 
     def __init__(
         self, config: EnsembleLiftingConfig, member: Callable[[], LiftingNet], *, name: str
@@ -564,11 +577,13 @@ class LiftingEnsemble(nn.Module):
             "support", torch.zeros(self.n_categories, config.n_keypoints, dtype=torch.bool)
         )
         self.register_buffer("depth_extent", torch.full((config.ensemble,), math.nan))
+        self.register_buffer("rotation_spread", torch.full((config.ensemble,), math.nan))
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        # Runs saved before extents were tracked load with NaN: every member is averaged, as it
-        # was then.
-        state_dict.setdefault(prefix + "depth_extent", torch.full_like(self.depth_extent, math.nan))
+        # Runs saved before extents (or spreads) were tracked load with NaN: they keep the
+        # members they kept then (see kept_members).
+        for name in ("depth_extent", "rotation_spread"):
+            state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), math.nan))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
@@ -646,12 +661,34 @@ class LiftingEnsemble(nn.Module):
         return [slice(i * size, (i + 1) * size) for i in range(n)]
 
     def kept_members(self) -> list[LiftingNet]:
-        """The members a prediction averages (see ``ensemble_tolerance``), in order."""
-        extent = self.depth_extent
-        if bool(extent.isnan().any()):
+        """The members a prediction averages, in order: those whose :attr:`rotation_spread` is
+        at least (1 - ``ensemble_tolerance``) times the widest member's. Runs saved before
+        spreads were tracked keep their old rule, the same on :attr:`depth_extent` (so they
+        predict as they did); before training (NaN), all."""
+        score = self.rotation_spread
+        if bool(score.isnan().any()):
+            score = self.depth_extent
+        if bool(score.isnan().any()):
             return self.members
-        keep = extent >= (1 - self.config.ensemble_tolerance) * extent.max()
+        keep = score >= (1 - self.config.ensemble_tolerance) * score.max()
         return [net for net, k in zip(self.members, keep.tolist(), strict=True) if k]
+
+    def ensemble_summary(self) -> dict[str, list[float | None] | list[int]]:
+        """With several members, for a run's ``result.json``: each member's
+        ``member_depth_extent`` and ``member_rotation_spread_deg`` (None before training) and
+        the indices of the ``kept_members``; empty with one."""
+        if len(self.members) == 1:
+            return {}
+
+        def listed(t: Tensor) -> list[float | None]:
+            return [None if math.isnan(x) else x for x in t.tolist()]
+
+        kept = {id(net) for net in self.kept_members()}
+        return {
+            "member_depth_extent": listed(self.depth_extent),
+            "member_rotation_spread_deg": listed(self.rotation_spread * (180 / math.pi)),
+            "kept_members": [i for i, net in enumerate(self.members) if id(net) in kept],
+        }
 
     def loss_weights(self) -> dict[str, float]:
         """E for each member mean of :meth:`member_losses` (see the class doc)."""
@@ -668,7 +705,8 @@ class LiftingEnsemble(nn.Module):
         """The unweighted losses shared by the ensemble lifters for keypoints (B, K, 2),
         visibility (B, K), categories (B,) and an optional context (B, C), means over the
         members: ``reprojection``, and ``shape_prior`` where weighted. Also updates
-        :attr:`support` and, in training with several members, :attr:`depth_extent`; returns
+        :attr:`support` and, in training with several members, :attr:`depth_extent` and
+        :attr:`rotation_spread`; returns
         the batch as the members saw it, for a method's further losses."""
         cfg = self.config
         w = visibility(kp2d, vis)
@@ -692,10 +730,14 @@ class LiftingEnsemble(nn.Module):
             losses["shape_prior"] = shape_prior_loss(
                 out.basis_shape.flatten(0, 1), groups.flatten(), self.support[cat].flatten(0, 1)
             )
-        if self.training and E > 1:  # only training steps of an ensemble track extents
-            new = depth_extent(out.shape_cam[..., 2].detach(), ww).to(self.depth_extent)
-            old = self.depth_extent
-            old.copy_(torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY)))
+        if self.training and E > 1:  # only training steps of an ensemble track them
+            R = out.R.detach()
+            for old, new in (
+                (self.depth_extent, depth_extent(out.shape_cam[..., 2].detach(), ww)),
+                (self.rotation_spread, torch.stack([rotation_spread(r) for r in R])),
+            ):
+                new = new.to(old)
+                old.copy_(torch.where(old.isnan(), new, old.lerp(new, 1 - EXTENT_DECAY)))
         return losses, MemberBatch(norm, out, ww, cat, ctx)
 
     def member_output(

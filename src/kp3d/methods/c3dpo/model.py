@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.losses.lifting import canonicalisation_loss, reprojection_loss, shape_prior_loss
-from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.base import Diagnosis, LossOutput, MethodModel
 from kp3d.methods.prediction import Prediction
+from kp3d.metrics.flatness import flatness_check
 from kp3d.nn.lifting import (
     CameraKind,
     LiftingConfig,
@@ -77,6 +78,8 @@ class C3DPOConfig(LiftingConfig):
 
 class C3DPO(MethodModel):
     """The C3DPO lifter: :class:`LiftingNet` plus the canonicalisation network ``Psi``."""
+
+    diagnose_samples = 1024
 
     def __init__(self, config: C3DPOConfig) -> None:
         super().__init__()
@@ -151,6 +154,12 @@ class C3DPO(MethodModel):
         norm, out = self.lift(batch)
         pred = lifting_predictions(out, norm, batch.vis)
         return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
+
+    @torch.no_grad()
+    def diagnose(self, batch: Sample) -> Diagnosis:
+        """Whether the predictions of ``batch`` (training keypoints) are near flat
+        (:func:`~kp3d.metrics.flatness.flatness_check`)."""
+        return Diagnosis(*flatness_check(self.predict(batch).kp3d, batch.vis, method="c3dpo"))
 
 
 def build(config: C3DPOConfig) -> C3DPO:

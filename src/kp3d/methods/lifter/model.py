@@ -35,12 +35,12 @@ Ensemble (``ensemble`` > 1): several independently initialised networks train si
 each on its own loss, on the same batches or (``ensemble_batches = split``) each on its own part
 of every batch. A prediction averages their depths after aligning each member's sign per sample
 with the first averaged member's. Networks of one setting differ by seed, and their errors are
-unlike enough that the average beats each of them. Now and then one ends flattened, the
-degenerate solution of non-rigid structure from motion: it poses every view alike and explains
-the views by deformation, with too little depth. So each member's depth extent is tracked in
-training (:attr:`Lifter.depth_extent`) and the flattened ones are left out of the average
-(``ensemble_tolerance``); their reprojection loss does not rank the members (results:
-docs/results.md).
+unlike enough that the average beats each of them. Now and then one ends in the degenerate
+solution of non-rigid structure from motion: it poses the views more alike than they are and
+explains the rest by deformation, with a wrong depth (too little or too much). So each member's
+rotation spread is tracked in training (:attr:`Lifter.rotation_spread`) and the members well
+below the widest are left out of the average (``ensemble_tolerance``); neither their depth
+extent nor their reprojection loss ranks the members (results: docs/results.md).
 
 Multiple categories share one network: category ``z`` owns a subset ``zeta_z`` of the
 ``K = sum_z k_z`` keypoints, and an instance of ``z`` is given with the other categories'
@@ -62,8 +62,9 @@ from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
 from kp3d.geometry.rotations import random_rotation
 from kp3d.losses.lifting import point_loss, rotation_loss
-from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.base import Diagnosis, LossOutput, MethodModel
 from kp3d.methods.prediction import Prediction
+from kp3d.metrics.flatness import flatness_check
 from kp3d.nn.lifting import (
     EnsembleLiftingConfig,
     LiftingEnsemble,
@@ -112,6 +113,7 @@ class Lifter(LiftingEnsemble, MethodModel):
     categories' keypoints and the ensemble's averaging are :class:`LiftingEnsemble`'s."""
 
     config: LifterConfig
+    diagnose_samples = 1024
 
     def __init__(self, config: LifterConfig) -> None:
         def member() -> LiftingNet:
@@ -205,6 +207,14 @@ class Lifter(LiftingEnsemble, MethodModel):
         ``centre`` are ``extras``."""
         pred = self.ensemble_predictions(batch.kp2d, batch.vis)
         return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
+
+    @torch.no_grad()
+    def diagnose(self, batch: Sample) -> Diagnosis:
+        """Whether the predictions of ``batch`` (training keypoints) are near flat
+        (:func:`~kp3d.metrics.flatness.flatness_check`), and
+        :meth:`~kp3d.nn.lifting.LiftingEnsemble.ensemble_summary`."""
+        values, warnings = flatness_check(self.predict(batch).kp3d, batch.vis, method=self.name)
+        return Diagnosis({**values, **self.ensemble_summary()}, warnings)
 
 
 def build(config: LifterConfig) -> Lifter:

@@ -14,10 +14,11 @@ Ensemble (``ensemble`` > 1): several independently initialised networks train si
 each on its own loss, on the same batches or (``ensemble_batches = split``) each on its own part
 of every batch, run as one batched network (:func:`~kp3d.methods.lifter_fit.fit.stacked_lift`).
 A prediction averages their depths after aligning each member's sign per sample with the first
-averaged member's. Now and then one ends flattened (the degenerate solution of non-rigid
-structure from motion: every view posed alike, the views explained by deformation, too little
-depth), so each member's depth extent is tracked in training (:attr:`LifterFit.depth_extent`)
-and the flattened ones are left out of the average (``ensemble_tolerance``).
+averaged member's. Now and then one ends in the degenerate solution of non-rigid structure from
+motion (the views posed more alike than they are, the rest explained by deformation, with a
+wrong depth, too little or too much), so each member's rotation spread is tracked in training
+(:attr:`LifterFit.rotation_spread`) and the members well below the widest are left out of the
+average (``ensemble_tolerance``).
 
 Categories share the networks as in ``lifter``: the keypoints each category owns are learned
 from the data as the union of the visible keypoints seen per category (:attr:`LifterFit.support`).
@@ -29,10 +30,11 @@ import torch
 from torch import Tensor
 
 from kp3d.data.schema import Sample
-from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.base import Diagnosis, LossOutput, MethodModel
 from kp3d.methods.lifter_fit.config import LifterFitConfig
 from kp3d.methods.lifter_fit.fit import FitNet, stacked_lift
 from kp3d.methods.prediction import Prediction
+from kp3d.metrics.flatness import flatness_check
 from kp3d.nn.lifting import (
     LiftingEnsemble,
     LiftingNet,
@@ -48,6 +50,7 @@ class LifterFit(LiftingEnsemble, MethodModel):
     are :class:`~kp3d.nn.lifting.LiftingEnsemble`'s."""
 
     config: LifterFitConfig
+    diagnose_samples = 1024
 
     def __init__(self, config: LifterFitConfig) -> None:
         def member() -> FitNet:
@@ -94,6 +97,14 @@ class LifterFit(LiftingEnsemble, MethodModel):
         ``extras``."""
         pred = self.ensemble_predictions(batch.kp2d, batch.vis)
         return Prediction(kp3d=pred.pop("kp3d"), R=pred.pop("R"), extras=pred)
+
+    @torch.no_grad()
+    def diagnose(self, batch: Sample) -> Diagnosis:
+        """Whether the predictions of ``batch`` (training keypoints) are near flat
+        (:func:`~kp3d.metrics.flatness.flatness_check`), and
+        :meth:`~kp3d.nn.lifting.LiftingEnsemble.ensemble_summary`."""
+        values, warnings = flatness_check(self.predict(batch).kp3d, batch.vis, method=self.name)
+        return Diagnosis({**values, **self.ensemble_summary()}, warnings)
 
 
 def build(config: LifterFitConfig) -> LifterFit:
