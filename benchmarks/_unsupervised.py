@@ -1,10 +1,12 @@
 """Shared by the keypoint-discovery benchmarks (faces.py, creature.py): train one run, score it
-with kp3d's evaluation harness, draw a keypoint montage, and merge result rows on disk."""
+with kp3d's evaluation harness, draw a keypoint montage, and merge result rows on disk; and by
+every benchmark: ``KEY=VALUE`` list options, the empty ``--out`` check, the results files."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,15 +35,33 @@ def add_run_arguments(
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
+    add_list_argument(
+        parser,
         "--set",
-        nargs="+",
-        action="extend",
-        default=[],
         metavar="KEY=VALUE",
         help="extra method-config values, e.g. n_basis=8 decoder_input=edges+depth "
         "(JSON values; anything that is not JSON is taken as a string)",
     )
+
+
+def add_list_argument(
+    parser: argparse.ArgumentParser, flag: str, *, metavar: str, help: str
+) -> None:
+    """An option taking one or more values, which may be repeated (its values add up)."""
+    parser.add_argument(flag, nargs="+", action="extend", default=[], metavar=metavar, help=help)
+
+
+def check_out_is_empty(out: Path) -> None:
+    """Exit with an error if ``out`` holds anything: a benchmark never mixes its results."""
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"error: {out} is not empty; choose another --out")
+
+
+def write_results(out: Path, table: str, doc: dict[str, Any]) -> None:
+    """Print ``table``, write it to ``out/results.md`` and ``doc`` to ``out/results.json``."""
+    print(table)
+    (out / "results.md").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps(doc, indent=2))
 
 
 def parse_set(pairs: Sequence[str]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _unsupervised import add_list_argument, check_out_is_empty, write_results
 from torch import Tensor
 
 N_TRAIN = 1600
@@ -215,19 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, default=None, help=f"step budget per method (default {DEFAULT_STEPS})"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
+    add_list_argument(
+        parser,
         "--set",
-        nargs="+",
-        action="extend",
-        default=[],
         metavar="METHOD.KEY=VALUE",
         help="method-config values, e.g. lifter.n_basis=8 (JSON values)",
     )
-    parser.add_argument(
+    add_list_argument(
+        parser,
         "--train",
-        nargs="+",
-        action="extend",
-        default=[],
         metavar="KEY=VALUE",
         help="training-config values for every method, e.g. ema=0.999 (JSON values)",
     )
@@ -241,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         method, field = key.split(".", 1)
         extra.setdefault(method, {})[field] = json.loads(value)
     train_extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.train)}
-    if args.out.exists() and any(args.out.iterdir()):
-        sys.exit(f"error: {args.out} is not empty; choose another --out")
+    check_out_is_empty(args.out)
     train_path, _ = write_split(args.out, faces)
     all_px = torch.from_numpy(faces)
     train_px, test_px = all_px[:N_TRAIN], all_px[N_TRAIN:]
@@ -265,11 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.extend(baselines(train_px, test_px))
 
     table = markdown(rows)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(
-        json.dumps({"seed": args.seed, "anchor_mpjpe_px": ANCHOR_MPJPE_PX, "rows": rows}, indent=2)
-    )
+    doc = {"seed": args.seed, "anchor_mpjpe_px": ANCHOR_MPJPE_PX, "rows": rows}
+    write_results(args.out, table, doc)
     return 0
 
 

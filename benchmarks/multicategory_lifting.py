@@ -20,14 +20,12 @@ Writes ``OUT/results.json`` and ``OUT/results.md``.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _unsupervised import parse_set
+from _unsupervised import add_list_argument, check_out_is_empty, parse_set, write_results
 from torch import Tensor
 
 CATEGORIES = ("creature", "quadruped")
@@ -117,18 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=500, help="test instances per category")
     parser.add_argument("--steps", type=int, default=3000, help="step budget of every model")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
+    add_list_argument(
+        parser,
         "--set",
-        nargs="+",
-        action="extend",
-        default=[],
         metavar="KEY=VALUE",
         help="lifter config values, e.g. n_basis=8 (JSON values, else strings)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.out.exists() and any(args.out.iterdir()):
-        sys.exit(f"error: {args.out} is not empty; choose another --out")
+    check_out_is_empty(args.out)
     extra = parse_set(args.set)
 
     from kp3d.data.schema import Sample
@@ -225,9 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['p_mpjpe']:.4f} | {r['steps']} | {r['cpu_s']:.0f} |"
         )
     table = "\n".join(lines) + "\n\n(errors in units of each sample's 2D RMS radius)"
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps({"seed": args.seed, "rows": rows}, indent=2))
+    write_results(args.out, table, {"seed": args.seed, "rows": rows})
     return 0
 
 

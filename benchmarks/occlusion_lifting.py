@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _unsupervised import check_out_is_empty, write_results
 from aflw_lifting import N_TRAIN, load_faces, protocol_units, to_units
 
 DROPS = (0.2, 0.4)
@@ -63,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.out.exists() and any(args.out.iterdir()):
-        sys.exit(f"error: {args.out} is not empty; choose another --out")
+    check_out_is_empty(args.out)
     args.out.mkdir(parents=True)
 
     from kp3d.data.adapters import open_dataset
@@ -126,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {a['p_mpjpe']['px']:.2f} | {r['steps']} | {r['cpu_s']:.0f} |"
         )
     table = "\n".join(lines)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps({"seed": args.seed, "rows": rows}, indent=2))
+    write_results(args.out, table, {"seed": args.seed, "rows": rows})
     return 0
 
 

@@ -2,25 +2,17 @@
 on a tiny set: the numbers are meaningless here, the plumbing is what is tested."""
 
 import argparse
-import importlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _benchmark_module(name: str) -> ModuleType:
-    """Import ``benchmarks/NAME.py`` (scripts, not a package: they import each other by name)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+BenchmarkModule = Callable[[str], ModuleType]
 
 
 def _run(out: Path, method: str) -> None:
@@ -69,8 +61,8 @@ def test_two_invocations_merge_into_one_table(tmp_path: Path) -> None:
     assert config["data"]["size"] == 32
 
 
-def test_set_values_are_json_or_plain_strings() -> None:
-    parse_set = _benchmark_module("_unsupervised").parse_set
+def test_set_values_are_json_or_plain_strings(benchmark_module: BenchmarkModule) -> None:
+    parse_set = benchmark_module("_unsupervised").parse_set
     got = parse_set(
         [
             "n_basis=8",
@@ -94,8 +86,10 @@ def test_set_values_are_json_or_plain_strings() -> None:
             parse_set([bad])
 
 
-def test_repeated_set_options_add_up_and_a_repeated_key_is_refused() -> None:
-    bench = _benchmark_module("_unsupervised")
+def test_repeated_set_options_add_up_and_a_repeated_key_is_refused(
+    benchmark_module: BenchmarkModule,
+) -> None:
+    bench = benchmark_module("_unsupervised")
     parser = argparse.ArgumentParser()
     bench.add_run_arguments(parser, out="runs/x", k=[16], minutes=1.0, clock="cpu")
     args = parser.parse_args(["--set", "min_keypoint_edge=0.1", "--set", "n_basis=0", "k=8"])
@@ -104,8 +98,10 @@ def test_repeated_set_options_add_up_and_a_repeated_key_is_refused() -> None:
         bench.parse_set(["n_basis=0", "n_basis=5"])
 
 
-def test_a_cached_set_with_another_azimuth_range_is_refused(tmp_path: Path) -> None:
-    synthesise = _benchmark_module("creature").synthesise
+def test_a_cached_set_with_another_azimuth_range_is_refused(
+    tmp_path: Path, benchmark_module: BenchmarkModule
+) -> None:
+    synthesise = benchmark_module("creature").synthesise
     folder = tmp_path / "creature-train"
     folder.mkdir()
     (folder / "meta.json").write_text(json.dumps({"options": {"articulation": 0.3}}))

@@ -2,9 +2,8 @@
 procedural ``creature`` set with a few steps: the numbers are meaningless here, the plumbing is
 what is tested. The sets that need the shared data are checked only where it is present."""
 
-import importlib
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -13,20 +12,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+BenchmarkModule = Callable[[str], ModuleType]
 SHARED = ROOT.parent / "shared"
 
 
-def _benchmark_module(name: str) -> ModuleType:
-    """Import ``benchmarks/NAME.py`` (scripts, not a package: they import each other by name)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-
-
-def test_sfm_landmarks_are_the_50_fixed_ibug_landmarks() -> None:
-    lifting = _benchmark_module("_lifting")
+def test_sfm_landmarks_are_the_50_fixed_ibug_landmarks(benchmark_module: BenchmarkModule) -> None:
+    lifting = benchmark_module("_lifting")
     idx = lifting.SFM_LANDMARKS
     contour = set(range(8)) | set(range(9, 17))  # iBUG 1-8 and 10-17, 0-based
     assert len(idx) == 50 == len(set(idx))
@@ -34,8 +25,8 @@ def test_sfm_landmarks_are_the_50_fixed_ibug_landmarks() -> None:
     assert set(idx) | contour | {60, 64} == set(range(68))
 
 
-def test_skeleton_set_npz_and_scaling(tmp_path: Path) -> None:
-    lifting = _benchmark_module("_lifting")
+def test_skeleton_set_npz_and_scaling(tmp_path: Path, benchmark_module: BenchmarkModule) -> None:
+    lifting = benchmark_module("_lifting")
     data = lifting.load_set("creature", SHARED, seed=0)
     assert data.train.shape[0] == lifting.N_TRAIN and data.test.shape[0] == lifting.N_TEST
     assert data.train.dtype == torch.float64 and data.train.shape[1:] == data.test.shape[1:]
@@ -55,8 +46,8 @@ def test_skeleton_set_npz_and_scaling(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not (SHARED / "assets" / "sfm").is_dir(), reason="no shared SFM model")
-def test_sfm_faces_are_orthographic_views_in_mm() -> None:
-    lifting = _benchmark_module("_lifting")
+def test_sfm_faces_are_orthographic_views_in_mm(benchmark_module: BenchmarkModule) -> None:
+    lifting = benchmark_module("_lifting")
     faces = lifting.sfm_faces(SHARED, 4, seed=0)
     assert faces.shape == (4, 50, 3) and faces.dtype == torch.float64
     # A rigid view of a face: pairwise distances are those of a face (tens of millimetres).
@@ -66,8 +57,10 @@ def test_sfm_faces_are_orthographic_views_in_mm() -> None:
     torch.testing.assert_close(lifting.sfm_faces(SHARED, 4, seed=0), faces)
 
 
-def test_main_trains_scores_and_writes_the_table(tmp_path: Path) -> None:
-    bench = _benchmark_module("lifting_sets")
+def test_main_trains_scores_and_writes_the_table(
+    tmp_path: Path, benchmark_module: BenchmarkModule
+) -> None:
+    bench = benchmark_module("lifting_sets")
     out = tmp_path / "out"
     argv = ["--sets", "creature", "--methods", "lifter-fit", "--steps", "2", "--seeds", "0"]
     argv += ["--set", "lifter-fit.refine_steps=0", "--out", str(out)]

@@ -32,28 +32,17 @@ def setup(tiny_run: Path) -> tuple[Path, Path]:
     return root / "run", clip
 
 
+def _infer(run: Path, source: Path, out: Path, *flags: str) -> list[str]:
+    """The arguments of ``kp3d infer --run RUN --input SOURCE --out OUT FLAGS``."""
+    return ["infer", "--run", str(run), "--input", str(source), "--out", str(out), *flags]
+
+
 def test_every_frame_gets_keypoints_in_its_own_pixels(
     setup: tuple[Path, Path], tmp_path: Path
 ) -> None:
     run, clip = setup
     out = tmp_path / "kp.npz"
-    assert (
-        main(
-            [
-                "infer",
-                "--run",
-                str(run),
-                "--input",
-                str(clip),
-                "--out",
-                str(out),
-                "--batch-size",
-                "5",
-                "--overlay",
-            ]
-        )
-        == 0
-    )
+    assert main(_infer(run, clip, out, "--batch-size", "5", "--overlay")) == 0
     with np.load(out) as f:
         assert f["kp2d"].shape == (16, 4, 2) and f["kp3d_image"].shape == (16, 4, 3)
         assert f["names"][0] == "frame_000000" and (np.diff(f["time_s"]) > 0).all()
@@ -72,23 +61,8 @@ def test_every_frame_gets_keypoints_in_its_own_pixels(
 def test_smoothing_calms_the_tracks(setup: tuple[Path, Path], tmp_path: Path) -> None:
     run, clip = setup
     raw, smooth = tmp_path / "raw.npz", tmp_path / "smooth.npz"
-    assert main(["infer", "--run", str(run), "--input", str(clip), "--out", str(raw)]) == 0
-    assert (
-        main(
-            [
-                "infer",
-                "--run",
-                str(run),
-                "--input",
-                str(clip),
-                "--out",
-                str(smooth),
-                "--smooth",
-                "0.5",
-            ]
-        )
-        == 0
-    )
+    assert main(_infer(run, clip, raw)) == 0
+    assert main(_infer(run, clip, smooth, "--smooth", "0.5")) == 0
     with np.load(raw) as a, np.load(smooth) as b:
         jitter = [np.abs(np.diff(x["kp2d"], axis=0)).sum() for x in (a, b)]
         np.testing.assert_array_equal(a["kp2d"][0], b["kp2d"][0])  # the filter starts at frame 0
@@ -100,23 +74,8 @@ def test_onnx_backend_gives_the_torch_keypoints(setup: tuple[Path, Path], tmp_pa
     run, _ = setup
     images = run.parent / "train" / "images"
     a, b = tmp_path / "torch.npz", tmp_path / "onnx.npz"
-    assert main(["infer", "--run", str(run), "--input", str(images), "--out", str(a)]) == 0
-    assert (
-        main(
-            [
-                "infer",
-                "--run",
-                str(run),
-                "--input",
-                str(images),
-                "--out",
-                str(b),
-                "--backend",
-                "onnx",
-            ]
-        )
-        == 0
-    )
+    assert main(_infer(run, images, a)) == 0
+    assert main(_infer(run, images, b, "--backend", "onnx")) == 0
     assert (run / "model.onnx").is_file()
     with np.load(a) as x, np.load(b) as y:
         np.testing.assert_allclose(x["kp2d"], y["kp2d"], atol=1e-3)

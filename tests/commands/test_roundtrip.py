@@ -14,23 +14,20 @@ def tiny(tiny_run: Path) -> Path:
     return tiny_run
 
 
+def _infer(tiny: Path, split: str, out: Path, *flags: str) -> list[str]:
+    """The arguments of ``kp3d infer`` with the tiny run on the images of ``split``."""
+    images = tiny / split / "images"
+    return ["infer", "--run", str(tiny / "run"), "--input", str(images), "--out", str(out), *flags]
+
+
+def _evaluate(tiny: Path, data: Path, *flags: str) -> list[str]:
+    """The arguments of ``kp3d evaluate`` with the tiny run on ``data``."""
+    return ["evaluate", "--run", str(tiny / "run"), "--data", str(data), *flags]
+
+
 def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:
     out = tiny / "kp.npz"
-    assert (
-        main(
-            [
-                "infer",
-                "--run",
-                str(tiny / "run"),
-                "--input",
-                str(tiny / "test" / "images"),
-                "--out",
-                str(out),
-                "--overlay",
-            ]
-        )
-        == 0
-    )
+    assert main(_infer(tiny, "test", out, "--overlay")) == 0
     with np.load(out) as f:
         assert f["kp2d"].shape == (8, 4, 2)
         assert f["kp3d"].shape == (8, 4, 3)
@@ -38,21 +35,7 @@ def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:
         assert f["kp3d_image"].shape == (8, 4, 3) and "heatmaps" not in f.files
     assert len(list((tiny / "kp_overlay").glob("*.png"))) == 8
     out = tiny / "kp_heatmaps.npz"
-    assert (
-        main(
-            [
-                "infer",
-                "--run",
-                str(tiny / "run"),
-                "--input",
-                str(tiny / "test" / "images"),
-                "--out",
-                str(out),
-                "--heatmaps",
-            ]
-        )
-        == 0
-    )
+    assert main(_infer(tiny, "test", out, "--heatmaps")) == 0
     with np.load(out) as f:
         assert f["heatmaps"].shape == (8, 4, 8, 8)
 
@@ -60,20 +43,7 @@ def test_infer_writes_keypoints_and_overlays(tiny: Path) -> None:
 def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None:
     out = tiny / "eval.json"
     assert (
-        main(
-            [
-                "evaluate",
-                "--run",
-                str(tiny / "run"),
-                "--data",
-                str(tiny / "test"),
-                "--fit",
-                str(tiny / "train"),
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
+        main(_evaluate(tiny, tiny / "test", "--fit", str(tiny / "train"), "--json", str(out))) == 0
     )
     doc = json.loads(out.read_text())
     assert doc["skipped"] == {"pose_probe": "the test set is single-view"}
@@ -85,20 +55,7 @@ def test_evaluate_scores_2d_and_3d_against_the_flat_baseline(tiny: Path) -> None
 
 def test_evaluate_without_fit_splits_the_data_in_halves(tiny: Path) -> None:
     out = tiny / "eval_halves.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--run",
-                str(tiny / "run"),
-                "--data",
-                str(tiny / "train"),
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(_evaluate(tiny, tiny / "train", "--json", str(out))) == 0
     doc = json.loads(out.read_text())
     assert doc["results"]["keypoint_discovery"]["counts"]["fit"] == 8 and "first 8" in doc["fit"]
 
@@ -123,18 +80,7 @@ def test_evaluate_reports_missing_labels_as_a_user_error(
     folder.mkdir()
     for p in sorted((tiny / "test" / "images").glob("*.png"))[:4]:
         (folder / p.name).write_bytes(p.read_bytes())
-    code = main(
-        [
-            "evaluate",
-            "--run",
-            str(tiny / "run"),
-            "--data",
-            str(folder),
-            "--fit",
-            str(tiny / "train"),
-        ]
-    )
-    assert code == 2
+    assert main(_evaluate(tiny, folder, "--fit", str(tiny / "train"))) == 2
     assert "landmarks" in capsys.readouterr().err
 
 
@@ -165,20 +111,7 @@ def test_a_lifter_trains_on_the_keypoints_an_image_run_discovered(tiny: Path) ->
         kp2d = f["kp2d"]
     # The same keypoints `kp3d infer` gives on the training images.
     out = tiny / "train_kp.npz"
-    assert (
-        main(
-            [
-                "infer",
-                "--run",
-                str(tiny / "run"),
-                "--input",
-                str(tiny / "train" / "images"),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(_infer(tiny, "train", out)) == 0
     with np.load(out) as f:
         np.testing.assert_allclose(kp2d, f["kp2d"], atol=1e-3)
     config = json.loads((lift / "config.json").read_text())

@@ -31,6 +31,11 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return requests
 
 
+def _train(out: Path | str, *flags: str, method: str = "dummy") -> list[str]:
+    """The arguments of ``kp3d train --method METHOD --data d --out OUT FLAGS``."""
+    return ["train", "--method", method, "--data", "d", "--out", str(out), *flags]
+
+
 def _stored(run: Path) -> dict[str, Any]:
     return json.loads((run / "config.json").read_text())
 
@@ -76,21 +81,9 @@ def test_method_settings_named_like_training_settings_get_a_prefix(
     opened: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert "--model.lr FLOAT" in _help(["train", "--method", "clash", "--out", "x", "-h"], capsys)
-    argv = [
-        "train",
-        "--method",
-        "clash",
-        "--data",
-        "d",
-        "--out",
-        str(tmp_path / "r"),
-        "--steps",
-        "1",
-        "--model.lr",
-        "0.25",
-        "--lr",
-        "0.01",
-    ]
+    argv = _train(
+        tmp_path / "r", "--steps", "1", "--model.lr", "0.25", "--lr", "0.01", method="clash"
+    )
     assert main(argv) == 0
     stored = _stored(tmp_path / "r")
     assert stored["model"]["lr"] == 0.25 and stored["train"]["lr"] == 0.01
@@ -98,26 +91,7 @@ def test_method_settings_named_like_training_settings_get_a_prefix(
 
 def test_train_then_resume_with_a_longer_budget(opened: list, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "dummy",
-                "--data",
-                "d",
-                "--out",
-                str(run),
-                "--steps",
-                "3",
-                "--hidden",
-                "5",
-                "--size",
-                "12",
-            ]
-        )
-        == 0
-    )
+    assert main(_train(run, "--steps", "3", "--hidden", "5", "--size", "12")) == 0
     stored = _stored(run)
     assert stored["model"]["hidden"] == 5 and stored["model"]["size"] == 12
     assert stored["data"]["size"] == 12 and opened[-1].data.size == 12
@@ -128,24 +102,7 @@ def test_train_then_resume_with_a_longer_budget(opened: list, tmp_path: Path) ->
 
 
 def test_k_sets_the_methods_keypoint_count(opened: list, tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "dummy",
-                "--data",
-                "d",
-                "--out",
-                str(tmp_path / "r"),
-                "--steps",
-                "1",
-                "--k",
-                "3",
-            ]
-        )
-        == 0
-    )
+    assert main(_train(tmp_path / "r", "--steps", "1", "--k", "3")) == 0
     assert _stored(tmp_path / "r")["model"]["k"] == 3
 
 
@@ -153,7 +110,7 @@ def test_resume_with_a_changed_setting_is_an_error(
     opened: list, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = str(tmp_path / "run")
-    assert main(["train", "--method", "dummy", "--data", "d", "--out", run, "--steps", "1"]) == 0
+    assert main(_train(run, "--steps", "1")) == 0
     assert main(["train", "--out", run, "--resume", "--hidden", "3"]) == 2
     err = capsys.readouterr().err
     assert "config.json: cannot resume with different settings (hidden 6 -> 3)" in err
@@ -180,26 +137,7 @@ def test_config_file_sits_between_defaults_and_flags(opened: list, tmp_path: Pat
 
 
 def test_a_runs_config_json_reproduces_it(opened: list, tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "dummy",
-                "--data",
-                "d",
-                "--out",
-                str(tmp_path / "a"),
-                "--steps",
-                "2",
-                "--hidden",
-                "4",
-                "--seed",
-                "3",
-            ]
-        )
-        == 0
-    )
+    assert main(_train(tmp_path / "a", "--steps", "2", "--hidden", "4", "--seed", "3")) == 0
     assert (
         main(
             ["train", "--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b")]
@@ -258,7 +196,7 @@ def test_config_file_errors_name_the_file(
 def test_impossible_values_fail_before_the_data_is_opened(
     opened: list, tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
-    argv = ["train", "--method", "dummy", "--data", "d", "--out", str(tmp_path / "r"), *flags]
+    argv = _train(tmp_path / "r", *flags)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert opened == [] and not (tmp_path / "r").exists()
@@ -269,30 +207,14 @@ def test_no_3d_trains_the_2d_registry_entry(
 ) -> None:
     monkeypatch.setitem(kp3d.methods.REGISTRY, "autolink3d", "dummy_method:SPEC_WITH_2D")
     monkeypatch.setitem(kp3d.methods.REGISTRY, "autolink", "dummy_method:SPEC_OTHER")
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "autolink3d",
-                "--no-3d",
-                "--data",
-                "d",
-                "--out",
-                str(tmp_path / "r"),
-                "--steps",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert main(_train(tmp_path / "r", "--no-3d", "--steps", "1", method="autolink3d")) == 0
     assert _stored(tmp_path / "r")["method"] == "autolink"
 
 
 def test_a_time_budget_alone_lifts_the_step_limit(opened: list, tmp_path: Path) -> None:
     from kp3d.cli import build_parser
 
-    base = ["train", "--method", "dummy", "--data", "d", "--out", str(tmp_path / "r")]
+    base = _train(tmp_path / "r")
     for extra in (["--minutes", "0.5"], ["--minutes", "0.5", "--steps", "none"]):
         argv = [*base, *extra]
         request = train_command.resolve_request(build_parser("train", argv).parse_args(argv))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,20 +23,30 @@ ENTRY = Path(__file__).resolve().parent / "train_entry.py"
 SETTINGS = ["--steps", "120", "--ckpt-every", "5"]
 
 
+def _start_until_a_checkpoint(command: list[str], run: Path, **pipes: Any) -> subprocess.Popen[str]:
+    """Start ``command`` (a training, text output sent to ``pipes``) and return once it has
+    checkpointed a step after 0; fails the test if it exits first or takes over 300 s."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, env=env, text=True, **pipes)
+    deadline = time.monotonic() + 300
+    while not any(step > 0 for step, _ in checkpoints(run)):
+        if proc.poll() is not None:
+            log = proc.stdout if proc.stdout is not None else proc.stderr
+            pytest.fail(f"training exited early: {log.read() if log is not None else ''}")
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.005)
+    return proc
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_sigkill_at_a_random_moment_then_resume_equals_an_uninterrupted_run(
     tmp_path: Path, dummy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = tmp_path / "run"
     command = [sys.executable, str(ENTRY), "--out", str(run), *SETTINGS]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not any(step > 0 for step, _ in checkpoints(run)):
-        if proc.poll() is not None:
-            pytest.fail(f"training exited early: {proc.stderr.read().decode()}")
-        assert time.monotonic() < deadline, "no checkpoint after 300 s"
-        time.sleep(0.005)
+    proc = _start_until_a_checkpoint(
+        command, run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     delay = random.SystemRandom().uniform(0.0, 0.4)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
@@ -92,16 +103,7 @@ def test_ctrl_c_or_sigterm_checkpoints_the_last_step_and_says_how_to_resume(
 ) -> None:
     run = tmp_path / "run"
     command = [sys.executable, str(ENTRY), "--out", str(run), *SETTINGS, "--log-every", "7"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    deadline = time.monotonic() + 300
-    while not any(step > 0 for step, _ in checkpoints(run)):
-        if proc.poll() is not None:
-            pytest.fail(f"training exited early: {proc.stdout.read()}")
-        assert time.monotonic() < deadline, "no checkpoint after 300 s"
-        time.sleep(0.005)
+    proc = _start_until_a_checkpoint(command, run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output

@@ -1,5 +1,6 @@
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +49,34 @@ def test_config_from_a_newer_layout(run: Path) -> None:
         read_run_config(run)
 
 
-def test_config_with_settings_this_version_does_not_know(run: Path) -> None:
-    _edit_config(run, lambda d: d["model"].update(new_setting=1))
-    with pytest.raises(
-        ConfigError, match=r"config.json: unknown key new_setting .*written by kp3d"
-    ):
-        load_run(run)
-
-
-def test_config_of_an_unknown_method(run: Path) -> None:
-    _edit_config(run, lambda d: d.update(method="gone"))
-    with pytest.raises(ConfigError, match="unknown method 'gone'"):
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        pytest.param(
+            lambda d: d["model"].update(new_setting=1),
+            ConfigError,
+            r"config.json: unknown key new_setting .*written by kp3d",
+            id="settings this version does not know",
+        ),
+        pytest.param(
+            lambda d: d.update(method="gone"),
+            ConfigError,
+            "unknown method 'gone'",
+            id="an unknown method",
+        ),
+        pytest.param(
+            lambda d: d["model"].update(hidden=5),
+            UserError,
+            r"model.safetensors: the weights do not fit the configured model",
+            id="weights of another architecture",
+        ),
+    ],
+)
+def test_a_config_that_does_not_fit_names_the_file(
+    run: Path, change: Callable[[dict], None], error: type[Exception], message: str
+) -> None:
+    _edit_config(run, change)
+    with pytest.raises(error, match=message):
         load_run(run)
 
 
@@ -69,14 +87,6 @@ def test_truncated_weights(run: Path) -> None:
         load_run(run)
     path.unlink()
     with pytest.raises(UserError, match="no such file"):
-        load_run(run)
-
-
-def test_weights_of_another_architecture(run: Path) -> None:
-    _edit_config(run, lambda d: d["model"].update(hidden=5))
-    with pytest.raises(
-        UserError, match=r"model.safetensors: the weights do not fit the configured model"
-    ):
         load_run(run)
 
 

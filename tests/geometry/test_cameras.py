@@ -21,10 +21,6 @@ from kp3d.geometry import (
 )
 
 
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _intrinsics(batch: tuple[int, ...] = (), skew: float = 0.0) -> torch.Tensor:
     K = torch.tensor(
         [[500.0, skew, 320.0], [0.0, 450.0, 240.0], [0.0, 0.0, 1.0]], dtype=torch.float64
@@ -38,12 +34,12 @@ def _points_in_front(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor
     return X
 
 
-def test_orthographic_and_weak_perspective():
-    X = torch.randn(2, 3, 5, 3, generator=_gen(), dtype=torch.float64)
+def test_orthographic_and_weak_perspective(gen):
+    X = torch.randn(2, 3, 5, 3, generator=gen(), dtype=torch.float64)
     assert project_orthographic(X).shape == (2, 3, 5, 2)
     torch.testing.assert_close(project_orthographic(X), X[..., :2])
-    s = torch.rand(2, 3, generator=_gen(1), dtype=torch.float64)
-    t = torch.randn(2, 3, 2, generator=_gen(2), dtype=torch.float64)
+    s = torch.rand(2, 3, generator=gen(1), dtype=torch.float64)
+    t = torch.randn(2, 3, 2, generator=gen(2), dtype=torch.float64)
     uv = project_weak_perspective(X, s, t)
     for i in range(2):
         for j in range(3):
@@ -68,8 +64,8 @@ def test_pinhole_convention_right_and_down():
     assert uv[2, 1] > K[1, 2] and uv[2, 0] == K[0, 2]  # +y is below
 
 
-def test_pinhole_matches_formula_and_round_trips():
-    g = _gen(3)
+def test_pinhole_matches_formula_and_round_trips(gen):
+    g = gen(3)
     X = _points_in_front((2, 4, 7), g)
     K = _intrinsics((2, 4), skew=3.0)
     uv = project_pinhole(X, K)
@@ -97,8 +93,8 @@ def test_pinhole_min_depth_and_errors():
         unproject_pinhole(torch.zeros(4, 3), torch.ones(4), K)
 
 
-def test_rigid_transforms_compose_and_invert():
-    g = _gen(4)
+def test_rigid_transforms_compose_and_invert(gen):
+    g = gen(4)
     X = torch.randn(3, 6, 3, generator=g, dtype=torch.float64)
     R1, R2 = random_rotation((2, 3), generator=g, dtype=torch.float64)
     t1, t2 = torch.randn(2, 3, 3, generator=g, dtype=torch.float64)
@@ -123,8 +119,8 @@ def test_rigid_transforms_compose_and_invert():
         transform_points(X, R1, t1[..., :2])
 
 
-def test_projection_matrix_equals_transform_then_pinhole():
-    g = _gen(5)
+def test_projection_matrix_equals_transform_then_pinhole(gen):
+    g = gen(5)
     X = torch.randn(2, 8, 3, generator=g, dtype=torch.float64)
     R = random_rotation(2, generator=g, dtype=torch.float64)
     t = torch.tensor([0.1, -0.2, 6.0], dtype=torch.float64).expand(2, 3)
@@ -136,7 +132,7 @@ def test_projection_matrix_equals_transform_then_pinhole():
         projection_matrix(K, R)
 
 
-def test_pixel_normalised_unit_conversions():
+def test_pixel_normalised_unit_conversions(gen):
     H, W = 6, 10
     corners = torch.tensor([[0.0, 0.0], [W, H], [W / 2, H / 2], [0.5, 0.5]], dtype=torch.float64)
     expected = torch.tensor(
@@ -146,7 +142,7 @@ def test_pixel_normalised_unit_conversions():
     torch.testing.assert_close(
         pixel_to_unit(corners, (H, W)), corners / torch.tensor([W, H], dtype=torch.float64)
     )
-    uv = torch.rand(3, 4, 2, generator=_gen(6), dtype=torch.float64) * 20 - 5
+    uv = torch.rand(3, 4, 2, generator=gen(6), dtype=torch.float64) * 20 - 5
     torch.testing.assert_close(normalised_to_pixel(pixel_to_normalised(uv, (H, W)), (H, W)), uv)
     torch.testing.assert_close(unit_to_pixel(pixel_to_unit(uv, (H, W)), (H, W)), uv)
     for f in (pixel_to_normalised, normalised_to_pixel, pixel_to_unit, unit_to_pixel):
@@ -158,7 +154,7 @@ def test_pixel_normalised_unit_conversions():
             f(torch.zeros(3, 3), (H, W))
 
 
-def test_normalised_convention_agrees_with_grid_sample():
+def test_normalised_convention_agrees_with_grid_sample(gen):
     # An image that is linear in the pixel-centre coordinates is reproduced exactly by bilinear
     # sampling, so grid_sample(align_corners=False) at pixel_to_normalised(uv) must return the
     # linear function evaluated at uv, for any uv between the first and last pixel centres.
@@ -169,7 +165,7 @@ def test_normalised_convention_agrees_with_grid_sample():
         indexing="ij",
     )
     image = (3 * u - 2 * v + 1)[None, None]
-    g = _gen(7)
+    g = gen(7)
     uv = (
         torch.rand(1, 1, 50, 2, generator=g, dtype=torch.float64)
         * torch.tensor([W - 1, H - 1], dtype=torch.float64)

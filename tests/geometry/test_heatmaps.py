@@ -13,10 +13,6 @@ from kp3d.geometry import (
 )
 
 
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _naive_soft_argmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Loop over every pixel, with centres from the documented pixel convention."""
     H, W = logits.shape[-2:]
@@ -33,8 +29,8 @@ def _naive_soft_argmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.
     return kp
 
 
-def test_spatial_softmax_shape_normalisation_and_temperature():
-    logits = torch.randn(2, 3, 4, 5, 6, generator=_gen(), dtype=torch.float64)
+def test_spatial_softmax_shape_normalisation_and_temperature(gen):
+    logits = torch.randn(2, 3, 4, 5, 6, generator=gen(), dtype=torch.float64)
     prob = spatial_softmax(logits)
     assert prob.shape == logits.shape
     torch.testing.assert_close(prob.sum((-2, -1)), torch.ones(2, 3, 4, dtype=torch.float64))
@@ -43,8 +39,8 @@ def test_spatial_softmax_shape_normalisation_and_temperature():
     )
 
 
-def test_soft_argmax_matches_naive_reference_with_leading_dims():
-    logits = torch.randn(2, 3, 4, 5, 7, generator=_gen(1), dtype=torch.float64)
+def test_soft_argmax_matches_naive_reference_with_leading_dims(gen):
+    logits = torch.randn(2, 3, 4, 5, 7, generator=gen(1), dtype=torch.float64)
     out = soft_argmax(logits, temperature=0.7)
     assert isinstance(out, SoftArgmax)
     assert out.kp.shape == (2, 3, 4, 2) and out.prob.shape == logits.shape
@@ -52,9 +48,9 @@ def test_soft_argmax_matches_naive_reference_with_leading_dims():
 
 
 @pytest.mark.parametrize(("H", "W"), [(16, 16), (5, 8)])
-def test_soft_argmax_of_peaked_map_is_the_pixel_centre(H, W):
+def test_soft_argmax_of_peaked_map_is_the_pixel_centre(H, W, gen):
     K = 6
-    g = _gen(2)
+    g = gen(2)
     rows = torch.randint(0, H, (K,), generator=g)
     cols = torch.randint(0, W, (K,), generator=g)
     logits = torch.zeros(K, H, W, dtype=torch.float64)
@@ -69,24 +65,24 @@ def test_soft_argmax_of_peaked_map_is_the_pixel_centre(H, W):
     torch.testing.assert_close(sampled.flatten(), torch.full((K,), 1e3, dtype=torch.float64))
 
 
-def test_low_temperature_tends_to_hard_argmax():
-    logits = torch.randn(3, 9, 11, generator=_gen(3))
+def test_low_temperature_tends_to_hard_argmax(gen):
+    logits = torch.randn(3, 9, 11, generator=gen(3))
     flat = logits.flatten(-2).argmax(-1)
     hard = torch.stack(((2 * (flat % 11) + 1) / 11 - 1, (2 * (flat // 11) + 1) / 9 - 1), -1)
     torch.testing.assert_close(soft_argmax(logits, temperature=1e-4).kp, hard)
 
 
-def test_soft_argmax_recovers_rendered_gaussian_centre():
+def test_soft_argmax_recovers_rendered_gaussian_centre(gen):
     # A sampled Gaussian of sigma >= 1 pixel has its discrete mean at the continuous centre up to
     # ~exp(-2 pi^2 sigma_px^2) when it lies well inside the map.
-    g = _gen(4)
+    g = gen(4)
     kp = (torch.rand(2, 5, 2, generator=g, dtype=torch.float64) - 0.5) * 0.6
     heat = render_gaussian_heatmaps(kp, (64, 48), sigma=0.08)
     torch.testing.assert_close(soft_argmax(heat.log()).kp, kp, atol=1e-7, rtol=0)
 
 
-def test_half_precision_logits_are_upcast():
-    logits = torch.randn(2, 16, 32, 32, generator=_gen(8))
+def test_half_precision_logits_are_upcast(gen):
+    logits = torch.randn(2, 16, 32, 32, generator=gen(8))
     out = soft_argmax(logits.bfloat16())
     assert out.kp.dtype == torch.float32 and out.prob.dtype == torch.float32
     torch.testing.assert_close(out.kp, soft_argmax(logits.bfloat16().float()).kp)
@@ -101,8 +97,8 @@ def test_soft_argmax_errors():
         spatial_softmax(torch.zeros(4))
 
 
-def test_soft_argmax_gradcheck():
-    logits = torch.randn(2, 3, 4, 5, generator=_gen(5), dtype=torch.float64, requires_grad=True)
+def test_soft_argmax_gradcheck(gen):
+    logits = torch.randn(2, 3, 4, 5, generator=gen(5), dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: tuple(soft_argmax(x, temperature=0.8)), (logits,))
 
 
@@ -113,8 +109,8 @@ def test_pixel_centres_follow_the_convention():
         torch.testing.assert_close(pixel_centres(n, dtype=torch.float64), expected)
 
 
-def test_expected_variance():
-    g = _gen(6)
+def test_expected_variance(gen):
+    g = gen(6)
     H, W = 6, 9
     # One-hot: zero spread.
     onehot = torch.zeros(2, H, W, dtype=torch.float64)
@@ -138,8 +134,8 @@ def test_expected_variance():
         expected_variance(out.prob, mean=out.kp[..., :1])
 
 
-def test_render_gaussian_heatmaps_matches_naive_loop():
-    g = _gen(7)
+def test_render_gaussian_heatmaps_matches_naive_loop(gen):
+    g = gen(7)
     H, W, sigma = 5, 7, 0.3
     kp = torch.rand(2, 3, 2, generator=g, dtype=torch.float64) * 2.4 - 1.2
     heat = render_gaussian_heatmaps(kp, (H, W), sigma=sigma)

@@ -5,10 +5,6 @@ import torch
 from kp3d.geometry import ProcrustesResult, procrustes, procrustes_align, random_rotation
 
 
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _random_orthonormal(
     batch: tuple[int, ...], D: int, g: torch.Generator, proper: bool = True
 ) -> torch.Tensor:
@@ -38,8 +34,8 @@ def _naive_umeyama(X, Y, w, mode, allow_reflection):
 
 
 @pytest.mark.parametrize("D", [2, 3, 4])
-def test_recovers_known_similarity_exactly(D):
-    g = _gen(D)
+def test_recovers_known_similarity_exactly(D, gen):
+    g = gen(D)
     X = torch.randn(2, 3, 9, D, generator=g, dtype=torch.float64)
     R = _random_orthonormal((2, 3), D, g)
     s = torch.rand(2, 3, generator=g, dtype=torch.float64) * 2 + 0.2
@@ -55,8 +51,8 @@ def test_recovers_known_similarity_exactly(D):
     torch.testing.assert_close(out.aligned, Y, atol=1e-10, rtol=0)
 
 
-def test_orthogonal_mode_fixes_scale_and_recovers_rigid_motion():
-    g = _gen(1)
+def test_orthogonal_mode_fixes_scale_and_recovers_rigid_motion(gen):
+    g = gen(1)
     X = torch.randn(5, 7, 3, generator=g, dtype=torch.float64)
     R = random_rotation(5, generator=g, dtype=torch.float64)
     t = torch.randn(5, 3, generator=g, dtype=torch.float64)
@@ -76,8 +72,8 @@ def test_orthogonal_mode_fixes_scale_and_recovers_rigid_motion():
 @pytest.mark.parametrize("mode", ["similarity", "orthogonal"])
 @pytest.mark.parametrize("allow_reflection", [False, True])
 @pytest.mark.parametrize("D", [2, 3])
-def test_matches_naive_umeyama_on_noisy_weighted_data(mode, allow_reflection, D):
-    g = _gen(10 * D + allow_reflection)
+def test_matches_naive_umeyama_on_noisy_weighted_data(mode, allow_reflection, D, gen):
+    g = gen(10 * D + allow_reflection)
     B, K = 6, 8
     X = torch.randn(B, K, D, generator=g, dtype=torch.float64)
     Y = torch.randn(
@@ -95,8 +91,8 @@ def test_matches_naive_umeyama_on_noisy_weighted_data(mode, allow_reflection, D)
         torch.testing.assert_close(dets, torch.ones(B, dtype=torch.float64))
 
 
-def test_reflection_handling():
-    g = _gen(2)
+def test_reflection_handling(gen):
+    g = gen(2)
     X = torch.randn(10, 3, generator=g, dtype=torch.float64)
     mirror = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
     M = random_rotation((), generator=g, dtype=torch.float64) @ mirror
@@ -109,8 +105,8 @@ def test_reflection_handling():
     assert (proper.aligned - Y).abs().max() > 0.1
 
 
-def test_zero_weights_exclude_outliers():
-    g = _gen(3)
+def test_zero_weights_exclude_outliers(gen):
+    g = gen(3)
     X = torch.randn(4, 12, 3, generator=g, dtype=torch.float64)
     R = random_rotation(4, generator=g, dtype=torch.float64)
     Y = 0.7 * X @ R.transpose(-1, -2) - 1.0
@@ -126,8 +122,8 @@ def test_zero_weights_exclude_outliers():
     torch.testing.assert_close(procrustes(X, Y_bad, weights=7 * w).aligned, out.aligned)
 
 
-def test_broadcasts_template_against_batch_and_keeps_dtype():
-    g = _gen(4)
+def test_broadcasts_template_against_batch_and_keeps_dtype(gen):
+    g = gen(4)
     template = torch.randn(6, 3, generator=g)
     R = random_rotation((2, 5), generator=g)
     Y = template @ R.transpose(-1, -2) + 1.0
@@ -152,8 +148,8 @@ def test_errors_on_bad_input():
         procrustes(X, X, mode="affine")  # type: ignore[arg-type]
 
 
-def test_degenerate_inputs_are_finite_with_finite_gradients():
-    g = _gen(5)
+def test_degenerate_inputs_are_finite_with_finite_gradients(gen):
+    g = gen(5)
     Y = torch.randn(5, 3, generator=g, dtype=torch.float64)
     # All X at one point: s = 0 and the best fit is the centroid of Y.
     X = torch.ones(5, 3, dtype=torch.float64).requires_grad_()
@@ -190,8 +186,8 @@ def test_degenerate_inputs_are_finite_with_finite_gradients():
         ("orthogonal", 2, False),
     ],
 )
-def test_gradcheck(mode, D, allow_reflection):
-    g = _gen(6)
+def test_gradcheck(mode, D, allow_reflection, gen):
+    g = gen(6)
     X = torch.randn(2, 6, D, generator=g, dtype=torch.float64, requires_grad=True)
     Y = torch.randn(2, 6, D, generator=g, dtype=torch.float64, requires_grad=True)
     w = (torch.rand(2, 6, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
@@ -206,11 +202,11 @@ def test_gradcheck(mode, D, allow_reflection):
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("mode", ["similarity", "orthogonal"])
 @pytest.mark.parametrize("D", [2, 3])
-def test_matches_roma_rigid_points_registration(weighted, mode, D):
+def test_matches_roma_rigid_points_registration(weighted, mode, D, gen):
     """An independent implementation: roma's Kabsch/Umeyama registration on noisy data."""
     import roma
 
-    g = _gen(11)
+    g = gen(11)
     X = torch.randn(5, 9, D, generator=g, dtype=torch.float64)
     R = _random_orthonormal((5,), D, g)
     Y = 1.8 * X @ R.transpose(-1, -2) + torch.randn(5, 1, D, generator=g, dtype=torch.float64)

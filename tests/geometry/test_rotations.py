@@ -18,18 +18,14 @@ from kp3d.geometry import (
 )
 
 
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _assert_rotations(R: torch.Tensor) -> None:
     eye = torch.eye(3, dtype=R.dtype).expand_as(R)
     torch.testing.assert_close(R @ R.transpose(-1, -2), eye)
     torch.testing.assert_close(torch.linalg.det(R), torch.ones(R.shape[:-2], dtype=R.dtype))
 
 
-def test_6d_to_matrix_is_gram_schmidt_of_the_first_two_columns():
-    x = torch.randn(2, 3, 6, generator=_gen(), dtype=torch.float64)
+def test_6d_to_matrix_is_gram_schmidt_of_the_first_two_columns(gen):
+    x = torch.randn(2, 3, 6, generator=gen(), dtype=torch.float64)
     R = rotation_6d_to_matrix(x)
     assert R.shape == (2, 3, 3, 3)
     _assert_rotations(R)
@@ -41,8 +37,8 @@ def test_6d_to_matrix_is_gram_schmidt_of_the_first_two_columns():
     torch.testing.assert_close(R, naive)
 
 
-def test_6d_round_trip_and_errors():
-    R = random_rotation((4, 5), generator=_gen(1), dtype=torch.float64)
+def test_6d_round_trip_and_errors(gen):
+    R = random_rotation((4, 5), generator=gen(1), dtype=torch.float64)
     x = matrix_to_rotation_6d(R)
     assert x.shape == (4, 5, 6)
     torch.testing.assert_close(x[..., :3], R[..., :, 0])
@@ -53,20 +49,20 @@ def test_6d_round_trip_and_errors():
         matrix_to_rotation_6d(torch.zeros(3, 4))
 
 
-def test_6d_gradcheck_and_degenerate_input():
-    x = torch.randn(3, 6, generator=_gen(2), dtype=torch.float64, requires_grad=True)
+def test_6d_gradcheck_and_degenerate_input(gen):
+    x = torch.randn(3, 6, generator=gen(2), dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(rotation_6d_to_matrix, (x,))
     zero = torch.zeros(6, dtype=torch.float64, requires_grad=True)
     rotation_6d_to_matrix(zero).sum().backward()
     assert torch.isfinite(zero.grad).all()
 
 
-def test_axis_angle_matches_scipy_and_round_trips():
-    rotvec = torch.randn(4, 3, 3, generator=_gen(3), dtype=torch.float64)
+def test_axis_angle_matches_scipy_and_round_trips(gen):
+    rotvec = torch.randn(4, 3, 3, generator=gen(3), dtype=torch.float64)
     rotvec = (
         rotvec
         / rotvec.norm(dim=-1, keepdim=True)
-        * torch.rand(4, 3, 1, generator=_gen(4), dtype=torch.float64)
+        * torch.rand(4, 3, 1, generator=gen(4), dtype=torch.float64)
         * 3
     )
     R = axis_angle_to_matrix(rotvec)
@@ -90,8 +86,8 @@ def test_axis_angle_gradient_finite_at_zero():
     assert torch.isfinite(zero.grad).all()
 
 
-def test_quaternions_match_scipy_in_both_orders():
-    R = random_rotation(10, generator=_gen(5), dtype=torch.float64)
+def test_quaternions_match_scipy_in_both_orders(gen):
+    R = random_rotation(10, generator=gen(5), dtype=torch.float64)
     q = matrix_to_quaternion(R)
     assert q.shape == (10, 4) and (q[:, 3] >= 0).all()
     scipy_q = Rotation.from_matrix(R.numpy()).as_quat()  # scalar last
@@ -114,18 +110,18 @@ def test_quaternion_errors():
         matrix_to_quaternion(torch.eye(3), order="WXYZ")  # type: ignore[arg-type]
 
 
-def test_random_rotation_shapes_reproducibility_and_uniformity():
-    R = random_rotation((2, 3), generator=_gen(6))
+def test_random_rotation_shapes_reproducibility_and_uniformity(gen):
+    R = random_rotation((2, 3), generator=gen(6))
     assert R.shape == (2, 3, 3, 3) and R.dtype == torch.float32
     assert random_rotation(4).shape == (4, 3, 3) and random_rotation().shape == (3, 3)
     _assert_rotations(random_rotation(5, dtype=torch.float64))
     torch.testing.assert_close(
-        random_rotation(3, generator=_gen(7)), random_rotation(3, generator=_gen(7))
+        random_rotation(3, generator=gen(7)), random_rotation(3, generator=gen(7))
     )
     # Haar measure on SO(3): each entry has mean 0 and variance 1/3; the rotation angle has density
     # (1 - cos a) / pi on [0, pi], whose mean is pi / 2 + 2 / pi.
     n = 20000
-    R = random_rotation(n, generator=_gen(8), dtype=torch.float64)
+    R = random_rotation(n, generator=gen(8), dtype=torch.float64)
     tol = 5 / math.sqrt(n)
     assert R.mean(0).abs().max() < tol
     assert (R.square().mean(0) - 1 / 3).abs().max() < tol
@@ -133,8 +129,8 @@ def test_random_rotation_shapes_reproducibility_and_uniformity():
     assert abs(angle.mean().item() - (math.pi / 2 + 2 / math.pi)) < 2 * tol
 
 
-def test_geodesic_distance_matches_angle_of_relative_rotation():
-    g = _gen(9)
+def test_geodesic_distance_matches_angle_of_relative_rotation(gen):
+    g = gen(9)
     R1 = random_rotation((4, 5), generator=g, dtype=torch.float64)
     rotvec = torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
     angles = torch.linspace(0, math.pi, 20, dtype=torch.float64).reshape(4, 5)
@@ -153,7 +149,7 @@ def test_geodesic_distance_matches_angle_of_relative_rotation():
         geodesic_distance(torch.eye(3), torch.eye(4))
 
 
-def test_geodesic_distance_is_accurate_and_has_finite_gradients_at_the_ends():
+def test_geodesic_distance_is_accurate_and_has_finite_gradients_at_the_ends(gen):
     small = axis_angle_to_matrix(torch.tensor([1e-7, 0.0, 0.0], dtype=torch.float64))
     eye = torch.eye(3, dtype=torch.float64)
     assert geodesic_distance(eye, small).item() == pytest.approx(1e-7, rel=1e-6)
@@ -164,7 +160,7 @@ def test_geodesic_distance_is_accurate_and_has_finite_gradients_at_the_ends():
         R = R.clone().requires_grad_()
         geodesic_distance(eye, R).backward()
         assert torch.isfinite(R.grad).all()
-    x = torch.randn(2, 6, generator=_gen(10), dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 6, generator=gen(10), dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda x: geodesic_distance(rotation_6d_to_matrix(x[0]), rotation_6d_to_matrix(x[1])), (x,)
     )

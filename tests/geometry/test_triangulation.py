@@ -14,10 +14,6 @@ from kp3d.geometry import (
 )
 
 
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _ring_rig(
     V: int, radius: float = 3.0, f: float = 800.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,9 +51,9 @@ def _naive_homogeneous_dlt(points: torch.Tensor, P: torch.Tensor) -> torch.Tenso
 
 
 @pytest.mark.parametrize("V", [2, 3, 5])
-def test_recovers_exact_points(V):
+def test_recovers_exact_points(V, gen):
     _, _, P = _ring_rig(V)
-    X = torch.randn(10, 3, generator=_gen(V), dtype=torch.float64) * 0.5
+    X = torch.randn(10, 3, generator=gen(V), dtype=torch.float64) * 0.5
     uv = project_points(X[None], P)  # (V, K, 2)
     torch.testing.assert_close(triangulate_dlt(uv, P), X, atol=1e-9, rtol=0)
     torch.testing.assert_close(
@@ -65,9 +61,9 @@ def test_recovers_exact_points(V):
     )
 
 
-def test_leading_dims_broadcast_and_dtype():
+def test_leading_dims_broadcast_and_dtype(gen):
     _, _, P = _ring_rig(4)
-    X = torch.randn(2, 3, 6, 3, generator=_gen(1), dtype=torch.float64) * 0.5
+    X = torch.randn(2, 3, 6, 3, generator=gen(1), dtype=torch.float64) * 0.5
     uv = project_points(X[..., None, :, :], P)  # (2, 3, V, K, 2), one rig shared by the batch
     assert uv.shape == (2, 3, 4, 6, 2)
     out = triangulate_dlt(uv, P, weights=torch.ones(3, 4, 6, dtype=torch.float64))
@@ -78,9 +74,9 @@ def test_leading_dims_broadcast_and_dtype():
     torch.testing.assert_close(out32, X.float(), atol=1e-4, rtol=0)
 
 
-def test_invariant_to_the_scale_of_each_camera_matrix_and_of_the_weights():
+def test_invariant_to_the_scale_of_each_camera_matrix_and_of_the_weights(gen):
     _, _, P = _ring_rig(4)
-    g = _gen(2)
+    g = gen(2)
     X = torch.randn(8, 3, generator=g, dtype=torch.float64) * 0.5
     uv = project_points(X[None], P) + torch.randn(4, 8, 2, generator=g, dtype=torch.float64)
     w = torch.rand(4, 8, generator=g, dtype=torch.float64) + 0.1
@@ -90,9 +86,9 @@ def test_invariant_to_the_scale_of_each_camera_matrix_and_of_the_weights():
     torch.testing.assert_close(triangulate_dlt(uv, P, weights=5 * w), ref)
 
 
-def test_zero_weight_drops_a_corrupted_view():
+def test_zero_weight_drops_a_corrupted_view(gen):
     _, _, P = _ring_rig(4)
-    X = torch.randn(5, 3, generator=_gen(3), dtype=torch.float64) * 0.5
+    X = torch.randn(5, 3, generator=gen(3), dtype=torch.float64) * 0.5
     uv = project_points(X[None], P)
     uv[2] += 40.0
     w = torch.ones(4, 5, dtype=torch.float64)
@@ -101,11 +97,11 @@ def test_zero_weight_drops_a_corrupted_view():
     assert (triangulate_dlt(uv, P) - X).norm(dim=-1).min() > 1e-3
 
 
-def test_noisy_views_beat_a_single_view_guess():
+def test_noisy_views_beat_a_single_view_guess(gen):
     # Single-view baseline: unproject one view's noisy observation at the TRUE depth (it even knows
     # the depth); triangulating all views averages the pixel noise down.
     K, E, P = _ring_rig(8)
-    g = _gen(4)
+    g = gen(4)
     X = torch.randn(200, 3, generator=g, dtype=torch.float64) * 0.5
     uv = project_points(X[None], P) + 2.0 * torch.randn(8, 200, 2, generator=g, dtype=torch.float64)
     tri_err = (triangulate_dlt(uv, P) - X).norm(dim=-1).mean()
@@ -119,9 +115,9 @@ def test_noisy_views_beat_a_single_view_guess():
     assert (triangulate_dlt(uv[:, :20], P) - naive).norm(dim=-1).max() < 0.1 * tri_err
 
 
-def test_fewer_than_two_weighted_views_stays_finite_on_the_ray():
+def test_fewer_than_two_weighted_views_stays_finite_on_the_ray(gen):
     _, _, P = _ring_rig(3)
-    X = torch.randn(4, 3, generator=_gen(5), dtype=torch.float64) * 0.5
+    X = torch.randn(4, 3, generator=gen(5), dtype=torch.float64) * 0.5
     uv = project_points(X[None], P)
     w = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)
     with torch.no_grad():
@@ -150,9 +146,9 @@ def test_errors():
         triangulate_dlt(uv, P, weights=torch.ones(3, 5))
 
 
-def test_gradcheck():
+def test_gradcheck(gen):
     _, _, P = _ring_rig(3, f=2.0)  # small focal length keeps finite differences well scaled
-    g = _gen(6)
+    g = gen(6)
     X = torch.randn(4, 3, generator=g, dtype=torch.float64) * 0.5
     uv = (
         project_points(X[None], P) + 0.01 * torch.randn(3, 4, 2, generator=g, dtype=torch.float64)
@@ -162,9 +158,9 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b, c: triangulate_dlt(a, b, weights=c), (uv, Pr, w))
 
 
-def test_reprojection_residuals():
+def test_reprojection_residuals(gen):
     _, _, P = _ring_rig(3)
-    g = _gen(7)
+    g = gen(7)
     X = torch.randn(2, 5, 3, generator=g, dtype=torch.float64) * 0.5
     uv = project_points(X[:, None], P)  # (2, V, K, 2)
     noise = torch.randn(2, 3, 5, 2, generator=g, dtype=torch.float64)
@@ -183,9 +179,9 @@ def test_reprojection_residuals():
         reprojection_residuals(X[:, :4], uv, P)
 
 
-def test_affine_cameras():
+def test_affine_cameras(gen):
     # Orthographic views from three directions: P = [[s R_1 | tx], [s R_2 | ty], [0 0 0 1]].
-    g = _gen(8)
+    g = gen(8)
     R = random_rotation(3, generator=g, dtype=torch.float64)
     P = torch.zeros(3, 3, 4, dtype=torch.float64)
     P[:, :2, :3] = 100 * R[:, :2]

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 CATEGORIES = ("creature", "quadruped", "face")
 
@@ -133,21 +134,20 @@ def run(args: argparse.Namespace) -> int:
             "files sfm_shape_3448.bin, expression_blendshapes_3448.bin, ibug_to_sfm.txt and "
             "sfm_model_contours.json (e.g. --sfm-dir ../shared/assets/sfm)"
         )
-    check_write(
-        args.out,
-        args.n,
-        size=args.size,
-        seed=args.seed,
-        views=args.views,
-        pairs=args.pairs,
-        start=args.start,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        rig=args.rig,
-        sequences=args.sequences,
-        category=args.category,
-        azimuth=args.azimuth,
-    )
+    # What both the up-front check and the writer take from the flags.
+    options: dict[str, Any] = {
+        "size": args.size,
+        "seed": args.seed,
+        "views": args.views,
+        "pairs": args.pairs,
+        "start": args.start,
+        "workers": args.workers,
+        "overwrite": args.overwrite,
+        "rig": args.rig,
+        "sequences": args.sequences,
+        "azimuth": args.azimuth,
+    }
+    check_write(args.out, args.n, category=args.category, **options)
     # A bad model folder fails before the bar.
     get_category(
         args.category, sfm_dir=args.sfm_dir, articulation=args.articulation, azimuth=args.azimuth
@@ -175,19 +175,10 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             args.category,
             args.n,
-            size=args.size,
-            seed=args.seed,
-            views=args.views,
-            pairs=args.pairs,
             sfm_dir=args.sfm_dir,
-            start=args.start,
-            workers=args.workers,
-            overwrite=args.overwrite,
-            progress=advance,
             articulation=args.articulation,
-            azimuth=args.azimuth,
-            rig=args.rig,
-            sequences=args.sequences,
+            progress=advance,
+            **options,
         )
     dt = time.perf_counter() - t0
     console.print(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, Unpack
 
 import torch
 from torch import Tensor
@@ -26,6 +26,16 @@ if TYPE_CHECKING:
 
 SIZE_FIELDS: tuple[str, ...] = ("image_size", "size")
 """Method config fields holding the image side length (the first one a config has)."""
+
+
+class OpenOptions(TypedDict, total=False):
+    """The options of :meth:`Inputs.open` after the path, declared once for the methods that
+    pass them on (:meth:`Inputs.open_training`, :meth:`KeypointInputs.open`)."""
+
+    format: str | None
+    split: str | None
+    size: int | None
+    strict: bool
 
 
 @dataclass(frozen=True)
@@ -92,19 +102,10 @@ class Inputs:
             raise UserError(f"{path}: the run records no image size to read it at")
         return read_frames(path, size=size)
 
-    def open_training(
-        self,
-        path: str | Path,
-        *,
-        format: str | None = None,
-        split: str | None = None,
-        size: int | None = None,
-        strict: bool = False,
-    ) -> Dataset[Sample]:
+    def open_training(self, path: str | Path, **options: Unpack[OpenOptions]) -> Dataset[Sample]:
         """:meth:`open` for training: a single-view method trains on every view of a multi-view
         set as an image of its own (:class:`FlatViews`)."""
-        data = self.open(path, format=format, split=split, size=size, strict=strict)
-        return FlatViews.of(data)
+        return FlatViews.of(self.open(path, **options))
 
     def predict(self, model: Any, batch: Sample) -> Prediction:
         """``model.predict`` on ``batch``; a multi-view batch (B, V, ...) is predicted view by
@@ -284,7 +285,7 @@ class ViewInputs(Inputs):
     def example(self, config: Any, *, batch: int = 2) -> Sample:
         raise NotImplementedError("multi-view inputs have no fixed example (the rig decides V)")
 
-    def open_training(self, path: str | Path, **options: Any) -> Dataset[Sample]:
+    def open_training(self, path: str | Path, **options: Unpack[OpenOptions]) -> Dataset[Sample]:
         return self.open(path, **options)
 
     def predict(self, model: Any, batch: Sample) -> Prediction:
@@ -319,20 +320,12 @@ class KeypointInputs(Inputs):
             raise ValueError(f"{type(config).__name__} records no number of keypoints")
         return Sample(kp2d=torch.randn(batch, k, 2), vis=torch.ones(batch, k, dtype=torch.bool))
 
-    def open(
-        self,
-        path: str | Path,
-        *,
-        format: str | None = None,
-        split: str | None = None,
-        size: int | None = None,
-        strict: bool = False,
-    ) -> Dataset[Sample]:
+    def open(self, path: str | Path, **options: Unpack[OpenOptions]) -> Dataset[Sample]:
         from kp3d.engine.discovered import discovered_keypoints, is_run_folder
 
         if is_run_folder(path):
             path = discovered_keypoints(path)
-        return super().open(path, format=format, split=split, size=None, strict=strict)
+        return super().open(path, **{**options, "size": None})
 
     def video_frames(self, path: str | Path, *, size: int | None) -> Iterator[VideoFrame]:
         raise _no_video("keypoints", path)

@@ -40,6 +40,15 @@ def _check_temperature(name: str, temperature: float) -> None:
         raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
 
 
+def check_render_args(name: str, kp: Tensor, size: Sequence[int]) -> None:
+    """The checks of a map renderer (:func:`render_gaussian_heatmaps`, the edge maps of
+    :mod:`kp3d.nn.edgemap`): keypoints ``kp`` (..., K, 2) and a map ``size`` (H, W) >= 1."""
+    if kp.ndim < 2 or kp.shape[-1] != 2:
+        raise ValueError(f"{name}: kp must be (..., K, 2), got {tuple(kp.shape)}")
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"{name}: size must be (H, W) >= 1, got {tuple(size)}")
+
+
 def spatial_softmax(logits: Tensor, *, temperature: float = 1.0) -> Tensor:
     """Softmax over the two spatial dims of each map.
 
@@ -138,10 +147,7 @@ def render_gaussian_heatmaps(
     Returns:
         (..., K, H, W) ``exp(-||p - kp||^2 / (2 sigma^2))`` at each pixel centre p.
     """
-    if kp.ndim < 2 or kp.shape[-1] != 2:
-        raise ValueError(f"render_gaussian_heatmaps: kp must be (..., K, 2), got {tuple(kp.shape)}")
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"render_gaussian_heatmaps: size must be (H, W) >= 1, got {tuple(size)}")
+    check_render_args("render_gaussian_heatmaps", kp, size)
     if not sigma > 0:
         raise ValueError(f"render_gaussian_heatmaps: sigma must be > 0, got {sigma}")
     H, W = int(size[0]), int(size[1])

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from kp3d.geometry import pixel_centres
+from kp3d.geometry.heatmaps import check_render_args
 
 _EPS = 1e-12
 """Floor for a segment's squared length, so coincident keypoints draw a round dot."""
@@ -161,10 +162,7 @@ def _check(
     name: str,
 ) -> Tensor:
     """Validate render arguments; return ``pairs`` (default all pairs)."""
-    if kp.ndim < 2 or kp.shape[-1] != 2:
-        raise ValueError(f"{name}: kp must be (..., K, 2), got {tuple(kp.shape)}")
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"{name}: size must be (H, W) >= 1, got {tuple(size)}")
+    check_render_args(name, kp, size)
     if not thickness > 0:
         raise ValueError(f"{name}: thickness must be > 0, got {thickness}")
     k = kp.shape[-2]

@@ -38,6 +38,17 @@ def imagenet_normalise(image: Tensor) -> Tensor:
     return (image - mean) / std
 
 
+def tapped_outputs(x: Tensor, layers: Sequence[nn.Module], taps: Sequence[int]) -> list[Tensor]:
+    """Run ``x`` through ``layers`` up to the last of ``taps`` (sorted indices); the outputs of
+    the tapped layers, in order."""
+    out = []
+    for i, layer in enumerate(layers[: taps[-1] + 1]):
+        x = layer(x)
+        if i in taps:
+            out.append(x)
+    return out
+
+
 class _SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding: output size ceil(in / stride), extra pad bottom/right.
 
@@ -175,12 +186,7 @@ class EfficientNetLite0(nn.Module):
     def features(self, image: Tensor) -> list[Tensor]:
         """RGB (B, 3, H, W) in [0, 1] -> outputs of the tapped blocks, in block order."""
         h = F.relu6(self._bn0(self._conv_stem(self.normalise(image))))
-        out = []
-        for i, block in enumerate(self._blocks[: self.taps[-1] + 1]):
-            h = block(h)
-            if i in self.taps:
-                out.append(h)
-        return out
+        return tapped_outputs(h, self._blocks, self.taps)
 
     def forward(self, image: Tensor) -> Tensor:
         """RGB (B, 3, H, W) in [0, 1] -> (B, 1000) ImageNet class logits."""
@@ -243,13 +249,7 @@ class VGG16Features(nn.Module):
 
     def features(self, image: Tensor) -> list[Tensor]:
         """RGB (B, 3, H, W) in [0, 1] -> outputs of the tapped layers, in layer order."""
-        x = imagenet_normalise(image)
-        out = []
-        for i, layer in enumerate(self.layers[: self.taps[-1] + 1]):
-            x = layer(x)
-            if i in self.taps:
-                out.append(x)
-        return out
+        return tapped_outputs(imagenet_normalise(image), self.layers, self.taps)
 
     def load_torchvision(self, state: dict[str, Tensor], *, source: str = "state dict") -> None:
         """Load the ``features.*`` entries of a torchvision VGG16 state dict strictly.

@@ -9,14 +9,14 @@ from kp3d.data.adapters import open_dataset
 from kp3d.data.synth import generate
 
 
+def _synth(category: str, n: int, out: Path, *flags: str) -> list[str]:
+    """The arguments of ``kp3d synth CATEGORY --n N --size 32 FLAGS --out OUT``."""
+    return ["synth", category, "--n", str(n), "--size", "32", *flags, "--out", str(out)]
+
+
 def test_synth_writes_a_readable_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "c"
-    assert (
-        cli.main(
-            ["synth", "creature", "--n", "3", "--size", "32", "--seed", "2", "--out", str(out)]
-        )
-        == 0
-    )
+    assert cli.main(_synth("creature", 3, out, "--seed", "2")) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["n"] == 3 and meta["seed"] == 2 and meta["size"] == 32
     assert "wrote 3 creature" in capsys.readouterr().err
@@ -24,25 +24,7 @@ def test_synth_writes_a_readable_set(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_articulation_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "wild"
-    assert (
-        cli.main(
-            [
-                "synth",
-                "creature",
-                "--n",
-                "4",
-                "--size",
-                "32",
-                "--seed",
-                "1",
-                "--articulation",
-                "0.6",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert cli.main(_synth("creature", 4, out, "--seed", "1", "--articulation", "0.6")) == 0
     assert json.loads((out / "meta.json").read_text())["options"]["articulation"] == 0.6
     ref = generate("creature", 4, size=32, seed=1, articulation=0.6)
     assert all(torch.equal(x.kp3d, y.kp3d) for x, y in zip(open_dataset(out), ref))
@@ -50,31 +32,12 @@ def test_articulation_round_trip(tmp_path: Path) -> None:
 
 def test_azimuth_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "front"
-    assert (
-        cli.main(
-            [
-                "synth",
-                "quadruped",
-                "--n",
-                "3",
-                "--size",
-                "32",
-                "--seed",
-                "1",
-                "--azimuth",
-                "-90",
-                "90",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert cli.main(_synth("quadruped", 3, out, "--seed", "1", "--azimuth", "-90", "90")) == 0
     assert json.loads((out / "meta.json").read_text())["options"]["azimuth"] == [-90.0, 90.0]
     ref = generate("quadruped", 3, size=32, seed=1, azimuth=(-90, 90))
     assert all(torch.equal(x.kp3d, y.kp3d) for x, y in zip(open_dataset(out), ref))
     default = tmp_path / "around"
-    assert cli.main(["synth", "quadruped", "--n", "1", "--size", "32", "--out", str(default)]) == 0
+    assert cli.main(_synth("quadruped", 1, default)) == 0
     assert json.loads((default / "meta.json").read_text())["options"]["azimuth"] == [0.0, 360.0]
 
 
@@ -111,9 +74,6 @@ def test_existing_output_needs_overwrite(
 ) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    assert (
-        cli.main(["synth", "creature", "--n", "1", "--size", "32", "--out", str(tmp_path / "x")])
-        == 2
-    )
+    assert cli.main(_synth("creature", 1, tmp_path / "x")) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "x" / "keep.txt").exists()

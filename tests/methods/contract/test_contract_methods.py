@@ -26,45 +26,15 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _synth(out: Path, n: int, seed: int, *flags: str) -> Path:
-    assert (
-        main(
-            [
-                "synth",
-                "creature",
-                "--n",
-                str(n),
-                "--size",
-                "32",
-                "--seed",
-                str(seed),
-                "--out",
-                str(out),
-                *flags,
-            ]
-        )
-        == 0
-    )
+    synth = ["synth", "creature", "--n", str(n), "--size", "32", "--seed", str(seed)]
+    assert main([*synth, "--out", str(out), *flags]) == 0
     return out
 
 
 def _train(method: str, data: Path, out: Path) -> Path:
+    options = ["--steps", "3", "--log-every", "1"]
     assert (
-        main(
-            [
-                "train",
-                "--method",
-                method,
-                "--data",
-                str(data),
-                "--out",
-                str(out),
-                "--steps",
-                "3",
-                "--log-every",
-                "1",
-            ]
-        )
-        == 0
+        main(["train", "--method", method, "--data", str(data), "--out", str(out), *options]) == 0
     )
     return out
 

@@ -166,13 +166,7 @@ class KeypointArrays(Dataset[Sample]):
     def __getitem__(self, i: int) -> Sample:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        return Sample(
-            kp2d=self._kp2d[i],
-            vis=self._vis[i],
-            kp3d=None if self._kp3d is None else self._kp3d[i],
-            category=None if self._category is None else self._category[i],
-            name=self.names[i],
-        )
+        return self._take(i, self.names[i])
 
     def __getitems__(self, indices: Sequence[int]) -> Sample:
         """The batch :class:`Sample` of ``indices``, equal to ``collate`` of the single items.
@@ -185,12 +179,16 @@ class KeypointArrays(Dataset[Sample]):
         bad = (idx < -len(self)) | (idx >= len(self))
         if bad.any():
             raise IndexError(f"index {int(idx[bad][0])} out of range for {len(self)} samples")
+        return self._take(idx, [self.names[i] for i in indices])
+
+    def _take(self, index: int | torch.Tensor, name: str | list[str]) -> Sample:
+        """The fields at ``index`` (one sample, or a batch for a tensor of indices)."""
         return Sample(
-            kp2d=self._kp2d[idx],
-            vis=self._vis[idx],
-            kp3d=None if self._kp3d is None else self._kp3d[idx],
-            category=None if self._category is None else self._category[idx],
-            name=[self.names[i] for i in indices],
+            kp2d=self._kp2d[index],
+            vis=self._vis[index],
+            kp3d=None if self._kp3d is None else self._kp3d[index],
+            category=None if self._category is None else self._category[index],
+            name=name,
         )
 
 

@@ -302,24 +302,11 @@ class ArticulatedCategory:
         normals = vertex_normals(verts, self.faces)
         V = p["view_azimuth"].shape[1]
         flat = {k[5:]: t.flatten(0, 1) for k, t in p.items() if k.startswith("view_")}
-
-        def rep(t: Tensor) -> Tensor:  # (B, ...) -> (B * V, ...), instance-major like `flat`
-            return t.repeat_interleave(V, 0)
-
         R = scene.orbit_rotation(flat["azimuth"], flat["elevation"], flat["roll"])
         K = scene.intrinsics(flat["fov"], size)
-        centre = (verts.amax(1) + verts.amin(1)) / 2
-        radius = (verts - centre[:, None]).norm(dim=-1).amax(-1)
-        # Start where the bounding sphere would fill the image (every point is in front of the
-        # camera there), then frame the projected box; the second pass corrects perspective.
-        dist = rep(radius) / (flat["fill"] * torch.tan(flat["fov"] / 2))
-        t = -scene.apply(R, rep(centre)[:, None])[:, 0] + torch.stack(
-            (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1
+        t = scene.frame_views(
+            verts, R, K, size, fov=flat["fov"], fill=flat["fill"], shift=flat["shift"]
         )
-        for _ in range(2):
-            t = t + scene.frame_object(
-                scene.apply(R, rep(verts), t), K, size, flat["fill"], flat["shift"]
-            )
         return self.shade(
             verts,
             normals,
@@ -373,7 +360,6 @@ class ArticulatedCategory:
             :class:`kp3d.data.synth.scene.Rendered` with leading axes (B, V).
         """
         V = views
-        B = verts.shape[0]
         size = background.shape[-1]
 
         def rep(x: Tensor) -> Tensor:
@@ -399,17 +385,8 @@ class ArticulatedCategory:
         vis = scene.visibility(
             kp2d, kp3d[..., 2], frags.depth, 1.25 * rep(joint_radius) + 1e-3, own=own
         )
-        S = size
-        return scene.Rendered(
-            image=image.view(B, V, 3, S, S),
-            mask=frags.mask.view(B, V, S, S),
-            depth=frags.depth.view(B, V, S, S),
-            kp2d=kp2d.unflatten(0, (B, V)),
-            vis=vis.unflatten(0, (B, V)),
-            kp3d=kp3d.unflatten(0, (B, V)),
-            intrinsics=K.unflatten(0, (B, V)),
-            extrinsics=torch.cat((R, t[..., None]), -1).unflatten(0, (B, V)),
-        )
+        Rt = torch.cat((R, t[..., None]), -1)
+        return scene.Rendered.of_views(V, image, frags, kp2d, vis, kp3d, K, Rt)
 
     def _albedo(self, face: Tensor, inst: Tensor, local: Tensor, p: dict[str, Tensor]) -> Tensor:
         """Albedo (M, 3) of covered pixels (their ``face``, instance ``inst`` and part-local

@@ -331,7 +331,7 @@ class FaceCategory:
 
     def render(self, p: dict[str, Tensor], size: int) -> scene.Rendered:
         """Render stacked parameters (from :meth:`sample`, via :func:`scene.stack_params`)."""
-        B, V = p["view_fov"].shape
+        V = p["view_fov"].shape[1]
         flat = {k[5:]: t.flatten(0, 1) for k, t in p.items() if k.startswith("view_")}
 
         def rep(t: Tensor) -> Tensor:  # (B, ...) -> (B * V, ...), instance-major like `flat`
@@ -345,17 +345,9 @@ class FaceCategory:
             scene.matmul(scene.matmul(scene.rot_z(roll), scene.rot_y(yaw)), scene.rot_x(pitch)),
         )
         K = scene.intrinsics(flat["fov"], size)
-
-        centre = (verts.amax(1) + verts.amin(1)) / 2
-        radius = (verts - centre[:, None]).norm(dim=-1).amax(-1)
-        dist = rep(radius) / (flat["fill"] * torch.tan(flat["fov"] / 2))
-        t = -scene.apply(R, rep(centre)[:, None])[:, 0] + torch.stack(
-            (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1
+        t = scene.frame_views(
+            verts, R, K, size, fov=flat["fov"], fill=flat["fill"], shift=flat["shift"]
         )
-        for _ in range(2):
-            t = t + scene.frame_object(
-                scene.apply(R, rep(verts), t), K, size, flat["fill"], flat["shift"]
-            )
         cam = scene.apply(R, rep(verts), t)
         screen = torch.cat((scene.project(cam, K), cam[..., 2:]), -1)
         frags = rasterize(screen, self.faces, (size, size))
@@ -375,17 +367,8 @@ class FaceCategory:
         vis = self._visibility(kp2d, kp3d, frags.depth, K) & self._defined
         kp3d = torch.where(self._defined[:, None], kp3d, torch.zeros_like(kp3d))
         kp2d = torch.where(self._defined[:, None], kp2d, torch.zeros_like(kp2d))
-        S = size
-        return scene.Rendered(
-            image=image.view(B, V, 3, S, S),
-            mask=frags.mask.view(B, V, S, S),
-            depth=frags.depth.view(B, V, S, S),
-            kp2d=kp2d.unflatten(0, (B, V)),
-            vis=vis.unflatten(0, (B, V)),
-            kp3d=kp3d.unflatten(0, (B, V)),
-            intrinsics=K.unflatten(0, (B, V)),
-            extrinsics=torch.cat((R, t[..., None]), -1).unflatten(0, (B, V)),
-        )
+        Rt = torch.cat((R, t[..., None]), -1)
+        return scene.Rendered.of_views(V, image, frags, kp2d, vis, kp3d, K, Rt)
 
     @staticmethod
     def _visibility(kp2d: Tensor, kp3d: Tensor, depth: Tensor, K: Tensor) -> Tensor:

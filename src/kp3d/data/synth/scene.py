@@ -10,7 +10,7 @@ parameters, so an image depends only on ``(seed, index)``, never on batching or 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kp3d.geometry.cameras import project_pinhole
+
+if TYPE_CHECKING:
+    from kp3d.data.synth.raster import Fragments
 
 UP = (0.0, 1.0, 0.0)
 """World up of the procedural categories (their world frames are y up)."""
@@ -47,6 +50,33 @@ class Rendered(NamedTuple):
     """(B, V, 3, 3)."""
     extrinsics: Tensor
     """(B, V, 3, 4) world (the instance's own frame) to camera."""
+
+    @classmethod
+    def of_views(
+        cls,
+        views: int,
+        image: Tensor,
+        frags: Fragments,
+        kp2d: Tensor,
+        vis: Tensor,
+        kp3d: Tensor,
+        K: Tensor,
+        Rt: Tensor,
+    ) -> Rendered:
+        """The batch from its B * V views, rendered instance-major: ``image`` (B * V, 3, S, S),
+        ``frags`` their fragments, keypoints (B * V, K, ...), intrinsics ``K`` (B * V, 3, 3) and
+        extrinsics ``Rt`` (B * V, 3, 4); every field then has leading axes (B, V)."""
+        B, V, S = len(image) // views, views, image.shape[-1]
+        return cls(
+            image=image.view(B, V, 3, S, S),
+            mask=frags.mask.view(B, V, S, S),
+            depth=frags.depth.view(B, V, S, S),
+            kp2d=kp2d.unflatten(0, (B, V)),
+            vis=vis.unflatten(0, (B, V)),
+            kp3d=kp3d.unflatten(0, (B, V)),
+            intrinsics=K.unflatten(0, (B, V)),
+            extrinsics=Rt.unflatten(0, (B, V)),
+        )
 
 
 # -- rotations ---------------------------------------------------------------------------------
@@ -149,6 +179,37 @@ def frame_object(X: Tensor, K: Tensor, size: int, fill: Tensor, shift: Tensor) -
     xy_now = centre * (z_ref / f)[..., None]
     xy_new = shift * size * (z_new / f)[..., None]
     return torch.cat((xy_new - xy_now, (z_new - z_ref)[..., None]), -1)
+
+
+def frame_views(
+    verts: Tensor, R: Tensor, K: Tensor, size: int, *, fov: Tensor, fill: Tensor, shift: Tensor
+) -> Tensor:
+    """Camera translations that frame each instance in each of its views (:func:`frame_object`).
+
+    The camera starts where the instance's bounding sphere would fill the image (every point is
+    in front of the camera there); two passes of :func:`frame_object` then frame the projected
+    box, the second correcting perspective.
+
+    Args:
+        verts: (B, N, 3) world points of B instances.
+        R, K: (B * V, 3, 3) rotations and intrinsics of their V views each, instance-major.
+        fov, fill: (B * V) field of view (radians) and target fraction of the image.
+        shift: (B * V, 2) target offset of the box centre, as a fraction of the image.
+
+    Returns:
+        (B * V, 3) translations ``t`` of the views (camera point ``R X + t``).
+    """
+    V = len(R) // len(verts)
+    centre = (verts.amax(1) + verts.amin(1)) / 2
+    radius = (verts - centre[:, None]).norm(dim=-1).amax(-1)
+    dist = radius.repeat_interleave(V, 0) / (fill * torch.tan(fov / 2))
+    t = -apply(R, centre.repeat_interleave(V, 0)[:, None])[:, 0] + torch.stack(
+        (torch.zeros_like(dist), torch.zeros_like(dist), dist), -1
+    )
+    views = verts.repeat_interleave(V, 0)
+    for _ in range(2):
+        t = t + frame_object(apply(R, views, t), K, size, fill, shift)
+    return t
 
 
 # -- appearance --------------------------------------------------------------------------------
