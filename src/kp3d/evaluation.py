@@ -726,6 +726,16 @@ def _pose_probe(fit: Collected, test: Collected, *, probe: ProbeConfig | None = 
             kp = camera_to_world(kp, c.gt.extrinsics[:, 0].double())  # type: ignore[index]
         return kp
 
+    per_view = test.pred.kp3d is not None and test.pred.kp3d.ndim == 4
+    f_cam, t_cam = fit.gt.extrinsics[:, 0].double(), test.gt.extrinsics[:, 0].double()  # type: ignore[index]
+    if per_view and not torch.allclose(f_cam.mean(0), t_cam.mean(0), atol=1e-4):
+        # Per-view keypoints are probed for the joints in camera 0's frame: another camera 0
+        # would ask the probe for another mapping than the one it was fitted for.
+        raise ValueError(
+            "the pose probe needs the fit and test moments from one rig (their camera 0 "
+            "differs); evaluate one rig set (without --fit: first half fit, second half test)"
+        )
+
     return evaluate_multiview(
         keypoints(fit),
         keypoints(test),

@@ -43,3 +43,15 @@ def test_a_single_view_method_trains_on_every_view_of_a_rig_set(rig: Path, tmp_p
     assert main([*argv, *options, "--perceptual", "none", "--w-pixel", "1"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["data"]["n_samples"] == 48  # 24 moments x 2 views
+
+
+def test_the_probe_refuses_fit_and_test_moments_of_two_rigs(
+    tiny_run: Path, rig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = rig.parent / "other-rig"
+    argv = ["synth", "creature", "--rig", "2", "--n", "8", "--size", "32", "--seed", "5"]
+    assert main([*argv, "--out", str(other)]) == 0
+    run = tiny_run / "run"
+    evaluate = ["evaluate", "--run", str(run), "--data", str(other), "--fit", str(rig)]
+    assert main([*evaluate, "--probe", "linear", "--json", str(rig.parent / "x.json")]) == 2
+    assert "from one rig" in capsys.readouterr().err
