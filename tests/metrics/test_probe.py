@@ -253,3 +253,22 @@ def test_truth_from_a_rig_batch() -> None:
     assert torch.allclose(truth.in_frame(1).float(), batch.kp3d[:, 1], atol=1e-5)
     tri = triangulated_keypoints(truth.kp2d, truth.intrinsics, truth.extrinsics)
     assert torch.allclose(tri, truth.joints, atol=1e-3)
+
+
+def test_the_mean_pose_row_is_the_error_of_the_fit_moments_mean_pose() -> None:
+    from kp3d.metrics.probe import MultiviewTruth, evaluate_multiview, pose_errors, root_relative
+
+    g = torch.Generator().manual_seed(3)
+    n, v, j = 12, 2, 5
+    joints = torch.randn(2 * n, j, 3, generator=g, dtype=torch.float64)
+    E = torch.eye(3, 4, dtype=torch.float64).expand(2 * n, v, 3, 4).clone()
+    E[..., 2, 3] = 5.0
+    K = torch.eye(3, dtype=torch.float64).expand(2 * n, v, 3, 3)
+    kp2d = joints[:, None, :, :2].expand(2 * n, v, j, 2) / 5.0
+    fit = MultiviewTruth(joints[:n], kp2d[:n], K[:n], E[:n])
+    test = MultiviewTruth(joints[n:], kp2d[n:], K[n:], E[n:])
+    config = ProbeConfig(kinds=("linear",), min_train=2)
+    out = evaluate_multiview(joints[:n], joints[n:], fit, test, config=config, baselines=False)
+    fit_pose, test_pose = root_relative(joints[:n]), root_relative(joints[n:])
+    want = pose_errors(fit_pose.mean(0, keepdim=True).expand_as(test_pose), test_pose)
+    assert out["mean_pose"] == want

@@ -431,7 +431,8 @@ def evaluate_multiview(
         baselines: also probe the flat 2D joints of ``view`` and the triangulated 2D joints.
 
     Returns:
-        ``counts``; ``probe`` (:func:`probe_table`); with per-view keypoints ``consistency``
+        ``counts``; ``probe`` (:func:`probe_table`); ``mean_pose``, the errors of the mean
+        root-relative pose of the fit moments (a probe that learned nothing); with per-view keypoints ``consistency``
         (:func:`multiview_consistency`) and ``relative_pose`` (:func:`relative_pose_errors`
         over every pair of views); with ``baselines``: ``flat_2d`` and ``triangulated_2d``
         (probe tables). Every number is a plain float or int.
@@ -465,6 +466,10 @@ def evaluate_multiview(
     fk = fit_keypoints[:, view] if per_view else fit_keypoints
     tk = test_keypoints[:, view] if per_view else test_keypoints
     out["probe"] = probe_table(fk, fit.in_frame(frame), tk, test.in_frame(frame), config=config)
+    # What a probe that learned nothing from its inputs would score: the mean fit pose.
+    fit_pose = root_relative(fit.in_frame(frame), config.root)
+    test_pose = root_relative(test.in_frame(frame), config.root)
+    out["mean_pose"] = pose_errors(fit_pose.mean(0, keepdim=True).expand_as(test_pose), test_pose)
     if per_view:
         out["consistency"] = multiview_consistency(test_keypoints, test.extrinsics)
         a, b = zip(*itertools.combinations(range(V), 2))
