@@ -129,3 +129,18 @@ def test_a_script_error_would_be_caught(tmp_path: Path) -> None:
     page.write_text(html.page("broken", "<script>noSuchFunction();</script>"), encoding="utf-8")
     doc, _ = _open(page, tmp_path, width=800, height=600)
     assert any("noSuchFunction" in e for e in doc["errors"])
+
+
+def test_a_real_report_opens_and_draws(tiny_run: Path, tmp_path: Path) -> None:
+    from kp3d.cli import main
+
+    page = tmp_path / "report.html"
+    assert (
+        main(["report", "--run", str(tiny_run / "run"), "--out", str(page), "--samples", "3"]) == 0
+    )
+    doc, shot = _open(page, tmp_path, width=390, height=844)
+    assert doc["errors"] == []
+    assert len(doc["canvases"]) == 4  # the canonical shape and each sample's 3D keypoints
+    assert all(c["drawn"] > 50 and c["touch"] == "none" for c in doc["canvases"])
+    assert doc["scrollWidth"] <= doc["innerWidth"], "the report scrolls sideways on a phone"
+    assert shot.std() > 5
