@@ -478,17 +478,25 @@ def _train(
         def elapsed() -> float:
             return elapsed0 + clock() - session_t0
 
-        def budget_left() -> bool:
-            left = tcfg.steps is None or s.c.step < tcfg.steps
-            if tcfg.minutes is not None:
-                # Rank 0's clock decides for every rank, so that all stop at the same step.
-                out_of_time = torch.tensor([float(elapsed() >= 60 * tcfg.minutes and ctx.is_main)])
-                left = left and not bool(distributed.all_reduce_(ctx, out_of_time, "max").item())
-            return left
-
         stop = files.enter_context(_StopRequest())
-        while budget_left():
-            if stop.requested(ctx):
+
+        def budget_left() -> tuple[bool, bool]:
+            """(budget left, stop requested), the same on every rank (one collective a step):
+            rank 0's clock decides the time budget, any rank's signal stops them all."""
+            flags = torch.tensor(
+                [
+                    float(
+                        tcfg.minutes is not None and ctx.is_main and elapsed() >= 60 * tcfg.minutes
+                    ),
+                    float(bool(stop.signal_name)),
+                ]
+            )
+            distributed.all_reduce_(ctx, flags, "max")
+            steps_left = tcfg.steps is None or s.c.step < tcfg.steps
+            return steps_left and not bool(flags[0]), bool(flags[1])
+
+        while (left := budget_left())[0]:
+            if left[1]:
                 # Ctrl-C / SIGTERM: keep everything done so far, then stop like an interrupt.
                 _log_last(window, s, lr, global_batch, ctx, metrics, tb, logged)
                 if s.saved_step != s.c.step:
@@ -496,7 +504,8 @@ def _train(
                 display.update(
                     s.c.step, s.c.elapsed_s, loss=last_loss, images_per_s=None, force=True
                 )
-                raise TrainingInterrupted(run_dir, s.c.step, stop.signal_name)
+                # Another rank was signalled: the launcher stops every rank with SIGTERM.
+                raise TrainingInterrupted(run_dir, s.c.step, stop.signal_name or "SIGTERM")
             batch = _to_device(next(batches), device, tcfg.channels_last)
             s.c.samples += global_batch
             lr = (
@@ -534,14 +543,9 @@ def _train(
             ips = None
             if s.c.step % tcfg.log_every == 0:
                 logged = s.c.step
-                row = _log_row(window, s.c, lr, global_batch, ctx)
+                row = _emit_row(window, s, lr, global_batch, ctx, metrics, tb)
                 last_loss = row["loss"] if row["loss"] is not None else last_loss
                 ips = row["images_per_s"]
-                if metrics is not None:
-                    metrics.write(row)
-                if tb is not None:
-                    tb.write(row)
-                window.reset(time.perf_counter())
             display.update(s.c.step, s.c.elapsed_s, loss=last_loss, images_per_s=ips)
             if s.c.step % tcfg.ckpt_every == 0:
                 s.checkpoint()
@@ -606,15 +610,6 @@ class _StopRequest:
         for sig, old in self._old.items():  # the next signal acts at once
             signal.signal(sig, old)
 
-    def requested(self, ctx: DistContext) -> bool:
-        flag = bool(self.signal_name)
-        if ctx.enabled:  # every rank stops at the same step
-            t = torch.tensor([float(flag)])
-            flag = bool(distributed.all_reduce_(ctx, t, "max").item())
-            if flag and not self.signal_name:  # another rank was signalled
-                self.signal_name = "SIGTERM"
-        return flag
-
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -639,13 +634,26 @@ def _log_last(
     """Write the row of the steps since the last logged one, if any; its loss."""
     if s.c.step == logged or not window.steps:
         return None
+    return _emit_row(window, s, lr, global_batch, ctx, metrics, tb)["loss"]
+
+
+def _emit_row(
+    window: _Window,
+    s: Any,
+    lr: float,
+    global_batch: int,
+    ctx: DistContext,
+    metrics: MetricsLog | None,
+    tb: TensorBoard | None,
+) -> dict[str, Any]:
+    """The log row of the window, written to the logs (on rank 0); the window starts afresh."""
     row = _log_row(window, s.c, lr, global_batch, ctx)
     if metrics is not None:
         metrics.write(row)
     if tb is not None:
         tb.write(row)
     window.reset(time.perf_counter())
-    return row["loss"]
+    return row
 
 
 def _budget(tcfg: TrainConfig) -> str:
