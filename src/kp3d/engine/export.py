@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from kp3d.data.schema import TENSOR_FIELDS, Sample
 from kp3d.errors import UserError
-from kp3d.methods.prediction import PREDICTION_FIELDS, Prediction
+from kp3d.methods.prediction import Prediction
 
 EXTRAS_PREFIX = "extras."
 META_KEY = "kp3d"
@@ -40,13 +40,12 @@ class ExportResult(NamedTuple):
     outputs: tuple[str, ...]
 
 
-def _predictions(pred: Any) -> list[tuple[str, Tensor]]:
-    """``(output name, tensor)`` of a prediction, extras prefixed."""
-    if isinstance(pred, Prediction):
-        return [(f, getattr(pred, f)) for f in pred.present()] + [
-            (EXTRAS_PREFIX + k, v) for k, v in pred.extras.items()
-        ]
-    return [(k if k in PREDICTION_FIELDS else EXTRAS_PREFIX + k, v) for k, v in pred.items()]
+def _predictions(pred: Prediction) -> list[tuple[str, Tensor]]:
+    """``(output name, tensor)`` of a prediction, extras prefixed so that
+    :class:`OnnxPredictor` can put them back."""
+    return [(f, getattr(pred, f)) for f in pred.present()] + [
+        (EXTRAS_PREFIX + k, v) for k, v in pred.extras.items()
+    ]
 
 
 class _PredictGraph(nn.Module):
