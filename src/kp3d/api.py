@@ -52,12 +52,9 @@ class Predictor:
         )
         self.artifacts = {k: v.detach().cpu() for k, v in self._run.model.artifacts().items()}
         if backend == "onnx":
-            from kp3d.engine.export import OnnxPredictor, export_onnx
+            from kp3d.engine.export import run_graph
 
-            graph = Path(run) / "model.onnx"
-            if not graph.is_file():
-                export_onnx(run, graph)
-            self._predict = OnnxPredictor(graph).predict
+            self._predict = run_graph(run).predict
         else:
             self._predict = self._run.model.predict
 

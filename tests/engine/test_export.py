@@ -53,3 +53,19 @@ def test_a_missing_or_foreign_file_is_a_user_error(run: Path, tmp_path: Path) ->
     junk.write_bytes(b"not a graph")
     with pytest.raises(UserError, match="junk.onnx"):
         OnnxPredictor(junk)
+
+
+def test_the_runs_graph_is_exported_again_when_older_than_its_weights(run: Path) -> None:
+    import os
+
+    from kp3d.engine.export import GRAPH_FILE, run_graph
+
+    graph, weights = run / GRAPH_FILE, run / "model.safetensors"
+    run_graph(run)  # exported if missing
+    stale = weights.stat().st_mtime - 60
+    os.utime(graph, (stale, stale))
+    run_graph(run)
+    assert graph.stat().st_mtime >= weights.stat().st_mtime
+    fresh = graph.stat().st_mtime_ns
+    run_graph(run)  # up to date: kept
+    assert graph.stat().st_mtime_ns == fresh

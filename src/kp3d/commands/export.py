@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kp3d.engine.export import export_onnx
+    from kp3d.engine.export import GRAPH_FILE, export_onnx
 
-    out = args.out or args.run / "model.onnx"
+    out = args.out or args.run / GRAPH_FILE
     result = export_onnx(args.run, out)
     print(
         f"wrote {result.path}: inputs {', '.join(result.inputs)}; "

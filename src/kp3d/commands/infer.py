@@ -449,14 +449,9 @@ def _predictor(args: argparse.Namespace, loaded: Any) -> Callable[[Sample], Pred
     """``predict(batch)`` of the chosen backend."""
     if args.backend == "torch":
         return loaded.model.predict
-    from kp3d.engine.export import OnnxPredictor, export_onnx
+    from kp3d.engine.export import run_graph
 
-    graph = args.run / "model.onnx"
-    weights = args.run / "model.safetensors"
-    if not graph.is_file() or graph.stat().st_mtime < weights.stat().st_mtime:
-        log.info("%s: exporting the ONNX graph first", graph)
-        export_onnx(args.run, graph)
-    return OnnxPredictor(graph).predict
+    return run_graph(args.run).predict
 
 
 def _infer_video(

@@ -26,6 +26,8 @@ from kp3d.data.schema import TENSOR_FIELDS, Sample
 from kp3d.errors import UserError
 from kp3d.methods.prediction import Prediction
 
+GRAPH_FILE = "model.onnx"
+"""Where ``kp3d export`` writes a run's graph by default (``RUN/model.onnx``)."""
 EXTRAS_PREFIX = "extras."
 META_KEY = "kp3d"
 """Metadata entry of the graph: JSON with ``method``, ``run``, ``image_size``, ``inputs``,
@@ -171,3 +173,16 @@ class OnnxPredictor:
         if batch.image is not None:
             size = (int(batch.image.shape[-2]), int(batch.image.shape[-1]))
         return Prediction(**fields, extras=extras, image_size=size)
+
+
+def run_graph(run_dir: str | Path) -> OnnxPredictor:
+    """The predictor of ``RUN/model.onnx``, exported first when missing or older than the run's
+    weights (``kp3d infer --backend onnx``, ``kp3d.load(run, backend="onnx")``)."""
+    from kp3d.engine.run import WEIGHTS_FILE
+
+    run_dir = Path(run_dir)
+    graph, weights = run_dir / GRAPH_FILE, run_dir / WEIGHTS_FILE
+    if not graph.is_file() or graph.stat().st_mtime < weights.stat().st_mtime:
+        logging.getLogger("kp3d.export").info("%s: exporting the ONNX graph first", graph)
+        export_onnx(run_dir, graph)
+    return OnnxPredictor(graph)
