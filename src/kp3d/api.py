@@ -16,12 +16,10 @@ A lifting run takes keypoints instead: ``kp3d.load("runs/lift").predict(kp2d)`` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
 
 from kp3d.data.schema import Sample
 from kp3d.methods.prediction import Prediction
@@ -93,45 +91,3 @@ def load(
         UserError: not a run folder, or weights that do not match (the message names the file).
     """
     return Predictor(run, device=device, backend=backend)
-
-
-def images_to_batch(images: Any, *, size: int) -> tuple[Sample, Tensor]:
-    """One image or a list of them (paths, PIL images, arrays (H, W, 3), tensors (3, H, W) or
-    (B, 3, H, W) in [0, 1]) resized to ``size``: a batch Sample and each original ``(W, H)``."""
-    import numpy as np
-    from PIL import Image
-
-    from kp3d.data.images import load_image, to_tensor
-
-    if isinstance(images, Tensor) and images.ndim == 4:
-        images = list(images)
-    if not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
-        images = [images]
-    tensors, sizes = [], []
-    for item in images:
-        if isinstance(item, (str, Path)):
-            tensor, original = load_image(item, size=size)
-        elif isinstance(item, Tensor):
-            if item.ndim != 3 or item.shape[0] != 3:
-                raise ValueError(f"image tensors must be (3, H, W), got {tuple(item.shape)}")
-            original = (int(item.shape[-1]), int(item.shape[-2]))
-            tensor = torch.nn.functional.interpolate(
-                item[None].float(), size=(size, size), mode="bilinear", antialias=True
-            )[0]
-        else:
-            if isinstance(item, Image.Image):
-                pil = item.convert("RGB")
-            else:
-                array = np.asarray(item)
-                if array.ndim != 3 or array.shape[-1] != 3:
-                    raise ValueError(f"image arrays must be (H, W, 3), got {array.shape}")
-                if array.dtype != np.uint8:
-                    array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-                pil = Image.fromarray(array)
-            original = pil.size
-            tensor = to_tensor(np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR)))
-        tensors.append(tensor)
-        sizes.append(original)
-    if not tensors:
-        raise ValueError("no images given")
-    return Sample(image=torch.stack(tensors)), torch.tensor(sizes)

@@ -88,7 +88,7 @@ class Inputs:
         """In-memory inputs of :meth:`kp3d.api.Predictor.predict` as a batch, and each image's
         original ``(W, H)`` (B, 2): images (paths, PIL images, arrays, tensors) resized to
         ``size``."""
-        from kp3d.api import images_to_batch
+        from kp3d.data.images import images_to_batch
 
         if size is None:
             raise UserError("the run records no image size to resize images to")
