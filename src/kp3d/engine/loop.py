@@ -480,6 +480,20 @@ def _train(
 
         stop = files.enter_context(_StopRequest())
 
+        def emit_row() -> dict[str, Any]:
+            """The window's log row, written to the logs (rank 0); the window starts afresh."""
+            row = _log_row(window, s.c, lr, global_batch, ctx)
+            if metrics is not None:
+                metrics.write(row)
+            if tb is not None:
+                tb.write(row)
+            window.reset(time.perf_counter())
+            return row
+
+        def emit_last_row() -> float | None:
+            """The row of the steps since the last logged one, if any: its loss."""
+            return emit_row()["loss"] if s.c.step != logged and window.steps else None
+
         def budget_left() -> tuple[bool, bool]:
             """(budget left, stop requested), the same on every rank (one collective a step):
             rank 0's clock decides the time budget, any rank's signal stops them all."""
@@ -498,7 +512,7 @@ def _train(
         while (left := budget_left())[0]:
             if left[1]:
                 # Ctrl-C / SIGTERM: keep everything done so far, then stop like an interrupt.
-                _log_last(window, s, lr, global_batch, ctx, metrics, tb, logged)
+                emit_last_row()
                 if s.saved_step != s.c.step:
                     s.checkpoint()
                 display.update(
@@ -543,14 +557,14 @@ def _train(
             ips = None
             if s.c.step % tcfg.log_every == 0:
                 logged = s.c.step
-                row = _emit_row(window, s, lr, global_batch, ctx, metrics, tb)
+                row = emit_row()
                 last_loss = row["loss"] if row["loss"] is not None else last_loss
                 ips = row["images_per_s"]
             display.update(s.c.step, s.c.elapsed_s, loss=last_loss, images_per_s=ips)
             if s.c.step % tcfg.ckpt_every == 0:
                 s.checkpoint()
         # The last step is always logged, also when the run ends between two log_every rows.
-        last_loss = _log_last(window, s, lr, global_batch, ctx, metrics, tb, logged) or last_loss
+        last_loss = emit_last_row() or last_loss
         if s.saved_step != s.c.step:
             s.checkpoint()
         display.update(s.c.step, s.c.elapsed_s, loss=last_loss, images_per_s=None, force=True)
@@ -619,41 +633,6 @@ class _StopRequest:
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def _log_last(
-    window: _Window,
-    s: Any,
-    lr: float,
-    global_batch: int,
-    ctx: DistContext,
-    metrics: MetricsLog | None,
-    tb: TensorBoard | None,
-    logged: int,
-) -> float | None:
-    """Write the row of the steps since the last logged one, if any; its loss."""
-    if s.c.step == logged or not window.steps:
-        return None
-    return _emit_row(window, s, lr, global_batch, ctx, metrics, tb)["loss"]
-
-
-def _emit_row(
-    window: _Window,
-    s: Any,
-    lr: float,
-    global_batch: int,
-    ctx: DistContext,
-    metrics: MetricsLog | None,
-    tb: TensorBoard | None,
-) -> dict[str, Any]:
-    """The log row of the window, written to the logs (on rank 0); the window starts afresh."""
-    row = _log_row(window, s.c, lr, global_batch, ctx)
-    if metrics is not None:
-        metrics.write(row)
-    if tb is not None:
-        tb.write(row)
-    window.reset(time.perf_counter())
-    return row
 
 
 def _budget(tcfg: TrainConfig) -> str:
