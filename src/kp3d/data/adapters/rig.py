@@ -64,6 +64,7 @@ from kp3d.data.adapters._common import Entry, Scan
 from kp3d.data.images import IMAGE_EXTENSIONS, image_size, load_image
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError, DataError
+from kp3d.geometry.cameras import project_pinhole, transform_points
 
 NAME = "rig"
 CAMERAS = "cameras.json"
@@ -462,11 +463,10 @@ class RigSet(Dataset[Sample]):
         if self.joints3d is not None:
             X = torch.tensor(self.joints3d[i], dtype=torch.float64)
             E = self._E.double()
-            cam = X @ E[:, :, :3].transpose(-1, -2) + E[:, None, :, 3]  # (V, J, 3)
-            K = self._K.double()
+            cam = transform_points(X, E[:, :, :3], E[:, :, 3])  # (V, J, 3)
             z = cam[..., 2:]
-            uv = cam[..., :2] / torch.where(z > 0, z, torch.ones_like(z))
-            kp2d = uv * torch.stack((K[:, 0, 0], K[:, 1, 1]), -1)[:, None] + K[:, None, :2, 2]
+            # Joints behind a camera are invisible there; the depth floor keeps them finite.
+            kp2d = project_pinhole(cam, self._K.double(), min_depth=1e-9)
             h = torch.tensor([hw[0] for hw in self._hw], dtype=torch.float64)[:, None]
             w = torch.tensor([hw[1] for hw in self._hw], dtype=torch.float64)[:, None]
             vis = (
