@@ -316,17 +316,24 @@ def test_predict_outputs_in_pixels_of_the_input_image():
         "T": (B, 3),
         "S": (B,),
         "alpha": (B, 2),
+        "kp3d_shape": (B, K, 3),
     }
     assert {k: tuple(v.shape) for k, v in out.items()} == shapes
     assert out.image_size == (48, 48)
     kp2d_normalised = out.extras["kp2d_normalised"]
     torch.testing.assert_close(out.kp2d, normalised_to_pixel(kp2d_normalised, (48, 48)))
     assert (out.kp2d >= 0).all() and (out.kp2d <= 48).all()
-    # The 3D keypoints in pixels project to the 3D head's projection of P3D.
+    # The 3D keypoints are the detections with the head's depth: Pi projects them onto kp2d,
+    # in pixels and in normalised units, and their depth is the head's.
     s = model.shape.projection_scales()
-    torch.testing.assert_close(
-        out.kp3d_image[..., :2], normalised_to_pixel(out.kp3d[..., :2] * s, (48, 48))
-    )
+    torch.testing.assert_close(out.kp3d_image[..., :2], out.kp2d)
+    torch.testing.assert_close(out.kp3d[..., :2] * s, kp2d_normalised)
+    torch.testing.assert_close(out.kp3d[..., 2], out.extras["kp3d_shape"][..., 2])
+    scale = (s[0] * 48 + s[1] * 48) / 4
+    torch.testing.assert_close(out.kp3d_image[..., 2], out.kp3d[..., 2] * scale)
+    # The head's own points drift from the detections (their projection is the fit, not kp2d).
+    drift = out.extras["kp3d_shape"][..., :2] * s - kp2d_normalised
+    assert drift.abs().max() > 0
     torch.testing.assert_close(out.heatmaps.sum((-2, -1)), torch.ones(B, K))
 
 

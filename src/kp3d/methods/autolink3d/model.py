@@ -378,10 +378,13 @@ class AutoLink3D(MethodModel):
 
         Fields: ``kp2d`` (B, K, 2) in pixels of the *input* images; ``heatmaps`` (B, K, h, w),
         the detector's spatial softmax; with the 3D head, ``kp3d`` (B, K, 3), P3D in the camera
-        frame in normalised image units, ``kp3d_image`` (B, K, 3), P3D with x, y mapped like
-        ``kp2d`` through Pi and z scaled by the mean of Pi's pixel scales, and ``R`` (B, 3, 3).
+        frame in normalised image units, ``kp3d_image`` (B, K, 3), the same in input pixels (z
+        scaled by the mean of Pi's pixel scales), and ``R`` (B, 3, 3). The 3D keypoints are the
+        method's best 3D estimate: the *detected* keypoints with the head's depth, x, y chosen so
+        that Pi projects them onto ``kp2d`` exactly; the head's own points P3D drift from the
+        detections by its projection residual and are kept as ``extras["kp3d_shape"]``.
         ``extras``: ``kp2d_normalised`` (B, K, 2) in [-1, 1]; with the 3D head ``canonical``
-        (B, K, 3) = M + alpha B, ``T`` (B, 3), ``S`` (B,), ``alpha`` (B, n).
+        (B, K, 3) = M + alpha B, ``T`` (B, 3), ``S`` (B,), ``alpha`` (B, n), ``kp3d_shape``.
         """
         x = self._input(batch)
         H_in, W_in = batch.image.shape[-2:]  # type: ignore[union-attr]
@@ -394,13 +397,19 @@ class AutoLink3D(MethodModel):
         )
         if self.shape is not None:
             shape = self.shape(det.features, det.kp)
-            s1, s2 = self.shape.projection_scales()
-            xy = normalised_to_pixel(shape.projected, (H_in, W_in))
-            z = shape.points[..., 2:] * (s1 * W_in + s2 * H_in) / 4
-            pred.kp3d = shape.points
-            pred.kp3d_image = torch.cat([xy, z], dim=-1)
+            scales = self.shape.projection_scales()
+            s1, s2 = scales
+            depth = shape.points[..., 2:]
+            pred.kp3d = torch.cat([det.kp.to(depth.dtype) / scales, depth], dim=-1)
+            pred.kp3d_image = torch.cat([pred.kp2d, depth * (s1 * W_in + s2 * H_in) / 4], dim=-1)
             pred.R = shape.R
-            pred.extras.update(canonical=shape.canonical, T=shape.T, S=shape.S, alpha=shape.alpha)
+            pred.extras.update(
+                canonical=shape.canonical,
+                T=shape.T,
+                S=shape.S,
+                alpha=shape.alpha,
+                kp3d_shape=shape.points,
+            )
         return pred
 
 
