@@ -275,7 +275,8 @@ def config_from_dict(cls: type[T], d: Mapping[str, Any], *, source: str, _prefix
         return cls(**kwargs)
     except ValueError as e:  # ConfigError included; a plain ValueError from __post_init__ too
         msg = str(e)
-        raise ConfigError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+        # A nested table's own check names its field; the prefix says which table it is in.
+        raise ConfigError(msg if msg.startswith(source) else f"{source}: {_prefix}{msg}") from None
 
 
 def _jsonable(value: Any) -> Any:

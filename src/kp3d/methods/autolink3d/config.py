@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kp3d.data.augment import AugmentConfig
 from kp3d.errors import ConfigError
 
 Perceptual = Literal["efficientnet_lite0", "vgg16", "none"]
@@ -89,6 +90,12 @@ class AutoLink3DConfig:
     w_canonical: float = 1.0
     """Weight of C3DPO's canonicalisation loss, which stops the deformation basis from imitating
     rotations (without it depth is left undetermined)."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Augmentations of each training batch (:mod:`kp3d.data.augment`: photometric, scale and
+    translation jitter, backgrounds where the data have masks, AutoLink's horizontal flips),
+    drawn from the engine-seeded global generator; never applied to predictions. Flags:
+    ``--augment.flip 0.5``; files: an ``[augment]`` table. All off by default for now: the
+    defaults will be chosen after measuring them on several data sets."""
 
     def __post_init__(self) -> None:
         if self.k < 2:
@@ -171,6 +178,9 @@ class AutoLink3DConfig:
 
 def migrate(values: dict[str, Any], version: int) -> dict[str, Any]:
     """A stored run's settings (any run format up to this one) in this version's keys.
+
+    Runs stored before ``augment`` existed have no such key and load with its default (off),
+    which is how they were trained.
 
     ``decoder_input`` = edges+keypoints (with its ``keypoint_map_sigma``), ``rotation_hypotheses``
     and the prior ``w_alpha`` were removed after they measured no gain (docs/results.md); they

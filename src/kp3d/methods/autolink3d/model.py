@@ -37,6 +37,7 @@ Results: ``docs/results.md``.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, NamedTuple
 
@@ -44,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kp3d.data.augment import augment
 from kp3d.data.schema import Sample
 from kp3d.geometry import (
     normalised_to_pixel,
@@ -65,6 +67,8 @@ from kp3d.nn.masking import random_block_mask
 from kp3d.nn.perceptual import load_efficientnet_lite0, load_vgg16
 from kp3d.nn.shape import linear_shape
 from kp3d.nn.unet import UNet
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- the 3D head
 
@@ -238,6 +242,7 @@ class AutoLink3D(MethodModel):
             ShapeModel(c.k, c.n_basis, self.detector.feature_channels) if c.use_3d else None
         )
         self.perceptual = self._perceptual_loss(c)
+        self._warned_mask = False
 
     @staticmethod
     def _perceptual_loss(c: AutoLink3DConfig) -> PerceptualLoss | None:
@@ -319,9 +324,21 @@ class AutoLink3D(MethodModel):
             "canonical": c.w_canonical,
         }
 
+    def _augment(self, batch: Sample) -> Sample:
+        """The training batch with ``config.augment`` applied (in train mode only), from torch's
+        global generator, which the engine seeds per process and stores with checkpoints (as
+        for the block masks)."""
+        a = self.config.augment
+        if not (self.training and a.enabled):
+            return batch
+        if a.background > 0 and batch.mask is None and not self._warned_mask:
+            self._warned_mask = True
+            log.warning("augment.background: the training data have no masks; no backgrounds")
+        return augment(batch, a)
+
     def losses(self, batch: Sample, step: int) -> LossOutput:
         c = self.config
-        x = self._input(batch)
+        x = self._input(self._augment(batch))
         B, _, H, W = x.shape
         det = self.detector(x)
         shape = None if self.shape is None else self.shape(det.features, det.kp)
