@@ -40,7 +40,8 @@ def add_run_arguments(
         "--set",
         metavar="KEY=VALUE",
         help="extra method-config values, e.g. n_basis=8 decoder_input=edges+depth "
-        "(JSON values; anything that is not JSON is taken as a string)",
+        "augment.flip=0.5 (JSON values; anything that is not JSON is taken as a string; "
+        "a dotted key sets a value of a nested table)",
     )
 
 
@@ -65,20 +66,31 @@ def write_results(out: Path, table: str, doc: dict[str, Any]) -> None:
 
 
 def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE ...`` -> a dict: each value as JSON (numbers, true, null, lists), or
-    the plain string when it is not JSON, so ``decoder_input=edges+depth`` needs no quotes.
+    """``--set KEY=VALUE ...`` -> a dict: each value as JSON (numbers, true, null, lists, tables),
+    or the plain string when it is not JSON, so ``decoder_input=edges+depth`` needs no quotes.
+    A dotted key sets a value of a nested settings table: ``augment.flip=0.5`` gives
+    ``{"augment": {"flip": 0.5}}`` (as ``--augment.flip 0.5`` does for ``kp3d train``).
     A key given twice is an error (``--set`` may be repeated; its values add up)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key or "" in key.split("."):
             raise SystemExit(f"error: --set {pair!r}: expected KEY=VALUE")
-        if key in out:
-            raise SystemExit(f"error: --set {key}: given twice")
         try:
-            out[key] = json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError:
-            out[key] = text
+            value = text
+        *tables, name = key.split(".")
+        table = out
+        for i, part in enumerate(tables):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise SystemExit(
+                    f"error: --set {key}: {'.'.join(tables[: i + 1])} is not a table of settings"
+                )
+        if name in table:
+            raise SystemExit(f"error: --set {key}: given twice")
+        table[name] = value
     return out
 
 

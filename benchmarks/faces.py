@@ -11,6 +11,8 @@ keypoint-overlay montage per run (``OUT/METHOD-kK/montage.png``).
     # one run per core, each with a budget of 20 minutes of CPU time:
     python benchmarks/faces.py --methods autolink --k 8 --threads 1 --clock cpu --minutes 20 &
     python benchmarks/faces.py --methods autolink3d --k 8 --threads 1 --clock cpu --minutes 20
+    # with training augmentation (any method setting: --set KEY=VALUE, dotted for nested ones):
+    python benchmarks/faces.py --k 8 --set augment.flip=0.5 augment.scale=0.1 --out runs/faces-aug
 
 Compare with the AutoLink anchor in ``SHARED/ANCHORS.md`` (same data and protocol; its budget:
 30 wall-clock minutes on a 2-core machine).
