@@ -136,6 +136,13 @@ def test_augment_keeps_shapes_dtypes_and_names() -> None:
     assert not torch.equal(out.image, batch.image)
 
 
+def test_augment_keeps_dtypes_under_autocast() -> None:
+    batch = _camera_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = augment(batch, ALL_ON, generator=_gen())
+    assert all(getattr(out, f).dtype == getattr(batch, f).dtype for f in batch.present())
+
+
 def test_augment_is_deterministic_given_a_generator_and_leaves_its_input_alone() -> None:
     batch = _camera_batch()
     before = batch.image.clone()

@@ -514,24 +514,26 @@ def augment(
     Raises:
         ValueError: a batch without images or with fields of shapes that do not fit the images.
     """
-    _check_batch("augment", batch)
+    image = _check_batch("augment", batch)
     if not config.enabled:
         return batch
     c = config
-    out = scale_translate_jitter(
-        batch, scale=c.scale, translate=c.translate, padding=c.padding, generator=generator
-    )
-    out = random_flip(out, p=c.flip, generator=generator)
-    out = random_background(out, p=c.background, kinds=c.backgrounds, generator=generator)
-    image = photometric_jitter(
-        out.image,  # type: ignore[arg-type]
-        brightness=c.brightness,
-        contrast=c.contrast,
-        saturation=c.saturation,
-        hue=c.hue,
-        gamma=c.gamma,
-        generator=generator,
-    )
+    # In the batch's own precision even under autocast (the colour matrix is a matmul).
+    with torch.autocast(image.device.type, enabled=False):
+        out = scale_translate_jitter(
+            batch, scale=c.scale, translate=c.translate, padding=c.padding, generator=generator
+        )
+        out = random_flip(out, p=c.flip, generator=generator)
+        out = random_background(out, p=c.background, kinds=c.backgrounds, generator=generator)
+        image = photometric_jitter(
+            out.image,  # type: ignore[arg-type]
+            brightness=c.brightness,
+            contrast=c.contrast,
+            saturation=c.saturation,
+            hue=c.hue,
+            gamma=c.gamma,
+            generator=generator,
+        )
     return out.replace(image=image)
 
 
