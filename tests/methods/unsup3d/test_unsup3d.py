@@ -205,7 +205,9 @@ def test_train_evaluate_infer_report_through_the_cli(
     page = tmp_path / "report.html"
     args = ["report", "--run", str(run), "--data", str(test), "--out", str(page)]
     assert main([*args, "--samples", "2"]) == 0
-    assert page.read_text().count("data:image/png;base64,") >= 4  # image and depth per sample
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") >= 4  # image and depth per sample
+    assert "Canonical surface" in text and text.count("data:image/gif;base64,") == 2
 
 
 def _infer_lift_and_mesh(
