@@ -184,7 +184,7 @@ def _sample_cell(
     return cell
 
 
-TURNTABLES = 4
+TURNTABLES = 2
 """Samples whose canonical surface the report animates."""
 
 
@@ -200,7 +200,7 @@ def _turntable_section(pred: Prediction) -> str:
         return ""
     cells = []
     for b in range(min(TURNTABLES, depth.shape[0])):
-        frames = turntable_frames(depth[b], image[b], K[b])
+        frames = turntable_frames(depth[b], image[b], K[b], frames=12)
         cells.append(
             f"<figure><img src='{html.gif_data_uri(frames)}' width='{frames[0].width}'>"
             f"<figcaption>sample {b}</figcaption></figure>"
