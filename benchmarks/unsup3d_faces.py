@@ -29,7 +29,8 @@ variant and seed, so several processes may share OUT, e.g. one per core) and
 
     python benchmarks/unsup3d_faces.py --shared ../shared --minutes 60 --seeds 0 1 \\
         --threads 1 --out runs/unsup3d_faces
-    # the ablations, each in its own process:
+    # the ablations, each in its own process, started once OUT/data/ is complete (the first
+    # process writes it; two processes must not generate it at once):
     python benchmarks/unsup3d_faces.py --variants no_flip --minutes 60 --seeds 0 1 --threads 1
 """
 
