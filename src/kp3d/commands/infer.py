@@ -31,6 +31,9 @@ albedo         (3, h, w)               [0, 1]  model's input view
 mask           (1, h, w)               [0, 1]  foreground probability, model's input view
 R              (3, 3) / (V, 3, 3)      --      object-to-camera rotation
 heatmaps       (K, h, w)               --      keypoint distributions (only with --heatmaps)
+lifted_kp3d    (K, 3)                  method  --lift: the given 2D points in the camera frame
+                                               of ``depth`` (NaN where not lifted)
+lifted_valid   (K,)                    --      --lift: the point fell on the predicted surface
 extras         method-specific         method  e.g. T, S, alpha, canonical, kp2d_normalised
 =============  ======================  ======  ===================================================
 
@@ -43,6 +46,20 @@ options it belongs to, and refuses to be mixed with another.
 the image's own resolution, to ``DIR`` (bare ``--overlay``: ``OUT_overlay/`` beside ``OUT``),
 under the same relative names (``.png`` appended to other extensions); only image inputs have
 overlays. Heatmaps are large and left out unless ``--heatmaps``.
+
+``--lift FILE`` lifts 2D points through the predicted depth map (methods whose prediction has
+``depth`` and ``extras["intrinsics"]``, e.g. ``unsup3d``): FILE is the results ``.npz`` or
+``.json`` of another ``kp3d infer`` on the same inputs (any keypoint method), or any ``.npz`` with
+``names`` (N,) and ``kp2d`` (N, K, 2) in pixels of the original images. Each input's points are
+found by name, mapped to the depth map's pixels, read there (bilinear, foreground only:
+:func:`kp3d.geometry.lift_points`) and unprojected with the intrinsics; this is how the 2D
+keypoints of one method get 3D from another's depth.
+
+``--mesh [DIR]`` writes each input's canonical surface (methods with ``extras["canonical_depth"]``
+and ``extras["intrinsics"]``, e.g. ``unsup3d``) as a mesh coloured by ``extras["canonical_image"]``
+(the shaded canonical image), twice: ``DIR/NAME.obj`` (Wavefront, ``v x y z r g b``) and
+``DIR/NAME.ply`` (ASCII, uchar colours), by :func:`kp3d.geometry.depth_mesh.save_depth_mesh`
+(bare ``--mesh``: ``OUT_mesh/`` beside ``OUT``; NAME is the input's name, extension kept).
 
 Videos (``.mp4``, ``.mov``, ``.mkv``, ...; image methods): frames are decoded one at a time and
 predicted in batches; the output has one entry per frame (``names`` ``frame_000000``, ...,
@@ -113,6 +130,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--heatmaps",
         action="store_true",
         help="also write the keypoint heatmaps (large; left out by default)",
+    )
+    parser.add_argument(
+        "--lift",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="lift 2D points through the predicted depth: FILE is another kp3d infer's results "
+        "(.npz/.json) on the same inputs, or an .npz with names and kp2d (N, K, 2) in pixels of "
+        "the original images; adds lifted_kp3d and lifted_valid",
+    )
+    parser.add_argument(
+        "--mesh",
+        type=Path,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="DIR",
+        help="also write each input's canonical shaded surface as DIR/NAME.obj and DIR/NAME.ply "
+        "(bare --mesh: OUT_mesh/ beside OUT)",
     )
     parser.add_argument(
         "--batch-size",
@@ -301,6 +337,80 @@ def _weights_signature(run_dir: Path) -> dict[str, int]:
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def load_points(path: Path) -> dict[str, np.ndarray]:
+    """``--lift FILE``: 2D points (K, 2) by input name, from the results of ``kp3d infer``
+    (``.npz`` or ``.json``) or any ``.npz`` with ``names`` (N,) and ``kp2d`` (N, K, 2).
+
+    Raises:
+        DataError: unreadable file, missing keys, or points that are not (K, 2) of one K.
+    """
+    try:
+        if path.suffix.lower() == ".json":
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            images = doc.get("images") if isinstance(doc, dict) else None
+            if not isinstance(images, list):
+                raise DataError(f"--lift {path}: not the .json results of kp3d infer (no images)")
+            names = [im.get("name") for im in images]
+            if any("kp2d" not in im for im in images):
+                raise DataError(f"--lift {path}: an entry has no kp2d")
+            kp2d = np.asarray([im["kp2d"] for im in images], dtype=np.float64)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                if "names" not in z.files or "kp2d" not in z.files:
+                    raise DataError(f"--lift {path}: needs the arrays names and kp2d")
+                names, kp2d = z["names"].tolist(), z["kp2d"].astype(np.float64)
+    except (OSError, ValueError) as e:
+        raise DataError(f"--lift {path}: cannot read it ({e})") from e
+    if kp2d.ndim != 3 or kp2d.shape[-1] != 2 or len(names) != len(kp2d):
+        raise DataError(
+            f"--lift {path}: kp2d must be (N, K, 2) with one name each, got {kp2d.shape} "
+            f"for {len(names)} names (multi-view points cannot be lifted)"
+        )
+    return dict(zip(names, kp2d))
+
+
+def _lift(
+    pred: Prediction, points: list[np.ndarray], sizes: list[tuple[int, int]] | None, flag: Path
+) -> dict[str, np.ndarray]:
+    """``lifted_kp3d`` and ``lifted_valid`` of one batch: ``points`` (K, 2) per sample in pixels
+    of the original images of ``sizes`` (W, H) (None: the model's input frame)."""
+    from kp3d.geometry import lift_points
+
+    K = pred.extras.get("intrinsics")
+    if pred.depth is None or K is None:
+        raise UserError(f"--lift {flag}: this method predicts no depth map with intrinsics")
+    h, w = pred.depth.shape[-2:]
+    uv = torch.as_tensor(np.stack(points), dtype=torch.float64)
+    if sizes is not None:
+        scale = torch.tensor([[w, h]], dtype=torch.float64) / torch.tensor(sizes).double()
+    else:
+        ih, iw = pred.image_size or (h, w)
+        scale = torch.tensor([[w / iw, h / ih]], dtype=torch.float64)
+    lifted = lift_points(uv * scale[:, None, :], pred.depth.double(), K.double(), mask=pred.mask)
+    return {
+        "lifted_kp3d": lifted.points.float().numpy(),
+        "lifted_valid": lifted.valid.numpy(),
+    }
+
+
+def _write_meshes(pred: Prediction, names: list[str], folder: Path) -> None:
+    """``--mesh``: each sample's canonical surface as ``folder/NAME.obj`` and ``.ply``."""
+    from kp3d.geometry.depth_mesh import save_depth_mesh
+
+    depth, K = pred.extras.get("canonical_depth"), pred.extras.get("intrinsics")
+    if depth is None or K is None:
+        raise UserError("--mesh: this method predicts no canonical depth map with intrinsics")
+    colors = pred.extras.get("canonical_image")
+    for j, name in enumerate(names):
+        for suffix in (".obj", ".ply"):
+            save_depth_mesh(
+                folder / (name + suffix),
+                depth[j],
+                K[j],
+                colors=None if colors is None else colors[j].clamp(0, 1),
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -329,7 +439,10 @@ def run(args: argparse.Namespace) -> int:
     size = _image_size(loaded)
     predict = _predictor(args, loaded)
     if is_video(args.input):
+        if args.lift is not None or args.mesh is not None:
+            raise UserError(f"--input {args.input}: --lift and --mesh take images, not videos")
         return _infer_video(args, loaded, predict, size)
+    lift_points = load_points(args.lift) if args.lift is not None else None
     source = loaded.spec.inputs.inference_source(args.input, size=size)
     names = source.names
 
@@ -340,6 +453,7 @@ def run(args: argparse.Namespace) -> int:
             "input": str(args.input.resolve()),
             "size": size,
             "heatmaps": bool(args.heatmaps),
+            "lift": None if args.lift is None else str(args.lift.resolve()),
             "weights": _weights_signature(args.run),
         },
     )
@@ -359,6 +473,9 @@ def run(args: argparse.Namespace) -> int:
     overlay_dir: Path | None = None
     if args.overlay is not None:
         overlay_dir = out.with_name(out.stem + "_overlay") if args.overlay is True else args.overlay
+    mesh_dir: Path | None = None
+    if args.mesh is not None:
+        mesh_dir = out.with_name(out.stem + "_mesh") if args.mesh is True else args.mesh
     no_overlay = False
     loader = DataLoader(
         source.items(todo),
@@ -395,6 +512,21 @@ def run(args: argparse.Namespace) -> int:
             if ok:
                 batch = collate([it.sample for it in ok]).to(device)
                 pred = predict(batch).detach_cpu()
+                ok_names = [names[it.index] for it in ok]
+                if mesh_dir is not None:
+                    _write_meshes(pred, ok_names, mesh_dir)
+                if lift_points is not None:
+                    missing = [n for n in ok_names if n not in lift_points]
+                    if missing:
+                        raise DataError(f"--lift {args.lift}: no points for input {missing[0]!r}")
+                    arrays.update(
+                        _lift(
+                            pred,
+                            [lift_points[n] for n in ok_names],
+                            sizes if known else None,
+                            args.lift,
+                        )
+                    )
                 if known and pred.image_size is not None:
                     pred = pred.rescale(torch.tensor(sizes))
                 if not args.heatmaps:
@@ -439,6 +571,7 @@ def run(args: argparse.Namespace) -> int:
     CONSOLE.print(
         f"{n} inputs -> {out}"
         + (f" (overlays in {overlay_dir})" if overlay_dir is not None and not no_overlay else "")
+        + (f" (meshes in {mesh_dir})" if mesh_dir is not None else "")
         + (f"; {len(skipped)} unreadable skipped" if skipped else ""),
         highlight=False,
     )

@@ -51,6 +51,7 @@ from kp3d.geometry.cameras import (
     unit_to_pixel,
     unproject_pinhole,
 )
+from kp3d.geometry.depth_mesh import LiftedPoints, lift_points, sample_depth
 from kp3d.geometry.heatmaps import (
     SoftArgmax,
     expected_variance,
@@ -87,6 +88,7 @@ from kp3d.geometry.triangulation import reprojection_residuals, triangulate_dlt
 
 __all__ = [
     "LS_SCALE_EPS",
+    "LiftedPoints",
     "Normalised",
     "ProcrustesResult",
     "SoftArgmax",
@@ -97,6 +99,7 @@ __all__ = [
     "geodesic_distance",
     "invert_extrinsics",
     "least_squares_scale",
+    "lift_points",
     "make_extrinsics",
     "masked_mean",
     "matrix_to_axis_angle",
@@ -122,6 +125,7 @@ __all__ = [
     "rms_radius",
     "rotation_6d_to_matrix",
     "rotation_spread",
+    "sample_depth",
     "soft_argmax",
     "spatial_softmax",
     "transform_points",

@@ -50,6 +50,16 @@ def png_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def gif_data_uri(frames: Sequence[Image.Image], *, duration_ms: int = 100) -> str:
+    """An animated GIF (looping) of equally sized ``frames`` as a data URI."""
+    if not frames:
+        raise ValueError("gif_data_uri: no frames")
+    buf = io.BytesIO()
+    first, *rest = [f.convert("RGB") for f in frames]
+    first.save(buf, format="GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0)
+    return "data:image/gif;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def table(rows: Sequence[Mapping[str, object]], *, columns: Sequence[str] | None = None) -> str:
     """An HTML table; floats are shown with 4 significant digits."""
     if not rows:

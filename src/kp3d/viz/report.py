@@ -3,7 +3,9 @@
 One file, no external resources: the evaluation table, training curves, the method's learned
 artifacts (the skeleton with its edge weights and the canonical 3D shape drawn in an interactive
 viewer, drag to rotate; every artifact listed), and samples with what the method predicts on them
-(keypoints and skeleton on the image, depth map, 3D keypoints).
+(keypoints and skeleton on the image, depth map, 3D keypoints); for methods with a canonical
+surface (``unsup3d``), an animated turntable of it for the first samples
+(:mod:`kp3d.viz.turntable`).
 """
 
 from __future__ import annotations
@@ -182,6 +184,35 @@ def _sample_cell(
     return cell
 
 
+TURNTABLES = 2
+"""Samples whose canonical surface the report animates."""
+
+
+def _turntable_section(pred: Prediction) -> str:
+    """Turntables of the canonical shaded surface (extras ``canonical_depth``,
+    ``canonical_image``, ``intrinsics``) of the first samples; empty for other methods."""
+    from kp3d.viz.turntable import turntable_frames
+
+    depth = pred.extras.get("canonical_depth")
+    image = pred.extras.get("canonical_image")
+    K = pred.extras.get("intrinsics")
+    if depth is None or image is None or K is None:
+        return ""
+    cells = []
+    for b in range(min(TURNTABLES, depth.shape[0])):
+        frames = turntable_frames(depth[b], image[b], K[b], frames=12)
+        cells.append(
+            f"<figure><img src='{html.gif_data_uri(frames)}' width='{frames[0].width}'>"
+            f"<figcaption>sample {b}</figcaption></figure>"
+        )
+    return (
+        "<h2>Canonical surface</h2><p class='muted'>the canonical depth map with the shaded "
+        "canonical image, turned about the vertical axis</p><div class='grid'>"
+        + "".join(cells)
+        + "</div>"
+    )
+
+
 def build_report(
     run_dir: Path,
     *,
@@ -234,6 +265,7 @@ def build_report(
         )
         body.extend(_sample_cell(batch, pred, b, edges) for b in range(n))
         body.append("</div>")
+        body.append(_turntable_section(pred))
     title = f"kp3d report — {run.method_name} — {run_dir.name}"
     return html.page(title, "".join(body))
 

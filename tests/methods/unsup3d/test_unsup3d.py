@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from kp3d.cli import main
+from kp3d.commands.infer import load_points
 from kp3d.data.schema import Sample
-from kp3d.errors import ConfigError
+from kp3d.errors import ConfigError, DataError
 from kp3d.methods import get_method
 from kp3d.methods.unsup3d import Unsup3D, Unsup3DConfig
 from kp3d.methods.unsup3d.model import gaussian_nll, laplacian_nll
@@ -157,6 +158,7 @@ def test_predict_gives_the_input_view() -> None:
     assert pred.albedo.shape == (2, 3, 32, 32) and pred.mask.shape == (2, 1, 32, 32)
     torch.testing.assert_close(pred.R @ pred.R.transpose(-1, -2), torch.eye(3).expand(2, 3, 3))
     assert pred.extras["light"].shape == (2, 5) and pred.extras["view"].shape == (2, 6)
+    torch.testing.assert_close(pred.extras["intrinsics"], model.K.expand(2, 3, 3))
     covered = pred.mask.bool()
     assert covered.float().mean() > 0.5
     assert bool((pred.depth[covered] > 0.8).all() and (pred.depth[covered] < 1.2).all())
@@ -170,7 +172,9 @@ def _synth(out: Path, n: int, seed: int) -> Path:
     return out
 
 
-def test_train_evaluate_infer_report_through_the_cli(tmp_path: Path) -> None:
+def test_train_evaluate_infer_report_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     train = _synth(tmp_path / "train", 6, 0)
     test = _synth(tmp_path / "test", 3, 1)
     run = tmp_path / "run"
@@ -195,8 +199,89 @@ def test_train_evaluate_infer_report_through_the_cli(tmp_path: Path) -> None:
         assert z["depth"].shape == (3, 1, 32, 32) and (z["depth"] > 0).all()
         assert z["normals"].shape == (3, 3, 32, 32) and z["R"].shape == (3, 3, 3)
         assert z["light"].shape == (3, 5) and z["canonical_depth"].shape == (3, 1, 32, 32)
+        assert z["view"].shape == (3, 6) and z["intrinsics"].shape == (3, 3, 3)
+
+    _infer_lift_and_mesh(run, test, out, tmp_path, capsys)
 
     page = tmp_path / "report.html"
     args = ["report", "--run", str(run), "--data", str(test), "--out", str(page)]
     assert main([*args, "--samples", "2"]) == 0
-    assert page.read_text().count("data:image/png;base64,") >= 4  # image and depth per sample
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") >= 4  # image and depth per sample
+    assert "Canonical surface" in text and text.count("data:image/gif;base64,") == 2
+
+
+def _infer_lift_and_mesh(
+    run: Path, test: Path, depth_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``kp3d infer --lift`` (points from an .npz and a .json, images of another size) and
+    ``--mesh`` on a trained run; ``depth_file`` holds the plain inference of ``test``."""
+    with np.load(depth_file) as z:
+        names, depth, mask = z["names"].tolist(), z["depth"], z["mask"]
+        K = z["intrinsics"]
+    n = len(names)
+    # The image centre (16, 16) lies on the optical axis; (-5, 3) is outside the image.
+    kp2d = np.tile(np.array([[16.0, 16.0], [-5.0, 3.0]]), (n, 1, 1))
+    points = tmp_path / "points.npz"
+    np.savez(points, names=np.array(names), kp2d=kp2d)
+    lifted = tmp_path / "lifted.npz"
+    args = ["infer", "--run", str(run), "--input", str(test / "images"), "--out", str(lifted)]
+    mesh = tmp_path / "meshes"
+    assert main([*args, "--lift", str(points), "--mesh", str(mesh)]) == 0
+    with np.load(lifted) as z:
+        assert z["lifted_kp3d"].shape == (n, 2, 3) and z["lifted_valid"].shape == (n, 2)
+        valid, pts = z["lifted_valid"], z["lifted_kp3d"]
+    assert not valid[:, 1].any() and np.isnan(pts[:, 1]).all()
+    # The two-step model barely turns its views: the image centre is on the surface.
+    assert mask[:, 0, 15:17, 15:17].all(axis=(1, 2)).any()
+    for i in range(n):
+        centre = mask[i, 0, 15:17, 15:17]
+        assert valid[i, 0] == (centre.mean() >= 0.5)
+        if centre.all():  # the bilinear depth of the four centre pixels, on the optical axis
+            np.testing.assert_allclose(pts[i, 0], [0, 0, depth[i, 0, 15:17, 15:17].mean()], atol=1e-5)
+    np.testing.assert_allclose(K[0, 0, 2], 16.0)
+    # The canonical surface as OBJ and PLY, one vertex per pixel, per input.
+    for name in names:
+        obj = (mesh / (name + ".obj")).read_text().splitlines()
+        assert sum(line.startswith("v ") for line in obj) == 32 * 32
+        assert sum(line.startswith("f ") for line in obj) == 2 * 31 * 31
+        assert "element vertex 1024" in (mesh / (name + ".ply")).read_text()
+
+    # Points of a .json results file, in pixels of images of another size (64 x 48): the image
+    # centre maps to the model's centre, on the optical axis.
+    from PIL import Image
+
+    big = tmp_path / "big"
+    big.mkdir()
+    Image.open(test / "images" / names[0]).resize((64, 48)).save(big / "a.png")
+    doc = {"images": [{"name": "a.png", "kp2d": [[32.0, 24.0]]}]}
+    (tmp_path / "points.json").write_text(json.dumps(doc))
+    out = tmp_path / "big.npz"
+    args = ["infer", "--run", str(run), "--input", str(big), "--out", str(out)]
+    assert main([*args, "--lift", str(tmp_path / "points.json")]) == 0
+    with np.load(out) as z:
+        if z["lifted_valid"][0, 0]:
+            np.testing.assert_allclose(z["lifted_kp3d"][0, 0, :2], 0, atol=1e-5)
+        else:
+            assert z["mask"][0, 0, 15:17, 15:17].mean() < 0.5
+    # A points file that lacks an input is an error naming the file and the input.
+    np.savez(points, names=np.array(names[:1]), kp2d=kp2d[:1])
+    args = ["infer", "--run", str(run), "--input", str(test / "images")]
+    assert main([*args, "--out", str(tmp_path / "x.npz"), "--lift", str(points)]) != 0
+    assert "no points for input" in capsys.readouterr().err
+
+
+def test_load_points_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, kp2d=np.zeros((2, 3, 2)))
+    with pytest.raises(DataError, match="needs the arrays names and kp2d"):
+        load_points(bad)
+    np.savez(bad, names=np.array(["a", "b"]), kp2d=np.zeros((2, 2, 3, 2)))
+    with pytest.raises(DataError, match=r"kp2d must be \(N, K, 2\)"):
+        load_points(bad)
+    (tmp_path / "bad.json").write_text(json.dumps({"images": [{"name": "a"}]}))
+    with pytest.raises(DataError, match="an entry has no kp2d"):
+        load_points(tmp_path / "bad.json")
+    np.savez(bad, names=np.array(["a", "b"]), kp2d=np.ones((2, 3, 2)))
+    points = load_points(bad)
+    assert sorted(points) == ["a", "b"] and points["a"].shape == (3, 2)

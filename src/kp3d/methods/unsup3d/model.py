@@ -314,8 +314,10 @@ class Unsup3D(MethodModel):
         the surface does not cover a pixel), ``normals`` from it, the ``albedo`` seen in the
         input view, the rendered-pixel ``mask`` and the rotation ``R`` (canonical to camera);
         extras ``canonical_depth``, ``canonical_albedo``, ``canonical_image`` (shaded),
-        ``reconstruction``, ``light`` (B, 5: ambient, diffuse, unit direction) and ``view``
-        (B, 6: rotation angles in radians, translation)."""
+        ``reconstruction``, ``light`` (B, 5: ambient, diffuse, unit direction), ``view``
+        (B, 6: rotation angles in radians, translation) and ``intrinsics`` (B, 3, 3: the pinhole
+        camera of every map, in its pixels; with ``depth`` and ``mask`` what
+        :func:`kp3d.geometry.lift_points` needs to lift 2D points)."""
         assert batch.image is not None
         image = batch.image
         parts = self.decompose(image, flip=False)
@@ -338,6 +340,7 @@ class Unsup3D(MethodModel):
                 "reconstruction": warp.image,
                 "light": parts.light,
                 "view": torch.cat((parts.angles, parts.translation), 1),
+                "intrinsics": self.K.expand(image.shape[0], 3, 3).clone(),
             },
             image_size=(int(H), int(W)),
         )
