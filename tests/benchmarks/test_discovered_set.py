@@ -145,3 +145,14 @@ def test_a_set_with_visibility_writes_it_to_both_files(
         assert set(f.files) == {"kp2d", "kp3d", "vis"}
         np.testing.assert_array_equal(f["vis"], test_vis.numpy())
         np.testing.assert_allclose(f["kp3d"], 2 * test.numpy(), rtol=1e-6)
+
+
+def test_the_set_needs_a_cache_folder_and_the_face_model(
+    tmp_path, benchmark_module: BenchmarkModule
+) -> None:
+    lifting = benchmark_module("_lifting")
+    with pytest.raises(SystemExit, match="needs a cache folder"):
+        lifting.load_set("discovered", tmp_path)
+    with pytest.raises(SystemExit, match="assets/sfm is missing"):
+        lifting.load_set("discovered", tmp_path, cache=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # nothing is built before the check
