@@ -22,8 +22,16 @@ Sets:
 ``creature``, ``quadruped``
     3D joints of kp3d's procedural categories (``multicategory_lifting.py``'s
     :func:`skeletons`: orthographic camera, 100 px per world unit), 1600 train / 400 test.
+``discovered``
+    The 16 keypoints ``autolink3d`` discovers on 64-px ``kp3d synth face`` images (trained
+    inside the benchmark, cached), its predicted 2D keypoints as the input and the exact face
+    surface point under each keypoint (the generator's depth buffer) as the ground truth, in
+    the weak-perspective image frame (pixels); 1600 training images of the set autolink3d
+    trained on, 400 test images of another generator seed. Built by :mod:`_discovered` (the
+    rule and the units are written there).
 
-Every set has all keypoints visible.
+Every set but ``discovered`` has all keypoints visible; there, keypoints off the face have
+visibility 0 (``train_vis``, ``test_vis``).
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _discovered import DiscoveredConfig, discovered_arrays, image_frame
 from torch import Tensor
 
 N_TRAIN, N_TEST = 1600, 400
-SET_NAMES = ("aflw", "sfm", "creature", "quadruped")
+SET_NAMES = ("aflw", "sfm", "creature", "quadruped", "discovered")
 """The benchmark's sets; ``aflw50`` (:data:`EXTRA_SETS`) only on request."""
 EXTRA_SETS = ("aflw50",)
 
@@ -52,6 +61,10 @@ class LiftingSet:
     """(N_train, K, 3) float64; training sees only ``train[..., :2]``."""
     test: Tensor
     """(N_test, K, 3) float64."""
+    train_vis: Tensor | None = None
+    """(N_train, K) bool, or None: all visible."""
+    test_vis: Tensor | None = None
+    """(N_test, K) bool, or None: all visible."""
 
 
 def aflw_set(shared: Path) -> LiftingSet:
@@ -116,9 +129,27 @@ def skeleton_set(name: str, seed: int = 0) -> LiftingSet:
     return LiftingSet(name, "px", cam[:N_TRAIN], cam[N_TRAIN:])
 
 
-def load_set(name: str, shared: Path, seed: int = 0) -> LiftingSet:
+def discovered_set(
+    shared: Path, cache: Path, seed: int = 0, config: DiscoveredConfig | None = None
+) -> LiftingSet:
+    """Set ``discovered`` (:mod:`_discovered`): autolink3d trained, and its ground truth built,
+    in ``cache`` (reused when there)."""
+    a = discovered_arrays(shared, cache, seed, config or DiscoveredConfig())
+    train = image_frame(a["kp2d_train"], a["points_train"], a["vis_train"])
+    test = image_frame(a["kp2d_test"], a["points_test"], a["vis_test"])
+    return LiftingSet("discovered", "px", train, test, a["vis_train"], a["vis_test"])
+
+
+def load_set(
+    name: str,
+    shared: Path,
+    seed: int = 0,
+    *,
+    cache: Path | None = None,
+    discovered: DiscoveredConfig | None = None,
+) -> LiftingSet:
     """The set ``name`` (:data:`SET_NAMES`, :data:`EXTRA_SETS`); ``seed`` draws the synthetic
-    ones."""
+    ones; ``cache`` is where set ``discovered`` is built (options ``discovered``)."""
     if name == "aflw":
         return aflw_set(shared)
     if name == "aflw50":
@@ -128,6 +159,10 @@ def load_set(name: str, shared: Path, seed: int = 0) -> LiftingSet:
         return sfm_set(shared, seed)
     if name in ("creature", "quadruped"):
         return skeleton_set(name, seed)
+    if name == "discovered":
+        if cache is None:
+            raise SystemExit("error: set discovered needs a cache folder")
+        return discovered_set(shared, cache, seed, discovered)
     valid = ", ".join(SET_NAMES + EXTRA_SETS)
     raise SystemExit(f"error: unknown lifting set {name!r}; valid: {valid}")
 
@@ -139,18 +174,24 @@ def scaled(data: LiftingSet, factor: float) -> LiftingSet:
         f"{data.units}/{factor:g}",
         data.train * factor,
         data.test * factor,
+        data.train_vis,
+        data.test_vis,
     )
 
 
 def write_npz(data: LiftingSet, folder: Path) -> tuple[Path, Path]:
     """``train.npz`` (kp2d only: training never sees 3D) and ``test.npz`` (kp2d and kp3d), the
-    ``keypoints_npz`` format of ``kp3d train`` / ``kp3d evaluate``."""
+    ``keypoints_npz`` format of ``kp3d train`` / ``kp3d evaluate``; both with ``vis`` when the
+    set has it."""
     folder.mkdir(parents=True, exist_ok=True)
     train, test = folder / "train.npz", folder / "test.npz"
-    np.savez(train, kp2d=data.train[..., :2].numpy().astype(np.float32))
+    train_vis = {} if data.train_vis is None else {"vis": data.train_vis.numpy()}
+    test_vis = {} if data.test_vis is None else {"vis": data.test_vis.numpy()}
+    np.savez(train, kp2d=data.train[..., :2].numpy().astype(np.float32), **train_vis)
     np.savez(
         test,
         kp2d=data.test[..., :2].numpy().astype(np.float32),
         kp3d=data.test.numpy().astype(np.float32),
+        **test_vis,
     )
     return train, test

@@ -81,11 +81,12 @@ def to_units(x_px: Tensor, centre: Tensor, s: Tensor) -> Tensor:
     return torch.cat([x_px[..., :2] - centre[:, None], x_px[..., 2:]], dim=-1) / s[:, None, None]
 
 
-def as_sample(faces_px: Tensor, *, with_3d: bool = True) -> Any:
-    """A batch :class:`kp3d.data.schema.Sample` of faces (N, 68, 3): kp2d = x, y; kp3d = all."""
+def as_sample(faces_px: Tensor, *, with_3d: bool = True, vis: Tensor | None = None) -> Any:
+    """A batch :class:`kp3d.data.schema.Sample` of faces (N, 68, 3): kp2d = x, y; kp3d = all;
+    ``vis`` (N, 68) bool, None = all visible."""
     from kp3d.data.schema import Sample
 
-    return Sample(kp2d=faces_px[..., :2], kp3d=faces_px if with_3d else None)
+    return Sample(kp2d=faces_px[..., :2], kp3d=faces_px if with_3d else None, vis=vis)
 
 
 def table_metrics(errors: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -93,21 +94,33 @@ def table_metrics(errors: dict[str, dict[str, float]]) -> dict[str, dict[str, fl
     return {k: {"norm": errors[k]["norm"], "px": errors[k]["input_units"]} for k in METRICS}
 
 
-def score(pred_px: Tensor, test_px: Tensor) -> dict[str, dict[str, float]]:
+def score(
+    pred_px: Tensor, test_px: Tensor, *, vis: Tensor | None = None
+) -> dict[str, dict[str, float]]:
     """The protocol's MPJPE, Stress, P-MPJPE of predictions (N, 68, 3) in pixels, in normalised
-    units and pixels."""
+    units and pixels (over the keypoints ``vis`` (N, 68) marks visible, default all)."""
     from kp3d.evaluation import evaluate_lifting
 
-    return table_metrics(evaluate_lifting(pred_px.double(), as_sample(test_px))["method"])
+    result = evaluate_lifting(pred_px.double(), as_sample(test_px, vis=vis))
+    return table_metrics(result["method"])
 
 
-def baselines(train_px: Tensor, test_px: Tensor) -> list[dict]:
-    """The flat and mean-training-shape rows of :func:`kp3d.evaluation.evaluate_lifting`."""
+def baselines(
+    train_px: Tensor,
+    test_px: Tensor,
+    *,
+    train_vis: Tensor | None = None,
+    test_vis: Tensor | None = None,
+) -> list[dict]:
+    """The flat and mean-training-shape rows of :func:`kp3d.evaluation.evaluate_lifting`
+    (visibility None = all visible)."""
     from kp3d.evaluation import evaluate_lifting
 
     flat = torch.cat([test_px[..., :2], torch.zeros_like(test_px[..., 2:])], dim=-1)
     cpu0 = time.process_time()
-    result = evaluate_lifting(flat, as_sample(test_px), fit=as_sample(train_px))
+    result = evaluate_lifting(
+        flat, as_sample(test_px, vis=test_vis), fit=as_sample(train_px, vis=train_vis)
+    )
     cpu = time.process_time() - cpu0
     return [
         {"name": "flat, z = 0", "metrics": table_metrics(result["flat"])},
@@ -138,8 +151,10 @@ def train_and_predict(
     seed: int,
     method_config: dict,
     train_config: dict | None = None,
+    test_vis: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
-    """Train ``method`` with the engine (one thread); predict the test faces' 3D keypoints.
+    """Train ``method`` with the engine (one thread); predict the test faces' 3D keypoints
+    (``test_vis`` (N, K) bool: which of their 2D keypoints are observed; None = all).
 
     ``cpu_s`` in the returned info is the process CPU time of training plus prediction (the
     method's whole cost: prediction may refine each face); ``train_cpu_s`` and
@@ -165,7 +180,7 @@ def train_and_predict(
     )
     cpu1 = time.process_time()
     model = result.model.eval()
-    pred = model.predict(as_sample(test_px.float(), with_3d=False)).kp3d.double()
+    pred = model.predict(as_sample(test_px.float(), with_3d=False, vis=test_vis)).kp3d.double()
     cpu2 = time.process_time()
     info = {
         "steps": result.steps,
