@@ -116,7 +116,7 @@ def test_triangulation_and_reprojection_round_trip_through_the_methods_path() ->
     )
     uv = project_points(X[:, None], projection_matrix(K, E))  # (B, V, N, 2) image pixels
     kp = (pixel_to_normalised(uv, (S, S)) - box.centre[..., None, :]) / box.half[..., None, :]
-    K_p = patch_cameras(K, E, box, (S, S), P)
+    K_p = patch_cameras(K, box, (S, S), P)
     world = triangulate_patch_keypoints(kp, K_p, E, P, weights=torch.rand(B, V, N) + 0.5)
     torch.testing.assert_close(world, X, atol=1e-9, rtol=0)
     torch.testing.assert_close(reproject_patch_keypoints(world, K_p, E, P), kp, atol=1e-9, rtol=0)
@@ -313,3 +313,20 @@ def test_train_infer_evaluate_report_through_the_cli(rig: Path, tmp_path: Path) 
     assert main([*argv, "--samples", "2"]) == 0
     text = page.read_text()
     assert text.count("title='reconstruction'") == 2 and text.count("title='predicted mask'") == 2
+
+
+def test_training_reads_only_the_first_views_and_the_chosen_target_mask(rig: Path) -> None:
+    torch.manual_seed(0)
+    model = Triangulation(TriangulationConfig(**TINY, views=2, target_mask="ground_truth"))
+    batch = _batch(rig)
+    changed = batch.image.clone()
+    changed[:, 2] = 1 - changed[:, 2]
+    a, b = model.losses(batch, 0).losses, model.losses(batch.replace(image=changed), 0).losses
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    out = model.run_views(batch.image[:, :2], batch.intrinsics[:, :2], batch.extrinsics[:, :2])
+    target = model.target_mask(batch.replace(mask=batch.mask[:, :2]), out)
+    box = Box(out.box.centre.flatten(0, 1), out.box.half.flatten(0, 1))
+    expected = crop(batch.mask[:, :2].flatten(0, 1), box, 16).unflatten(0, (2, 2))
+    torch.testing.assert_close(target, expected)
+    with pytest.raises(DataError, match="no masks"):
+        model.losses(batch.replace(mask=None), 0)

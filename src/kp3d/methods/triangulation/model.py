@@ -136,13 +136,9 @@ def composite(mask: Tensor, rgb: Tensor, background: Tensor) -> Tensor:
 # ------------------------------------------------------------------------- multi-view geometry
 
 
-def patch_cameras(
-    K: Tensor, E: Tensor, box: Box, image_size: tuple[int, int], patch_size: int
-) -> Tensor:
-    """(..., 3, 3) each patch's intrinsics ``K_p`` from the image's ``K`` (..., 3, 3) and its
-    box (..., 2); ``E`` (..., 3, 4) only for its shape check."""
-    if E.shape[:-2] != K.shape[:-2]:
-        raise ValueError(f"patch_cameras: K {tuple(K.shape)} and E {tuple(E.shape)} differ")
+def patch_cameras(K: Tensor, box: Box, image_size: tuple[int, int], patch_size: int) -> Tensor:
+    """(..., 3, 3) each patch's intrinsics ``K_p`` (:func:`kp3d.geometry.crop_intrinsics`) from
+    the image's ``K`` (..., 3, 3) and its box (..., 2) (``image_size = (H, W)``)."""
     scale, corner = box_to_crop(box, image_size, patch_size)
     return crop_intrinsics(K, scale, corner)
 
@@ -426,7 +422,7 @@ class Triangulation(MethodModel):
             if n_used < V:
                 keep = torch.arange(V, device=image.device) < n_used
                 weights = weights * keep[None, :, None]
-            K_p = patch_cameras(K.float(), E.float(), box, size, P)
+            K_p = patch_cameras(K.float(), box, size, P)
             world = triangulate_patch_keypoints(kp_patch, K_p, E.float(), P, weights=weights)
             reprojected = reproject_patch_keypoints(world, K_p, E.float(), P)
             gauss = render_gaussian_heatmaps(reprojected, (P, P), sigma=c.heatmap_sigma)
