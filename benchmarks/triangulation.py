@@ -23,8 +23,10 @@ one). Every run of every seed (``--seeds``) is one row.
     python benchmarks/triangulation.py --n-train 16 --n-test 16 --size 32 --k 4 --steps 2 \\
         --ablations views --baselines --out /tmp/tri
 
-Writes ``OUT/results.json``, ``OUT/results.md`` and each run's folder (``OUT/NAME-sSEED``, with
-its ``eval.json``).
+Writes ``OUT/results.json``, ``OUT/results.md`` (rows of earlier invocations into the same
+``OUT`` kept, a run of the same name and seed replaced: one invocation per core merges) and
+each run's folder (``OUT/NAME-sSEED``, with its ``eval.json``; a run folder that has one is
+reused, not trained again).
 """
 
 from __future__ import annotations
@@ -157,6 +159,25 @@ def table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def train_and_evaluate(
+    args: argparse.Namespace,
+    run: Path,
+    method: str,
+    flags: list[str],
+    train: Path,
+    test: Path,
+    seed: int,
+) -> None:
+    """``kp3d train`` into ``run`` and ``kp3d evaluate`` on the held-out set into
+    ``run/eval.json``."""
+    argv = ["train", "--method", method, "--data", str(train), "--out", str(run)]
+    if kp3d([*argv, "--size", str(args.size), "--seed", str(seed), *flags]) != 0:
+        sys.exit(f"train {run.name} failed")
+    argv = ["evaluate", "--run", str(run), "--data", str(test), "--json", str(run / "eval.json")]
+    if kp3d([*argv, "--probe", args.probe, "--probe-seed", str(seed)]) != 0:
+        sys.exit(f"evaluate {run.name} failed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -166,24 +187,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.steps is not None
         else ["--minutes", str(args.minutes), "--clock", args.clock]
     )
+    saved = args.out / "results.json"
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
         for name, method, flags in runs(args):
             run = args.out / f"{name}-s{seed}"
-            argv = ["train", "--method", method, "--data", str(train), "--out", str(run)]
-            argv += ["--size", str(args.size), "--seed", str(seed), *budget, *flags]
-            if kp3d(argv) != 0:
-                sys.exit(f"train {name} failed")
             ev = run / "eval.json"
-            argv = ["evaluate", "--run", str(run), "--data", str(test), "--json", str(ev)]
-            if kp3d([*argv, "--probe", args.probe, "--probe-seed", str(seed)]) != 0:
-                sys.exit(f"evaluate {name} failed")
+            if not ev.is_file():  # a finished run (an earlier invocation's) is reused
+                train_and_evaluate(args, run, method, [*budget, *flags], train, test, seed)
             result = json.loads((run / "result.json").read_text())
+            # Re-read just before writing: other invocations into OUT (one per core) add theirs.
+            rows = json.loads(saved.read_text()) if saved.is_file() else []
+            rows = [r for r in rows if (r["name"], r["seed"]) != (name, seed)]
             rows.append(
                 {"name": name, "seed": seed, "steps": result.get("steps"), "flags": flags}
                 | scores(json.loads(ev.read_text()))
             )
-            (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+            saved.write_text(json.dumps(rows, indent=1))
             (args.out / "results.md").write_text(table(rows))
     print(table(rows))
     return 0
