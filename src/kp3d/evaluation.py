@@ -59,6 +59,10 @@ others with a one-line reason.
 ``multiview_3d``: 3D keypoints of multi-view methods, :func:`evaluate_multiview_3d`
     The 3K -> 3L regression of :func:`kp3d.metrics.nme_3d` onto the first view's camera-frame
     joints, fitted on the fit set.
+
+``foreground_mask``: per-view foreground masks of multi-view methods,
+    :func:`evaluate_foreground_mask`: :func:`kp3d.metrics.mask_iou` of the predicted masks
+    against the ground-truth masks (both at 0.5), with the all-foreground mask as a baseline.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ from kp3d.metrics import (
     depth_to_normals,
     mad,
     mafl5_from_ibug68,
+    mask_iou,
     mirror_permutation,
     mpjpe,
     nme_2d,
@@ -672,6 +677,37 @@ def evaluate_multiview_3d(fit: Collected, test: Collected) -> dict[str, Any]:
     }
 
 
+def evaluate_foreground_mask(fit: Collected, test: Collected) -> dict[str, Any]:
+    """Predicted foreground masks against the ground-truth masks of the test set.
+
+    ``mask_iou``: the mean over every view of every moment of :func:`kp3d.metrics.mask_iou`
+    (both masks binarised at 0.5); ``mask_iou_full_baseline``: the same for a mask that calls
+    every pixel foreground (the ground truth's foreground fraction). The fit set is not used.
+
+    Raises:
+        ValueError: missing masks or masks of different shapes.
+    """
+    pred, gt = test.pred.mask, test.gt.mask
+    if pred is None or gt is None:
+        raise ValueError("the mask protocol needs predicted and ground-truth masks (mask)")
+    if pred.shape != gt.shape:
+        raise ValueError(
+            f"the mask protocol needs predicted masks of the ground truth's shape "
+            f"{tuple(gt.shape)}, got {tuple(pred.shape)}"
+        )
+    return {
+        "counts": {"test": int(gt.shape[0]), "masks": int(gt[..., 0, 0].numel())},
+        "mask_iou": {
+            "value": float(mask_iou(pred, gt)),
+            "protocol": "foreground IoU per view, predicted and ground-truth masks at 0.5",
+        },
+        "mask_iou_full_baseline": {
+            "value": float(mask_iou(torch.ones_like(gt), gt)),
+            "protocol": "foreground IoU per view of an all-foreground mask (baseline)",
+        },
+    }
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -784,6 +820,13 @@ PROTOCOLS: dict[str, Protocol] = {
         "protocol: linear and MLP probes on 1/10/100% labels, consistency, relative pose)",
         views=True,
         options=("probe",),
+    ),
+    "foreground_mask": Protocol(
+        prediction=("mask",),
+        ground_truth=("mask",),
+        run=evaluate_foreground_mask,
+        description="per-view foreground masks against ground-truth masks (IoU)",
+        views=True,
     ),
 }
 """Every evaluation protocol by name; a method's ``MethodSpec.protocols`` names those that apply

@@ -7,8 +7,9 @@ error. The JSON's ``results`` holds one entry per protocol that ran.
 
 On a multi-view set (``kp3d synth ... --rig V``, the real-rig format) the protocols are the
 multi-view ones (``pose_probe``: 3D keypoints frozen and probed for the joints on 1%, 10% and
-100% of the fit moments, with the flat and triangulated 2D baselines); a single-view method is
-run on every view of a moment.
+100% of the fit moments, with the flat and triangulated 2D baselines; ``foreground_mask``:
+per-view predicted masks against the ground-truth masks, IoU); a single-view method is run on
+every view of a moment.
 
 The test set is ``--data``; the linear regression of the keypoint protocols (and the mean shape of
 the lifting baseline) is fitted on ``--fit``. Without ``--fit``, a dataset that has its own

@@ -37,6 +37,7 @@ Shapes
 
 from kp3d.geometry.cameras import (
     compose_extrinsics,
+    crop_intrinsics,
     invert_extrinsics,
     make_extrinsics,
     normalised_to_pixel,
@@ -95,6 +96,7 @@ __all__ = [
     "axis_angle_to_matrix",
     "check_shape",
     "compose_extrinsics",
+    "crop_intrinsics",
     "expected_variance",
     "geodesic_distance",
     "invert_extrinsics",

@@ -147,6 +147,35 @@ def projection_matrix(K: Tensor, extrinsics: Tensor) -> Tensor:
     return K @ extrinsics
 
 
+def crop_intrinsics(K: Tensor, scale: Tensor, corner: Tensor) -> Tensor:
+    """Intrinsics of a crop of the image, resampled: the patch's pixels ``u_p = s (u - b)``.
+
+    A box whose top-left corner is ``b = (b_x, b_y)`` (pixels of the image) resampled by
+    factors ``s = (s_x, s_y)`` (patch pixels per image pixel) sees a point through
+
+        ``K_p = [[s_x f_x, 0, s_x (c_x - b_x)], [0, s_y f_y, s_y (c_y - b_y)], [0, 0, 1]]``
+
+    (Honari & Fua 2022, the detector's patch), i.e. ``K_p = A K`` with
+    ``A = [[s_x, 0, -s_x b_x], [0, s_y, -s_y b_y], [0, 0, 1]]`` (skew is scaled like f_x).
+
+    Args:
+        K: (..., 3, 3) intrinsics of the image.
+        scale: (..., 2) ``(s_x, s_y)``.
+        corner: (..., 2) ``(b_x, b_y)``. Leading dims of the three broadcast.
+
+    Returns:
+        (..., 3, 3) the patch's intrinsics.
+    """
+    _check_matrix("crop_intrinsics", "K", K, (3, 3))
+    for name, x in (("scale", scale), ("corner", corner)):
+        if x.ndim < 1 or x.shape[-1] != 2:
+            raise ValueError(f"crop_intrinsics: {name} must be (..., 2), got {tuple(x.shape)}")
+    s, b = scale[..., :, None], corner[..., :, None]  # (..., 2, 1)
+    rows = s * (K[..., :2, :] - b * K[..., 2:, :])  # (..., 2, 3)
+    last = K[..., 2:, :].expand(*rows.shape[:-2], 1, 3)
+    return torch.cat((rows, last), dim=-2)
+
+
 def project_points(X: Tensor, P: Tensor) -> Tensor:
     """Project world points X (..., K, 3) with camera matrices P (..., 3, 4) to pixels (..., K, 2).
 

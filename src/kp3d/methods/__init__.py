@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "c3dpo": "kp3d.methods.c3dpo:SPEC",
     "lifter": "kp3d.methods.lifter:SPEC",
     "lifter-fit": "kp3d.methods.lifter_fit:SPEC",
+    "triangulation": "kp3d.methods.triangulation:SPEC",
     "unsup3d": "kp3d.methods.unsup3d:SPEC",
 }
 

@@ -12,6 +12,7 @@ p_mpjpe                MPJPE after similarity Procrustes                    H36M
 stress                 mean | pairwise-distance difference |                C3DPO
 mutual_coherence       max |cosine| between basis shapes                    Can et al., Table 5
 side, mad              scale-invariant depth error, normal angle error      Unsup3d
+mask_iou               foreground IoU against ground-truth masks            Honari & Fua 22
 track_singular_values  3D motion in 2D keypoint tracks (rank beyond 2)      Tomasi & Kanade 92
 =====================  ===================================================  =====================
 
@@ -19,6 +20,7 @@ Inputs are torch tensors or numpy arrays, batch first; outputs are torch tensors
 floating dtype, computed in float64. Errors are fractions or input units, never percentages.
 """
 
+from kp3d.metrics.masks import mask_iou
 from kp3d.metrics.nme import (
     IBUG68_EYE_1,
     IBUG68_EYE_2,
@@ -50,6 +52,7 @@ __all__ = [
     "fit_linear_regression",
     "mad",
     "mafl5_from_ibug68",
+    "mask_iou",
     "mirror_permutation",
     "mpjpe",
     "mutual_coherence",

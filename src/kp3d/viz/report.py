@@ -134,6 +134,19 @@ def depth_image(depth: torch.Tensor, *, scale: int = 3) -> Image.Image:
     return Image.fromarray(arr).resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST)
 
 
+def map_image(image: torch.Tensor, *, scale: int = 3) -> Image.Image:
+    """An RGB (3, H, W) or grey (1, H, W) map in [0, 1] (a reconstruction, a mask), enlarged
+    ``scale`` times."""
+    arr = (image.float().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    return pil.resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST)
+
+
+def _first_view(t: torch.Tensor) -> torch.Tensor:
+    """A sample's dense map (C, H, W), or the first view's of per-view maps (V, C, H, W)."""
+    return t[0] if t.ndim == 4 else t
+
+
 def _learned_section(artifacts: dict[str, np.ndarray], edges: list[tuple[int, int, float]]) -> str:
     """The learned skeleton and canonical shape drawn, every other artifact named with its
     shape."""
@@ -161,7 +174,8 @@ def _sample_cell(
     batch: Sample, pred: Prediction, b: int, edges: list[tuple[int, int, float]]
 ) -> str:
     """Sample ``b``: its image (the first view of multi-view samples) with the keypoints and
-    skeleton, its predicted depth, and its 3D keypoints in a viewer."""
+    skeleton, its predicted depth, reconstruction and mask (first view), and its 3D keypoints
+    in a viewer."""
     cell = "<figure>"
     height = 192
     image = batch.image[b] if batch.image is not None else None
@@ -177,6 +191,13 @@ def _sample_cell(
     if pred.depth is not None:
         d = depth_image(pred.depth[b].cpu())
         cell += f"<img src='{html.png_data_uri(d)}' width='{d.width}' title='predicted depth'>"
+    recon = pred.extras.get("reconstruction")
+    if recon is not None and recon.ndim in (4, 5):
+        r = map_image(_first_view(recon[b].cpu()))
+        cell += f"<img src='{html.png_data_uri(r)}' width='{r.width}' title='reconstruction'>"
+    if pred.mask is not None:
+        m = map_image(_first_view(pred.mask[b].cpu()))
+        cell += f"<img src='{html.png_data_uri(m)}' width='{m.width}' title='predicted mask'>"
     if pred.kp3d is not None:
         cell += html.viewer(pred.kp3d[b].float().cpu().numpy(), edges, size=height, uid=f"s{b}")
     name = batch.name[b] if isinstance(batch.name, list) else ""
@@ -261,7 +282,8 @@ def build_report(
             pred = model.predict(batch).detach_cpu()
         body.append(
             "<h2>Samples</h2><p class='muted'>predicted keypoints and learned skeleton, "
-            "depth where predicted, 3D keypoints (drag to rotate)</p><div class='grid'>"
+            "depth, reconstruction and mask where predicted, 3D keypoints (drag to rotate)"
+            "</p><div class='grid'>"
         )
         body.extend(_sample_cell(batch, pred, b, edges) for b in range(n))
         body.append("</div>")
