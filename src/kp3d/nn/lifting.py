@@ -783,14 +783,16 @@ class LiftingEnsemble(nn.Module):
         return out
 
     @torch.no_grad()
-    def ensemble_predictions(self, kp2d: Tensor, vis: Tensor | None) -> dict[str, Tensor]:
-        """:func:`lifting_predictions` of keypoints (B, K, 2) with visibility (B, K): with an
-        ensemble, ``kp3d``'s depth is the :func:`aligned_depth_mean` of the
-        :meth:`kept_members`' depths; every other entry (``R``, ``alpha``, ``shape``) is the
-        first kept member's."""
+    def ensemble_predictions(
+        self, kp2d: Tensor, vis: Tensor | None, context: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """:func:`lifting_predictions` of keypoints (B, K, 2) with visibility (B, K) and an
+        optional context (B, C): with an ensemble, ``kp3d``'s depth is the
+        :func:`aligned_depth_mean` of the :meth:`kept_members`' depths; every other entry
+        (``R``, ``alpha``, ``shape``) is the first kept member's."""
         preds = []
         for net in self.kept_members():
-            norm, out = self.lift(kp2d, vis, net=net)
+            norm, out = self.lift(kp2d, vis, context, net=net)
             out = self.member_output(net, norm, out, visibility(kp2d, vis))
             preds.append(lifting_predictions(out, norm, vis))
         return aligned_depth_mean(preds)
