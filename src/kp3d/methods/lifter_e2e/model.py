@@ -15,7 +15,9 @@ visible per category)::
 Lifting half (:class:`~kp3d.nn.lifting.LiftingEnsemble` with ``lifter``'s network: non-negative
 coefficients, a context input): it takes the detector's keypoints in pixels (with their
 gradient: end to end), the predicted visibility ``sigmoid(l) > 1/2`` inside ``zeta_z`` of the
-sample's category (a hard mask, as the lifter's normalisation needs one; no gradient) and
+sample's category (a hard mask, as the lifter's normalisation needs one; no gradient; in
+training, samples with fewer than :data:`MIN_DETECTED` detected keypoints take their labelled
+visibility) and
 ``rho``; its losses are ``lifter``'s, reprojection onto the detector's keypoints and, from
 ``cycle_start``, the cycle (:func:`~kp3d.nn.lifting.cycle_losses`). Schedule in
 :class:`~kp3d.methods.lifter_e2e.config.LifterE2EConfig`.
@@ -44,6 +46,11 @@ from kp3d.nn.lifting import (
     cycle_losses,
     freeze_batchnorm,
 )
+
+
+MIN_DETECTED = 3
+"""Training samples with fewer keypoints detected visible are lifted with their labelled
+visibility instead (see :meth:`LifterE2E.losses`)."""
 
 
 class LifterE2E(LiftingEnsemble, MethodModel):
@@ -169,7 +176,12 @@ class LifterE2E(LiftingEnsemble, MethodModel):
             "category_accuracy": (det.category_logits.argmax(-1) == category).float().mean(),
         }
         if step >= self.config.detector_steps:
-            vis_hat = (det.logit.detach() > 0) & self.support[category]
+            own = self.support[category]
+            vis_hat = (det.logit.detach() > 0) & own
+            # A sample with (almost) nothing detected has no 2D shape to normalise, and the
+            # gradient of its zero RMS radius is NaN: it is lifted with its labelled visibility.
+            few = vis_hat.sum(-1) < MIN_DETECTED
+            vis_hat = torch.where(few[:, None], vis & own, vis_hat)
             losses.update(
                 self.lifting_losses(det.location * pixels, vis_hat, category, det.context, step)
             )
