@@ -18,8 +18,9 @@ class LifterE2EConfig(EnsembleLiftingConfig):
 
     Widths are for a CPU: a 64 px image, EfficientNet-Lite0's blocks 0-4 (40 channels at 1/8
     resolution, 8 x 8 cells), a decoder of 2 layers of width 64 with 4 heads and feed-forward
-    width 128, a context vector of 16 (about 0.17M parameters in the image branch, of which
-    0.06M the backbone). The paper uses a ResNet-50 and DETR's widths.
+    width 128, a context vector of 16 (for creature + quadruped, K = 34: about 0.17M parameters
+    in the image branch, 0.06M of them the backbone's). The paper uses a ResNet-50 and DETR's
+    widths.
 
     Schedule: for ``detector_steps`` only the detector trains (``L_l``, ``L_k``, ``L_b``); then the
     lifter's reprojection loss joins, on the detector's own predicted keypoints, visibility and

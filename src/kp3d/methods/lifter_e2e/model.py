@@ -47,7 +47,6 @@ from kp3d.nn.lifting import (
     freeze_batchnorm,
 )
 
-
 MIN_DETECTED = 3
 """Training samples with fewer keypoints detected visible are lifted with their labelled
 visibility instead (see :meth:`LifterE2E.losses`)."""
