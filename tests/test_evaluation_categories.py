@@ -53,6 +53,13 @@ def test_per_category_rows_are_the_protocol_on_each_category() -> None:
     assert abs(out["method"]["mpjpe"]["norm"] - sum(per) / 2) < 1e-9
 
 
+def test_per_category_rows_carry_the_category_names() -> None:
+    test, pred = _set(6, 3)
+    out = evaluate_lifting(pred, test, category_names=["cat", "dog"])
+    assert [out["per_category"][z]["category"] for z in "01"] == ["cat", "dog"]
+    assert "category" not in evaluate_lifting(pred, test)["per_category"]["0"]
+
+
 def test_one_category_has_no_per_category_rows() -> None:
     test, pred = _set(6, 2)
     one = test.replace(category=torch.zeros(6, dtype=torch.long))

@@ -113,12 +113,14 @@ class Collected:
         gt: concatenated ground truth (a batch :class:`Sample` without images).
         image_size: (H, W) of the evaluated images, or None for keypoint-only data.
         landmark_names: names of the ground-truth landmarks, where the dataset has them.
+        category_names: the name of each category label, where the dataset has them.
     """
 
     pred: Prediction
     gt: Sample
     image_size: tuple[int, int] | None
     landmark_names: list[str] | None = None
+    category_names: list[str] | None = None
 
 
 _GT_FIELDS = ("mask", "depth", "kp2d", "vis", "kp3d", "intrinsics", "extrinsics", "category")
@@ -156,14 +158,21 @@ def collect(
     if not names:
         raise ValueError("collect: the dataset is empty")
     gt = Sample(**{k: torch.cat(v) for k, v in gts.items()}, name=names)
-    return Collected(Prediction.cat(preds), gt, size, _landmark_names(dataset))
+    return Collected(
+        Prediction.cat(preds),
+        gt,
+        size,
+        _dataset_names(dataset, "keypoint_names"),
+        _dataset_names(dataset, "category_names"),
+    )
 
 
-def _landmark_names(dataset: Dataset) -> list[str] | None:
-    """The dataset's ``keypoint_names`` (the ground truth's), looking through ``Subset``s."""
+def _dataset_names(dataset: Dataset, attribute: str) -> list[str] | None:
+    """The dataset's list ``attribute`` (``keypoint_names``: the ground truth's landmarks;
+    ``category_names``), looking through ``Subset``s."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    names = getattr(dataset, "keypoint_names", None)
+    names = getattr(dataset, attribute, None)
     return None if names is None else list(names)
 
 
@@ -542,6 +551,7 @@ def evaluate_lifting(
     test: Sample,
     *,
     fit: Sample | None = None,
+    category_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The lifting protocol (module docstring) for predictions ``pred_kp3d`` (N, K, 3) of the test
     set ``test`` (a batch Sample with kp2d, kp3d and optionally vis). ``fit`` (with kp3d) enables
@@ -553,7 +563,8 @@ def evaluate_lifting(
     protocol per label (Can et al., Table 4), on that category's samples and keypoints
     (:func:`category_columns`), its mean shape from the fit set's samples of that label (when
     the fit set has labels); the pooled mean-shape row then uses each category's own mean
-    shape."""
+    shape. Those rows are keyed by label (``"0"``, ...), each with its ``category`` name from
+    ``category_names`` when given."""
     if test.kp2d is None or test.kp3d is None:
         raise ValueError("the lifting protocol needs 2D inputs and 3D ground truth (kp2d, kp3d)")
     kp2d, vis = test.kp2d.double(), test.vis
@@ -577,6 +588,8 @@ def evaluate_lifting(
                 fit_z = _category_part(fit, fit_rows, cols) if bool(fit_rows.any()) else None
             test_z = _category_part(test, rows, cols)
             per[str(z)] = evaluate_lifting(pred_kp3d[rows][:, cols], test_z, fit=fit_z)
+            if category_names is not None and 0 <= z < len(category_names):
+                per[str(z)]["category"] = category_names[z]
             if fit_z is not None:
                 idx = rows.nonzero().squeeze(1)
                 pred_ms[idx[:, None], cols.nonzero().squeeze(1)[None]] = _mean_shape_prediction(
@@ -771,7 +784,9 @@ class Protocol:
 
 def _lifting(fit: Collected, test: Collected) -> dict[str, Any]:
     assert test.pred.kp3d is not None  # checked by the registry's fields
-    return evaluate_lifting(test.pred.kp3d, test.gt, fit=fit.gt)
+    return evaluate_lifting(
+        test.pred.kp3d, test.gt, fit=fit.gt, category_names=test.category_names
+    )
 
 
 def _pose_probe(fit: Collected, test: Collected, *, probe: ProbeConfig | None = None) -> dict:

@@ -62,6 +62,7 @@ def test_train_infer_evaluate_report(mix: Path) -> None:
     results = json.loads(report.read_text())["results"]
     lifting = results["lifting"]
     assert set(lifting["per_category"]) == {"0", "1"}
+    assert [lifting["per_category"][z]["category"] for z in "01"] == ["creature", "quadruped"]
     for rows in (lifting, *lifting["per_category"].values()):
         for row in ("method", "flat", "mean_shape"):
             assert np.isfinite(rows[row]["mpjpe"]["norm"])
