@@ -213,3 +213,6 @@ def test_two_training_steps_change_the_model_and_predict() -> None:
     assert bool((pred.vis[~own] == 0).all())
     assert torch.isfinite(pred.kp3d).all()
     assert set(model.artifacts()) == {"canonical_shape", "shape_basis", "coefficient_layer"}
+    diagnosis = model.diagnose(batch)
+    assert 0 <= diagnosis.values["category_accuracy"] <= 1
+    assert isinstance(diagnosis.warnings, list)

@@ -35,9 +35,16 @@ from kp3d.data.schema import Sample
 from kp3d.errors import DataError
 from kp3d.geometry.keypoints import visibility_weights
 from kp3d.losses.detection import category_loss, location_loss, match_queries, visibility_loss
-from kp3d.methods.base import LossOutput, MethodModel, ParamGroup, default_param_groups
+from kp3d.methods.base import (
+    Diagnosis,
+    LossOutput,
+    MethodModel,
+    ParamGroup,
+    default_param_groups,
+)
 from kp3d.methods.lifter_e2e.config import LifterE2EConfig
 from kp3d.methods.prediction import Prediction
+from kp3d.metrics.flatness import flatness_check
 from kp3d.nn.keypoint_transformer import Detection, KeypointTransformer
 from kp3d.nn.lifting import (
     LiftingEnsemble,
@@ -56,6 +63,7 @@ class LifterE2E(LiftingEnsemble, MethodModel):
     """Keypoint transformer + multi-category lifter, trained end to end (module doc)."""
 
     config: LifterE2EConfig
+    diagnose_samples = 256
 
     def __init__(self, config: LifterE2EConfig) -> None:
         def member() -> LiftingNet:
@@ -217,6 +225,20 @@ class LifterE2E(LiftingEnsemble, MethodModel):
             },
             image_size=(int(image.shape[-2]), int(image.shape[-1])),
         )
+
+    @torch.no_grad()
+    def diagnose(self, batch: Sample) -> Diagnosis:
+        """Whether the lifted keypoints of ``batch`` (training images) are near flat
+        (:func:`~kp3d.metrics.flatness.flatness_check` over the detected visible keypoints),
+        the training images' category accuracy, and
+        :meth:`~kp3d.nn.lifting.LiftingEnsemble.ensemble_summary`."""
+        pred = self.predict(batch)
+        assert pred.kp3d is not None and pred.vis is not None
+        values, warnings = flatness_check(pred.kp3d, pred.vis > 0.5, method=self.name)
+        if batch.category is not None:
+            hit = pred.extras["category"] == batch.category.to(pred.extras["category"])
+            values["category_accuracy"] = float(hit.float().mean())
+        return Diagnosis({**values, **self.ensemble_summary()}, warnings)
 
 
 def build(config: LifterE2EConfig) -> LifterE2E:
