@@ -51,6 +51,8 @@ others with a one-line reason.
     each in normalised units and in input units (per-sample error times ``s``). Baselines on the
     same split: ``flat`` (z = 0) and ``mean_shape`` (the mean of the *fit* set's normalised
     ground-truth 3D shapes, placed by the best orthographic fit to each test observation).
+    A test set of several categories (``category`` labels) adds ``per_category`` rows, the same
+    protocol per label on that category's keypoints (Can et al., Table 4).
 
 ``surface_depth``: depth maps, :func:`evaluate_surface_depth`
     Unsup3d's SIDE and MAD over the ground-truth foreground eroded by one pixel, with its two
@@ -116,12 +118,14 @@ class Collected:
         gt: concatenated ground truth (a batch :class:`Sample` without images).
         image_size: (H, W) of the evaluated images, or None for keypoint-only data.
         landmark_names: names of the ground-truth landmarks, where the dataset has them.
+        category_names: the name of each category label, where the dataset has them.
     """
 
     pred: Prediction
     gt: Sample
     image_size: tuple[int, int] | None
     landmark_names: list[str] | None = None
+    category_names: list[str] | None = None
 
 
 _GT_FIELDS = ("mask", "depth", "kp2d", "vis", "kp3d", "intrinsics", "extrinsics", "category")
@@ -159,14 +163,21 @@ def collect(
     if not names:
         raise ValueError("collect: the dataset is empty")
     gt = Sample(**{k: torch.cat(v) for k, v in gts.items()}, name=names)
-    return Collected(Prediction.cat(preds), gt, size, _landmark_names(dataset))
+    return Collected(
+        Prediction.cat(preds),
+        gt,
+        size,
+        _dataset_names(dataset, "keypoint_names"),
+        _dataset_names(dataset, "category_names"),
+    )
 
 
-def _landmark_names(dataset: Dataset) -> list[str] | None:
-    """The dataset's ``keypoint_names`` (the ground truth's), looking through ``Subset``s."""
+def _dataset_names(dataset: Dataset, attribute: str) -> list[str] | None:
+    """The dataset's list ``attribute`` (``keypoint_names``: the ground truth's landmarks;
+    ``category_names``), looking through ``Subset``s."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
-    names = getattr(dataset, "keypoint_names", None)
+    names = getattr(dataset, attribute, None)
     return None if names is None else list(names)
 
 
@@ -502,17 +513,63 @@ def lifting_errors(
     }
 
 
+def _mean_shape_prediction(test: Sample, fit: Sample) -> Tensor:
+    """The mean-shape baseline's 3D keypoints (N, K, 3) for ``test``: the Procrustes mean of
+    ``fit``'s normalised ground-truth shapes, placed by the best orthographic fit to each test
+    observation."""
+    assert test.kp2d is not None and fit.kp2d is not None and fit.kp3d is not None
+    kp2d, vis = test.kp2d.double(), test.vis
+    fc, fs = normalise_per_sample(fit.kp2d.double(), fit.vis)
+    fg = _to_normalised(image_frame_3d(fit.kp3d.double(), fit.kp2d.double()), fc, fs)
+    mean_shape = procrustes_mean_shape(fg, fit.vis)
+    tc, ts = normalise_per_sample(kp2d, vis)
+    obs = (kp2d - tc[..., None, :]) / ts[..., None, None]
+    depth = fit_orthographic_depth(mean_shape, obs, vis)
+    return torch.cat([kp2d, (depth * ts[..., None])[..., None]], -1)
+
+
+def _category_part(sample: Sample, rows: Tensor, cols: Tensor) -> Sample:
+    """The rows ``rows`` (N,) bool of a batch ``sample`` and, of its keypoint fields, the
+    columns ``cols`` (K,) bool."""
+    fields: dict[str, Any] = {}
+    for f in sample.present():
+        t = getattr(sample, f)[rows]
+        fields[f] = t[:, cols] if f in ("kp2d", "vis", "kp3d") else t
+    names = sample.name
+    if isinstance(names, list):
+        fields["name"] = [n for n, keep in zip(names, rows.tolist(), strict=True) if keep]
+    return sample.replace(**fields)
+
+
+def category_columns(sample: Sample, rows: Tensor) -> Tensor:
+    """(K,) bool: the keypoints of the samples ``rows`` (N,) bool of a multi-category batch,
+    those with finite 2D and 3D ground truth that some of them see (``vis``)."""
+    assert sample.kp2d is not None and sample.kp3d is not None
+    ok = sample.kp2d[rows].isfinite().all(-1) & sample.kp3d[rows].isfinite().all(-1)
+    if sample.vis is not None:
+        ok = ok & sample.vis[rows].bool()
+    return ok.any(0)
+
+
 def evaluate_lifting(
     pred_kp3d: Tensor,
     test: Sample,
     *,
     fit: Sample | None = None,
+    category_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The lifting protocol (module docstring) for predictions ``pred_kp3d`` (N, K, 3) of the test
     set ``test`` (a batch Sample with kp2d, kp3d and optionally vis). ``fit`` (with kp3d) enables
     the mean-shape baseline. Ground truth in a camera frame (synthetic sets: metres) is first
     brought into the image frame of ``kp2d`` by :func:`image_frame_3d`, a no-op for ground truth
-    that already shares x, y with the 2D input (AFLW2000-3D)."""
+    that already shares x, y with the 2D input (AFLW2000-3D).
+
+    A test set of several categories (``category`` labels) adds ``per_category``: the same
+    protocol per label (Can et al., Table 4), on that category's samples and keypoints
+    (:func:`category_columns`), its mean shape from the fit set's samples of that label (when
+    the fit set has labels); the pooled mean-shape row then uses each category's own mean
+    shape. Those rows are keyed by label (``"0"``, ...), each with its ``category`` name from
+    ``category_names`` when given."""
     if test.kp2d is None or test.kp3d is None:
         raise ValueError("the lifting protocol needs 2D inputs and 3D ground truth (kp2d, kp3d)")
     kp2d, vis = test.kp2d.double(), test.vis
@@ -521,15 +578,36 @@ def evaluate_lifting(
     out["method"] = lifting_errors(pred_kp3d.double(), gt, kp2d, vis)
     flat = torch.cat([kp2d, torch.zeros_like(kp2d[..., :1])], -1)
     out["flat"] = lifting_errors(flat, gt, kp2d, vis)
-    if fit is not None and fit.kp3d is not None and fit.kp2d is not None:
-        fc, fs = normalise_per_sample(fit.kp2d.double(), fit.vis)
-        fg = _to_normalised(image_frame_3d(fit.kp3d.double(), fit.kp2d.double()), fc, fs)
-        mean_shape = procrustes_mean_shape(fg, fit.vis)
-        tc, ts = normalise_per_sample(kp2d, vis)
-        obs = (kp2d - tc[..., None, :]) / ts[..., None, None]
-        depth = fit_orthographic_depth(mean_shape, obs, vis)
-        pred_ms = torch.cat([kp2d, (depth * ts[..., None])[..., None]], -1)
-        out["mean_shape"] = lifting_errors(pred_ms, gt, kp2d, vis)
+    labels = [] if test.category is None else sorted(set(test.category.tolist()))
+    with_fit = fit is not None and fit.kp3d is not None and fit.kp2d is not None
+    if len(labels) > 1:
+        assert test.category is not None
+        per: dict[str, Any] = {}
+        pred_ms = flat.clone()
+        for z in labels:
+            rows = test.category == z
+            cols = category_columns(test, rows)
+            fit_z = None
+            if with_fit and fit is not None and fit.category is not None:
+                fit_rows = fit.category == z
+                fit_z = _category_part(fit, fit_rows, cols) if bool(fit_rows.any()) else None
+            test_z = _category_part(test, rows, cols)
+            per[str(z)] = evaluate_lifting(pred_kp3d[rows][:, cols], test_z, fit=fit_z)
+            if category_names is not None and 0 <= z < len(category_names):
+                per[str(z)]["category"] = category_names[z]
+            if fit_z is not None:
+                idx = rows.nonzero().squeeze(1)
+                pred_ms[idx[:, None], cols.nonzero().squeeze(1)[None]] = _mean_shape_prediction(
+                    test_z, fit_z
+                ).to(pred_ms.dtype)
+        if with_fit and all("mean_shape" in r for r in per.values()):
+            assert fit is not None and fit.kp2d is not None
+            out["mean_shape"] = lifting_errors(pred_ms, gt, kp2d, vis)
+            out["counts"]["fit"] = int(fit.kp2d.shape[0])
+        out["per_category"] = per
+    elif with_fit:
+        assert fit is not None and fit.kp2d is not None
+        out["mean_shape"] = lifting_errors(_mean_shape_prediction(test, fit), gt, kp2d, vis)
         out["counts"]["fit"] = int(fit.kp2d.shape[0])
     return out
 
@@ -742,7 +820,9 @@ class Protocol:
 
 def _lifting(fit: Collected, test: Collected) -> dict[str, Any]:
     assert test.pred.kp3d is not None  # checked by the registry's fields
-    return evaluate_lifting(test.pred.kp3d, test.gt, fit=fit.gt)
+    return evaluate_lifting(
+        test.pred.kp3d, test.gt, fit=fit.gt, category_names=test.category_names
+    )
 
 
 def _pose_probe(fit: Collected, test: Collected, *, probe: ProbeConfig | None = None) -> dict:

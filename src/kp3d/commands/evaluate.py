@@ -30,6 +30,8 @@ from torch.utils.data import Dataset, Subset
 from kp3d.errors import UserError
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from kp3d.data.inputs import Inputs
     from kp3d.data.schema import Sample
     from kp3d.methods.prediction import Prediction
@@ -166,16 +168,9 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
             f"{args.data}: no evaluation protocol of {run.method_name!r} applies ({reasons})"
         )
     results: dict[str, Any] = dict(done.results)
-    basis = model.artifacts().get("shape_basis")
-    if basis is not None and basis.shape[0] >= 2:
-        from kp3d.metrics import mutual_coherence
-
-        results["artifacts"] = {
-            "mutual_coherence": {
-                "value": float(mutual_coherence(basis.flatten(1))),
-                "protocol": "largest |cosine| between two learned basis shapes (Can et al., Table 5)",
-            }
-        }
+    scored = _artifact_scores(model.artifacts())
+    if scored:
+        results["artifacts"] = scored
     return {
         "run": str(args.run),
         "method": run.method_name,
@@ -183,6 +178,33 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
         "results": results,
         "skipped": done.skipped,
     }
+
+
+_COHERENCE = {
+    "shape_basis": (
+        "mutual_coherence",
+        "largest |cosine| between two learned basis shapes S (Can et al., Table 5)",
+    ),
+    "coefficient_layer": (
+        "mutual_coherence_W_g",
+        "largest |cosine| between two rows of the coefficient layer W_g (Can et al., Table 5)",
+    ),
+}
+"""Artifacts whose mutual coherence ``kp3d evaluate`` reports: name -> (result name, text)."""
+
+
+def _artifact_scores(artifacts: dict[str, Tensor]) -> dict[str, Any]:
+    """The mutual coherence (:func:`kp3d.metrics.mutual_coherence`) of each learned artifact
+    in :data:`_COHERENCE` that has two vectors or more: of the basis S (``mutual_coherence``)
+    and of the lifter's coefficient layer W_g (``mutual_coherence_W_g``)."""
+    from kp3d.metrics import mutual_coherence
+
+    out: dict[str, Any] = {}
+    for artifact, (name, text) in _COHERENCE.items():
+        value = artifacts.get(artifact)
+        if value is not None and value.shape[0] >= 2:
+            out[name] = {"value": float(mutual_coherence(value.flatten(1))), "protocol": text}
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

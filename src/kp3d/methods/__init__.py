@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "autolink": "kp3d.methods.autolink3d:SPEC_2D",
     "c3dpo": "kp3d.methods.c3dpo:SPEC",
     "lifter": "kp3d.methods.lifter:SPEC",
+    "lifter-e2e": "kp3d.methods.lifter_e2e:SPEC",
     "lifter-fit": "kp3d.methods.lifter_fit:SPEC",
     "triangulation": "kp3d.methods.triangulation:SPEC",
     "unsup3d": "kp3d.methods.unsup3d:SPEC",

@@ -43,8 +43,13 @@ from kp3d.geometry.keypoints import (
     weak_perspective_scale,
 )
 from kp3d.geometry.keypoints import visibility_weights as visibility
-from kp3d.geometry.rotations import axis_angle_to_matrix, rotation_6d_to_matrix, rotation_spread
-from kp3d.losses.lifting import reprojection_loss, shape_prior_loss
+from kp3d.geometry.rotations import (
+    axis_angle_to_matrix,
+    random_rotation,
+    rotation_6d_to_matrix,
+    rotation_spread,
+)
+from kp3d.losses.lifting import point_loss, reprojection_loss, rotation_loss, shape_prior_loss
 from kp3d.nn.shape import linear_shape
 
 NormKind = Literal["batch", "layer", "none"]
@@ -52,6 +57,7 @@ RotationKind = Literal["axis_angle", "6d"]
 CoefficientKind = Literal["linear", "relu"]
 CameraKind = Literal["orthographic", "weak_perspective"]
 EnsembleBatches = Literal["shared", "split"]
+ReprojectionPoints = Literal["visible", "all"]
 
 _EPS = 1e-8
 
@@ -442,6 +448,12 @@ class EnsembleLiftingConfig(LiftingConfig):
     (:attr:`LiftingEnsemble.rotation_spread`) is at least (1 - this) times the widest member's,
     leaving out degenerate ones (views posed alike, the rest explained by deformation); all
     before training. Must lie in [0, 1) (results: docs/results.md)."""
+    reprojection_points: ReprojectionPoints = "visible"
+    """Keypoints the reprojection loss compares: ``visible`` ones (the default), or ``all`` of
+    the sample's category (its subset ``zeta_z``, :attr:`LiftingEnsemble.support`), visible or
+    not: Can et al.'s "-A" variant, for data whose occluded keypoints still have 2D locations
+    (synthetic sets; a detector's predictions). The input normalisation stays that of the
+    visible points."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -457,6 +469,11 @@ class EnsembleLiftingConfig(LiftingConfig):
             raise ConfigError(
                 f"ensemble_batches must be one of {get_args(EnsembleBatches)}, "
                 f"got {self.ensemble_batches!r}"
+            )
+        if self.reprojection_points not in get_args(ReprojectionPoints):
+            raise ConfigError(
+                f"reprojection_points must be one of {get_args(ReprojectionPoints)}, "
+                f"got {self.reprojection_points!r}"
             )
 
 
@@ -481,11 +498,16 @@ def depth_extent(depth: Tensor, vis: Tensor) -> Tensor:
 def lifting_artifacts(net: LiftingNet) -> dict[str, Tensor]:
     """A lifter's ``artifacts``: ``canonical_shape`` (K, 3), the shape of zero coefficients (the
     bias shape), and ``shape_basis`` (n, K, 3), the learned basis shapes (centred, unit RMS), of
-    ``net``; normalised units."""
-    return {
+    ``net``; normalised units. With a coefficient head also ``coefficient_layer`` (n, width),
+    its weight ``W_g`` (row i: the feature direction that drives coefficient ``alpha_i``), whose
+    mutual coherence Can et al. report (Table 5)."""
+    out = {
         "canonical_shape": net.base_shape().detach().float(),
         "shape_basis": net.shape_basis.basis.detach().float(),
     }
+    if net.alpha_head is not None:
+        out["coefficient_layer"] = net.alpha_head.weight.detach().float()
+    return out
 
 
 def aligned_depth_mean(preds: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -719,11 +741,23 @@ class LiftingEnsemble(nn.Module):
 
         ww, cat = stack(w), stack(category)
         ctx = None if context is None else stack(context)
-        norm, out = self.lift_members(stack(kp2d), ww, ctx)
+        kk = stack(kp2d)
+        norm, out = self.lift_members(kk, ww, ctx)
         E = len(self.members)
-        losses = {
-            "reprojection": reprojection_loss(out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta)
-        }
+        if cfg.reprojection_points == "all":
+            # Every keypoint of the category, in the units of the visible points' normalisation.
+            target = (kk - norm.centre[..., None, :]) / norm.scale[..., None, None]
+            losses = {
+                "reprojection": reprojection_loss(
+                    out.shape_cam, target, self.support[cat].to(kk.dtype), delta=cfg.huber_delta
+                )
+            }
+        else:
+            losses = {
+                "reprojection": reprojection_loss(
+                    out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta
+                )
+            }
         if cfg.shape_prior_weight > 0:
             # Each member's categories are groups of their own.
             groups = cat + self.n_categories * torch.arange(E, device=cat.device)[:, None]
@@ -749,14 +783,16 @@ class LiftingEnsemble(nn.Module):
         return out
 
     @torch.no_grad()
-    def ensemble_predictions(self, kp2d: Tensor, vis: Tensor | None) -> dict[str, Tensor]:
-        """:func:`lifting_predictions` of keypoints (B, K, 2) with visibility (B, K): with an
-        ensemble, ``kp3d``'s depth is the :func:`aligned_depth_mean` of the
-        :meth:`kept_members`' depths; every other entry (``R``, ``alpha``, ``shape``) is the
-        first kept member's."""
+    def ensemble_predictions(
+        self, kp2d: Tensor, vis: Tensor | None, context: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """:func:`lifting_predictions` of keypoints (B, K, 2) with visibility (B, K) and an
+        optional context (B, C): with an ensemble, ``kp3d``'s depth is the
+        :func:`aligned_depth_mean` of the :meth:`kept_members`' depths; every other entry
+        (``R``, ``alpha``, ``shape``) is the first kept member's."""
         preds = []
         for net in self.kept_members():
-            norm, out = self.lift(kp2d, vis, net=net)
+            norm, out = self.lift(kp2d, vis, context, net=net)
             out = self.member_output(net, norm, out, visibility(kp2d, vis))
             preds.append(lifting_predictions(out, norm, vis))
         return aligned_depth_mean(preds)
@@ -764,3 +800,55 @@ class LiftingEnsemble(nn.Module):
     def artifacts(self) -> dict[str, Tensor]:
         """:func:`lifting_artifacts` of ``net``."""
         return lifting_artifacts(self.net)
+
+
+class CycleLosses(NamedTuple):
+    """The two terms of Can et al.'s cyclic self-supervision (scalars)."""
+
+    camera: Tensor
+    """``rho(|| R(Y~) - R~ ||_F)``, mean over the batch."""
+    shape: Tensor
+    """``rho(|| s~ X(Y~) - X(Y) ||)`` over the category's keypoints, mean over the batch."""
+
+
+def cycle_losses(
+    net: LiftingNet,
+    out: LiftingOutput,
+    support: Tensor,
+    context: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    delta: float,
+) -> CycleLosses:
+    """Camera and shape losses of the augmented views ``Y~ = Pi(R~ X)`` of the shapes ``X`` in
+    ``out`` that ``net`` predicted (Can et al.'s cycle; see :mod:`kp3d.methods.lifter.model`):
+    ``Y~`` (normalised over ``support`` (B, K), each sample's category keypoints) goes through
+    ``net`` again (with ``context`` (B, C)), which must recover ``R~`` and, at the scale ``s~``
+    of ``Y~``, the shape. ``delta``: the pseudo-Huber scale.
+
+    Nothing is detached: as with C3DPO's canonicalisation, the gradient also reaches the
+    original prediction, pushing the shape space towards one in which a view determines both
+    the shape and the rotation.
+    """
+    X = out.shape
+    support = support.to(X.dtype)
+    R = random_rotation(X.shape[0], generator=generator, dtype=X.dtype, device=X.device)
+    norm = normalise_keypoints((X @ R.transpose(-1, -2))[..., :2], support)
+    cyc = net(norm.kp2d, support, context)
+    X_cyc = cyc.shape * norm.scale[..., None, None]
+    # Both shapes are compared about their centroids over the category's own keypoints.
+    X_cyc = X_cyc - masked_mean(X_cyc, support[..., None], dim=-2)[..., None, :]
+    X = X - masked_mean(X, support[..., None], dim=-2)[..., None, :]
+    return CycleLosses(
+        camera=rotation_loss(cyc.R, R, delta=delta),
+        shape=point_loss(X_cyc, X, support, delta=delta),
+    )
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every BatchNorm layer of ``module`` in eval mode (running statistics, not updated):
+    the lifters' cycle phase, whose synthetic views must not shift the statistics that real
+    inputs see."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()

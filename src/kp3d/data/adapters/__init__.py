@@ -40,6 +40,7 @@ from kp3d.errors import ConfigError, DataError
 
 ADAPTERS: dict[str, str] = {
     "synth": "kp3d.data.adapters.synth",
+    "synth_mix": "kp3d.data.adapters.synth_mix",
     "keypoints_npz": "kp3d.data.adapters.keypoints_npz",
     "landmark_csv": "kp3d.data.adapters.landmark_csv",
     "celeba": "kp3d.data.adapters.celeba",

@@ -53,25 +53,23 @@ from a keypoint detector trained end to end) is appended to the network's input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
-from kp3d.geometry.rotations import random_rotation
-from kp3d.losses.lifting import point_loss, rotation_loss
 from kp3d.methods.base import Diagnosis, LossOutput, MethodModel
 from kp3d.methods.prediction import Prediction
 from kp3d.metrics.flatness import flatness_check
 from kp3d.nn.lifting import (
+    CycleLosses,
     EnsembleLiftingConfig,
     LiftingEnsemble,
     LiftingNet,
     LiftingOutput,
-    masked_mean,
-    normalise_keypoints,
+    cycle_losses,
+    freeze_batchnorm,
 )
 
 
@@ -99,15 +97,6 @@ class LifterConfig(EnsembleLiftingConfig):
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
-class CycleLosses(NamedTuple):
-    """The two cycle terms (scalars)."""
-
-    camera: Tensor
-    """``rho(|| R(Y~) - R~ ||_F)``, mean over the batch."""
-    shape: Tensor
-    """``rho(|| s~ X(Y~) - X(Y) ||)`` over the category's keypoints, mean over the batch."""
-
-
 class Lifter(LiftingEnsemble, MethodModel):
     """Non-negative-basis lifter with cyclic self-supervision (Can et al.); the members, the
     categories' keypoints and the ensemble's averaging are :class:`LiftingEnsemble`'s."""
@@ -130,26 +119,15 @@ class Lifter(LiftingEnsemble, MethodModel):
         *,
         net: LiftingNet | None = None,
     ) -> CycleLosses:
-        """Camera and shape losses of the augmented view ``Pi(R~ X)`` of each shape that ``net``
-        (default ``self.net``) predicted.
-
-        Nothing is detached: as with C3DPO's canonicalisation, the gradient also reaches the
-        original prediction, pushing the shape space towards one in which a view determines
-        both the shape and the rotation.
-        """
-        X = out.shape
-        support = self.support[category].to(X.dtype)  # (B, K)
-        R = random_rotation(X.shape[0], generator=generator, dtype=X.dtype, device=X.device)
-        norm = normalise_keypoints((X @ R.transpose(-1, -2))[..., :2], support)
-        cyc = (self.net if net is None else net)(norm.kp2d, support, context)
-        X_cyc = cyc.shape * norm.scale[..., None, None]
-        # Both shapes are compared about their centroids over the category's own keypoints.
-        X_cyc = X_cyc - masked_mean(X_cyc, support[..., None], dim=-2)[..., None, :]
-        X = X - masked_mean(X, support[..., None], dim=-2)[..., None, :]
-        delta = self.config.huber_delta
-        return CycleLosses(
-            camera=rotation_loss(cyc.R, R, delta=delta),
-            shape=point_loss(X_cyc, X, support, delta=delta),
+        """:func:`~kp3d.nn.lifting.cycle_losses` of the shapes in ``out`` that ``net`` (default
+        ``self.net``) predicted for samples of ``category`` (B,)."""
+        return cycle_losses(
+            self.net if net is None else net,
+            out,
+            self.support[category],
+            context,
+            generator,
+            delta=self.config.huber_delta,
         )
 
     def on_step(self, step: int) -> None:
@@ -157,9 +135,7 @@ class Lifter(LiftingEnsemble, MethodModel):
         module doc: the cycle's synthetic views must not shift them)."""
         cfg = self.config
         if cfg.cycle_start is not None and step >= cfg.cycle_start:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            freeze_batchnorm(self)
 
     def loss_weights(self) -> dict[str, float]:
         cfg, E = self.config, len(self.members)
