@@ -17,6 +17,9 @@ from rich.console import Console
 
 console = Console(stderr=True)
 
+DEMO_CATEGORIES = ("head", "creature", "quadruped")
+"""The built-in categories the demo can use (``face`` needs a third-party model)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -42,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--k", type=int, default=16, help="keypoints to discover (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--category",
+        choices=DEMO_CATEGORIES,
+        default="creature",
+        help="built-in synthetic category to train on (default: %(default)s)",
+    )
 
 
 def _step(title: str, argv: list[str]) -> None:
@@ -59,14 +68,16 @@ def _step(title: str, argv: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    train_dir, test_dir, run_dir = out / "creature-train", out / "creature-test", out / "run"
+    category: str = args.category
+    train_dir, test_dir = out / f"{category}-train", out / f"{category}-test"
+    run_dir = out / "run"
     common = ["--size", str(args.size)]
     if not (train_dir / "meta.json").exists():
         _step(
             "synthesise training set",
             [
                 "synth",
-                "creature",
+                category,
                 "--n",
                 str(args.n_train),
                 "--seed",
@@ -81,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             "synthesise test set",
             [
                 "synth",
-                "creature",
+                category,
                 "--n",
                 str(args.n_test),
                 "--seed",
