@@ -332,7 +332,7 @@ def generate(
         seed: the set's seed; sample ``i`` depends only on ``(seed, i)`` and the options.
         views: cameras per instance; with ``views > 1`` every field has a leading V axis.
         pairs: two views per instance with a moderate relative rotation (azimuth 10-60 degrees
-            apart for the procedural categories, yaw 10-45 degrees for faces).
+            apart for the articulated categories, yaw 10-45 degrees for faces and heads).
         sfm_dir: the Surrey Face Model folder (``face`` only).
         start: index of the first instance.
         articulation: fraction of each joint's angle range that poses span, centred on the
