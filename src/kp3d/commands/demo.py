@@ -1,10 +1,13 @@
 """``kp3d demo``: the README's main job, end to end on built-in data.
 
 It runs the same sub-commands a user would, in order: ``synth`` a training and a held-out test
-set of the procedural ``creature`` category, ``train`` the flagship ``autolink3d`` for a few
-minutes, ``evaluate`` it (2D NME after the linear regression fitted on the training set's
-labels, 3D NME against the exact 3D joints), and write the HTML ``report``. Finished steps are
-not repeated when the demo is run again with the same ``--out``.
+set of a built-in procedural category (``--category``: ``creature``, a biped seen all around;
+``quadruped``; ``head``, a textured head turning +-60 degrees, whose landmarks move in depth),
+``train`` the flagship ``autolink3d`` for a few minutes, ``evaluate`` it (2D NME after the
+linear regression fitted on the training set's labels, 3D NME against the exact 3D keypoints),
+and write the HTML ``report``, which says in plain words what the run recovered in 3D. Finished
+steps are not repeated when the demo is run again with the same ``--out`` (the data folders are
+named after the category).
 """
 
 from __future__ import annotations
