@@ -820,9 +820,7 @@ class Protocol:
 
 def _lifting(fit: Collected, test: Collected) -> dict[str, Any]:
     assert test.pred.kp3d is not None  # checked by the registry's fields
-    return evaluate_lifting(
-        test.pred.kp3d, test.gt, fit=fit.gt, category_names=test.category_names
-    )
+    return evaluate_lifting(test.pred.kp3d, test.gt, fit=fit.gt, category_names=test.category_names)
 
 
 def _pose_probe(fit: Collected, test: Collected, *, probe: ProbeConfig | None = None) -> dict:

@@ -7,6 +7,7 @@ Examples::
     kp3d synth creature --n 4000 --articulation 1.0 --out data/creature-wild
     kp3d synth creature --n 4000 --azimuth -90 90 --out data/creature-front
     kp3d synth face --n 2000 --pairs --sfm-dir ../shared/assets/sfm --out data/face-pairs
+    kp3d synth head --n 4000 --out data/head-train
 
 The layout written is documented in :mod:`kp3d.data.adapters.synth`; the categories in
 :mod:`kp3d.data.synth`. Image ``i`` depends only on ``--seed``, ``i`` and the options, whatever
@@ -41,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-CATEGORIES = ("creature", "quadruped", "face")
+CATEGORIES = ("creature", "quadruped", "face", "head")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -101,6 +101,92 @@ def draw_overlay(
     return draw_keypoints(big, np.asarray(kp2d, float) * scale, edges=edges, vis=vis)
 
 
+FLAT_TRACKS = 0.25
+"""Below this fraction of the ground truth's ``tracks_sv3``, the discovered keypoints are
+called a flat template: what remains is within what noise and detection jitter give."""
+SAME_DEPTH = 0.02
+"""A 3D error within this relative margin of the mean-depth baseline counts as no better."""
+ONE_POSE_DEG = 2.0
+"""A rotation spread below this many degrees means the head gives every image one pose."""
+
+
+def _value(results: dict[str, Any], name: str) -> float | None:
+    """The number ``name`` of the first protocol group that has it, else None."""
+    for group in results.values():
+        if isinstance(group, dict):
+            entry = group.get(name)
+            if isinstance(entry, dict):
+                entry = entry.get("value")
+            if isinstance(entry, (int, float)) and not isinstance(entry, bool):
+                return float(entry) if math.isfinite(entry) else None
+    return None
+
+
+def recovery_summary(results: dict[str, Any]) -> list[str]:
+    """What a run did and did not recover in 3D, in plain sentences, from its evaluation.
+
+    From ``kp3d evaluate``'s results (:mod:`kp3d.evaluation`, keypoint discovery): how much of
+    the ground truth's third dimension the discovered keypoints' motion has (``tracks_sv3``
+    over ``tracks_sv3_gt``), whether the 3D head's depth beats the mean depth
+    (``nme3d_depth`` against ``nme3d_flat_baseline``), how the method's 3D keypoints compare
+    with that baseline (``nme3d``), and whether the head turns at all
+    (``rotation_spread_deg``). Sentences whose numbers are missing are left out.
+
+    Args:
+        results: the ``results`` object of an evaluation JSON (protocol groups of metrics).
+
+    Returns:
+        Sentences, possibly none.
+    """
+    out: list[str] = []
+    sv3, sv3_gt = _value(results, "tracks_sv3"), _value(results, "tracks_sv3_gt")
+    if sv3 is not None and sv3_gt is not None and sv3_gt > 0:
+        ratio = sv3 / sv3_gt
+        numbers = f"(tracks_sv3 {sv3:.3f} against {sv3_gt:.3f} for the ground truth)"
+        if ratio < FLAT_TRACKS:
+            out.append(
+                f"The discovered keypoints move as one flat template: their motion has "
+                f"{ratio:.2f} of the ground truth's third dimension {numbers}, so no 3D head "
+                f"can add depth to them."
+            )
+        else:
+            out.append(
+                f"The discovered keypoints' motion needs a third dimension: {ratio:.2f} of the "
+                f"ground truth's {numbers}."
+            )
+    depth, flat = _value(results, "nme3d_depth"), _value(results, "nme3d_flat_baseline")
+    if depth is not None and flat is not None and flat > 0:
+        numbers = f"(3D NME {depth:.2%} against {flat:.2%} at the mean depth)"
+        if depth > flat * (1 + SAME_DEPTH):
+            out.append(f"The 3D head's depth is worse than the mean depth {numbers}.")
+        elif depth >= flat * (1 - SAME_DEPTH):
+            out.append(f"The 3D head's depth adds nothing over the mean depth {numbers}.")
+        else:
+            out.append(
+                f"The 3D head's depth recovers part of the true depth: {1 - depth / flat:.0%} "
+                f"less 3D error than the mean depth {numbers}."
+            )
+    nme3d = _value(results, "nme3d")
+    if nme3d is not None and flat is not None and flat > 0:
+        out.append(
+            f"The method's 3D keypoints: 3D NME {nme3d:.2%}, {nme3d / flat:.2f} times the "
+            f"mean-depth baseline's."
+        )
+    spread = _value(results, "rotation_spread_deg")
+    if spread is not None:
+        if spread < ONE_POSE_DEG:
+            out.append(
+                f"The 3D head gives every image nearly the same rotation ({spread:.2f} degrees "
+                f"from their mean): its 3D views all show one shape."
+            )
+        else:
+            out.append(
+                f"The 3D head's rotations spread {spread:.1f} degrees about their mean: it turns "
+                f"with the images."
+            )
+    return out
+
+
 def _evaluation_section(eval_doc: dict[str, Any] | None) -> str:
     if not eval_doc:
         return "<p class='muted'>not evaluated yet: run <code>kp3d evaluate</code></p>"
@@ -118,7 +204,13 @@ def _evaluation_section(eval_doc: dict[str, Any] | None) -> str:
         f"test: {html.escape(eval_doc.get('test', ''))}; counts: {html.escape(counts)}"
         f"{skipped}</p>"
     )
-    return html.table(rows) + note
+    summary = recovery_summary(results)
+    plain = (
+        "<p><b>In plain words:</b> " + " ".join(html.escape(x) for x in summary) + "</p>"
+        if summary
+        else ""
+    )
+    return html.table(rows) + plain + note
 
 
 def depth_image(depth: torch.Tensor, *, scale: int = 3) -> Image.Image:

@@ -22,6 +22,16 @@ def test_synth_writes_a_readable_set(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "wrote 3 creature" in capsys.readouterr().err
 
 
+def test_head_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "head"
+    assert cli.main(_synth("head", 3, out, "--seed", "4")) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["category"] == "head" and len(meta["keypoint_names"]) == 20
+    ref = generate("head", 3, size=32, seed=4)
+    got = list(open_dataset(out))
+    assert all(torch.equal(x.kp3d, y.kp3d) and torch.equal(x.vis, y.vis) for x, y in zip(got, ref))
+
+
 def test_articulation_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "wild"
     assert cli.main(_synth("creature", 4, out, "--seed", "1", "--articulation", "0.6")) == 0
@@ -53,6 +63,7 @@ def test_azimuth_round_trip(tmp_path: Path) -> None:
             "articulation must be in [0, 1]",
         ),
         (["synth", "face", "--n", "2", "--articulation", "0.5"], "face has no joints"),
+        (["synth", "head", "--n", "2", "--articulation", "0.5"], "head has no joints"),
         (["synth", "creature", "--n", "2", "--azimuth", "90", "-90"], "azimuth must be (lo, hi)"),
         (
             ["synth", "face", "--n", "2", "--azimuth", "-90", "90"],

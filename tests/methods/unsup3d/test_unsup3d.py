@@ -238,7 +238,9 @@ def _infer_lift_and_mesh(
         centre = mask[i, 0, 15:17, 15:17]
         assert valid[i, 0] == (centre.mean() >= 0.5)
         if centre.all():  # the bilinear depth of the four centre pixels, on the optical axis
-            np.testing.assert_allclose(pts[i, 0], [0, 0, depth[i, 0, 15:17, 15:17].mean()], atol=1e-5)
+            np.testing.assert_allclose(
+                pts[i, 0], [0, 0, depth[i, 0, 15:17, 15:17].mean()], atol=1e-5
+            )
     np.testing.assert_allclose(K[0, 0, 2], 16.0)
     # The canonical surface as OBJ and PLY, one vertex per pixel, per input.
     for name in names:

@@ -14,10 +14,11 @@ Layout (N instances, V views each, K keypoints, S x S images)::
 :data:`kp3d.data.synth.CATEGORIES`), ``n``, ``views``, ``pairs``, ``size``, ``seed``, ``start``
 (index of the first instance), ``options`` (everything else the generator was given:
 ``sfm_dir``, the face model's folder or null; ``articulation``, the fraction of each joint's
-angle range the poses span, the value actually used, null for ``face``; sets written before
-the option existed lack the key and were posed with the default of the kp3d that wrote them;
-``azimuth``, the camera's azimuth range in degrees as ``[lo, hi]``, null for ``face``, absent
-from sets written before the option, whose cameras went all around),
+angle range the poses span, the value actually used, null for ``face`` and ``head``; sets
+written before the option existed lack the key and were posed with the default of the kp3d that
+wrote them; ``azimuth``, the camera's azimuth range in degrees as ``[lo, hi]``, null for
+``face`` and ``head``, absent from sets written before the option, whose cameras went all
+around),
 ``keypoint_names`` (K), ``skeleton`` (edges as index pairs), ``absent`` (keypoints the category
 never defines: ``vis`` False, coordinates 0), ``view_dependent`` (keypoints that are not fixed
 points of the instance, e.g. a face's outline), ``units`` ("m"), ``depth_scale`` (metres per

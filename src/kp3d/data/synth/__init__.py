@@ -5,6 +5,8 @@ Categories (:data:`CATEGORIES`)
     ``quadruped``  procedural four-legged animal, 18 joints (:mod:`kp3d.data.synth.quadruped`)
     ``face``       Surrey Face Model faces, the 68 iBUG landmarks (:mod:`kp3d.data.synth.face`);
                    needs the model's folder (``sfm_dir``)
+    ``head``       procedural textured head, 20 landmarks, yaw +-60 degrees
+                   (:mod:`kp3d.data.synth.head`); needs no file
 
 Options besides size, seed, views and pairs: ``sfm_dir`` (``face`` only) and ``articulation``
 (``creature`` and ``quadruped`` only): the fraction of each joint's angle range that poses span,
@@ -49,8 +51,11 @@ from kp3d.data.synth import scene
 from kp3d.data.synth.scene import Rendered
 from kp3d.errors import ConfigError
 
-CATEGORIES: tuple[str, ...] = ("creature", "quadruped", "face")
-"""Category names; a sample's ``category`` label is the index in this tuple."""
+CATEGORIES: tuple[str, ...] = ("creature", "quadruped", "face", "head")
+"""Category names; a sample's ``category`` label is the index in this tuple (new ones are
+appended, so existing labels keep their values)."""
+
+ARTICULATED: tuple[str, ...] = ("creature", "quadruped")
 
 GENERATOR_VERSION = 1
 """Bumped whenever the images or labels a (category, seed, options) produces change."""
@@ -88,10 +93,10 @@ def check_articulation(name: str, articulation: float | None) -> None:
     """
     if articulation is None:
         return
-    if name == "face":
+    if name not in ARTICULATED:
         raise ConfigError(
             f"articulation applies to the procedural articulated categories (creature, "
-            f"quadruped); face has no joints to pose (got articulation={articulation})"
+            f"quadruped); {name} has no joints to pose (got articulation={articulation})"
         )
     # `not 0 <= x <= 1` rather than `x < 0 or x > 1`, so NaN is rejected too.
     if not 0.0 <= articulation <= 1.0:
@@ -110,10 +115,12 @@ def check_azimuth(name: str, azimuth: Sequence[float] | None) -> tuple[float, fl
     """
     if azimuth is None:
         return None
-    if name == "face":
+    if name not in ARTICULATED:
+        yaw = {"face": 70, "head": 60}.get(name)
         raise ConfigError(
             f"azimuth applies to the procedural articulated categories (creature, quadruped); "
-            f"face draws its own head rotation (yaw within +-70 degrees; got azimuth={azimuth})"
+            f"{name} draws its own head rotation (yaw within +-{yaw} degrees; "
+            f"got azimuth={azimuth})"
         )
     try:
         lo, hi = (float(a) for a in azimuth)
@@ -174,6 +181,10 @@ def get_category(
                     "ibug_to_sfm.txt and sfm_model_contours.json) as --sfm-dir / sfm_dir"
                 )
             _cache[key] = FaceCategory.from_dir(Path(sfm_dir))
+        elif name == "head":
+            from kp3d.data.synth.head import HeadCategory
+
+            _cache[key] = HeadCategory()
         else:
             from kp3d.data.synth.articulated import ArticulatedCategory
 
@@ -321,7 +332,7 @@ def generate(
         seed: the set's seed; sample ``i`` depends only on ``(seed, i)`` and the options.
         views: cameras per instance; with ``views > 1`` every field has a leading V axis.
         pairs: two views per instance with a moderate relative rotation (azimuth 10-60 degrees
-            apart for the procedural categories, yaw 10-45 degrees for faces).
+            apart for the articulated categories, yaw 10-45 degrees for faces and heads).
         sfm_dir: the Surrey Face Model folder (``face`` only).
         start: index of the first instance.
         articulation: fraction of each joint's angle range that poses span, centred on the
@@ -346,6 +357,7 @@ def generate(
 
 
 __all__ = [
+    "ARTICULATED",
     "CATEGORIES",
     "GENERATOR_VERSION",
     "Category",
