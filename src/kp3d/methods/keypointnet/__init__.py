@@ -68,7 +68,8 @@ def configure(config: KeypointNetConfig, dataset: Dataset[Sample]) -> KeypointNe
             needs.
     """
     n = len(dataset)  # type: ignore[arg-type]
-    picks = sorted({round(i * (n - 1) / max(SCAN - 1, 1)) for i in range(min(SCAN, n))})
+    m = min(SCAN, n)
+    picks = sorted({round(i * (n - 1) / max(m - 1, 1)) for i in range(m)})
     samples = [dataset[i] for i in picks]
     first = samples[0]
     changes: dict[str, object] = {}
