@@ -51,6 +51,7 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ({"width": 5}, "width: must be an even number"),
         ({"fov_deg": 180}, "fov_deg"),
         ({"left_keypoints": (1, 2), "right_keypoints": (3,)}, "need as many of each"),
+        ({"orientation": "yes"}, "valid choices: auto, on, off"),
         ({"separation": 0}, "separation: must be > 0"),
         ({"lambda_sep": -1}, "loss weights must be >= 0"),
         ({"lambda_obj": -1}, "loss weights must be >= 0"),
@@ -63,7 +64,7 @@ def test_config_errors(values: dict, message: str) -> None:
 
 def test_orientation_without_sides_is_refused() -> None:
     with pytest.raises(ConfigError, match="no left_keypoints"):
-        KeypointNet(KeypointNetConfig(**TINY, orientation=True))
+        KeypointNet(KeypointNetConfig(**TINY, orientation="on"))
 
 
 def test_the_network_is_13_dilated_convolutions_with_2n_outputs() -> None:
@@ -80,7 +81,7 @@ def test_the_network_is_13_dilated_convolutions_with_2n_outputs() -> None:
     assert sum(isinstance(m, nn.LeakyReLU) for m in net.modules()) == 12
     assert net(torch.rand(2, 5, 20, 24)).shape == (2, 8, 20, 24)
     model = KeypointNet(
-        KeypointNetConfig(**TINY, orientation=True, left_keypoints=(0,), right_keypoints=(1,))
+        KeypointNetConfig(**TINY, orientation="on", left_keypoints=(0,), right_keypoints=(1,))
     )
     assert model.net.net[0].in_channels == 3 + 2 and model.net.net[-1].out_channels == 2 * 4
     assert model.orientation_net is not None and model.orientation_net.net[0].out_channels == 2
@@ -128,15 +129,15 @@ def test_configure_reads_the_camera_depth_sides_and_masks(pairs: Path) -> None:
     assert c.fov_deg == pytest.approx(math.degrees(2 * math.atan(16 / fx)))
     z = torch.cat([data[i].kp3d[..., 2].flatten() for i in range(len(data))])
     assert c.depth_offset == pytest.approx(float(z.median()))
-    assert c.orientation is True and c.lambda_obj == 1.0
+    assert c.orientation == "on" and c.lambda_obj == 1.0
     names = data.keypoint_names
     assert [names[i] for i in c.left_keypoints] == [n for n in names if n.startswith("left_")]
     assert [names[i] for i in c.right_keypoints] == [
         n.replace("left", "right") for n in names if n.startswith("left_")
     ]
     # The user's values win; what the data cannot supervise is refused.
-    kept = configure(KeypointNetConfig(fov_deg=30.0, orientation=False, lambda_obj=0.5), data)
-    assert (kept.fov_deg, kept.orientation, kept.lambda_obj) == (30.0, False, 0.5)
+    kept = configure(KeypointNetConfig(fov_deg=30.0, orientation="off", lambda_obj=0.5), data)
+    assert (kept.fov_deg, kept.orientation, kept.lambda_obj) == (30.0, "off", 0.5)
 
 
 class _NoLabels(torch.utils.data.Dataset):
@@ -155,11 +156,11 @@ class _NoLabels(torch.utils.data.Dataset):
 def test_configure_without_labels_turns_orientation_and_silhouette_off(pairs: Path) -> None:
     data = _NoLabels(VIEW_PAIRS.open_training(pairs))
     c = configure(KeypointNetConfig(), data)
-    assert c.orientation is False and c.lambda_obj == 0.0 and c.left_keypoints == ()
+    assert c.orientation == "off" and c.lambda_obj == 0.0 and c.left_keypoints == ()
     t = torch.stack([data[i].extrinsics[..., 3] for i in range(len(data))]).norm(dim=-1)
     assert c.depth_offset == pytest.approx(float(t.median()))
     with pytest.raises(ConfigError, match="orientation"):
-        configure(KeypointNetConfig(orientation=True), data)
+        configure(KeypointNetConfig(orientation="on"), data)
     with pytest.raises(ConfigError, match="no object masks"):
         configure(KeypointNetConfig(lambda_obj=1.0), data)
 
@@ -246,7 +247,7 @@ def test_cli_round_trip_train_infer_evaluate_report(pairs: Path, tmp_path: Path)
     options = ["--steps", "2", "--log-every", "1", "--batch-size", "2", "--no-bf16"]
     assert main([*train, *options, "--k", "4", "--width", "4", "--size", "32"]) == 0
     stored = json.loads((run / "config.json").read_text())["model"]
-    assert stored["orientation"] is True and stored["lambda_obj"] == 1.0
+    assert stored["orientation"] == "on" and stored["lambda_obj"] == 1.0
 
     out = tmp_path / "kp.npz"
     images = pairs / "images"

@@ -58,7 +58,7 @@ def configure(config: KeypointNetConfig, dataset: Dataset[Sample]) -> KeypointNe
     - ``fov_deg`` (0): the first sample's first view's horizontal field of view;
     - ``depth_offset`` (0): the median depth of the 3D keypoints of a few samples, else the
       median distance of their cameras to the world origin;
-    - ``orientation`` (none): on where the samples have 3D keypoints and the dataset names
+    - ``orientation`` (auto): on where the samples have 3D keypoints and the dataset names
       left and right keypoints (``keypoint_names``), which then define the flag
       (``left_keypoints``, ``right_keypoints``); off otherwise;
     - ``lambda_obj`` (none): 1 where the samples have object masks, else 0.
@@ -87,14 +87,14 @@ def configure(config: KeypointNetConfig, dataset: Dataset[Sample]) -> KeypointNe
     has_kp3d = first.kp3d is not None
     left, right = left_right_pairs(getattr(dataset, "keypoint_names", None))
     possible = has_kp3d and bool(left)
-    if config.orientation is None:
-        changes["orientation"] = possible
-    elif config.orientation and not possible and not config.left_keypoints:
+    if config.orientation == "auto":
+        changes["orientation"] = "on" if possible else "off"
+    elif config.orientation == "on" and not possible and not config.left_keypoints:
         raise ConfigError(
             "orientation: the training data has no 3D keypoints named left_* and right_* to "
-            "supervise the orientation network with; leave it unset or set --no-orientation"
+            "supervise the orientation network with; set it to auto or off"
         )
-    if changes.get("orientation", config.orientation) and not config.left_keypoints:
+    if changes.get("orientation", config.orientation) == "on" and not config.left_keypoints:
         changes["left_keypoints"], changes["right_keypoints"] = left, right
     has_mask = first.mask is not None
     if config.lambda_obj is None:

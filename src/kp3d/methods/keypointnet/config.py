@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from kp3d.errors import ConfigError
+
+Orientation = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,12 @@ class KeypointNetConfig:
     """Added to the depth maps d_i (scene units), so that the network predicts depth around
     the data's typical distance; 0 = the training data's median keypoint depth, else its
     median camera distance to the world origin (set at training)."""
-    orientation: bool | None = None
+    orientation: Orientation = "auto"
     """The orientation network: a half-width network predicts whether the object shows its
-    left side to the camera, and the main network sees that flag (two constant channels);
-    trained from the data's 3D keypoints (see :func:`kp3d.methods.keypointnet.model.left_side_flag`).
-    none = on where the training data has 3D keypoints named left_* and right_*."""
+    left side to the camera (the mean of its left 3D keypoints minus that of the right ones
+    points towards the camera), and the keypoint network sees that flag as two constant input
+    channels (the true flag in training, the predicted one at inference). auto = on where the
+    training data has 3D keypoints named left_* and right_*, else off (set at training)."""
     left_keypoints: tuple[int, ...] = ()
     """Indices of the data's left-side 3D keypoints that define the orientation flag (set at
     training from the keypoint names)."""
@@ -67,6 +71,11 @@ class KeypointNetConfig:
             raise ConfigError(f"width: must be an even number >= 2, got {self.width}")
         if not 0 <= self.fov_deg < 180:
             raise ConfigError(f"fov_deg: must be in (0, 180), or 0 (from data), got {self.fov_deg}")
+        if self.orientation not in get_args(Orientation):
+            raise ConfigError(
+                f"orientation: got {self.orientation!r}; valid choices: "
+                f"{', '.join(get_args(Orientation))}"
+            )
         if self.depth_offset < 0:
             raise ConfigError(f"depth_offset: must be >= 0, got {self.depth_offset}")
         if len(self.left_keypoints) != len(self.right_keypoints):

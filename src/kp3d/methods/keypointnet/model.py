@@ -145,11 +145,11 @@ class KeypointNet(MethodModel):
     def __init__(self, config: KeypointNetConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.use_orientation = bool(c.orientation)
+        self.use_orientation = c.orientation == "on"
         if self.use_orientation and not c.left_keypoints:
             raise ConfigError(
                 "orientation: on, but no left_keypoints/right_keypoints define the flag (train "
-                "on data with 3D keypoints named left_* and right_*, or set --no-orientation)"
+                "on data with 3D keypoints named left_* and right_*, or set --orientation off)"
             )
         c_in = 3 + (2 if self.use_orientation else 0)
         self.net = DilatedFCN(c_in, 2 * c.n_keypoints, width=c.width)
