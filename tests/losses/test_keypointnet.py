@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from kp3d.geometry import axis_angle_to_matrix, procrustes, project_pinhole
+from kp3d.geometry import axis_angle_to_matrix, procrustes, project_pinhole, unproject_pinhole
 from kp3d.losses.keypointnet import (
     MASS_EPS,
     consistency_loss,
@@ -172,3 +172,36 @@ def test_variance_matches_a_naive_loop() -> None:
                     d2 = (px - float(uv[b, i, 0])) ** 2 + (py - float(uv[b, i, 1])) ** 2
                     total += float(prob[b, i, y, x]) * d2 / 3
     assert float(variance_loss(prob, uv)) == pytest.approx(total / 2, rel=1e-12)
+
+
+def test_the_losses_alone_bring_free_keypoints_to_the_true_relative_pose() -> None:
+    # Free 2D keypoints and depths of two views, optimised under L_con + L_pose + L_sep only:
+    # the losses' optimum is one 3D point set seen from both cameras, so R^ becomes R.
+    _, R, t, K = _scene(6, b=4, n=8)
+    K = K.float()
+    R, t = R.float(), t.float()
+    g = torch.Generator().manual_seed(0)
+    uv_a = (24 + 4 * torch.randn(4, 8, 2, generator=g)).requires_grad_()
+    uv_b = (24 + 4 * torch.randn(4, 8, 2, generator=g)).requires_grad_()
+    z_a = (3 + 0.1 * torch.randn(4, 8, generator=g)).requires_grad_()
+    z_b = (3 + 0.1 * torch.randn(4, 8, generator=g)).requires_grad_()
+    opt = torch.optim.Adam([uv_a, uv_b, z_a, z_b], lr=0.05)
+
+    def angle() -> float:
+        with torch.no_grad():
+            P_a = unproject_pinhole(uv_a, z_a, K)
+            P_b = unproject_pinhole(uv_b, z_b, K)
+            return math.degrees(float(relative_pose_loss(P_a, P_b, R)))
+
+    before = angle()
+    for _ in range(300):
+        P_a, P_b = unproject_pinhole(uv_a, z_a, K), unproject_pinhole(uv_b, z_b, K)
+        loss = (
+            consistency_loss(uv_a, z_a, uv_b, z_b, K, K, R, t, size=SIZE)
+            + 0.2 * relative_pose_loss(P_a, P_b, R, noise=1e-4, generator=g)
+            + 100 * (separation_loss(P_a, 0.1) + separation_loss(P_b, 0.1)) / 2
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert before > 10 and angle() < 2
