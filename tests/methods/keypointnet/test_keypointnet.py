@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import kp3d
 from kp3d.cli import main
 from kp3d.data.inputs import VIEW_PAIRS
 from kp3d.data.schema import Sample, collate
@@ -256,6 +257,11 @@ def test_cli_round_trip_train_infer_evaluate_report(pairs: Path, tmp_path: Path)
         assert z["kp2d"].shape == (8, 4, 2) and z["kp3d"].shape == (8, 4, 3)
         assert z["keypoint_depth"].shape == (8, 4) and z["left_side"].shape == (8,)
         assert np.isfinite(z["kp3d"]).all()
+
+    # The Python API: one image file, no intrinsics (the training data's field of view).
+    one = kp3d.load(run).predict(str(images / "000000_v0.png"))
+    assert one.kp2d.shape == (1, 4, 2) and one.kp3d.shape == (1, 4, 3)
+    torch.testing.assert_close(one.kp3d[..., 2], one.extras["keypoint_depth"])
 
     assert main(["evaluate", "--run", str(run), "--data", str(rig), "--probe", "linear"]) == 0
     doc = json.loads((run / "eval.json").read_text())
