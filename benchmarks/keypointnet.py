@@ -10,6 +10,10 @@ held-out test set of the same kind, and a held-out ``--rig V`` set for the pose 
 * ``--data pairs``: ``kp3d synth CAT --pairs`` view pairs (train seed 0, test seed 1), each
   test pair once; the probe still runs on the rig test set.
 
+A rig's cameras are fixed, so its pairs have only V - 1 relative rotations (view 0 with each
+other camera): a regressor can learn them by heart where the training and test rigs agree.
+``--data pairs`` draws a new relative rotation for every pair.
+
 Then, each with the same CPU budget (``--minutes`` of ``--clock``):
 
 * ``keypointnet`` with ``kp3d train`` (method-config values from ``--set``), and each ablation
@@ -144,10 +148,10 @@ def train_baseline(
     steps: int | None,
     clock: str,
     seed: int,
-) -> tuple[RotationRegressor, int]:
+) -> tuple[RotationRegressor, int, float]:
     """:class:`RotationRegressor` trained on random view pairs of ``dataset`` (calibrated
     moments) for ``seconds`` of ``clock`` time, or ``steps`` steps. Returns the model (eval
-    mode) and the steps it took."""
+    mode), the steps it took and the ``clock`` seconds they took."""
     from kp3d.data.schema import collate
     from kp3d.geometry import geodesic_distance
     from kp3d.metrics.probe import relative_rotation
@@ -173,7 +177,7 @@ def train_baseline(
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         done += 1
-    return model.eval(), done
+    return model.eval(), done, now() - start
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -368,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.baseline:
                 lr = float(train_defaults["lr"])
                 width = int(extra.get("width", KeypointNetConfig().width))
-                model, steps = train_baseline(
+                model, steps, seconds = train_baseline(
                     open_dataset(train, size=args.size),
                     width=width,
                     lr=lr,
@@ -396,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                         "under_15": round(float((angle < 15).double().mean()), 4),
                         "under_30": round(float((angle < 30).double().mean()), 4),
                         "steps": steps,
+                        f"{args.clock}_s": round(seconds, 1),
                     }
                 )
             if args.autolink_run is not None:
