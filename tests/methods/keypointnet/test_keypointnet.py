@@ -218,6 +218,8 @@ def test_predict_from_one_image_gives_2d_depth_and_camera_frame_3d() -> None:
     K = pinhole_intrinsics(32, 32, 50.0).expand(3, 3, 3)
     torch.testing.assert_close(pred.kp3d, unproject_pinhole(pred.kp2d, z, K))
     assert ((pred.kp2d >= 0) & (pred.kp2d <= 32)).all()
+    torch.testing.assert_close(pred.kp3d_image[..., :2], pred.kp2d)
+    torch.testing.assert_close(pred.kp3d_image[..., 2].mean(-1), torch.zeros(3), atol=1e-4, rtol=0)
     # The batch's own intrinsics win over the configured field of view.
     K2 = K.clone()
     K2[:, 0, 0] = K2[:, 1, 1] = 80.0
@@ -269,6 +271,14 @@ def test_cli_round_trip_train_infer_evaluate_report(pairs: Path, tmp_path: Path)
     assert "keypoint_discovery" in doc["skipped"]
     probe = doc["results"]["pose_probe"]
     assert np.isfinite(probe["probe"]["linear"]["100%"]["p_mpjpe"])
+
+    # Single views: the keypoint-discovery protocol (2D and 3D NME).
+    fit, single = _synth(tmp_path / "fit", 6, 2), _synth(tmp_path / "single", 4, 3)
+    assert main(["evaluate", "--run", str(run), "--data", str(single), "--fit", str(fit)]) == 0
+    doc = json.loads((run / "eval.json").read_text())
+    assert list(doc["results"]) == ["keypoint_discovery"] and "pose_probe" in doc["skipped"]
+    found = doc["results"]["keypoint_discovery"]
+    assert np.isfinite(found["nme"]["value"]) and np.isfinite(found["nme3d"]["value"])
 
     page = tmp_path / "report.html"
     report = ["report", "--run", str(run), "--data", str(pairs), "--out", str(page)]

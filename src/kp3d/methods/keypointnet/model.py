@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from kp3d.data.inputs import IMAGES
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError
+from kp3d.evaluation import image_frame_3d
 from kp3d.geometry import (
     compose_extrinsics,
     invert_extrinsics,
@@ -268,7 +269,8 @@ class KeypointNet(MethodModel):
     @torch.no_grad()
     def predict(self, batch: Sample) -> Prediction:
         """From each image alone: ``kp2d`` (B, N, 2) pixels, ``kp3d`` (B, N, 3) in the camera
-        frame (the batch's intrinsics, else the camera of ``fov_deg``), ``heatmaps`` (B, N, H,
+        frame (the batch's intrinsics, else the camera of ``fov_deg``), ``kp3d_image`` (B, N,
+        3) the same in the image frame (:func:`kp3d.evaluation.image_frame_3d`), ``heatmaps`` (B, N, H,
         W) the distributions; extras ``keypoint_depth`` (B, N) and, with the orientation
         network, ``left_side`` (B,) its probability. Multi-view batches (B, V, ...) are
         predicted view by view, every field then (B, V, ...)."""
@@ -280,12 +282,15 @@ class KeypointNet(MethodModel):
         K = self.intrinsics(batch)
         with torch.autocast(batch.image.device.type, enabled=False):
             kp3d = unproject_pinhole(out.uv, out.z, K)
+            # The weak-perspective image frame the keypoint-discovery protocol scores in.
+            kp3d_image = image_frame_3d(kp3d, out.uv)
         extras = {"keypoint_depth": out.z}
         if out.orientation is not None:
             extras["left_side"] = torch.sigmoid(out.orientation)
         return Prediction(
             kp2d=out.uv,
             kp3d=kp3d,
+            kp3d_image=kp3d_image,
             heatmaps=out.prob,
             extras=extras,
             image_size=(int(H), int(W)),
