@@ -28,7 +28,7 @@ from kp3d.methods.keypointnet import (
     left_right_pairs,
     left_side_flag,
 )
-from kp3d.methods.keypointnet.model import pinhole_intrinsics, view_pairs
+from kp3d.methods.keypointnet.model import view_pairs
 
 TINY = {"image_size": 32, "n_keypoints": 4, "width": 4, "depth_offset": 2.0, "fov_deg": 50.0}
 
@@ -215,7 +215,8 @@ def test_predict_from_one_image_gives_2d_depth_and_camera_frame_3d() -> None:
     assert pred.kp2d.shape == (3, 4, 2) and pred.kp3d.shape == (3, 4, 3)
     assert pred.heatmaps.shape == (3, 4, 32, 32) and pred.image_size == (32, 32)
     z = pred.extras["keypoint_depth"]
-    K = pinhole_intrinsics(32, 32, 50.0).expand(3, 3, 3)
+    f = 16 / math.tan(math.radians(25.0))  # a 50-degree field of view over 32 pixels
+    K = torch.tensor([[f, 0.0, 16.0], [0.0, f, 16.0], [0.0, 0.0, 1.0]]).expand(3, 3, 3)
     torch.testing.assert_close(pred.kp3d, unproject_pinhole(pred.kp2d, z, K))
     assert ((pred.kp2d >= 0) & (pred.kp2d <= 32)).all()
     torch.testing.assert_close(pred.kp3d_image[..., :2], pred.kp2d)

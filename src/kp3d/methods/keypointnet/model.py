@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from kp3d.data.inputs import IMAGES
 from kp3d.data.schema import Sample
+from kp3d.data.synth.scene import intrinsics as scene_intrinsics
 from kp3d.errors import ConfigError
 from kp3d.evaluation import image_frame_3d
 from kp3d.geometry import (
@@ -101,13 +102,6 @@ def left_side_flag(kp3d: Tensor, left: Sequence[int], right: Sequence[int]) -> T
         raise ValueError(f"left_side_flag: kp3d must be (..., K, 3), got {tuple(kp3d.shape)}")
     lateral = kp3d[..., list(left), :].mean(-2) - kp3d[..., list(right), :].mean(-2)
     return (lateral * -kp3d.mean(-2)).sum(-1) > 0
-
-
-def pinhole_intrinsics(height: int, width: int, fov_deg: float) -> Tensor:
-    """(3, 3) intrinsics of a square-pixel camera of horizontal field of view ``fov_deg``
-    and principal point at the image centre (:mod:`kp3d.geometry` conventions)."""
-    f = width / 2 / math.tan(math.radians(fov_deg) / 2)
-    return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
 
 
 def view_pairs(batch: int, views: int, step: int) -> tuple[Tensor, Tensor]:
@@ -193,7 +187,10 @@ class KeypointNet(MethodModel):
             raise ValueError(
                 "keypointnet: images without intrinsics, and the run records no fov_deg"
             )
-        K = pinhole_intrinsics(int(H), int(W), self.config.fov_deg)
+        if H != W:
+            raise ValueError(f"keypointnet: images must be square, got {int(H)} x {int(W)}")
+        # The synthetic sets' camera: square pixels, principal point at the centre.
+        K = scene_intrinsics(torch.tensor(math.radians(self.config.fov_deg)), int(W))
         return K.to(batch.image.device).expand(B, 3, 3)
 
     # ----------------------------------------------------------------------------------------
