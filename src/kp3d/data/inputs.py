@@ -1,4 +1,5 @@
-"""What a method reads: images, calibrated views, or keypoints (:attr:`MethodSpec.inputs`).
+"""What a method reads: images, calibrated views, calibrated views for training and images
+otherwise (:data:`VIEW_PAIRS`), or keypoints (:attr:`MethodSpec.inputs`).
 
 The engine and the commands open data through the spec's :class:`Inputs` object and never ask
 which kind it is: each kind knows how to open a path for training, evaluation and inference
@@ -43,7 +44,7 @@ class Inputs:
     """Images (one view per sample), the base kind.
 
     Attributes:
-        name: ``images``, ``views`` or ``keypoints``: for messages only.
+        name: ``images``, ``views``, ``view pairs`` or ``keypoints``: for messages only.
         batch_size: default batch of inference and evaluation (keypoint rows are cheap).
     """
 
