@@ -1,4 +1,5 @@
-"""What a method reads: images, calibrated views, or keypoints (:attr:`MethodSpec.inputs`).
+"""What a method reads: images, calibrated views, calibrated views for training and images
+otherwise (:data:`VIEW_PAIRS`), or keypoints (:attr:`MethodSpec.inputs`).
 
 The engine and the commands open data through the spec's :class:`Inputs` object and never ask
 which kind it is: each kind knows how to open a path for training, evaluation and inference
@@ -43,7 +44,7 @@ class Inputs:
     """Images (one view per sample), the base kind.
 
     Attributes:
-        name: ``images``, ``views`` or ``keypoints``: for messages only.
+        name: ``images``, ``views``, ``view pairs`` or ``keypoints``: for messages only.
         batch_size: default batch of inference and evaluation (keypoint rows are cheap).
     """
 
@@ -303,6 +304,41 @@ class ViewInputs(Inputs):
 
 
 @dataclass(frozen=True)
+class PairedViewInputs(Inputs):
+    """Calibrated views for training, single images otherwise: a method that learns from two or
+    more views of one moment (``kp3d synth ... --pairs``, ``--views V``, ``--rig V``, a real
+    rig) but predicts from one image. Training samples keep their view axis (V, ...);
+    evaluation, inference and reports read images as :class:`Inputs` does (a multi-view set's
+    views are predicted one by one, each field then (B, V, ...))."""
+
+    name: str = "view pairs"
+
+    def open_training(self, path: str | Path, **options: Unpack[OpenOptions]) -> Dataset[Sample]:
+        """The set as it is, each sample a moment's calibrated views.
+
+        Raises:
+            DataError: an empty set, or samples that are not calibrated views (at least two
+                views, each with intrinsics and extrinsics).
+        """
+        dataset = self.open(path, **options)
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise DataError(f"{path}: no samples to train on")
+        first = dataset[0]
+        if (
+            first.image is None
+            or first.image.ndim != 4
+            or first.image.shape[0] < 2
+            or first.intrinsics is None
+            or first.extrinsics is None
+        ):
+            raise DataError(
+                f"{path}: this method trains on calibrated views of each moment (intrinsics and "
+                "extrinsics); make them with `kp3d synth ... --pairs`, `--views V` or `--rig V`"
+            )
+        return dataset
+
+
+@dataclass(frozen=True)
 class KeypointInputs(Inputs):
     """2D keypoints per sample (lifting methods). A run folder of an image method stands for the
     keypoints it discovered on its own training data (:mod:`kp3d.engine.discovered`)."""
@@ -347,4 +383,5 @@ class KeypointInputs(Inputs):
 
 IMAGES = Inputs()
 VIEWS = ViewInputs()
+VIEW_PAIRS = PairedViewInputs()
 KEYPOINTS = KeypointInputs()

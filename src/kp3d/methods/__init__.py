@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "autolink3d": "kp3d.methods.autolink3d:SPEC",
     "autolink": "kp3d.methods.autolink3d:SPEC_2D",
     "c3dpo": "kp3d.methods.c3dpo:SPEC",
+    "keypointnet": "kp3d.methods.keypointnet:SPEC",
     "lifter": "kp3d.methods.lifter:SPEC",
     "lifter-e2e": "kp3d.methods.lifter_e2e:SPEC",
     "lifter-fit": "kp3d.methods.lifter_fit:SPEC",

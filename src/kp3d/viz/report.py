@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from kp3d.data.schema import Sample, collate
 from kp3d.engine.monitor import read_metrics
@@ -265,19 +266,25 @@ def _learned_section(artifacts: dict[str, np.ndarray], edges: list[tuple[int, in
 def _sample_cell(
     batch: Sample, pred: Prediction, b: int, edges: list[tuple[int, int, float]]
 ) -> str:
-    """Sample ``b``: its image (the first view of multi-view samples) with the keypoints and
-    skeleton, its predicted depth, reconstruction and mask (first view), and its 3D keypoints
-    in a viewer."""
+    """Sample ``b``: its image with the keypoints and skeleton (every view of a multi-view
+    sample whose keypoints have a view axis, else the first view), its predicted depth,
+    reconstruction and mask (first view), and its 3D keypoints (the first view's, for per-view
+    keypoints) in a viewer."""
     cell = "<figure>"
     height = 192
     image = batch.image[b] if batch.image is not None else None
     kp = pred.kp2d[b] if pred.kp2d is not None else None
-    if image is not None and image.ndim == 4:  # views: show the first
-        image = image[0]
-        kp = kp[0] if kp is not None and kp.ndim == 3 else None
-    if image is not None:
-        points = kp.float().cpu().numpy() if kp is not None else np.zeros((0, 2))
-        overlay = draw_overlay(image.float().cpu(), points, edges if kp is not None else [])
+    views: list[tuple[Tensor, Tensor | None]] = []
+    if image is not None and image.ndim == 4:  # views: each with its keypoints, or the first
+        if kp is not None and kp.ndim == 3 and kp.shape[0] == image.shape[0]:
+            views = [(image[v], kp[v]) for v in range(image.shape[0])]
+        else:
+            views = [(image[0], None)]
+    elif image is not None:
+        views = [(image, kp)]
+    for view, points in views:
+        xy = points.float().cpu().numpy() if points is not None else np.zeros((0, 2))
+        overlay = draw_overlay(view.float().cpu(), xy, edges if points is not None else [])
         height = overlay.height
         cell += f"<img src='{html.png_data_uri(overlay)}' width='{overlay.width}'>"
     if pred.depth is not None:
@@ -291,7 +298,9 @@ def _sample_cell(
         m = map_image(_first_view(pred.mask[b].cpu()))
         cell += f"<img src='{html.png_data_uri(m)}' width='{m.width}' title='predicted mask'>"
     if pred.kp3d is not None:
-        cell += html.viewer(pred.kp3d[b].float().cpu().numpy(), edges, size=height, uid=f"s{b}")
+        kp3d = pred.kp3d[b]
+        kp3d = kp3d[0] if kp3d.ndim == 3 else kp3d
+        cell += html.viewer(kp3d.float().cpu().numpy(), edges, size=height, uid=f"s{b}")
     name = batch.name[b] if isinstance(batch.name, list) else ""
     cell += f"<figcaption>{html.escape(Path(name).name if name else b)}</figcaption></figure>"
     return cell

@@ -74,7 +74,7 @@ def test_a_multiview_method_goes_through_every_command(registered: None, tmp_pat
         assert "image_size" not in z.files  # dataset inputs keep the frame of the data
 
     page = _report(run, test)
-    assert page.count("data:image/png;base64,") == 2  # the first view of each sample
+    assert page.count("data:image/png;base64,") == 4  # both views of each sample
     assert 'kp3dViewer(document.getElementById("s1")' in page
 
 
