@@ -85,7 +85,7 @@ def unproject_pinhole(uv: Tensor, depth: Tensor, K: Tensor) -> Tensor:
     Args:
         uv: (..., K, 2) pixel coordinates.
         depth: (..., K) camera-frame z (not the distance along the ray).
-        K: (..., 3, 3) intrinsics.
+        K: (..., 3, 3) intrinsics (upper triangular, as every pinhole K is).
 
     Returns:
         (..., K, 3) points with ``X[..., 2] == depth``.
@@ -98,10 +98,15 @@ def unproject_pinhole(uv: Tensor, depth: Tensor, K: Tensor) -> Tensor:
             f"got {tuple(depth.shape)}"
         )
     dtype = torch.result_type(uv, K)
-    uv1 = torch.cat((uv, torch.ones_like(uv[..., :1])), dim=-1).double()
-    rays = torch.linalg.solve(K.double()[..., None, :, :], uv1[..., None])[..., 0]  # (..., K, 3)
-    # Rescale so the z component is the depth, whatever the scale of K's last row.
-    return (rays * (depth.double() / rays[..., 2])[..., None]).to(dtype)
+    # K is upper triangular: back-substitution of K r = (u, v, 1) in plain arithmetic (no
+    # linalg.solve, which ONNX lacks), then r scaled so that its z is the depth.
+    k = K.double()[..., None, :, :]  # (..., 1, 3, 3) against (..., K, 2)
+    u, v = uv.double().unbind(-1)
+    z = depth.double()
+    r2 = 1.0 / k[..., 2, 2]
+    y = (v - k[..., 1, 2] * r2) / k[..., 1, 1]
+    x = (u - k[..., 0, 1] * y - k[..., 0, 2] * r2) / k[..., 0, 0]
+    return (torch.stack((x, y, torch.ones_like(x) * r2), dim=-1) * (z / r2)[..., None]).to(dtype)
 
 
 def transform_points(X: Tensor, R: Tensor, t: Tensor) -> Tensor:

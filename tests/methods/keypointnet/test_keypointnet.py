@@ -3,6 +3,7 @@ prediction from one image, and the CLI round trip train -> infer -> evaluate -> 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -265,6 +266,11 @@ def test_cli_round_trip_train_infer_evaluate_report(pairs: Path, tmp_path: Path)
     one = kp3d.load(run).predict(str(images / "000000_v0.png"))
     assert one.kp2d.shape == (1, 4, 2) and one.kp3d.shape == (1, 4, 3)
     torch.testing.assert_close(one.kp3d[..., 2], one.extras["keypoint_depth"])
+    # The exported ONNX graph gives the same 3D keypoints.
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        graph = kp3d.load(run, backend="onnx").predict(str(images / "000000_v0.png"))
+        assert graph.kp3d is not None
+        torch.testing.assert_close(graph.kp3d, one.kp3d, atol=1e-3, rtol=1e-3)
 
     assert main(["evaluate", "--run", str(run), "--data", str(rig), "--probe", "linear"]) == 0
     doc = json.loads((run / "eval.json").read_text())
