@@ -29,8 +29,9 @@ generator's head rotation) and the mean of the bin means.
 
     python benchmarks/faces3d.py --shared ../shared --minutes 30 --threads 1 --out runs/faces3d
 
-Writes ``OUT/results.json`` and ``OUT/results.md``; data sets go to ``OUT/data``, runs to
-``OUT/<row>``. Rerunning with the same ``--out`` resumes unfinished runs and rescores.
+Writes ``OUT/results.json`` and ``OUT/results.md``; data sets go to ``--data`` (default
+``OUT/data``; share it between processes that run different rows), runs to ``OUT/<row>``.
+Rerunning with the same ``--out`` resumes unfinished runs and rescores.
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ class Faces:
 
 
 def make_sets(
-    shared: Path, out: Path, *, n_train: int, n_test: int, size: int
+    shared: Path, folder: Path, *, n_train: int, n_test: int, size: int
 ) -> tuple[Path, Path]:
-    """``OUT/data/train`` (seed 0) and ``OUT/data/test`` (seed 1), generated once."""
+    """``FOLDER/train`` (seed 0) and ``FOLDER/test`` (seed 1), generated once."""
     from kp3d.data.adapters.synth import write
 
     sfm = shared / "assets" / "sfm"
@@ -74,7 +75,7 @@ def make_sets(
         sys.exit(f"error: {sfm} is missing: this benchmark needs the Surrey Face Model (--shared)")
     paths = []
     for name, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
-        path = out / "data" / name
+        path = folder / name
         if not (path / "meta.json").exists():
             write(path, "face", n, size=size, seed=seed, sfm_dir=sfm, overwrite=True)
         paths.append(path)
@@ -302,7 +303,11 @@ def with_depth(kp2d: Tensor, z: Tensor | None = None) -> Tensor:
 def run_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every requested row: train what it needs (cached), predict fit and test, score."""
     train_path, test_path = make_sets(
-        args.shared, args.out, n_train=args.n_train, n_test=args.n_test, size=args.size
+        args.shared,
+        args.data or args.out / "data",
+        n_train=args.n_train,
+        n_test=args.n_test,
+        size=args.size,
     )
     fit = load_faces(train_path, args.size, args.fit)
     test = load_faces(test_path, args.size)
@@ -381,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--out", type=Path, default=Path("runs/faces3d"))
+    parser.add_argument(
+        "--data", type=Path, default=None, help="folder of the face sets (default OUT/data)"
+    )
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--minutes", type=float, default=30.0, help="CPU minutes per model")
     parser.add_argument("--threads", type=int, default=1)
