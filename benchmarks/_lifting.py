@@ -89,7 +89,7 @@ def sfm_faces(shared: Path, n: int, seed: int) -> Tensor:
 
     Identity, expression and head pose are drawn by the ``face`` generator's own ``sample``
     (one view per face, the first view's yaw/pitch/roll); the camera rotation is the one its
-    renderer applies, ``diag(1, -1, -1) R_z(roll) R_y(yaw) R_x(pitch)``.
+    renderer applies, :func:`kp3d.data.synth.scene.head_rotation`.
     """
     from kp3d.data.synth import scene
     from kp3d.data.synth.face import FaceCategory
@@ -102,13 +102,11 @@ def sfm_faces(shared: Path, n: int, seed: int) -> Tensor:
     if bool((vertex < 0).any()):
         sys.exit(f"error: {folder}: the landmark mapping lacks some of the 50 fixed landmarks")
     rng = np.random.default_rng(seed)
-    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
     out = []
     for _ in range(n):
         p = cat.sample(rng, 1, False)
         verts = torch.from_numpy(p["verts"][:-1] * 1e3)[vertex]  # mm, model frame
-        yaw, pitch, roll = torch.from_numpy(p["view_ypr"][0])
-        R = flip @ scene.rot_z(roll) @ scene.rot_y(yaw) @ scene.rot_x(pitch)
+        R = scene.head_rotation(torch.from_numpy(p["view_ypr"][0]))
         out.append(verts @ R.T)
     return torch.stack(out)
 

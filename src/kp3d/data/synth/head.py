@@ -343,12 +343,7 @@ class HeadCategory:
             return t.repeat_interleave(V, 0)
 
         verts = self.mesh(p)
-        yaw, pitch, roll = flat["ypr"].unbind(-1)
-        flip = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
-        R = scene.matmul(
-            flip,
-            scene.matmul(scene.matmul(scene.rot_z(roll), scene.rot_y(yaw)), scene.rot_x(pitch)),
-        )
+        R = scene.head_rotation(flat["ypr"])
         K = scene.intrinsics(flat["fov"], size)
         t = scene.frame_views(
             verts, R, K, size, fov=flat["fov"], fill=flat["fill"], shift=flat["shift"]

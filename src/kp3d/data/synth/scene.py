@@ -137,6 +137,15 @@ def orbit_rotation(azimuth: Tensor, elevation: Tensor, roll: Tensor) -> Tensor:
     return matmul(rot_z(roll), R)
 
 
+def head_rotation(ypr: Tensor) -> Tensor:
+    """World-to-camera rotation of a head model (y up, facing +z) turned by yaw, pitch, roll:
+    ``diag(1, -1, -1) R_z(roll) R_y(yaw) R_x(pitch)``, the flip taking the model's y-up frame to
+    the camera's y-down, z-forward one. ypr (..., 3) radians -> (..., 3, 3)."""
+    yaw, pitch, roll = ypr.unbind(-1)
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=ypr.dtype))
+    return matmul(flip, matmul(matmul(rot_z(roll), rot_y(yaw)), rot_x(pitch)))
+
+
 def intrinsics(fov: Tensor, size: int) -> Tensor:
     """Square-pixel pinhole intrinsics with horizontal/vertical field of view ``fov`` (radians),
     principal point at the image centre: (...) -> (..., 3, 3)."""
