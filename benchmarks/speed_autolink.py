@@ -38,9 +38,8 @@ from kp3d.methods import get_method
 SETTINGS = {"fp32": (False, False), "fp32-cl": (False, True), "bf16-cl": (True, True)}
 
 
-def _rates(
-    fn: Callable[[], None], images: int, reps: int, warmup: int, threads: int
-) -> dict[str, float]:
+def median_times(fn: Callable[[], None], *, reps: int, warmup: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn`` over ``reps`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     walls, cpus = [], []
@@ -49,10 +48,14 @@ def _rates(
         fn()
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    return {
-        "images_per_s": images / statistics.median(walls),
-        "cpu_bound_images_per_s": images * threads / statistics.median(cpus),
-    }
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def _rates(
+    fn: Callable[[], None], images: int, reps: int, warmup: int, threads: int
+) -> dict[str, float]:
+    wall, cpu = median_times(fn, reps=reps, warmup=warmup)
+    return {"images_per_s": images / wall, "cpu_bound_images_per_s": images * threads / cpu}
 
 
 def measure(

@@ -20,12 +20,11 @@ import argparse
 import json
 import math
 import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from speed_autolink import median_times
 
 from kp3d.metrics.surface import depth_to_normals, unsup3d_intrinsics
 from kp3d.nn.depth_render import euler_to_matrix, lambertian_shading, warp_canonical
@@ -33,18 +32,8 @@ from kp3d.nn.depth_render import euler_to_matrix, lambertian_shading, warp_canon
 
 def timed(fn: Callable[[], None], *, reps: int, warmup: int) -> dict[str, float]:
     """Median wall and CPU milliseconds of ``fn``."""
-    for _ in range(warmup):
-        fn()
-    walls, cpus = [], []
-    for _ in range(reps):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return {
-        "wall_ms": round(1000 * statistics.median(walls), 2),
-        "cpu_ms": round(1000 * statistics.median(cpus), 2),
-    }
+    wall, cpu = median_times(fn, reps=reps, warmup=warmup)
+    return {"wall_ms": round(1000 * wall, 2), "cpu_ms": round(1000 * cpu, 2)}
 
 
 def renderer_inputs(batch: int, size: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
