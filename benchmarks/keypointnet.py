@@ -1,6 +1,6 @@
 """KeypointNet benchmark (issue 21): relative pose from discovered 3D keypoints, against a
-supervised rotation regressor, the ground-truth joints and (optionally) autolink3d, and the
-multi-view pose probe.
+supervised rotation regressor, the ground-truth joints and autolink3d, and the multi-view pose
+probe.
 
 For each category and seed, synthesises (once, cached under ``OUT/data``) a training set, a
 held-out test set of the same kind, and a held-out ``--rig V`` set for the pose probe:
@@ -22,22 +22,23 @@ Then, each with the same CPU budget (``--minutes`` of ``--clock``):
 * the supervised baseline (``--baseline``): the same 13-layer dilated network on the two
   images stacked as 6 channels, averaged over the image and regressed to a rotation (6D
   representation, :func:`kp3d.geometry.rotation_6d_to_matrix`) with the geodesic loss against
-  the true relative rotation (AdamW, the keypointnet run's learning rate and batch).
+  the true relative rotation (AdamW, the keypointnet run's learning rate and batch);
+* ``autolink3d`` (``--no-autolink`` skips it).
 
 Scored on the test pairs: the relative-pose angle (``mean``, ``median`` degrees, ``under_15``,
 ``under_30`` fractions; :func:`kp3d.metrics.probe.relative_pose_errors`) of R-hat from the
 rigid Procrustes alignment of the two views' predicted 3D keypoints, of the baseline's
 regressed rotation, of R-hat from the ground-truth 3D joints (the floor), and of R-hat from
-``--autolink-run``'s 3D keypoints (a trained ``autolink3d`` run, e.g. from the rig commands
-of docs/results.md); and ``kp3d evaluate``'s ``pose_probe`` on the rig test set (P-MPJPE of the
-linear and MLP probes at 1/10/100% of the fit moments, first half fit, second half test).
+the 3D keypoints of ``autolink3d`` (``--autolink``, on by default: trained on the same set with
+the same K and budget, each view a single image); and ``kp3d evaluate``'s ``pose_probe`` on the
+rig test set (P-MPJPE of the linear and MLP probes at 1/10/100% of the fit moments, first half fit, second half test).
 
     python benchmarks/keypointnet.py --categories creature quadruped --seeds 0 1 \\
         --minutes 30 --clock cpu --threads 1 --out runs/keypointnet
     # ablations (another --out, or the same one: rows are merged by their key)
     python benchmarks/keypointnet.py --categories creature --seeds 0 --minutes 30 \\
         --clock cpu --threads 1 --variants no_sep no_obj no_orient --no-baseline \\
-        --out runs/keypointnet
+        --no-autolink --out runs/keypointnet
 
 Writes ``OUT/results.json`` (every row), ``OUT/results.md`` and each run folder
 ``OUT/CAT-sSEED/VARIANT`` (with ``eval.json``).
@@ -216,6 +217,40 @@ def probe_columns(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def train_and_score(
+    method: str,
+    run_dir: Path,
+    flags: list[str],
+    rig_test: Path,
+    probe: str,
+    pairs: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+) -> dict[str, Any]:
+    """Train ``method`` with ``kp3d train`` flags (unless ``run_dir`` holds a finished run),
+    evaluate it with the pose probe on ``rig_test``, and score the relative pose of the test
+    ``pairs`` (:func:`test_pairs`) from its 3D keypoints. Returns the row's scores."""
+    from kp3d.cli import main as kp3d
+    from kp3d.metrics.probe import relative_pose_errors
+
+    cpu = None
+    if not (run_dir / "result.json").exists():
+        cpu0 = time.process_time()
+        if kp3d(["train", "--method", method, "--out", str(run_dir), *flags]):
+            raise SystemExit(f"kp3d train failed for {run_dir}")
+        cpu = time.process_time() - cpu0
+    if kp3d(["evaluate", "--run", str(run_dir), "--data", str(rig_test), "--probe", probe]):
+        raise SystemExit(f"kp3d evaluate failed for {run_dir}")
+    result = json.loads((run_dir / "result.json").read_text())
+    images, K, R, _, _ = pairs
+    kp = predicted_keypoints(run_dir, images, K)
+    return {
+        **rounded(relative_pose_errors(kp[0], kp[1], R)),
+        **probe_columns(run_dir),
+        "steps": result.get("steps"),
+        "cpu_s": None if cpu is None else round(cpu, 1),
+        "run": str(run_dir),
+    }
+
+
 def rounded(errors: dict[str, float]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in errors.items()}
 
@@ -245,10 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
-        "--autolink-run",
-        type=Path,
-        default=None,
-        help="a trained autolink3d run whose 3D keypoints are scored on the same pairs",
+        "--autolink",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train autolink3d (same data, keypoints and budget) and score it alike",
     )
     parser.add_argument("--probe", choices=["linear", "linear+mlp"], default="linear+mlp")
     add_list_argument(
@@ -256,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from kp3d.cli import main as kp3d
     from kp3d.data.adapters import open_dataset
     from kp3d.engine.atomic import atomic_write_text
     from kp3d.geometry import geodesic_distance
@@ -313,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             test = synthesise(
                 data / f"{category}-pairs-test", category, args.n_test, 1, args.size, ["--pairs"]
             )
-        images, K, R, gt, _ = test_pairs(open_dataset(test, size=args.size))
+        pairs = test_pairs(open_dataset(test, size=args.size))
+        images, _, R, gt, _ = pairs
         base = {"category": category, "data": args.data, "pairs": int(R.shape[0])}
         for seed in args.seeds:
             where = args.out / f"{category}-s{seed}"
@@ -325,50 +360,17 @@ def main(argv: list[str] | None = None) -> int:
                     **rounded(relative_pose_errors(gt[0], gt[1], R)),
                 }
             )
-            for variant in args.variants:
-                run_dir = where / variant
-                if not (run_dir / "result.json").exists():
-                    cmd = [
-                        "train",
-                        "--method",
-                        "keypointnet",
-                        "--data",
-                        str(train),
-                        "--out",
-                        str(run_dir),
-                        "--k",
-                        str(args.k),
-                        "--size",
-                        str(args.size),
-                        *budget,
-                        "--seed",
-                        str(seed),
-                        *VARIANTS[variant],
-                        *set_flags,
-                    ]
-                    cpu0 = time.process_time()
-                    if kp3d(cmd):
-                        raise SystemExit(f"kp3d train failed for {run_dir}")
-                    cpu = time.process_time() - cpu0
-                else:
-                    cpu = None
-                evaluate = ["evaluate", "--run", str(run_dir), "--data", str(rig_test)]
-                if kp3d([*evaluate, "--probe", args.probe]):
-                    raise SystemExit(f"kp3d evaluate failed for {run_dir}")
-                result = json.loads((run_dir / "result.json").read_text())
-                kp = predicted_keypoints(run_dir, images, K)
-                add(
-                    {
-                        **base,
-                        "seed": seed,
-                        "model": f"keypointnet {variant}",
-                        **rounded(relative_pose_errors(kp[0], kp[1], R)),
-                        **probe_columns(run_dir),
-                        "steps": result.get("steps"),
-                        "cpu_s": None if cpu is None else round(cpu, 1),
-                        "run": str(run_dir),
-                    }
-                )
+
+            jobs = [
+                (f"keypointnet {v}", "keypointnet", v, [*VARIANTS[v], *set_flags])
+                for v in args.variants
+            ]
+            jobs += [("autolink3d", "autolink3d", "autolink3d", [])] if args.autolink else []
+            for model, method, folder, flags in jobs:
+                common = ["--data", str(train), "--k", str(args.k), "--size", str(args.size)]
+                flags = [*common, *budget, "--seed", str(seed), *flags]
+                scores = train_and_score(method, where / folder, flags, rig_test, args.probe, pairs)
+                add({**base, "seed": seed, "model": model, **scores})
             if args.baseline:
                 lr = float(train_defaults["lr"])
                 width = int(extra.get("width", KeypointNetConfig().width))
@@ -401,17 +403,6 @@ def main(argv: list[str] | None = None) -> int:
                         "under_30": round(float((angle < 30).double().mean()), 4),
                         "steps": steps,
                         f"{args.clock}_s": round(seconds, 1),
-                    }
-                )
-            if args.autolink_run is not None:
-                kp = predicted_keypoints(args.autolink_run, images, K)
-                add(
-                    {
-                        **base,
-                        "seed": seed,
-                        "model": "autolink3d",
-                        **rounded(relative_pose_errors(kp[0], kp[1], R)),
-                        "run": str(args.autolink_run),
                     }
                 )
 

@@ -1,5 +1,5 @@
 """The keypointnet benchmark's code path (synth -> train keypointnet and an ablation -> the
-supervised baseline -> evaluate with the pose probe -> relative pose -> table) on tiny sets: the
+supervised baseline -> autolink3d -> evaluate with the pose probe -> relative pose -> table) on tiny sets: the
 numbers are meaningless here, the plumbing is what is tested."""
 
 import json
@@ -50,6 +50,7 @@ def test_a_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "results.json").read_text())
     models = [r["model"] for r in rows]
     assert models == [
+        "autolink3d",
         "ground-truth joints",
         "keypointnet full",
         "keypointnet no_orient",
@@ -57,12 +58,14 @@ def test_a_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     ]
     for r in rows:
         assert r["pairs"] == 8 and 0 <= r["median"] <= 180 and 0 <= r["under_15"] <= 1
-    assert rows[0]["median"] < 1e-3  # the ground-truth joints give the true rotation
-    assert rows[1]["steps"] == 2 and rows[3]["steps"] == 2
-    assert rows[1]["probe_linear_p_mpjpe"] > 0
+    assert rows[1]["median"] < 1e-3  # the ground-truth joints give the true rotation
+    assert rows[0]["steps"] == rows[2]["steps"] == rows[4]["steps"] == 2
+    assert rows[0]["probe_linear_p_mpjpe"] > 0 and rows[2]["probe_linear_p_mpjpe"] > 0
+    autolink = json.loads((tmp_path / "creature-s0" / "autolink3d" / "config.json").read_text())
+    assert autolink["method"] == "autolink3d" and autolink["model"]["k"] == 4
     config = json.loads((tmp_path / "creature-s0" / "no_orient" / "config.json").read_text())
     assert config["model"]["orientation"] == "off" and config["model"]["width"] == 4
-    assert (tmp_path / "results.md").read_text().count("\n") == 6
+    assert (tmp_path / "results.md").read_text().count("\n") == 7
 
 
 def test_the_baseline_regresses_a_rotation(benchmark_module: BenchmarkModule) -> None:
