@@ -298,3 +298,24 @@ def test_keypoint_discovery_leaves_the_track_rank_out_where_it_is_undefined() ->
     hidden[1:, 2] = float("nan")  # one test image keeps every landmark: too few for the gt row
     out = evaluate_keypoint_discovery(_collected(lm[:20], lm[:20]), _collected(lm[20:], hidden))
     assert "tracks_sv3_gt" not in out and out["tracks_sv3"]["value"] > 0
+
+
+@pytest.mark.parametrize("n_landmarks,name", [(68, "nme68"), (5, "nme5"), (8, "nme")])
+def test_keypoint_discovery_scores_the_mean_landmark_layout(n_landmarks: int, name: str) -> None:
+    # Naive twin: every test image gets the fit set's mean landmarks, scored by hand.
+    g = torch.Generator().manual_seed(8)
+    lm = 16 + 32 * torch.rand(60, n_landmarks, 2, generator=g, dtype=torch.float64)
+    kp = torch.rand(60, 4, 2, generator=g, dtype=torch.float64) * 64
+    out = evaluate_keypoint_discovery(_collected(kp[:40], lm[:40]), _collected(kp[40:], lm[40:]))
+    mean, test = lm[:40].mean(0), lm[40:]
+    if n_landmarks == 68:
+        norm = (test[:, 36] - test[:, 45]).norm(dim=-1)
+    elif n_landmarks == 5:
+        norm = (test[:, 0] - test[:, 1]).norm(dim=-1)
+    else:
+        side = test.amax(1) - test.amin(1)
+        norm = (side[:, 0] * side[:, 1]).sqrt()
+    naive = ((mean - test).norm(dim=-1).mean(-1) / norm).mean()
+    baseline = out[f"{name}_mean_layout_baseline"]
+    assert baseline["value"] == pytest.approx(float(naive), rel=1e-5)
+    assert "mean landmark layout" in baseline["protocol"]

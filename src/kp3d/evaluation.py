@@ -318,6 +318,23 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
             r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv, mirror=mirror)
             add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), " + _LR)
 
+    # The same protocol from one constant keypoint: the regression can only output the fit
+    # set's mean landmark layout, which is what keypoints that follow nothing score.
+    headline = next(name for name in ("nme68", "nme5", "nme") if name in results)
+    const_f, const_t = torch.ones_like(fk[:, :1]), torch.ones_like(tk[:, :1])
+    if headline == "nme68":
+        r = nme_2d(const_f, fl, const_t, tl, INTER_OCULAR_68, fit_vis=fv, test_vis=tv)
+    elif headline == "nme5":
+        r = nme_2d(const_f, fl, const_t, tl, INTER_PUPIL_MAFL5, fit_vis=fv, test_vis=tv)
+    else:
+        r = nme_2d(const_f, fl, const_t, tl, "bbox", fit_vis=fv, test_vis=tv)
+    add(
+        f"{headline}_mean_layout_baseline",
+        r.nme,
+        f"{results[headline]['protocol']}, of the fit set's mean landmark layout for every image "
+        "(baseline: keypoints that follow nothing)",
+    )
+
     sv3, sv3_gt = _track_sv3(tk), _track_sv3(tl)
     if sv3 is not None:
         add(

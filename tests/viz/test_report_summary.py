@@ -4,6 +4,7 @@ import pytest
 
 from kp3d.viz.report import (
     FLAT_TRACKS,
+    FOLLOWS_NOTHING,
     ONE_POSE_DEG,
     SAME_DEPTH,
     _evaluation_section,
@@ -71,6 +72,19 @@ def test_thresholds_separate_the_cases() -> None:
     still = recovery_summary(results(rotation_spread_deg=0.99 * ONE_POSE_DEG))
     turns = recovery_summary(results(rotation_spread_deg=1.01 * ONE_POSE_DEG))
     assert "same rotation" in still[0] and "turns" in turns[0]
+
+
+@pytest.mark.parametrize("name", ["nme", "nme5", "nme68"])
+def test_keypoints_that_follow_nothing_silence_the_3d_sentences(name: str) -> None:
+    # An untrained run: 3D numbers that would read as a success are noise there.
+    three_d = {"tracks_sv3": 0.3, "tracks_sv3_gt": 0.4, "nme3d_depth": 0.06}
+    three_d |= {"nme3d_flat_baseline": 0.1, "rotation_spread_deg": 25.0}
+    layout = f"{name}_mean_layout_baseline"
+    above, below = FOLLOWS_NOTHING + 0.01, FOLLOWS_NOTHING - 0.01
+    (untrained,) = recovery_summary(results(**{name: above, layout: 1.0}, **three_d))
+    assert "do not follow the object yet" in untrained and f"{above:.2%}" in untrained
+    trained = recovery_summary(results(**{name: below, layout: 1.0}, **three_d))
+    assert len(trained) == 3 and "recovers part of the true depth" in " ".join(trained)
 
 
 def test_missing_or_unusable_numbers_give_no_sentence() -> None:

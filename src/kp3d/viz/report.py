@@ -109,6 +109,9 @@ SAME_DEPTH = 0.02
 """A 3D error within this relative margin of the mean-depth baseline counts as no better."""
 ONE_POSE_DEG = 2.0
 """A rotation spread below this many degrees means the head gives every image one pose."""
+FOLLOWS_NOTHING = 0.9
+"""2D keypoints whose NME is above this fraction of the mean-layout baseline's follow (almost)
+nothing in the images: an untrained or failed run, whose 3D numbers mean nothing either."""
 
 
 def _value(results: dict[str, Any], name: str) -> float | None:
@@ -131,7 +134,9 @@ def recovery_summary(results: dict[str, Any]) -> list[str]:
     over ``tracks_sv3_gt``), whether the 3D head's depth beats the mean depth
     (``nme3d_depth`` against ``nme3d_flat_baseline``), how the method's 3D keypoints compare
     with that baseline (``nme3d``), and whether the head turns at all
-    (``rotation_spread_deg``). Sentences whose numbers are missing are left out.
+    (``rotation_spread_deg``). Sentences whose numbers are missing are left out; when the 2D
+    keypoints are no better than the mean landmark layout (``FOLLOWS_NOTHING``), one sentence
+    says so instead, since every 3D number of such a run is noise.
 
     Args:
         results: the ``results`` object of an evaluation JSON (protocol groups of metrics).
@@ -139,6 +144,18 @@ def recovery_summary(results: dict[str, Any]) -> list[str]:
     Returns:
         Sentences, possibly none.
     """
+    for name in ("nme68", "nme5", "nme"):
+        nme, layout = _value(results, name), _value(results, f"{name}_mean_layout_baseline")
+        if nme is not None and layout is not None:
+            if nme > FOLLOWS_NOTHING * layout:
+                sentence = (
+                    f"The discovered keypoints do not follow the object yet: their 2D NME "
+                    f"({nme:.2%}) is close to that of the mean landmark layout given to every "
+                    f"image ({layout:.2%}), so the run is too short or failed, and its 3D "
+                    f"numbers say nothing."
+                )
+                return [sentence]
+            break
     out: list[str] = []
     sv3, sv3_gt = _value(results, "tracks_sv3"), _value(results, "tracks_sv3_gt")
     if sv3 is not None and sv3_gt is not None and sv3_gt > 0:
