@@ -28,7 +28,8 @@ Then, each with the same CPU budget (``--minutes`` of ``--clock``):
 Scored on the test pairs: the relative-pose angle (``mean``, ``median`` degrees, ``under_15``,
 ``under_30`` fractions; :func:`kp3d.metrics.probe.relative_pose_errors`) of R-hat from the
 rigid Procrustes alignment of the two views' predicted 3D keypoints, of the baseline's
-regressed rotation, of R-hat from the ground-truth 3D joints (the floor), and of R-hat from
+regressed rotation, of R-hat from the ground-truth 3D joints (the floor), of the identity (what
+a model that learned nothing scores: the pairs' own rotation angles), and of R-hat from
 the 3D keypoints of ``autolink3d`` (``--autolink``, on by default: trained on the same set with
 the same K and budget, each view a single image); and ``kp3d evaluate``'s ``pose_probe`` on the
 rig test set (P-MPJPE of the linear and MLP probes at 1/10/100% of the fit moments, first half fit, second half test).
@@ -251,6 +252,20 @@ def train_and_score(
     }
 
 
+def rotation_errors(R_hat: Tensor, R: Tensor) -> dict[str, float]:
+    """Angles (degrees) between estimated and true rotations (P, 3, 3): ``mean``, ``median``,
+    and the fractions ``under_15`` and ``under_30`` degrees, rounded."""
+    from kp3d.geometry import geodesic_distance
+
+    angle = torch.rad2deg(geodesic_distance(R_hat.double(), R.double()))
+    return {
+        "mean": round(float(angle.mean()), 4),
+        "median": round(float(angle.median()), 4),
+        "under_15": round(float((angle < 15).double().mean()), 4),
+        "under_30": round(float((angle < 30).double().mean()), 4),
+    }
+
+
 def rounded(errors: dict[str, float]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in errors.items()}
 
@@ -293,7 +308,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from kp3d.data.adapters import open_dataset
     from kp3d.engine.atomic import atomic_write_text
-    from kp3d.geometry import geodesic_distance
     from kp3d.methods import get_method
     from kp3d.methods.keypointnet import KeypointNetConfig
     from kp3d.metrics.probe import relative_pose_errors
@@ -352,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         base = {"category": category, "data": args.data, "pairs": int(R.shape[0])}
         for seed in args.seeds:
             where = args.out / f"{category}-s{seed}"
+            # What a model that learned nothing scores: the test pairs' own rotation angles.
+            identity = torch.eye(3).expand_as(R)
+            add(
+                {**base, "seed": seed, "model": "identity rotation", **rotation_errors(identity, R)}
+            )
             add(
                 {
                     **base,
@@ -391,16 +410,12 @@ def main(argv: list[str] | None = None) -> int:
                             for s in range(0, images.shape[1], 64)
                         ]
                     )
-                angle = torch.rad2deg(geodesic_distance(R_hat.double(), R.double()))
                 add(
                     {
                         **base,
                         "seed": seed,
                         "model": "supervised rotation regressor",
-                        "mean": round(float(angle.mean()), 4),
-                        "median": round(float(angle.median()), 4),
-                        "under_15": round(float((angle < 15).double().mean()), 4),
-                        "under_30": round(float((angle < 30).double().mean()), 4),
+                        **rotation_errors(R_hat, R),
                         "steps": steps,
                         f"{args.clock}_s": round(seconds, 1),
                     }

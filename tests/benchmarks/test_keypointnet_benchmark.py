@@ -52,6 +52,7 @@ def test_a_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     assert models == [
         "autolink3d",
         "ground-truth joints",
+        "identity rotation",
         "keypointnet full",
         "keypointnet no_orient",
         "supervised rotation regressor",
@@ -59,13 +60,14 @@ def test_a_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     for r in rows:
         assert r["pairs"] == 8 and 0 <= r["median"] <= 180 and 0 <= r["under_15"] <= 1
     assert rows[1]["median"] < 1e-3  # the ground-truth joints give the true rotation
-    assert rows[0]["steps"] == rows[2]["steps"] == rows[4]["steps"] == 2
-    assert rows[0]["probe_linear_p_mpjpe"] > 0 and rows[2]["probe_linear_p_mpjpe"] > 0
+    assert rows[2]["median"] > 1  # the identity: the rig's own angles
+    assert rows[0]["steps"] == rows[3]["steps"] == rows[5]["steps"] == 2
+    assert rows[0]["probe_linear_p_mpjpe"] > 0 and rows[3]["probe_linear_p_mpjpe"] > 0
     autolink = json.loads((tmp_path / "creature-s0" / "autolink3d" / "config.json").read_text())
     assert autolink["method"] == "autolink3d" and autolink["model"]["k"] == 4
     config = json.loads((tmp_path / "creature-s0" / "no_orient" / "config.json").read_text())
     assert config["model"]["orientation"] == "off" and config["model"]["width"] == 4
-    assert (tmp_path / "results.md").read_text().count("\n") == 7
+    assert (tmp_path / "results.md").read_text().count("\n") == 8
 
 
 def test_the_baseline_regresses_a_rotation(benchmark_module: BenchmarkModule) -> None:

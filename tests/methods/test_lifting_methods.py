@@ -331,3 +331,29 @@ def test_diagnose_reports_the_ensemble(ensemble_method: str, keypoint_batch: Key
     )
     single = maker(ensemble_method, **PLAIN[ensemble_method])().eval()
     assert "kept_members" not in single.diagnose(keypoint_batch(seed=5)).values
+
+
+def test_the_exported_graph_keeps_the_members_chosen_when_training_stopped(
+    keypoint_batch: KeypointBatch,
+) -> None:
+    # torch.export cannot branch on the spreads (buffers): eval() decides the kept members.
+    torch.manual_seed(0)
+    model = maker("lifter")(ensemble=3)
+    model.rotation_spread.copy_(torch.tensor([0.7, 0.3, 0.69]))
+    model.eval()
+    batch = keypoint_batch(n=5, seed=4)
+
+    class Predict(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, kp2d: Tensor, vis: Tensor) -> Tensor:
+            return self.model.predict(Sample(kp2d=kp2d, vis=vis)).kp3d
+
+    graph = torch.export.export(Predict(), (batch.kp2d, batch.vis)).module()
+    expected = model.predict(batch).kp3d
+    torch.testing.assert_close(graph(batch.kp2d, batch.vis), expected)
+    # The eager prediction reads the spreads each time; the graph keeps member 1 out.
+    model.rotation_spread.fill_(0.5)
+    assert not torch.allclose(model.predict(batch).kp3d, expected)

@@ -600,6 +600,8 @@ class LiftingEnsemble(nn.Module):
         )
         self.register_buffer("depth_extent", torch.full((config.ensemble,), math.nan))
         self.register_buffer("rotation_spread", torch.full((config.ensemble,), math.nan))
+        self._kept: list[int] | None = None
+        """The kept members' indices as of the last ``eval()``, for export (see ``train``)."""
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         # Runs saved before extents (or spreads) were tracked load with NaN: they keep the
@@ -607,6 +609,14 @@ class LiftingEnsemble(nn.Module):
         for name in ("depth_extent", "rotation_spread"):
             state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), math.nan))
         super()._load_from_state_dict(state_dict, prefix, *args)
+        self._kept = None
+
+    def train(self, mode: bool = True) -> LiftingEnsemble:
+        # `torch.export` cannot branch on buffer values, so the graph `kp3d export` traces
+        # takes the kept members chosen here, when the model leaves training.
+        super().train(mode)
+        self._kept = None if mode else self._kept_indices()
+        return self
 
     @property
     def members(self) -> list[LiftingNet]:
@@ -687,13 +697,19 @@ class LiftingEnsemble(nn.Module):
         at least (1 - ``ensemble_tolerance``) times the widest member's. Runs saved before
         spreads were tracked keep their old rule, the same on :attr:`depth_extent` (so they
         predict as they did); before training (NaN), all."""
+        exporting = torch.compiler.is_exporting() and self._kept is not None
+        kept = self._kept if exporting else self._kept_indices()
+        return [self.members[i] for i in kept]
+
+    def _kept_indices(self) -> list[int]:
+        """The indices of :meth:`kept_members`, from the tracked spreads."""
         score = self.rotation_spread
         if bool(score.isnan().any()):
             score = self.depth_extent
         if bool(score.isnan().any()):
-            return self.members
+            return list(range(len(self.members)))
         keep = score >= (1 - self.config.ensemble_tolerance) * score.max()
-        return [net for net, k in zip(self.members, keep.tolist(), strict=True) if k]
+        return [i for i, k in enumerate(keep.tolist()) if k]
 
     def ensemble_summary(self) -> dict[str, list[float | None] | list[int]]:
         """With several members, for a run's ``result.json``: each member's

@@ -1,11 +1,15 @@
-"""lifter-e2e through the CLI on a tiny two-category set: train -> infer -> evaluate -> report."""
+"""lifter-e2e through the CLI on a tiny two-category set: train -> infer -> evaluate -> report,
+and the exported ONNX graph."""
 
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+import kp3d
 from kp3d.cli import main
 from kp3d.data.adapters import synth
 
@@ -55,6 +59,14 @@ def test_train_infer_evaluate_report(mix: Path) -> None:
     with np.load(out) as f:
         assert f["kp2d"].shape == (3, K, 2) and f["kp3d"].shape == (3, K, 3)
         assert f["category"].shape == (3,)
+
+    # The exported ONNX graph gives the same 3D keypoints.
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        first = str(min(images.iterdir()))
+        eager = kp3d.load(run).predict(first)
+        graph = kp3d.load(run, backend="onnx").predict(first)
+        assert graph.kp3d is not None and eager.kp3d is not None
+        torch.testing.assert_close(graph.kp3d, eager.kp3d, atol=1e-3, rtol=1e-3)
 
     report = mix / "eval.json"
     args = ["evaluate", "--run", str(run), "--data", str(mix / "test")]
