@@ -8,6 +8,9 @@ images, labelled 2D keypoints, visibility and category; never 3D.
 
 Rows, each trained for the same budget (``--minutes`` of CPU time, or ``--steps``) per model:
 
+(-) ``baselines``: the lifting protocol's ``flat`` (ground-truth 2D keypoints at zero depth)
+    and ``mean shape`` (each category's mean training 3D shape rotated onto them; 3D labels);
+
 (a) ``e2e``: ``lifter-e2e``; 3D from its own detected keypoints;
 (b) ``gt2d``: the same model's lifter on the ground-truth 2D keypoints and visibility (with the
     context vector of the image);
@@ -41,7 +44,7 @@ from _unsupervised import add_list_argument, check_out_is_empty, parse_set, writ
 from torch import Tensor
 
 CATEGORIES = ("creature", "quadruped")
-ROWS = ("e2e", "gt2d", "two-stage", "per-category")
+ROWS = ("baselines", "e2e", "gt2d", "two-stage", "per-category")
 
 
 def make_data(root: Path, n_train: int, n_test: int, size: int) -> dict[str, Path]:
@@ -86,6 +89,28 @@ def train_run(
         progress_bar=False,
     )
     return result.model.eval(), time.process_time() - c0
+
+
+def baselines(train_set: Any, test_set: Any) -> dict[str, dict[int, dict[str, float]]]:
+    """The lifting protocol's two baselines per category, the same for every model and seed:
+    ``flat`` (the ground-truth 2D keypoints at zero depth) and ``mean shape`` (each category's
+    mean training 3D shape, rotated onto the 2D keypoints: it uses 3D labels)."""
+    from kp3d.data.schema import collate
+    from kp3d.evaluation import evaluate_lifting
+
+    def labels(dataset: Any) -> Any:
+        batch = collate([dataset[i] for i in range(len(dataset))])
+        return batch.replace(image=None)
+
+    fit, test = labels(train_set), labels(test_set)
+    result = evaluate_lifting(torch.zeros_like(test.kp3d), test, fit=fit)
+    return {
+        name: {
+            int(z): {"mpjpe": r[key]["mpjpe"]["norm"], "stress": r[key]["stress"]["norm"]}
+            for z, r in result["per_category"].items()
+        }
+        for name, key in (("flat", "flat"), ("mean shape (3D labels)", "mean_shape"))
+    }
 
 
 def score(kp3d: Tensor, test: Any, kp2d: Tensor | None, category: Tensor | None) -> dict:
@@ -157,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"seed": seed, "row": row, "category": name, **r, "cpu_s": cpu_s})
             print(rows[-1], flush=True)
 
+    if "baselines" in args.rows:
+        for name, scores in baselines(train_set, test_set).items():
+            for z, r in scores.items():
+                rows.append({"seed": "-", "row": name, "category": CATEGORIES[z], **r, "cpu_s": 0})
     for seed in args.seeds:
         run = args.out / f"seed{seed}"
         b = {**budget, "seed": seed}
