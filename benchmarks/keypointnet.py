@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument(
-        "--variants", nargs="+", choices=sorted(VARIANTS), default=["full"], metavar="VARIANT"
+        "--variants", nargs="*", choices=sorted(VARIANTS), default=["full"], metavar="VARIANT"
     )
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
