@@ -33,7 +33,8 @@ regressed rotation, of R-hat from the ground-truth 3D joints (the floor), of the
 a model that learned nothing scores: the pairs' own rotation angles), and of R-hat from
 the 3D keypoints of ``autolink3d`` (``--autolink``, on by default: trained on the same set with
 the same K and budget, each view a single image); and ``kp3d evaluate``'s ``pose_probe`` on the
-rig test set (P-MPJPE of the linear and MLP probes at 1/10/100% of the fit moments, first half fit, second half test).
+rig test set (P-MPJPE of the linear and MLP probes at 1/10/100% of the fit moments, first half
+fit, second half test).
 
     python benchmarks/keypointnet.py --categories creature quadruped --seeds 0 1 \\
         --minutes 30 --clock cpu --threads 1 --out runs/keypointnet
@@ -253,20 +254,6 @@ def train_and_score(
     }
 
 
-def rotation_errors(R_hat: Tensor, R: Tensor) -> dict[str, float]:
-    """Angles (degrees) between estimated and true rotations (P, 3, 3): ``mean``, ``median``,
-    and the fractions ``under_15`` and ``under_30`` degrees, rounded."""
-    from kp3d.geometry import geodesic_distance
-
-    angle = torch.rad2deg(geodesic_distance(R_hat.double(), R.double()))
-    return {
-        "mean": round(float(angle.mean()), 4),
-        "median": round(float(angle.median()), 4),
-        "under_15": round(float((angle < 15).double().mean()), 4),
-        "under_30": round(float((angle < 30).double().mean()), 4),
-    }
-
-
 def rounded(errors: dict[str, float]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in errors.items()}
 
@@ -318,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     from kp3d.engine.atomic import atomic_write_text
     from kp3d.methods import get_method
     from kp3d.methods.keypointnet import KeypointNetConfig
-    from kp3d.metrics.probe import relative_pose_errors
+    from kp3d.metrics.probe import relative_pose_errors, rotation_errors
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -377,7 +364,12 @@ def main(argv: list[str] | None = None) -> int:
             # What a model that learned nothing scores: the test pairs' own rotation angles.
             identity = torch.eye(3).expand_as(R)
             add(
-                {**base, "seed": seed, "model": "identity rotation", **rotation_errors(identity, R)}
+                {
+                    **base,
+                    "seed": seed,
+                    "model": "identity rotation",
+                    **rounded(rotation_errors(identity, R)),
+                }
             )
             add(
                 {
@@ -393,10 +385,13 @@ def main(argv: list[str] | None = None) -> int:
                 for v in args.variants
             ]
             jobs += [("autolink3d", "autolink3d", "autolink3d", [])] if args.autolink else []
+            common = ["--data", str(train), "--k", str(args.k), "--size", str(args.size)]
+            common += [*budget, "--seed", str(seed)]
             for model, method, folder, flags in jobs:
-                common = ["--data", str(train), "--k", str(args.k), "--size", str(args.size)]
-                flags = [*common, *budget, "--seed", str(seed), *flags]
-                scores = train_and_score(method, where / folder, flags, rig_test, args.probe, pairs)
+                run_flags = [*common, *flags]
+                scores = train_and_score(
+                    method, where / folder, run_flags, rig_test, args.probe, pairs
+                )
                 add({**base, "seed": seed, "model": model, **scores})
             if args.baseline:
                 lr = float(train_defaults["lr"])
@@ -423,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                         **base,
                         "seed": seed,
                         "model": "supervised rotation regressor",
-                        **rotation_errors(R_hat, R),
+                        **rounded(rotation_errors(R_hat, R)),
                         "steps": steps,
                         f"{args.clock}_s": round(seconds, 1),
                     }

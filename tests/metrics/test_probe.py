@@ -19,6 +19,7 @@ from kp3d.metrics.probe import (
     relative_pose_errors,
     relative_rotation,
     root_relative,
+    rotation_errors,
     triangulated_keypoints,
 )
 
@@ -142,6 +143,20 @@ def test_relative_pose_error_is_zero_for_exact_rotated_sets_and_a_known_angle_ot
     assert math.isclose(r["mean"], float(angles.mean()), abs_tol=1e-6)
     assert math.isclose(r["median"], float(angles.median()), abs_tol=1e-6)
     assert r["under_15"] == pytest.approx(0.4) and r["under_30"] == pytest.approx(0.8)
+
+
+def test_rotation_errors_are_the_angles_of_known_offsets() -> None:
+    R = random_rotation(4, generator=_gen(11), dtype=torch.float64)
+    angles = torch.tensor([10.0, 16.0, 29.0, 50.0], dtype=torch.float64)
+    axis = torch.nn.functional.normalize(
+        torch.randn(4, 3, generator=_gen(12), dtype=torch.float64), dim=-1
+    )
+    off = axis_angle_to_matrix(axis * torch.deg2rad(angles)[:, None])
+    r = rotation_errors((off @ R).float(), R)  # any float dtype; measured in float64
+    assert set(r) == {"mean", "median", "under_15", "under_30"}
+    assert math.isclose(r["mean"], 26.25, abs_tol=1e-3)
+    assert math.isclose(r["median"], float(angles.median()), abs_tol=1e-3)  # lower middle: 16
+    assert r["under_15"] == 0.25 and r["under_30"] == 0.75
 
 
 def test_relative_rotation_maps_camera_a_directions_to_camera_b() -> None:

@@ -339,13 +339,18 @@ def relative_pose_errors(
             f"{tuple(keypoints_a.shape)}, {tuple(keypoints_b.shape)}, {tuple(rotation.shape)}"
         )
     R_hat = procrustes(keypoints_a.double(), keypoints_b.double(), mode="orthogonal").R
-    angle = torch.rad2deg(geodesic_distance(R_hat, rotation.double()))
+    return {**rotation_errors(R_hat, rotation), "pairs": len(rotation)}
+
+
+def rotation_errors(R_hat: Tensor, rotation: Tensor) -> dict[str, float]:
+    """Angles between estimated and true rotations (N, 3, 3), in float64: ``mean`` and
+    ``median`` (degrees), ``under_15`` and ``under_30`` (fractions of the N)."""
+    angle = torch.rad2deg(geodesic_distance(R_hat.double(), rotation.double()))
     return {
         "mean": float(angle.mean()),
         "median": float(angle.median()),
         "under_15": float((angle < 15).double().mean()),
         "under_30": float((angle < 30).double().mean()),
-        "pairs": len(angle),
     }
 
 
@@ -510,5 +515,6 @@ __all__ = [
     "relative_pose_errors",
     "relative_rotation",
     "root_relative",
+    "rotation_errors",
     "triangulated_keypoints",
 ]
