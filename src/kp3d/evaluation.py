@@ -292,9 +292,14 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
     # Face landmark sets have their own protocols, which keep the labels as given.
     mirror = None if n_lm in (5, 68) else _mirror(test, n_lm)
 
+    # The headline 2D NME: its name, normaliser and protocol (on the landmarks as given).
+    headline, normaliser, protocol = {
+        68: ("nme68", INTER_OCULAR_68, "68 iBUG landmarks, outer-eye-corner distance (36, 45)"),
+        5: ("nme5", INTER_PUPIL_MAFL5, "5 MAFL landmarks, eye-centre distance"),
+    }.get(n_lm, ("nme", "bbox", f"{n_lm} landmarks, ground-truth box sqrt(w h)"))
+    r = nme_2d(fk, fl, tk, tl, normaliser, fit_vis=fv, test_vis=tv)
+    add(headline, r.nme, f"2D NME, {protocol}")
     if n_lm == 68:
-        r = nme_2d(fk, fl, tk, tl, INTER_OCULAR_68, fit_vis=fv, test_vis=tv)
-        add("nme68", r.nme, "2D NME, 68 iBUG landmarks, outer-eye-corner distance (36, 45)")
         # Missing landmarks propagate as NaN through the 5-point means and are masked there.
         f5 = mafl5_from_ibug68(fl if fv is None else fl.masked_fill(~fv[..., None], float("nan")))
         t5 = mafl5_from_ibug68(tl if tv is None else tl.masked_fill(~tv[..., None], float("nan")))
@@ -308,26 +313,14 @@ def evaluate_keypoint_discovery(fit: Collected, test: Collected) -> dict[str, An
             test_vis=_landmark_mask(t5),
         )
         add("nme5", r.nme, "2D NME, MAFL 5 points from iBUG-68, eye-centre distance")
-    elif n_lm == 5:
-        r = nme_2d(fk, fl, tk, tl, INTER_PUPIL_MAFL5, fit_vis=fv, test_vis=tv)
-        add("nme5", r.nme, "2D NME, 5 MAFL landmarks, eye-centre distance")
-    else:
-        r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv)
-        add("nme", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h)")
-        if mirror is not None:
-            r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv, mirror=mirror)
-            add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), " + _LR)
+    elif mirror is not None:
+        r = nme_2d(fk, fl, tk, tl, "bbox", fit_vis=fv, test_vis=tv, mirror=mirror)
+        add("nme_lr", r.nme, f"2D NME, {n_lm} landmarks, ground-truth box sqrt(w h), " + _LR)
 
     # The same protocol from one constant keypoint: the regression can only output the fit
     # set's mean landmark layout, which is what keypoints that follow nothing score.
-    headline = next(name for name in ("nme68", "nme5", "nme") if name in results)
     const_f, const_t = torch.ones_like(fk[:, :1]), torch.ones_like(tk[:, :1])
-    if headline == "nme68":
-        r = nme_2d(const_f, fl, const_t, tl, INTER_OCULAR_68, fit_vis=fv, test_vis=tv)
-    elif headline == "nme5":
-        r = nme_2d(const_f, fl, const_t, tl, INTER_PUPIL_MAFL5, fit_vis=fv, test_vis=tv)
-    else:
-        r = nme_2d(const_f, fl, const_t, tl, "bbox", fit_vis=fv, test_vis=tv)
+    r = nme_2d(const_f, fl, const_t, tl, normaliser, fit_vis=fv, test_vis=tv)
     add(
         f"{headline}_mean_layout_baseline",
         r.nme,
