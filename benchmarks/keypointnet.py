@@ -26,7 +26,8 @@ Then, each with the same CPU budget (``--minutes`` of ``--clock``):
   the true relative rotation (AdamW, the keypointnet run's learning rate and batch);
 * ``autolink3d`` (``--no-autolink`` skips it).
 
-Scored on the test pairs: the relative-pose angle (``mean``, ``median`` degrees, ``under_15``,
+Scored on the test pairs (and, with ``--data pairs``, also on the rig test set's pairs:
+``rig_mean``, ``rig_median``): the relative-pose angle (``mean``, ``median`` degrees, ``under_15``,
 ``under_30`` fractions; :func:`kp3d.metrics.probe.relative_pose_errors`) of R-hat from the
 rigid Procrustes alignment of the two views' predicted 3D keypoints, of the baseline's
 regressed rotation, of R-hat from the ground-truth 3D joints (the floor), of the identity (what
@@ -75,6 +76,8 @@ COLUMNS = [
     "median",
     "under_15",
     "under_30",
+    "rig_mean",
+    "rig_median",
     "probe_linear_p_mpjpe",
     "probe_mlp_p_mpjpe",
     "steps",
@@ -220,17 +223,33 @@ def probe_columns(run_dir: Path) -> dict[str, Any]:
     }
 
 
+Pairs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+"""The test pairs of :func:`test_pairs`."""
+
+
+def scored_sets(sets: dict[str, Pairs], errors: Any) -> dict[str, Any]:
+    """``errors(pairs)`` (angle statistics) for each test set, the keys of each set prefixed
+    with its name (``""`` for the main test set, ``"rig_"`` for the rig test set)."""
+    return {
+        prefix + k: v
+        for prefix, pairs in sets.items()
+        for k, v in rounded(errors(pairs)).items()
+        if not prefix or k in ("mean", "median")
+    }
+
+
 def train_and_score(
     method: str,
     run_dir: Path,
     flags: list[str],
     rig_test: Path,
     probe: str,
-    pairs: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    sets: dict[str, Pairs],
 ) -> dict[str, Any]:
     """Train ``method`` with ``kp3d train`` flags (unless ``run_dir`` holds a finished run),
-    evaluate it with the pose probe on ``rig_test``, and score the relative pose of the test
-    ``pairs`` (:func:`test_pairs`) from its 3D keypoints. Returns the row's scores."""
+    evaluate it with the pose probe on ``rig_test``, and score the relative pose of each set of
+    test pairs (:func:`test_pairs`, :func:`scored_sets`) from its 3D keypoints. Returns the
+    row's scores."""
     from kp3d.cli import main as kp3d
     from kp3d.metrics.probe import relative_pose_errors
 
@@ -243,10 +262,14 @@ def train_and_score(
     if kp3d(["evaluate", "--run", str(run_dir), "--data", str(rig_test), "--probe", probe]):
         raise SystemExit(f"kp3d evaluate failed for {run_dir}")
     result = json.loads((run_dir / "result.json").read_text())
-    images, K, R, _, _ = pairs
-    kp = predicted_keypoints(run_dir, images, K)
+
+    def errors(pairs: Pairs) -> dict[str, float]:
+        images, K, R, _, _ = pairs
+        kp = predicted_keypoints(run_dir, images, K)
+        return relative_pose_errors(kp[0], kp[1], R)
+
     return {
-        **rounded(relative_pose_errors(kp[0], kp[1], R)),
+        **scored_sets(sets, errors),
         **probe_columns(run_dir),
         "steps": result.get("steps"),
         "cpu_s": None if cpu is None else round(cpu, 1),
@@ -319,11 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
-    rows: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
+
+    def read_rows() -> list[dict[str, Any]]:
+        return json.loads(path.read_text()) if path.exists() else []
 
     def add(row: dict[str, Any]) -> None:
+        # Read again: another invocation (other categories or seeds) may share this --out.
         key = (row["category"], row["seed"], row["model"])
-        rows[:] = [r for r in rows if (r["category"], r["seed"], r["model"]) != key] + [row]
+        rows = [r for r in read_rows() if (r["category"], r["seed"], r["model"]) != key] + [row]
         rows.sort(key=lambda r: (r["category"], r["seed"], r["model"]))
         atomic_write_text(path, json.dumps(rows, indent=2))
         print(json.dumps({k: row.get(k) for k in COLUMNS}), flush=True)
@@ -356,19 +382,21 @@ def main(argv: list[str] | None = None) -> int:
             test = synthesise(
                 data / f"{category}-pairs-test", category, args.n_test, 1, args.size, ["--pairs"]
             )
-        pairs = test_pairs(open_dataset(test, size=args.size))
-        images, _, R, gt, _ = pairs
-        base = {"category": category, "data": args.data, "pairs": int(R.shape[0])}
+        sets = {"": test_pairs(open_dataset(test, size=args.size))}
+        if test != rig_test:
+            sets["rig_"] = test_pairs(open_dataset(rig_test, size=args.size))
+        base = {"category": category, "data": args.data, "pairs": int(sets[""][2].shape[0])}
         for seed in args.seeds:
             where = args.out / f"{category}-s{seed}"
             # What a model that learned nothing scores: the test pairs' own rotation angles.
-            identity = torch.eye(3).expand_as(R)
             add(
                 {
                     **base,
                     "seed": seed,
                     "model": "identity rotation",
-                    **rounded(rotation_errors(identity, R)),
+                    **scored_sets(
+                        sets, lambda p: rotation_errors(torch.eye(3).expand_as(p[2]), p[2])
+                    ),
                 }
             )
             add(
@@ -376,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                     **base,
                     "seed": seed,
                     "model": "ground-truth joints",
-                    **rounded(relative_pose_errors(gt[0], gt[1], R)),
+                    **scored_sets(sets, lambda p: relative_pose_errors(p[3][0], p[3][1], p[2])),
                 }
             )
 
@@ -390,13 +418,13 @@ def main(argv: list[str] | None = None) -> int:
             for model, method, folder, flags in jobs:
                 run_flags = [*common, *flags]
                 scores = train_and_score(
-                    method, where / folder, run_flags, rig_test, args.probe, pairs
+                    method, where / folder, run_flags, rig_test, args.probe, sets
                 )
                 add({**base, "seed": seed, "model": model, **scores})
             if args.baseline:
                 lr = float(train_defaults["lr"])
                 width = int(extra.get("width", KeypointNetConfig().width))
-                model, steps, seconds = train_baseline(
+                regressor, steps, seconds = train_baseline(
                     open_dataset(train, size=args.size),
                     width=width,
                     lr=lr,
@@ -406,24 +434,30 @@ def main(argv: list[str] | None = None) -> int:
                     clock=args.clock,
                     seed=seed,
                 )
-                with torch.no_grad():
-                    R_hat = torch.cat(
-                        [
-                            model(images[0, s : s + 64], images[1, s : s + 64])
-                            for s in range(0, images.shape[1], 64)
-                        ]
-                    )
+
+                @torch.no_grad()
+                def errors(
+                    pairs: Pairs, regressor: RotationRegressor = regressor
+                ) -> dict[str, float]:
+                    images, R = pairs[0], pairs[2]
+                    R_hat = [
+                        regressor(images[0, s : s + 64], images[1, s : s + 64])
+                        for s in range(0, images.shape[1], 64)
+                    ]
+                    return rotation_errors(torch.cat(R_hat), R)
+
                 add(
                     {
                         **base,
                         "seed": seed,
                         "model": "supervised rotation regressor",
-                        **rounded(rotation_errors(R_hat, R)),
+                        **scored_sets(sets, errors),
                         "steps": steps,
                         f"{args.clock}_s": round(seconds, 1),
                     }
                 )
 
+    rows = read_rows()
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += [
         "| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in COLUMNS) + " |"

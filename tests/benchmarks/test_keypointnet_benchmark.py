@@ -70,6 +70,28 @@ def test_a_tiny_benchmark_writes_every_row(tmp_path: Path) -> None:
     assert (tmp_path / "results.md").read_text().count("\n") == 8
 
 
+def test_pair_data_is_also_scored_on_the_rig_moments(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "keypointnet.py"), "--out", str(tmp_path)]
+    cmd += ["--data", "pairs", "--rig", "3", "--n-train", "6", "--n-test", "5", "--sequences"]
+    cmd += ["1", "--size", "32", "--k", "4", "--steps", "2", "--threads", "1", "--no-autolink"]
+    cmd += ["--probe", "linear", "--set", "width=4"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["model"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert set(rows) == {
+        "ground-truth joints",
+        "identity rotation",
+        "keypointnet full",
+        "supervised rotation regressor",
+    }
+    for r in rows.values():
+        assert r["pairs"] == 5 and 0 <= r["rig_median"] <= 180 and "rig_under_15" not in r
+    assert rows["ground-truth joints"]["rig_median"] < 1e-3
+    # Three rig cameras spread evenly around the volume: about 120 degrees between views.
+    assert rows["identity rotation"]["rig_median"] > 60
+    assert rows["identity rotation"]["rig_mean"] != rows["identity rotation"]["mean"]
+
+
 def test_the_baseline_regresses_a_rotation(benchmark_module: BenchmarkModule) -> None:
     bench = benchmark_module("keypointnet")
     model = bench.RotationRegressor(4).eval()
