@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ COLUMNS = [
     "probe_mlp_p_mpjpe",
     "steps",
     "cpu_s",
+    "train_loss_deg",
 ]
 
 
@@ -155,10 +157,11 @@ def train_baseline(
     steps: int | None,
     clock: str,
     seed: int,
-) -> tuple[RotationRegressor, int, float]:
+) -> tuple[RotationRegressor, int, float, float]:
     """:class:`RotationRegressor` trained on random view pairs of ``dataset`` (calibrated
     moments) for ``seconds`` of ``clock`` time, or ``steps`` steps. Returns the model (eval
-    mode), the steps it took and the ``clock`` seconds they took."""
+    mode), the steps it took, the ``clock`` seconds they took and the mean training loss in
+    degrees over the last tenth of the steps (did it fit its own training pairs?)."""
     from kp3d.data.schema import collate
     from kp3d.geometry import geodesic_distance
     from kp3d.metrics.probe import relative_rotation
@@ -168,7 +171,7 @@ def train_baseline(
     model = RotationRegressor(width)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     now = time.process_time if clock == "cpu" else time.perf_counter
-    start, done = now(), 0
+    start, done, losses = now(), 0, []
     while (seconds is None or now() - start < seconds) and (steps is None or done < steps):
         idx = torch.randint(0, len(dataset), (batch_size,), generator=g)
         batch = collate([dataset[int(i)] for i in idx])
@@ -183,8 +186,11 @@ def train_baseline(
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        losses.append(loss.item())
         done += 1
-    return model.eval(), done, now() - start
+    seconds = now() - start
+    tail = losses[-max(1, len(losses) // 10) :]
+    return model.eval(), done, seconds, math.degrees(sum(tail) / len(tail))
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -424,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.baseline:
                 lr = float(train_defaults["lr"])
                 width = int(extra.get("width", KeypointNetConfig().width))
-                regressor, steps, seconds = train_baseline(
+                regressor, steps, seconds, train_loss = train_baseline(
                     open_dataset(train, size=args.size),
                     width=width,
                     lr=lr,
@@ -454,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                         **scored_sets(sets, errors),
                         "steps": steps,
                         f"{args.clock}_s": round(seconds, 1),
+                        "train_loss_deg": round(train_loss, 2),
                     }
                 )
 

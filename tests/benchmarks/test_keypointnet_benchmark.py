@@ -90,6 +90,7 @@ def test_pair_data_is_also_scored_on_the_rig_moments(tmp_path: Path) -> None:
     # Three rig cameras spread evenly around the volume: about 120 degrees between views.
     assert rows["identity rotation"]["rig_median"] > 60
     assert rows["identity rotation"]["rig_mean"] != rows["identity rotation"]["mean"]
+    assert 0 < rows["supervised rotation regressor"]["train_loss_deg"] <= 180
 
 
 def test_the_baseline_regresses_a_rotation(benchmark_module: BenchmarkModule) -> None:
