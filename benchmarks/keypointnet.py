@@ -54,6 +54,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,9 @@ Pairs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 """The test pairs of :func:`test_pairs`."""
 
 
-def scored_sets(sets: dict[str, Pairs], errors: Any) -> dict[str, Any]:
+def scored_sets(
+    sets: dict[str, Pairs], errors: Callable[[Pairs], dict[str, float]]
+) -> dict[str, Any]:
     """``errors(pairs)`` (angle statistics) for each test set, the keys of each set prefixed
     with its name (``""`` for the main test set, ``"rig_"`` for the rig test set)."""
     return {
