@@ -198,13 +198,11 @@ def train_baseline(
 
 
 @torch.no_grad()
-def predicted_keypoints(run_dir: Path, images: Tensor, K: Tensor) -> Tensor:
-    """3D keypoints (2, P, N, 3) a run predicts from each image of the pairs, each in its
+def predicted_keypoints(model: nn.Module, images: Tensor, K: Tensor) -> Tensor:
+    """3D keypoints (2, P, N, 3) a loaded run's model predicts from each image of the pairs, each in its
     camera's frame (intrinsics given)."""
     from kp3d.data.schema import Sample
-    from kp3d.engine import load_run
 
-    model = load_run(run_dir).model.eval()
     out = []
     for view in range(2):
         chunks = []
@@ -260,6 +258,7 @@ def train_and_score(
     test pairs (:func:`test_pairs`, :func:`scored_sets`) from its 3D keypoints. Returns the
     row's scores."""
     from kp3d.cli import main as kp3d
+    from kp3d.engine import load_run
     from kp3d.metrics.probe import relative_pose_errors
 
     cpu = None
@@ -271,10 +270,11 @@ def train_and_score(
     if kp3d(["evaluate", "--run", str(run_dir), "--data", str(rig_test), "--probe", probe]):
         raise SystemExit(f"kp3d evaluate failed for {run_dir}")
     result = json.loads((run_dir / "result.json").read_text())
+    model = load_run(run_dir).model.eval()  # once for every set of pairs
 
     def errors(pairs: Pairs) -> dict[str, float]:
         images, K, R, _, _ = pairs
-        kp = predicted_keypoints(run_dir, images, K)
+        kp = predicted_keypoints(model, images, K)
         return relative_pose_errors(kp[0], kp[1], R)
 
     return {
