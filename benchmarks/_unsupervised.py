@@ -65,7 +65,7 @@ def write_results(out: Path, table: str, doc: dict[str, Any]) -> None:
     (out / "results.json").write_text(json.dumps(doc, indent=2))
 
 
-def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_set(pairs: Sequence[str], *, flag: str = "--set") -> dict[str, Any]:
     """``--set KEY=VALUE ...`` -> a dict: each value as JSON (numbers, true, null, lists, tables),
     or the plain string when it is not JSON, so ``decoder_input=edges+depth`` needs no quotes.
     A dotted key sets a value of a nested settings table: ``augment.flip=0.5`` gives
@@ -75,7 +75,7 @@ def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key or "" in key.split("."):
-            raise SystemExit(f"error: --set {pair!r}: expected KEY=VALUE")
+            raise SystemExit(f"error: {flag} {pair!r}: expected KEY=VALUE")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
@@ -86,10 +86,10 @@ def parse_set(pairs: Sequence[str]) -> dict[str, Any]:
             table = table.setdefault(part, {})
             if not isinstance(table, dict):
                 raise SystemExit(
-                    f"error: --set {key}: {'.'.join(tables[: i + 1])} is not a table of settings"
+                    f"error: {flag} {key}: {'.'.join(tables[: i + 1])} is not a table of settings"
                 )
         if name in table:
-            raise SystemExit(f"error: --set {key}: given twice")
+            raise SystemExit(f"error: {flag} {key}: given twice")
         table[name] = value
     return out
 

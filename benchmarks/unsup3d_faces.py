@@ -8,7 +8,8 @@ of CPU minutes (``--clock cpu``: the process's CPU time, which other jobs on a s
 not eat into) and is scored on the test set by the ``surface_depth`` protocol
 (:func:`kp3d.evaluation.evaluate_surface_depth`: SIDE and MAD over the ground-truth mask
 eroded by 1 px) beside its two baselines on the same images: constant null depth and the
-average ground-truth depth map of the training set.
+average ground-truth depth map of the training set. Training uses ``unsup3d``'s own defaults
+(``kp3d train``'s: Adam 1e-4, batches of 64) unless ``--train`` overrides them.
 
 Variants (method-config overrides of :class:`kp3d.methods.unsup3d.Unsup3DConfig`, the paper's
 Table 3 ablations):
@@ -120,10 +121,14 @@ def train_and_score(
     budget: dict[str, Any],
     size: int,
     extra: dict[str, Any],
+    train_extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """Train one variant with one seed (resuming ``run_dir``) and score it on ``test_set``."""
+    """Train one variant with one seed (resuming ``run_dir``) and score it on ``test_set``.
+
+    The training settings are ``unsup3d``'s own defaults (as ``kp3d train`` resolves them) with
+    ``budget`` and ``train_extra`` over them."""
     from kp3d.data.adapters import open_dataset
-    from kp3d.engine import TrainConfig, load_run, train
+    from kp3d.engine import load_run, train
     from kp3d.evaluation import collect, evaluate_surface_depth
 
     data = open_dataset(train_set, size=size)
@@ -134,7 +139,8 @@ def train_and_score(
         data,
         run_dir,
         method_config={"image_size": size, **VARIANTS[variant], **extra},
-        train_config=TrainConfig(seed=seed, **budget),
+        # A mapping, not a TrainConfig: the method's train_defaults then apply (lr, batch).
+        train_config={"seed": seed, **budget, **train_extra},
         resume=(run_dir / "config.json").exists(),
         data_info={"path": str(train_set.resolve()), "size": size, "format": None},
     )
@@ -157,6 +163,7 @@ def train_and_score(
         "threads": torch.get_num_threads(),
         "budget": budget,
         "config": {**VARIANTS[variant], **extra},
+        "train": {k: getattr(run.train_config, k) for k in ("lr", "batch_size", "bf16")},
     }
 
 
@@ -202,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="extra unsup3d config values for every variant, e.g. width=32",
     )
+    add_list_argument(
+        parser,
+        "--train",
+        metavar="KEY=VALUE",
+        help="training settings over unsup3d's defaults, e.g. lr=0.001 batch_size=32",
+    )
     args = parser.parse_args(argv)
 
     sfm = args.shared / "assets" / "sfm"
@@ -215,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     extra = parse_set(args.set)
+    train_extra = parse_set(args.train, flag="--train")
     budget = (
         {"steps": args.steps, "minutes": None}
         if args.steps
@@ -236,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 budget=budget,
                 size=args.size,
                 extra=extra,
+                train_extra=train_extra,
             )
             rows.append(row)
             print(json.dumps(row), flush=True)
