@@ -152,15 +152,16 @@ def train_and_score(
     seed: int = 0,
     data_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``method`` on ``data`` (resuming ``run_dir`` if it exists), evaluate it with the
-    regression fitted on ``fit`` and scored on ``test``, write ``run_dir/montage.png``.
+    """Train ``method`` on ``data`` with its own training defaults under ``budget`` (resuming
+    ``run_dir`` if it exists), evaluate it with the regression fitted on ``fit`` and scored on
+    ``test``, write ``run_dir/montage.png``.
 
     Returns a row: method, K, every result of
     :func:`kp3d.evaluation.evaluate_keypoint_discovery` (``name: value``), steps, images seen,
     wall and CPU seconds of this call, threads, the montage path.
     """
     from kp3d.data.schema import collate
-    from kp3d.engine import TrainConfig, load_run, train
+    from kp3d.engine import load_run, train
     from kp3d.evaluation import collect, evaluate_keypoint_discovery
     from kp3d.viz.html import spanning_edges
     from kp3d.viz.report import draw_overlay, montage
@@ -171,7 +172,8 @@ def train_and_score(
         data,
         run_dir,
         method_config=method_config,
-        train_config=TrainConfig(seed=seed, **budget),
+        # A mapping, not a TrainConfig: the method's train_defaults (kp3d train's) then apply.
+        train_config={"seed": seed, **budget},
         resume=(run_dir / "config.json").exists(),
         data_info=data_info,
     )

@@ -152,9 +152,10 @@ def predict_images(model: Any, images: Tensor, batch: int = 128) -> Any:
 def train_image_method(
     method: str, data_path: Path, run_dir: Path, args: argparse.Namespace
 ) -> tuple[Any, dict]:
-    """Train (or resume) ``method`` on the images at ``data_path`` for the row budget."""
+    """Train (or resume) ``method`` on the images at ``data_path`` for the row budget, with the
+    method's own training defaults (``kp3d train``'s)."""
     from kp3d.data.adapters import open_dataset
-    from kp3d.engine import TrainConfig, load_run, train
+    from kp3d.engine import load_run, train
 
     config: dict[str, Any] = {"image_size": args.size}
     if method in ("autolink3d", "autolink"):
@@ -165,7 +166,8 @@ def train_image_method(
         open_dataset(data_path, size=args.size),
         run_dir,
         method_config=config,
-        train_config=TrainConfig(seed=args.seed, steps=None, minutes=args.minutes, clock="cpu"),
+        # A mapping, not a TrainConfig: the method's train_defaults then apply.
+        train_config={"seed": args.seed, "steps": None, "minutes": args.minutes, "clock": "cpu"},
         resume=(run_dir / "config.json").exists(),
         progress_bar=False,
     )

@@ -76,8 +76,9 @@ def pck(pred: Tensor, gt: Tensor, vis: Tensor, *, alpha: float = 0.1) -> float:
 def train_run(
     method: str, data: Any, run_dir: Path, config: dict[str, Any], budget: dict[str, Any]
 ) -> tuple[Any, float]:
-    """Train ``method`` in-process; returns the model (eval mode) and its CPU seconds."""
-    from kp3d.engine import TrainConfig, train
+    """Train ``method`` in-process with its own training defaults (``kp3d train``'s) under
+    ``budget``; returns the model (eval mode) and its CPU seconds."""
+    from kp3d.engine import train
 
     c0 = time.process_time()
     result = train(
@@ -85,7 +86,8 @@ def train_run(
         data,
         run_dir,
         method_config=config,
-        train_config=TrainConfig(device="cpu", log_every=50, **budget),
+        # A mapping, not a TrainConfig: the method's train_defaults (lr, fp32) then apply.
+        train_config={"device": "cpu", "log_every": 50, **budget},
         progress_bar=False,
     )
     return result.model.eval(), time.process_time() - c0

@@ -4,14 +4,17 @@ through the code of the method's CLI round trip)."""
 import json
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 
 from kp3d.data.adapters import open_dataset
 from kp3d.data.schema import collate
+from kp3d.engine.run import resolve_train_config
 from kp3d.evaluation import evaluate_lifting
+from kp3d.methods import get_method
 
 BenchmarkModule = Callable[[str], ModuleType]
 
@@ -39,3 +42,23 @@ def test_baseline_rows_are_each_categorys_own(
         for r, key in ((rows[z], "flat"), (rows[2 + z], "mean_shape")):
             assert r["mpjpe"] == pytest.approx(alone[key]["mpjpe"]["norm"], rel=1e-6)
             assert r["stress"] == pytest.approx(alone[key]["stress"]["norm"], rel=1e-6)
+
+
+def test_models_train_with_their_methods_own_defaults(
+    benchmark_module: BenchmarkModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lifting methods need float32 and e2e its own learning rate: a complete TrainConfig
+    # would replace both with the engine's defaults.
+    bench = benchmark_module("lifter_e2e")
+    seen: dict[str, Any] = {}
+
+    def fake_train(method: str, data: Any, run_dir: Path, **kwargs: Any) -> Any:
+        seen[method] = resolve_train_config(get_method(method), kwargs["train_config"], source="")
+        return SimpleNamespace(model=torch.nn.Identity())
+
+    monkeypatch.setattr("kp3d.engine.train", fake_train)
+    for method in ("lifter-e2e", "lifter"):
+        bench.train_run(method, None, tmp_path, {}, {"steps": 3, "batch_size": 8, "seed": 1})
+        defaults = get_method(method).train_defaults
+        assert seen[method].bf16 is False and seen[method].lr == defaults["lr"]
+        assert (seen[method].steps, seen[method].batch_size, seen[method].seed) == (3, 8, 1)
