@@ -24,7 +24,9 @@ no_perceptual      ``perceptual=none``          the perceptual term
 =================  ===========================  ============================================
 
 The issue's goal: on held-out faces, SIDE <= 0.5 x and MAD <= 0.8 x the average-depth baseline
-(the columns ``side_ratio`` and ``mad_ratio``). Writes ``OUT/results.json`` (rows merged by
+(the columns ``side_ratio`` and ``mad_ratio``). Whether the viewpoint network learned the
+head's turn: ``yaw_spread_deg`` and ``yaw_corr`` (:func:`view_yaw`). Running a finished
+variant and seed again re-scores its run without training further. Writes ``OUT/results.json`` (rows merged by
 variant and seed, so several processes may share OUT, e.g. one per core) and
 ``OUT/results.md``::
 
@@ -66,9 +68,12 @@ COLUMNS = [
     "mad_deg_average_baseline",
     "side_null_baseline",
     "mad_deg_null_baseline",
+    "yaw_spread_deg",
+    "yaw_corr",
     "steps",
-    "cpu_s_per_step",
-    "cpu_s",
+    "s_per_step",
+    "train_clock_s",
+    "clock",
     "threads",
 ]
 
@@ -111,6 +116,21 @@ def ground_truth(dataset: Any) -> Any:
     return Collected(Prediction(), gt, tuple(gt.depth.shape[-2:]))
 
 
+def view_yaw(view: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
+    """Whether the viewpoint network learned the head's turn: the spread (standard deviation,
+    degrees) of the predicted yaw ``view[:, 1]`` (radians, (N, 6)) over the test images beside
+    the generator's own (from its cameras, (N, 3, 4): ``diag(1, -1, -1) R_z R_y R_x``, whose
+    (2, 0) entry is sin(yaw)), and their Pearson correlation (its sign is the two conventions')."""
+    pred = torch.rad2deg(view[:, 1].double())
+    true = torch.rad2deg(torch.asin(extrinsics[:, 2, 0].double().clamp(-1.0, 1.0)))
+    corr = torch.corrcoef(torch.stack((pred, true)))[0, 1]
+    return {
+        "yaw_spread_deg": float(pred.std()),
+        "true_yaw_spread_deg": float(true.std()),
+        "yaw_corr": float(corr),
+    }
+
+
 def train_and_score(
     variant: str,
     seed: int,
@@ -147,17 +167,24 @@ def train_and_score(
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     run = load_run(run_dir)
     with torch.no_grad():
-        scores = evaluate_surface_depth(ground_truth(data), collect(run.model, test))
+        collected = collect(run.model, test)
+        scores = evaluate_surface_depth(ground_truth(data), collected)
     values = {k: r["value"] for k, r in scores.items() if isinstance(r, dict) and "value" in r}
+    assert collected.gt.extrinsics is not None
+    yaw = view_yaw(collected.pred.extras["view"], collected.gt.extrinsics)
     return {
         "variant": variant,
         "seed": seed,
         **values,
         "side_ratio": values["side"] / values["side_average_baseline"],
         "mad_ratio": values["mad_deg"] / values["mad_deg_average_baseline"],
+        **yaw,
         "counts": scores["counts"],
         "steps": done.steps,
-        "cpu_s_per_step": round(cpu / max(1, done.steps), 3),
+        # The run's own clock over all its sessions (a re-run to re-score trains no further).
+        "train_clock_s": round(done.elapsed_s, 1),
+        "clock": run.train_config.clock,
+        "s_per_step": round(done.elapsed_s / max(1, done.steps), 3),
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "threads": torch.get_num_threads(),
