@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import torch
 
-from kp3d.engine.run import resolve_train_config
 from kp3d.methods import get_method
 
 BenchmarkModule = Callable[[str], ModuleType]
@@ -82,26 +81,19 @@ def test_a_missing_face_model_fails_loudly(benchmark_module: BenchmarkModule, tm
 
 
 def test_image_methods_train_with_their_own_defaults(
-    benchmark_module: BenchmarkModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    benchmark_module: BenchmarkModule,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    train_configs: dict[str, Any],
 ) -> None:
     # unsup3d's defaults (Adam 1e-4, batches of 64) differ from the engine's: a complete
     # TrainConfig would replace them.
     bench = benchmark_module("faces3d")
-    seen: dict[str, Any] = {}
-
-    def fake_train(method: str, data: Any, run_dir: Path, **kwargs: Any) -> Any:
-        seen[method] = resolve_train_config(get_method(method), kwargs["train_config"], source="")
-        return SimpleNamespace(steps=0)
-
-    monkeypatch.setattr("kp3d.engine.train", fake_train)
     monkeypatch.setattr("kp3d.engine.load_run", lambda run_dir: SimpleNamespace(model=None))
     monkeypatch.setattr("kp3d.data.adapters.open_dataset", lambda path, size: [])
     args = SimpleNamespace(size=32, k=8, seed=3, minutes=0.5)
     for method in ("unsup3d", "autolink3d"):
         bench.train_image_method(method, tmp_path, tmp_path / method, args)
-        defaults = get_method(method).train_defaults
-        assert (seen[method].lr, seen[method].batch_size) == (
-            defaults["lr"],
-            defaults["batch_size"],
-        )
-        assert (seen[method].seed, seen[method].minutes, seen[method].clock) == (3, 0.5, "cpu")
+        cfg, defaults = train_configs[method], get_method(method).train_defaults
+        assert (cfg.lr, cfg.batch_size) == (defaults["lr"], defaults["batch_size"])
+        assert (cfg.seed, cfg.minutes, cfg.clock) == (3, 0.5, "cpu")

@@ -4,7 +4,7 @@ through the code of the method's CLI round trip)."""
 import json
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -12,7 +12,6 @@ import torch
 
 from kp3d.data.adapters import open_dataset
 from kp3d.data.schema import collate
-from kp3d.engine.run import resolve_train_config
 from kp3d.evaluation import evaluate_lifting
 from kp3d.methods import get_method
 
@@ -45,20 +44,13 @@ def test_baseline_rows_are_each_categorys_own(
 
 
 def test_models_train_with_their_methods_own_defaults(
-    benchmark_module: BenchmarkModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    benchmark_module: BenchmarkModule, tmp_path: Path, train_configs: dict[str, Any]
 ) -> None:
     # The lifting methods need float32 and e2e its own learning rate: a complete TrainConfig
     # would replace both with the engine's defaults.
     bench = benchmark_module("lifter_e2e")
-    seen: dict[str, Any] = {}
-
-    def fake_train(method: str, data: Any, run_dir: Path, **kwargs: Any) -> Any:
-        seen[method] = resolve_train_config(get_method(method), kwargs["train_config"], source="")
-        return SimpleNamespace(model=torch.nn.Identity())
-
-    monkeypatch.setattr("kp3d.engine.train", fake_train)
     for method in ("lifter-e2e", "lifter"):
         bench.train_run(method, None, tmp_path, {}, {"steps": 3, "batch_size": 8, "seed": 1})
-        defaults = get_method(method).train_defaults
-        assert seen[method].bf16 is False and seen[method].lr == defaults["lr"]
-        assert (seen[method].steps, seen[method].batch_size, seen[method].seed) == (3, 8, 1)
+        cfg, defaults = train_configs[method], get_method(method).train_defaults
+        assert cfg.bf16 is False and cfg.lr == defaults["lr"]
+        assert (cfg.steps, cfg.batch_size, cfg.seed) == (3, 8, 1)
