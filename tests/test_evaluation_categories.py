@@ -1,5 +1,6 @@
 """The lifting protocol's per-category rows (Can et al., Table 4) on a multi-category set."""
 
+import pytest
 import torch
 
 from kp3d.data.schema import Sample
@@ -48,7 +49,8 @@ def test_per_category_rows_are_the_protocol_on_each_category() -> None:
     assert out["mean_shape"]["mpjpe"]["norm"] < 1e-3
     # The pooled row weighs every sample alike: the mean of the two categories' (equal counts).
     pooled = lifting_errors(pred, test.kp3d, test.kp2d, test.vis)  # already in the image frame
-    assert out["method"]["mpjpe"]["norm"] == pooled["mpjpe"]["norm"]
+    # Equal up to the order of a float sum (its last bit differs between CPUs).
+    assert out["method"]["mpjpe"]["norm"] == pytest.approx(pooled["mpjpe"]["norm"], rel=1e-12)
     per = [out["per_category"][z]["method"]["mpjpe"]["norm"] for z in ("0", "1")]
     assert abs(out["method"]["mpjpe"]["norm"] - sum(per) / 2) < 1e-9
 
