@@ -26,9 +26,9 @@ no_perceptual      ``perceptual=none``          the perceptual term
 The issue's goal: on held-out faces, SIDE <= 0.5 x and MAD <= 0.8 x the average-depth baseline
 (the columns ``side_ratio`` and ``mad_ratio``). Whether the viewpoint network learned the
 head's turn: ``yaw_spread_deg`` and ``yaw_corr`` (:func:`view_yaw`). Running a finished
-variant and seed again re-scores its run without training further. Writes ``OUT/results.json`` (rows merged by
-variant and seed, so several processes may share OUT, e.g. one per core) and
-``OUT/results.md``::
+variant and seed again re-scores its run without training further. Writes
+``OUT/results.json`` (rows merged by variant and seed, so several processes may share OUT,
+e.g. one per core) and ``OUT/results.md``::
 
     python benchmarks/unsup3d_faces.py --shared ../shared --minutes 60 --seeds 0 1 \\
         --threads 1 --out runs/unsup3d_faces
