@@ -82,13 +82,18 @@ def make_sets(
     return paths[0], paths[1]
 
 
-def head_yaw_deg(extrinsics: Tensor) -> Tensor:
-    """|yaw| in degrees of the face generator's cameras, (N, 3, 4) -> (N,).
+def signed_head_yaw_deg(extrinsics: Tensor) -> Tensor:
+    """Yaw in degrees of the face generator's cameras, (N, 3, 4) -> (N,).
 
     The generator's rotation is ``diag(1, -1, -1) R_z(roll) R_y(yaw) R_x(pitch)``, whose
     (2, 0) entry is ``sin(yaw)``.
     """
-    return torch.rad2deg(torch.asin(extrinsics[:, 2, 0].abs().clamp(max=1.0)))
+    return torch.rad2deg(torch.asin(extrinsics[:, 2, 0].clamp(-1.0, 1.0)))
+
+
+def head_yaw_deg(extrinsics: Tensor) -> Tensor:
+    """|yaw| in degrees (:func:`signed_head_yaw_deg`), what 3DDFA's bins read."""
+    return signed_head_yaw_deg(extrinsics).abs()
 
 
 def load_faces(path: Path, size: int, limit: int | None = None) -> Faces:

@@ -199,8 +199,8 @@ def train_baseline(
 
 @torch.no_grad()
 def predicted_keypoints(model: nn.Module, images: Tensor, K: Tensor) -> Tensor:
-    """3D keypoints (2, P, N, 3) a loaded run's model predicts from each image of the pairs, each in its
-    camera's frame (intrinsics given)."""
+    """3D keypoints (2, P, N, 3) a loaded run's model predicts from each image of the pairs,
+    each in its camera's frame (intrinsics given)."""
     from kp3d.data.schema import Sample
 
     out = []

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 from _unsupervised import add_list_argument, parse_set
+from faces3d import signed_head_yaw_deg
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},
@@ -119,10 +120,10 @@ def ground_truth(dataset: Any) -> Any:
 def view_yaw(view: torch.Tensor, extrinsics: torch.Tensor) -> dict[str, float]:
     """Whether the viewpoint network learned the head's turn: the spread (standard deviation,
     degrees) of the predicted yaw ``view[:, 1]`` (radians, (N, 6)) over the test images beside
-    the generator's own (from its cameras, (N, 3, 4): ``diag(1, -1, -1) R_z R_y R_x``, whose
-    (2, 0) entry is sin(yaw)), and their Pearson correlation (its sign is the two conventions')."""
+    the generator's own (:func:`faces3d.signed_head_yaw_deg` of its cameras, (N, 3, 4)), and
+    their Pearson correlation (its sign is the two conventions')."""
     pred = torch.rad2deg(view[:, 1].double())
-    true = torch.rad2deg(torch.asin(extrinsics[:, 2, 0].double().clamp(-1.0, 1.0)))
+    true = signed_head_yaw_deg(extrinsics.double())
     corr = torch.corrcoef(torch.stack((pred, true)))[0, 1]
     return {
         "yaw_spread_deg": float(pred.std()),
