@@ -202,6 +202,17 @@ def test_two_training_steps_are_finite_and_move_every_network(pairs: Path) -> No
     assert weights["separation"] == config.lambda_sep and weights["silhouette"] == 1.0
 
 
+def test_trains_on_the_views_of_a_rig_set(tmp_path: Path) -> None:
+    # A --rig set's moments hold V calibrated views: training draws pairs among them.
+    rig = _synth(tmp_path / "rig", 4, 0, "--rig", "3")
+    run = tmp_path / "run"
+    train = ["train", "--method", "keypointnet", "--data", str(rig), "--out", str(run)]
+    options = ["--steps", "2", "--batch-size", "2", "--no-bf16", "--k", "4", "--width", "4"]
+    assert main([*train, *options, "--size", "32"]) == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 2 and np.isfinite(metrics[-1]["pose"])
+
+
 def test_losses_refuse_single_images() -> None:
     model = KeypointNet(KeypointNetConfig(**TINY))
     with pytest.raises(ValueError, match="calibrated views"):
