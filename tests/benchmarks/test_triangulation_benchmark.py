@@ -30,9 +30,11 @@ def test_the_views_ablation_and_its_table(
     ]
     assert all(len(r["linear 100%"]) == 3 and 0 <= r["mask_iou"] <= 1 for r in rows)
     assert "triangulation-views2" in (tmp_path / "results.md").read_text()
-    # A second invocation into the same folder adds its rows to the table.
+    # A second invocation into the same folder adds its rows to the table; KeypointNet (view
+    # pairs of the same moments) is a row beside them.
     argv2 = [a for a in argv if a not in ("views",)]
     argv2[argv2.index("--ablations") + 1 : argv2.index("--ablations") + 1] = ["target_mask"]
+    argv2[argv2.index("--baselines") + 1 : argv2.index("--baselines") + 1] = ["keypointnet"]
     assert bench.main([*argv2, "--set", "width=8", "perceptual=none", "batch-size=2"]) == 0
     names = [r["name"] for r in json.loads((tmp_path / "results.json").read_text())]
     assert names == [
@@ -40,4 +42,5 @@ def test_the_views_ablation_and_its_table(
         "triangulation",
         "triangulation-target-ground_truth",
         "triangulation-target-background",
+        "keypointnet",
     ]
