@@ -203,9 +203,15 @@ def train_and_score(
     }
 
 
-def merge_results(out: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Merge ``rows`` into ``out/results.json`` by (method, K) (several processes may share
-    ``out``, e.g. one per core), rewrite ``out/results.md`` with ``columns``; returns the table.
+def merge_results(
+    out: Path,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    key: Sequence[str] = ("method", "k"),
+) -> str:
+    """Merge ``rows`` into ``out/results.json`` by ``key`` (several processes may share ``out``,
+    e.g. one per core), rewrite ``out/results.md`` with ``columns``; returns the table.
     Fractions in columns starting with ``nme`` are shown as percentages."""
     from kp3d.engine.atomic import atomic_write_text
     from kp3d.evaluation import format_value
@@ -213,9 +219,9 @@ def merge_results(out: Path, rows: Sequence[dict[str, Any]], columns: Sequence[s
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     previous = json.loads(path.read_text()) if path.exists() else []
-    done = {(r["method"], r["k"]) for r in rows}
-    merged = [r for r in previous if (r["method"], r["k"]) not in done] + list(rows)
-    merged.sort(key=lambda r: (r["method"], r["k"]))
+    done = {tuple(r[c] for c in key) for r in rows}
+    merged = [r for r in previous if tuple(r[c] for c in key) not in done] + list(rows)
+    merged.sort(key=lambda r: tuple(r[c] for c in key))
     atomic_write_text(path, json.dumps(merged, indent=2))
 
     def cell(r: dict[str, Any], c: str) -> str:

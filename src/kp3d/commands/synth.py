@@ -7,6 +7,7 @@ Examples::
     kp3d synth creature --n 4000 --articulation 1.0 --out data/creature-wild
     kp3d synth creature --n 4000 --azimuth -90 90 --out data/creature-front
     kp3d synth face --n 2000 --pairs --sfm-dir ../shared/assets/sfm --out data/face-pairs
+    kp3d synth face --n 500 --appearance shifted --sfm-dir ../shared/assets/sfm --out data/face-odd
     kp3d synth head --n 4000 --out data/head-train
 
 The layout written is documented in :mod:`kp3d.data.adapters.synth`; the categories in
@@ -24,6 +25,14 @@ colours (the framing follows the pose). The value used is recorded in meta.json'
 [LO, HI] degrees (0 sees the front, 90 the left side, 180 the back; default all around), e.g.
 ``-90 90`` for a collection without views from behind, as photographs of faces are. Recorded in
 meta.json's ``options`` too.
+
+``--appearance {default,shifted}`` (``face`` only) sets how faces are rendered. ``shifted`` keeps
+the faces and head rotations the same ``--seed`` gives by default (identity, expression and pose
+are drawn identically) but renders them with settings a default set never has: a smaller face
+(45-65% of the image instead of 70-90%) further off centre, a harsh light from the side and
+above, a colour cast and grey brows, and a saturated, busier background (the ranges are in
+:mod:`kp3d.data.synth.face`), so a model trained on default faces can be scored out of
+distribution. meta.json's ``options`` records the appearance used ("default" when not given).
 
 ``--rig V`` (``creature`` and ``quadruped`` only) renders a capture studio instead: V fixed,
 calibrated cameras around a room (different azimuths and heights, all looking at the working
@@ -43,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 CATEGORIES = ("creature", "quadruped", "face", "head")
+APPEARANCES = ("default", "shifted")  # kp3d.data.synth.APPEARANCES, without importing torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "front, 180 = the back (default: all around); -90 90 = front half",
     )
     parser.add_argument(
+        "--appearance",
+        choices=APPEARANCES,
+        default=None,
+        help="face only: how faces are rendered: default (the usual look; the default) or "
+        "shifted (the same faces and poses, smaller and off centre, harsh side light, colour "
+        "cast, grey brows, saturated busy background)",
+    )
+    parser.add_argument(
         "--rig",
         type=int,
         default=None,
@@ -123,12 +141,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     from kp3d.data.adapters.synth import check_write, write
-    from kp3d.data.synth import check_articulation, check_azimuth, get_category
+    from kp3d.data.synth import check_appearance, check_articulation, check_azimuth, get_category
     from kp3d.errors import ConfigError
 
     # Before the --sfm-dir check: `face --articulation` is wrong whatever the model folder.
     check_articulation(args.category, args.articulation)
     check_azimuth(args.category, args.azimuth)
+    check_appearance(args.category, args.appearance)
     if args.category == "face" and args.sfm_dir is None:
         raise ConfigError(
             "`face` renders the Surrey Face Model: pass --sfm-dir DIR, the folder of eos' share/ "
@@ -151,7 +170,11 @@ def run(args: argparse.Namespace) -> int:
     check_write(args.out, args.n, category=args.category, **options)
     # A bad model folder fails before the bar.
     get_category(
-        args.category, sfm_dir=args.sfm_dir, articulation=args.articulation, azimuth=args.azimuth
+        args.category,
+        sfm_dir=args.sfm_dir,
+        articulation=args.articulation,
+        azimuth=args.azimuth,
+        appearance=args.appearance,
     )
     console = Console(stderr=True)
     t0 = time.perf_counter()
@@ -178,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
             args.n,
             sfm_dir=args.sfm_dir,
             articulation=args.articulation,
+            appearance=args.appearance,
             progress=advance,
             **options,
         )

@@ -45,7 +45,12 @@ def test_layout_and_meta(written: Path) -> None:
     assert meta["n"] == 5 and meta["size"] == 32 and meta["seed"] == 4 and meta["views"] == 1
     assert len(meta["keypoint_names"]) == 16 and len(meta["skeleton"]) == 15
     # The defaults, as used.
-    assert meta["options"] == {"sfm_dir": None, "articulation": 0.3, "azimuth": [0.0, 360.0]}
+    assert meta["options"] == {
+        "sfm_dir": None,
+        "articulation": 0.3,
+        "azimuth": [0.0, 360.0],
+        "appearance": None,  # face only
+    }
     assert sorted(p.name for p in (written / "images").iterdir()) == [
         f"{i:06d}.png" for i in range(5)
     ]
@@ -195,6 +200,16 @@ def test_azimuth_reaches_the_workers_and_meta(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"got \(90, 0\)"):
         adapter.write(tmp_path / "g", "creature", 1, size=32, azimuth=(90, 0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["front"]  # nothing half-written
+
+
+def test_appearance_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="face category only; creature has a single"):
+        adapter.write(tmp_path / "c", "creature", 1, size=32, appearance="shifted")
+    with pytest.raises(ConfigError, match="head has a single appearance"):
+        adapter.write(tmp_path / "h", "head", 1, size=32, appearance="default")
+    with pytest.raises(ConfigError, match=r"one of default, shifted .*got 'odd'"):
+        adapter.write(tmp_path / "f", "face", 1, size=32, sfm_dir=tmp_path, appearance="odd")
+    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 def test_sets_without_the_articulation_option_still_open(tmp_path: Path, written: Path) -> None:

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from kp3d.data.schema import collate
-from kp3d.data.synth import CATEGORIES, generate, get_category, scene
+from kp3d.data.synth import (
+    CATEGORIES,
+    check_appearance,
+    effective_appearance,
+    generate,
+    get_category,
+    scene,
+)
 from kp3d.errors import ConfigError
 from kp3d.geometry.cameras import project_pinhole
 from kp3d.geometry.rotations import geodesic_distance
@@ -192,3 +199,21 @@ def test_azimuth_is_validated() -> None:
             generate("quadruped", 1, size=32, azimuth=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="face draws its own head rotation"):
         generate("face", 1, sfm_dir="/nonexistent", azimuth=(-90, 90))
+
+
+def test_appearance_is_validated() -> None:
+    check_appearance("face", None)
+    check_appearance("face", "shifted")
+    for name in ("creature", "quadruped", "head"):
+        check_appearance(name, None)
+        with pytest.raises(ConfigError, match=f"face category only; {name} has a single"):
+            get_category(name, appearance="shifted")
+    with pytest.raises(ConfigError, match="creature has a single appearance.*'default'"):
+        generate("creature", 1, size=32, appearance="default")
+    # An unknown value is refused before the model folder is even needed.
+    with pytest.raises(ConfigError, match=r"one of default, shifted .*got 'bright'"):
+        generate("face", 1, sfm_dir="/nonexistent", appearance="bright")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="got 'Shifted'"):
+        get_category("face", appearance="Shifted")  # type: ignore[arg-type]
+    assert effective_appearance(get_category("head")) is None
+    assert effective_appearance(get_category("creature")) is None

@@ -100,6 +100,18 @@ def test_unproject_pixels_inverts_projection_at_pixel_centres() -> None:
     assert torch.allclose(scene.project(X, K)[0, 0], torch.tensor([4.5, 9.5]), atol=1e-5)
 
 
+def test_background_ranges_change_only_their_own_draws() -> None:
+    a = scene.sample_background(scene.rng_for(0, 0))
+    b = scene.sample_background(scene.rng_for(0, 0), saturation=(0.1, 0.6), fine=(0.0, 0.04))
+    assert all(np.array_equal(a[k], b[k]) for k in a)  # the defaults, spelled out
+    c = scene.sample_background(scene.rng_for(0, 0), saturation=(0.9, 1.0), fine=(0.1, 0.2))
+    assert np.array_equal(a["bg_angle"], c["bg_angle"])
+    assert np.array_equal(np.sign(a["bg_coarse"]), np.sign(c["bg_coarse"]))
+    # The same colours, less mixed with grey; the same noise, stronger.
+    assert np.ptp(c["bg_colors"]) > np.ptp(a["bg_colors"])
+    assert np.abs(c["bg_fine"]).mean() > np.abs(a["bg_fine"]).mean()
+
+
 def test_backgrounds_are_deterministic_images() -> None:
     p = scene.stack_params([scene.sample_background(scene.rng_for(0, i)) for i in range(3)])
     img = scene.render_background(p, 32)

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from kp3d import cli
+from kp3d.commands import synth as command
 from kp3d.data.adapters import open_dataset
-from kp3d.data.synth import generate
+from kp3d.data.synth import APPEARANCES, generate
 
 
 def _synth(category: str, n: int, out: Path, *flags: str) -> list[str]:
@@ -69,6 +70,11 @@ def test_azimuth_round_trip(tmp_path: Path) -> None:
             ["synth", "face", "--n", "2", "--azimuth", "-90", "90"],
             "face draws its own head rotation",
         ),
+        (
+            ["synth", "creature", "--n", "2", "--appearance", "shifted"],
+            "appearance applies to the face category only; creature has a single appearance",
+        ),
+        (["synth", "head", "--n", "2", "--appearance", "default"], "head has a single appearance"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(
@@ -77,6 +83,37 @@ def test_user_errors_exit_2_with_one_line(
     assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_appearance_round_trip(tmp_path: Path, tiny_sfm) -> None:
+    assert command.APPEARANCES == APPEARANCES  # the flag's choices, kept without torch
+    out, sfm = tmp_path / "odd", str(tiny_sfm.folder)
+    flags = ("--seed", "3", "--sfm-dir", sfm, "--appearance", "shifted")
+    assert cli.main(_synth("face", 3, out, *flags)) == 0
+    assert json.loads((out / "meta.json").read_text())["options"]["appearance"] == "shifted"
+    ref = generate("face", 3, size=32, seed=3, sfm_dir=sfm, appearance="shifted")
+    got = list(open_dataset(out))
+    assert all(torch.equal(x.kp3d, y.kp3d) for x, y in zip(got, ref))
+    assert all((x.image - y.image).abs().max() <= 0.5 / 255 + 1e-6 for x, y in zip(got, ref))
+    # Without the flag: the default look, recorded as used.
+    default = tmp_path / "usual"
+    assert cli.main(_synth("face", 3, default, "--seed", "3", "--sfm-dir", sfm)) == 0
+    assert json.loads((default / "meta.json").read_text())["options"]["appearance"] == "default"
+    assert not torch.equal(open_dataset(default)[0].image, got[0].image)
+
+
+def test_unknown_appearance_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_sfm
+) -> None:
+    argv = _synth("face", 2, tmp_path / "x", "--sfm-dir", str(tiny_sfm.folder))
+    with pytest.raises(SystemExit) as e:
+        cli.main([*argv, "--appearance", "shifte"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "error:" in x]
+    assert "--appearance: invalid choice: 'shifte'" in line and "did you mean shifted?" in line
+    assert "default" in line and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
 

@@ -18,7 +18,9 @@ angle range the poses span, the value actually used, null for ``face`` and ``hea
 written before the option existed lack the key and were posed with the default of the kp3d that
 wrote them; ``azimuth``, the camera's azimuth range in degrees as ``[lo, hi]``, null for
 ``face`` and ``head``, absent from sets written before the option, whose cameras went all
-around),
+around; ``appearance``, how faces were rendered, "default" or "shifted" (see
+:mod:`kp3d.data.synth.face`), the value actually used, null for the other categories, absent
+from sets written before the option, which have the default look),
 ``keypoint_names`` (K), ``skeleton`` (edges as index pairs), ``absent`` (keypoints the category
 never defines: ``vis`` False, coordinates 0), ``view_dependent`` (keypoints that are not fixed
 points of the instance, e.g. a face's outline), ``units`` ("m"), ``depth_scale`` (metres per
@@ -57,7 +59,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -67,6 +69,9 @@ from torch.utils.data import Dataset
 from kp3d.data.images import load_image, report_skipped
 from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from kp3d.data.synth import Appearance
 
 FORMAT = "kp3d-synth"
 FORMAT_VERSION = 1
@@ -122,6 +127,7 @@ class _Job:
     sfm_dir: str | None
     articulation: float | None
     azimuth: tuple[float, float] | None
+    appearance: Appearance | None
     size: int
     seed: int
     views: int
@@ -137,7 +143,11 @@ def _render_and_save(job: _Job, indices: range) -> dict[str, np.ndarray]:
     from kp3d.data.synth import get_category, render_indices
 
     gen = get_category(
-        job.category, sfm_dir=job.sfm_dir, articulation=job.articulation, azimuth=job.azimuth
+        job.category,
+        sfm_dir=job.sfm_dir,
+        articulation=job.articulation,
+        azimuth=job.azimuth,
+        appearance=job.appearance,
     )
     joints = None
     if job.rig is not None:
@@ -251,6 +261,7 @@ def write(
     azimuth: Sequence[float] | None = None,
     rig: int | None = None,
     sequences: int | None = None,
+    appearance: Appearance | None = None,
 ) -> Path:
     """Generate a synthetic set and write it to ``out`` (layout in the module doc).
 
@@ -263,7 +274,9 @@ def write(
     ``articulation`` (``creature`` / ``quadruped`` only) is the fraction of each joint's angle
     range that poses span; None keeps the category's default (see
     :func:`kp3d.data.synth.get_category`); ``azimuth`` (the same two) the camera's azimuth range
-    in degrees, None all around.
+    in degrees, None all around; ``appearance`` (``face`` only) how faces are rendered, None
+    or ``"default"`` the usual look, ``"shifted"`` settings the default never has
+    (:mod:`kp3d.data.synth.face`).
 
     Raises:
         ConfigError: bad options, or ``out`` exists (and is not empty) without ``overwrite``.
@@ -274,6 +287,7 @@ def write(
         CHUNK,
         GENERATOR_VERSION,
         check_azimuth,
+        effective_appearance,
         effective_articulation,
         effective_azimuth,
         get_category,
@@ -296,7 +310,13 @@ def write(
         azimuth=azimuth,
     )
     view_range = check_azimuth(category, azimuth)
-    gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation, azimuth=view_range)
+    gen = get_category(
+        category,
+        sfm_dir=sfm_dir,
+        articulation=articulation,
+        azimuth=view_range,
+        appearance=appearance,
+    )
     V = rig if rig is not None else 2 if pairs else views
     S = 1 if sequences is None else sequences
 
@@ -310,6 +330,7 @@ def write(
             sfm_dir=None if sfm_dir is None else str(sfm_dir),
             articulation=articulation,
             azimuth=view_range,
+            appearance=appearance,
             size=size,
             seed=seed,
             views=views,
@@ -372,6 +393,7 @@ def write(
                 # later kp3d may change.
                 "articulation": effective_articulation(gen),
                 "azimuth": effective_azimuth(gen),
+                "appearance": effective_appearance(gen),
             },
             "keypoint_names": list(gen.keypoint_names),
             "skeleton": [list(e) for e in gen.edges],

@@ -14,7 +14,12 @@ centred on the range's middle; None keeps the category's default, 0.3 (poses nea
 one), 1 draws every angle over the joint's whole range, 0 puts every joint at its range's middle;
 and ``azimuth`` (the same two): the camera's azimuth range in degrees, ``(lo, hi)`` with
 ``lo < hi <= lo + 360``; None keeps the default, all around (0 sees the front, 90 the left side,
-180 the back; ``(-90, 90)`` keeps to the front half).
+180 the back; ``(-90, 90)`` keeps to the front half); and ``appearance`` (``face`` only, one of
+:data:`APPEARANCES`): how faces are rendered; None or ``"default"`` gives the usual faces,
+``"shifted"`` renders the same faces (identity, expression and head rotation, drawn from the
+same seed) with settings the default never has: a smaller, less centred face, a harsh side/top
+light, a colour cast, grey brows and a saturated, busier background (the numbers are in
+:mod:`kp3d.data.synth.face`), e.g. to test models trained on default faces out of distribution.
 
 In memory::
 
@@ -23,6 +28,7 @@ In memory::
     pairs = generate("quadruped", 8, size=64, seed=1, pairs=True)  # Sample fields (2, ...)
     wild = generate("creature", 64, size=64, seed=0, articulation=1.0)  # full joint ranges
     front = generate("creature", 64, size=64, seed=0, azimuth=(-90, 90))  # no views from behind
+    odd = generate("face", 64, seed=0, sfm_dir="sfm/", appearance="shifted")  # unseen looks
 
 On disk: ``kp3d synth`` / :func:`kp3d.data.adapters.synth.write` (layout documented in
 :mod:`kp3d.data.adapters.synth`). Image ``i`` of a set depends only on ``(seed, i)`` and the
@@ -40,7 +46,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -56,6 +62,10 @@ CATEGORIES: tuple[str, ...] = ("creature", "quadruped", "face", "head")
 appended, so existing labels keep their values)."""
 
 ARTICULATED: tuple[str, ...] = ("creature", "quadruped")
+
+Appearance = Literal["default", "shifted"]
+"""How ``face`` instances are rendered (:mod:`kp3d.data.synth.face` gives each one's ranges)."""
+APPEARANCES: tuple[Appearance, ...] = ("default", "shifted")
 
 GENERATOR_VERSION = 1
 """Bumped whenever the images or labels a (category, seed, options) produces change."""
@@ -82,7 +92,9 @@ class Category(Protocol):
     def render(self, params: dict[str, Tensor], size: int) -> Rendered: ...
 
 
-_cache: dict[tuple[str, str, float | None, tuple[float, float] | None], Category] = {}
+_cache: dict[
+    tuple[str, str, float | None, tuple[float, float] | None, Appearance | None], Category
+] = {}
 
 
 def check_articulation(name: str, articulation: float | None) -> None:
@@ -103,6 +115,27 @@ def check_articulation(name: str, articulation: float | None) -> None:
         raise ConfigError(
             f"articulation must be in [0, 1] (the fraction of each joint's angle range that "
             f"poses span), got {articulation}"
+        )
+
+
+def check_appearance(name: str, appearance: str | None) -> None:
+    """Validate the ``appearance`` option for category ``name``.
+
+    Raises:
+        ConfigError: ``appearance`` given for a category other than ``face``, or not one of
+            :data:`APPEARANCES`.
+    """
+    if appearance is None:
+        return
+    if name != "face":
+        raise ConfigError(
+            f"appearance applies to the face category only; {name} has a single appearance "
+            f"(got appearance={appearance!r})"
+        )
+    if appearance not in APPEARANCES:
+        raise ConfigError(
+            f"appearance must be one of {', '.join(APPEARANCES)} (how faces are rendered), "
+            f"got {appearance!r}"
         )
 
 
@@ -143,6 +176,7 @@ def get_category(
     sfm_dir: str | Path | None = None,
     articulation: float | None = None,
     azimuth: Sequence[float] | None = None,
+    appearance: Appearance | None = None,
 ) -> Category:
     """The generator of category ``name`` (built once per process and options).
 
@@ -153,22 +187,28 @@ def get_category(
             ``quadruped`` only); None keeps the category's default (``SPEC.articulation``).
         azimuth: camera azimuth range ``(lo, hi)`` in degrees (``creature`` and ``quadruped``
             only); None keeps the default, all around.
+        appearance: how faces are rendered (``face`` only, one of :data:`APPEARANCES`); None
+            is ``"default"`` (the same generator).
 
     Raises:
         ConfigError: unknown name, ``face`` without ``sfm_dir``, a bad ``articulation`` (given
-            for ``face``, or outside [0, 1]) or a bad ``azimuth`` (:func:`check_azimuth`).
+            for ``face``, or outside [0, 1]), a bad ``azimuth`` (:func:`check_azimuth`) or a
+            bad ``appearance`` (:func:`check_appearance`).
     """
     if name not in CATEGORIES:
         raise ConfigError(f"unknown synthetic category {name!r}; valid: {', '.join(CATEGORIES)}")
     check_articulation(name, articulation)
     view_range = check_azimuth(name, azimuth)
+    check_appearance(name, appearance)
     if articulation is not None:
         articulation = float(articulation)
+    look: Appearance | None = (appearance or "default") if name == "face" else None
     key = (
         name,
         str(Path(sfm_dir).resolve()) if sfm_dir is not None and name == "face" else "",
         articulation,
         view_range,
+        look,
     )
     if key not in _cache:
         if name == "face":
@@ -180,7 +220,7 @@ def get_category(
                     "layout with sfm_shape_3448.bin, expression_blendshapes_3448.bin, "
                     "ibug_to_sfm.txt and sfm_model_contours.json) as --sfm-dir / sfm_dir"
                 )
-            _cache[key] = FaceCategory.from_dir(Path(sfm_dir))
+            _cache[key] = FaceCategory.from_dir(Path(sfm_dir), appearance=look or "default")
         elif name == "head":
             from kp3d.data.synth.head import HeadCategory
 
@@ -213,6 +253,16 @@ def effective_azimuth(category: Category) -> list[float] | None:
 
     if isinstance(category, ArticulatedCategory):
         return [float(a) for a in category.spec.azimuth]
+    return None
+
+
+def effective_appearance(category: Category) -> Appearance | None:
+    """The appearance a generator renders with (``"default"`` when none was asked for); None
+    for the categories other than ``face``."""
+    from kp3d.data.synth.face import FaceCategory
+
+    if isinstance(category, FaceCategory):
+        return category.appearance
     return None
 
 
@@ -322,6 +372,7 @@ def generate(
     start: int = 0,
     articulation: float | None = None,
     azimuth: Sequence[float] | None = None,
+    appearance: Appearance | None = None,
 ) -> list[Sample]:
     """Generate ``n`` samples of ``category`` in memory (instances ``start .. start + n - 1``).
 
@@ -341,12 +392,22 @@ def generate(
             same viewpoints, proportions, colours and backgrounds.
         azimuth: the camera's azimuth range ``(lo, hi)`` in degrees (``creature`` and
             ``quadruped`` only; None: all around).
+        appearance: how faces are rendered (``face`` only): None or ``"default"``, the
+            generator's usual faces; ``"shifted"``, the same faces and head rotations (from the
+            same ``seed``) framed, lit, coloured and set against backgrounds as the default
+            never is (:mod:`kp3d.data.synth.face`).
 
     Returns:
         ``n`` :class:`Sample` objects.
     """
     check_options(size, views, pairs, n)
-    gen = get_category(category, sfm_dir=sfm_dir, articulation=articulation, azimuth=azimuth)
+    gen = get_category(
+        category,
+        sfm_dir=sfm_dir,
+        articulation=articulation,
+        azimuth=azimuth,
+        appearance=appearance,
+    )
     cid = CATEGORIES.index(category)
     multiview = pairs or views > 1
     out: list[Sample] = []
@@ -357,12 +418,16 @@ def generate(
 
 
 __all__ = [
+    "APPEARANCES",
     "ARTICULATED",
     "CATEGORIES",
     "GENERATOR_VERSION",
+    "Appearance",
     "Category",
+    "check_appearance",
     "check_articulation",
     "check_azimuth",
+    "effective_appearance",
     "effective_articulation",
     "effective_azimuth",
     "generate",

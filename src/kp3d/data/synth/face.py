@@ -10,6 +10,26 @@ View: head rotation ``R_z(roll) R_y(yaw) R_x(pitch)`` about the model's axes (ya
 70-90% of the image, a light from the camera's side, a random background. Faces are rendered
 two-sided (the mesh is an open mask).
 
+Appearances (the ``appearance`` option, :data:`kp3d.data.synth.APPEARANCES`; :data:`LOOKS`)
+    * ``default``: as above; in detail, the box centred within +-0.04 of the image centre (a
+      fraction of the image side), the light's direction (camera frame, towards the light)
+      ``(U(-1, 1), U(-1, 0.4), -U(0.6, 1.6))`` normalised, ambient U(0.3, 0.5), diffuse
+      U(0.5, 0.8); dark brown brows (level U(0.05, 0.4) times RGB (1, 0.85, 0.7)); background
+      saturation U(0.1, 0.6) and fine noise amplitude U(0, 0.04).
+    * ``shifted``: rendering settings the default never has, for out-of-distribution tests.
+      Scale and position: the face's image box fills 45-65% of the image, its centre within
+      +-0.10. Light: harsh, from the side and above instead of from the camera's side,
+      direction ``(s U(0.8, 1.5), U(-1.5, -0.4), -U(0.1, 0.5))`` normalised, ``s`` a random
+      sign; ambient U(0.1, 0.25), diffuse U(0.9, 1.2). Albedo: a colour cast per face, the
+      albedo times ``1 + N(0, 0.2)`` per RGB channel, clipped to [0, 1]; grey brows, level
+      U(0.3, 0.7). Background: saturated and busier, saturation U(0.6, 1.0), fine noise
+      amplitude U(0.05, 0.12).
+
+    Both consume the instance's stream draw for draw (each shifted range replaces a default one
+    with as many draws; the colour cast is drawn last), so a seed gives the same identity,
+    expression, skin pattern, head rotations and fields of view in either appearance: the same
+    face geometry and poses, with the camera's distance and offset following the framing.
+
 Frames and units: the world frame is the model's (x to the subject's left, y up, z out of the
 face), in metres; the camera frame is kp3d's (x right, y down, z forward). ``extrinsics``
 map world to camera, so a frontal face has ``R = diag(1, -1, -1)``.
@@ -37,14 +57,16 @@ pixel (unprojected with the depth buffer) is the background, lies behind it, or 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from kp3d.data.synth import scene
+from kp3d.data.synth import Appearance, check_appearance, scene
 from kp3d.data.synth.mesh import vertex_normals
 from kp3d.data.synth.raster import fragment_values, rasterize
 from kp3d.data.synth.sfm import SurreyFaceModel, load_sfm
@@ -85,6 +107,76 @@ YAW, PITCH, ROLL = 70.0, 30.0, 20.0
 VIS_RADIUS = 0.008
 
 
+@dataclass(frozen=True)
+class Look:
+    """The rendering ranges of one appearance (see the module doc); every range is drawn
+    uniformly."""
+
+    fill: tuple[float, float]
+    """Fraction of the image the face's image box fills (its longer side)."""
+    shift: float
+    """Largest offset of the box centre from the image centre, per axis, a fraction of the
+    image side."""
+    light: Literal["camera", "side"]
+    """The camera-side light (:func:`scene.sample_light`) or a harsh one (:func:`side_light`)."""
+    cast: float
+    """Standard deviation of the colour cast: the albedo times ``1 + N(0, cast)`` per RGB
+    channel (0: none, and nothing drawn)."""
+    brows: tuple[float, float]
+    """Grey level of the brows' colour."""
+    brow_tint: tuple[float, float, float]
+    """Factors of the brows' RGB (brown or neutral grey)."""
+    saturation: tuple[float, float]
+    """Saturation of the background's colours (:func:`scene.sample_background`)."""
+    fine: tuple[float, float]
+    """Amplitude of the background's fine noise."""
+
+
+LOOKS: dict[Appearance, Look] = {
+    "default": Look(
+        fill=(0.7, 0.9),
+        shift=0.04,
+        light="camera",
+        cast=0.0,
+        brows=(0.05, 0.4),
+        brow_tint=(1.0, 0.85, 0.7),
+        saturation=(0.1, 0.6),
+        fine=(0.0, 0.04),
+    ),
+    "shifted": Look(
+        fill=(0.45, 0.65),
+        shift=0.10,
+        light="side",
+        cast=0.2,
+        brows=(0.3, 0.7),
+        brow_tint=(1.0, 1.0, 1.0),
+        saturation=(0.6, 1.0),
+        fine=(0.05, 0.12),
+    ),
+}
+"""Each appearance's ranges."""
+
+
+def side_light(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A harsh light from the side and above (camera frame, towards the light): direction
+    ``(s U(0.8, 1.5), U(-1.5, -0.4), -U(0.1, 0.5))`` normalised, ``s`` a random sign; ambient
+    U(0.1, 0.25), diffuse U(0.9, 1.2).
+
+    Five draws, as :func:`scene.sample_light` makes: the sign and the x magnitude come from one
+    U(-1, 1) (its sign and its absolute value are independent), so what follows in the stream
+    is drawn from the same numbers in either light.
+    """
+    u = rng.uniform(-1, 1)
+    d = np.array(
+        [math.copysign(0.8 + 0.7 * abs(u), u), rng.uniform(-1.5, -0.4), -rng.uniform(0.1, 0.5)]
+    )
+    return {
+        "light": d / np.linalg.norm(d),
+        "ambient": np.array(rng.uniform(0.1, 0.25)),
+        "diffuse": np.array(rng.uniform(0.9, 1.2)),
+    }
+
+
 class FaceCategory:
     """Samples and renders SFM faces (see the module doc)."""
 
@@ -92,8 +184,16 @@ class FaceCategory:
     keypoint_names = IBUG_NAMES
     edges = IBUG_EDGES
 
-    def __init__(self, model: SurreyFaceModel) -> None:
+    def __init__(self, model: SurreyFaceModel, *, appearance: Appearance = "default") -> None:
+        """``appearance``: how the faces are rendered (:data:`LOOKS`).
+
+        Raises:
+            ConfigError: an unknown ``appearance``.
+        """
+        check_appearance(self.name, appearance)
         self.model = model
+        self.appearance: Appearance = appearance
+        self.look = LOOKS[appearance]
         shape = model.shape
         mean = shape.mean.astype(np.float64)
         self._mean = mean
@@ -157,8 +257,8 @@ class FaceCategory:
         self._regions = self._region_weights()
 
     @classmethod
-    def from_dir(cls, folder: Path) -> FaceCategory:
-        return cls(load_sfm(folder))
+    def from_dir(cls, folder: Path, *, appearance: Appearance = "default") -> FaceCategory:
+        return cls(load_sfm(folder), appearance=appearance)
 
     def _contour_points(self, verts: list[int], eye: int, n: int) -> list[tuple[int, int, float]]:
         """``n`` points evenly spaced by arc length on the mean shape along the model contour,
@@ -253,7 +353,11 @@ class FaceCategory:
     # -- sampling ---------------------------------------------------------------------------
 
     def sample(self, rng: np.random.Generator, views: int, pairs: bool) -> dict[str, np.ndarray]:
-        """All random parameters of one face and its ``views`` views (the mesh included)."""
+        """All random parameters of one face and its ``views`` views (the mesh included).
+
+        Every appearance draws the same numbers up to the colour cast, drawn last (module doc).
+        """
+        look = self.look
         shape, expr = self.model.shape, self.model.expressions
         coeffs = np.clip(rng.standard_normal(len(shape.eigenvalues)), -3, 3)
         verts = self._mean + shape.basis.astype(np.float64) @ (coeffs * np.sqrt(shape.eigenvalues))
@@ -295,13 +399,15 @@ class FaceCategory:
                 {
                     "ypr": np.radians(np.array(ypr, dtype=np.float64)),
                     "fov": np.radians(np.array(rng.uniform(10, 20))),
-                    "fill": np.array(rng.uniform(0.7, 0.9)),
-                    "shift": rng.uniform(-0.04, 0.04, 2),
-                    **scene.sample_light(rng),
-                    **scene.sample_background(rng),
+                    "fill": np.array(rng.uniform(*look.fill)),
+                    "shift": rng.uniform(-look.shift, look.shift, 2),
+                    **(side_light(rng) if look.light == "side" else scene.sample_light(rng)),
+                    **scene.sample_background(rng, saturation=look.saturation, fine=look.fine),
                 }
             )
         p.update(scene.stack_views(per_view))
+        if look.cast:
+            p["albedo"] = np.clip(p["albedo"] * (1 + rng.normal(0, look.cast, 3)), 0, 1)
         return p
 
     def _albedo(self, rng: np.random.Generator) -> np.ndarray:
@@ -317,7 +423,7 @@ class FaceCategory:
         albedo = base * (1 + smooth + fine)
         lips, brows, eyes = self._regions
         lip_color = base * np.array([0.95, 0.55, 0.55]) * rng.uniform(0.75, 1.0)
-        brow_color = np.full(3, rng.uniform(0.05, 0.4)) * np.array([1.0, 0.85, 0.7])
+        brow_color = np.full(3, rng.uniform(*self.look.brows)) * np.array(self.look.brow_tint)
         for weight, color, strength in (
             (lips, lip_color, 0.9),
             (brows, brow_color, 0.8),

@@ -242,18 +242,28 @@ def lambert(
     return albedo * (ambient + diffuse * cos)[..., None]
 
 
-def sample_background(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Parameters of one random background: a two-colour gradient plus low-frequency noise."""
+def sample_background(
+    rng: np.random.Generator,
+    *,
+    saturation: tuple[float, float] = (0.1, 0.6),
+    fine: tuple[float, float] = (0.0, 0.04),
+) -> dict[str, np.ndarray]:
+    """Parameters of one random background: a two-colour gradient plus low-frequency noise.
+
+    ``saturation``: the range of the colours' saturation (mixed towards grey); ``fine``: the
+    range of the fine (8 x 8) noise's amplitude. Other ranges give the same number of draws, so
+    the rest of the stream is unchanged.
+    """
     base = rng.uniform(0.15, 0.85, size=3)
     other = np.clip(base + rng.normal(0, 0.2, size=3), 0, 1)
     # Desaturate towards grey so the object (full colour) stands out without being alone.
     grey = rng.uniform(0.3, 0.6)
-    sat = rng.uniform(0.1, 0.6)
+    sat = rng.uniform(*saturation)
     return {
         "bg_colors": np.stack((base, other)) * sat + grey * (1 - sat),
         "bg_angle": np.array(rng.uniform(0, 2 * math.pi)),
         "bg_coarse": rng.normal(0, 1, size=(3, 3, 3)) * rng.uniform(0.02, 0.1),
-        "bg_fine": rng.normal(0, 1, size=(3, 8, 8)) * rng.uniform(0.0, 0.04),
+        "bg_fine": rng.normal(0, 1, size=(3, 8, 8)) * rng.uniform(*fine),
     }
 
 
