@@ -54,3 +54,19 @@ def test_models_train_with_their_methods_own_defaults(
         cfg, defaults = train_configs[method], get_method(method).train_defaults
         assert cfg.bf16 is False and cfg.lr == defaults["lr"]
         assert (cfg.steps, cfg.batch_size, cfg.seed) == (3, 8, 1)
+
+
+def test_the_budget_is_the_minutes_given_without_a_hidden_step_limit(
+    benchmark_module: BenchmarkModule, tmp_path: Path, train_configs: dict[str, Any]
+) -> None:
+    from argparse import Namespace
+
+    bench = benchmark_module("lifter_e2e")
+    args = Namespace(minutes=15.0, clock="cpu", steps=None, batch_size=32)
+    bench.train_run("lifter-e2e", None, tmp_path, {}, bench.budget_of(args))
+    cfg = train_configs["lifter-e2e"]
+    assert (cfg.minutes, cfg.clock, cfg.steps) == (15.0, "cpu", None)
+    args.steps = 7
+    bench.train_run("lifter-e2e", None, tmp_path, {}, bench.budget_of(args))
+    cfg = train_configs["lifter-e2e"]
+    assert (cfg.minutes, cfg.steps) == (15.0, 7)
