@@ -212,7 +212,7 @@ def merge_results(
 ) -> str:
     """Merge ``rows`` into ``out/results.json`` by ``key`` (several processes may share ``out``,
     e.g. one per core), rewrite ``out/results.md`` with ``columns``; returns the table.
-    Fractions in columns starting with ``nme`` are shown as percentages."""
+    Fractions in NME columns (``nme...`` or ``DOMAIN_nme...``) are shown as percentages."""
     from kp3d.engine.atomic import atomic_write_text
     from kp3d.evaluation import format_value
 
@@ -226,8 +226,8 @@ def merge_results(
 
     def cell(r: dict[str, Any], c: str) -> str:
         v = r.get(c)
-        if isinstance(v, float) and c.startswith("nme"):
-            return format_value(c, v)
+        if isinstance(v, float) and (c.startswith("nme") or "_nme" in c):
+            return format_value("nme", v)
         return "" if v is None else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

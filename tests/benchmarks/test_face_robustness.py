@@ -72,6 +72,7 @@ def test_scores_both_variants_on_three_domains(
     assert meta["options"]["appearance"] == "shifted" and meta["seed"] == 3
     table = (out / "results.md").read_text()
     assert "shifted_nme68" in table and "| autolink3d | plain | 4 |" in table
+    assert f"| {100 * plain['real_nme68']:.2f}% |" in table  # NMEs as percentages
 
 
 def test_face_nme_matches_a_naive_regression(benchmark_module: BenchmarkModule) -> None:
