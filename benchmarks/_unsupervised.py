@@ -45,6 +45,14 @@ def add_run_arguments(
     )
 
 
+def run_budget(args: argparse.Namespace) -> dict[str, Any]:
+    """The training budget of :func:`add_run_arguments`' options: ``--steps`` when given (no
+    time limit), else ``--minutes`` on ``--clock`` (no step limit)."""
+    if args.steps:
+        return {"steps": args.steps, "minutes": None}
+    return {"steps": None, "minutes": args.minutes, "clock": args.clock}
+
+
 def add_list_argument(
     parser: argparse.ArgumentParser, flag: str, *, metavar: str, help: str
 ) -> None:
@@ -110,11 +118,7 @@ def run_grid(
     if args.threads:
         torch.set_num_threads(args.threads)
     extra = parse_set(args.set)
-    budget = (
-        {"steps": args.steps, "minutes": None}
-        if args.steps
-        else {"steps": None, "minutes": args.minutes, "clock": args.clock}
-    )
+    budget = run_budget(args)
     rows = []
     for method in args.methods:
         for k in args.k:
@@ -140,6 +144,34 @@ def run_grid(
     return rows
 
 
+def train_timed(
+    method: str,
+    data: Dataset,
+    run_dir: Path,
+    *,
+    method_config: dict[str, Any],
+    budget: dict[str, Any],
+    seed: int = 0,
+    data_info: dict[str, Any] | None = None,
+) -> tuple[Any, float, float]:
+    """Train ``method`` on ``data`` with its own training defaults under ``budget``, resuming
+    ``run_dir`` if it exists; returns the engine's result, this call's wall and CPU seconds."""
+    from kp3d.engine import train
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    done = train(
+        method,
+        data,
+        run_dir,
+        method_config=method_config,
+        # A mapping, not a TrainConfig: the method's train_defaults (kp3d train's) then apply.
+        train_config={"seed": seed, **budget},
+        resume=(run_dir / "config.json").exists(),
+        data_info=data_info,
+    )
+    return done, time.perf_counter() - t0, time.process_time() - c0
+
+
 def train_and_score(
     method: str,
     data: Dataset,
@@ -161,23 +193,20 @@ def train_and_score(
     wall and CPU seconds of this call, threads, the montage path.
     """
     from kp3d.data.schema import collate
-    from kp3d.engine import load_run, train
+    from kp3d.engine import load_run
     from kp3d.evaluation import collect, evaluate_keypoint_discovery
     from kp3d.viz.html import spanning_edges
     from kp3d.viz.report import draw_overlay, montage
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    done = train(
+    done, wall, cpu = train_timed(
         method,
         data,
         run_dir,
         method_config=method_config,
-        # A mapping, not a TrainConfig: the method's train_defaults (kp3d train's) then apply.
-        train_config={"seed": seed, **budget},
-        resume=(run_dir / "config.json").exists(),
+        budget=budget,
+        seed=seed,
         data_info=data_info,
     )
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     run = load_run(run_dir)
     with torch.no_grad():
         scores = evaluate_keypoint_discovery(collect(run.model, fit), collect(run.model, test))

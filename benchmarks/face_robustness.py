@@ -37,12 +37,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _unsupervised import add_run_arguments, merge_results, parse_set
+from _unsupervised import add_run_arguments, merge_results, parse_set, run_budget, train_timed
 from torch.utils.data import Dataset, Subset
 
 AUGMENT: dict[str, float] = {
@@ -178,32 +177,6 @@ def score_domains(
     return out
 
 
-def train_run(
-    method: str,
-    data: Dataset,
-    run_dir: Path,
-    config: dict[str, Any],
-    budget: dict[str, Any],
-    *,
-    seed: int,
-) -> dict[str, Any]:
-    """Train ``method`` into ``run_dir`` with its own training defaults under ``budget``
-    (resuming an interrupted run); its ``steps`` and this call's ``cpu_s``."""
-    from kp3d.engine import train
-
-    c0 = time.process_time()
-    done = train(
-        method,
-        data,
-        run_dir,
-        method_config=config,
-        # A mapping, not a TrainConfig: the method's train_defaults (kp3d train's) then apply.
-        train_config={"seed": seed, **budget},
-        resume=(run_dir / "config.json").exists(),
-    )
-    return {"steps": done.steps, "cpu_s": round(time.process_time() - c0, 1)}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,11 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     train = open_dataset(paths["train"], size=args.size)
     domains = domain_sets(paths, n_fit=args.fit, size=args.size)
     absent = json.loads((paths["train"] / "meta.json").read_text())["absent"]
-    budget = (
-        {"steps": args.steps, "minutes": None}
-        if args.steps
-        else {"steps": None, "minutes": args.minutes, "clock": args.clock}
-    )
+    budget = run_budget(args)
     rows = []
     for method in args.methods:
         for variant in args.variants:
@@ -247,14 +216,16 @@ def main(argv: list[str] | None = None) -> int:
                 augment = {**VARIANTS[variant], **extra.get("augment", {})}
                 if augment:
                     config["augment"] = augment
-                trained = train_run(method, train, run_dir, config, budget, seed=args.seed)
+                done, _, cpu = train_timed(
+                    method, train, run_dir, method_config=config, budget=budget, seed=args.seed
+                )
                 row = {
                     "method": method,
                     "variant": variant,
                     "k": k,
                     **score_domains(run_dir, domains, absent=absent),
-                    "steps": trained["steps"],
-                    "cpu_s": trained["cpu_s"],
+                    "steps": done.steps,
+                    "cpu_s": round(cpu, 1),
                     "config": config,
                     "budget": budget,
                 }
