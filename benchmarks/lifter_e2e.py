@@ -95,8 +95,8 @@ def train_run(
 
 
 def budget_of(args: argparse.Namespace) -> dict[str, Any]:
-    """Every model's training budget: ``--minutes`` and ``--steps`` as given. The step limit is
-    passed even when it is None, or the engine's default (5000 steps) would end runs early."""
+    """Every model's training budget: ``--minutes`` and ``--steps`` as given (None: no step
+    limit)."""
     return {
         "minutes": args.minutes,
         "clock": args.clock,

@@ -68,3 +68,18 @@ def test_progress_takes_the_larger_of_steps_and_time() -> None:
     assert progress(cfg, 10, 30.0) == pytest.approx(0.5)
     assert progress(cfg, 80, 30.0) == pytest.approx(0.8)
     assert progress(TrainConfig(steps=None, minutes=2.0), 10**6, 600.0) == 1.0
+
+
+def test_a_time_budget_alone_means_no_step_limit_in_the_api_as_on_the_command_line() -> None:
+    from kp3d.engine.config import budget_values
+    from kp3d.engine.run import resolve_train_config
+    from kp3d.methods import get_method
+
+    assert budget_values({"minutes": 2.0}) == {"minutes": 2.0, "steps": None}
+    assert budget_values({"minutes": 2.0, "steps": 7}) == {"minutes": 2.0, "steps": 7}
+    assert budget_values({"lr": 1e-3}) == {"lr": 1e-3}
+    spec = get_method("lifter-e2e")
+    cfg = resolve_train_config(spec, {"minutes": 2.0}, source="api")
+    assert (cfg.minutes, cfg.steps) == (2.0, None)
+    cfg = resolve_train_config(spec, {"lr": 1e-3}, source="api")  # no time budget: the default
+    assert (cfg.minutes, cfg.steps) == (None, TrainConfig().steps)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from kp3d.errors import ConfigError
 
@@ -139,6 +140,16 @@ class TrainConfig:
             f"rollback_lr_factor must lie in (0, 1), got {self.rollback_lr_factor}",
         )
         check(self.max_rollbacks >= 0, f"max_rollbacks must be >= 0, got {self.max_rollbacks}")
+
+
+def budget_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Training values as given, with ``steps`` set to None when ``minutes`` comes without it:
+    a time budget alone means no step limit (otherwise :class:`TrainConfig`'s default step
+    count would end the run first, unseen)."""
+    out = dict(values)
+    if "minutes" in out and "steps" not in out:
+        out["steps"] = None
+    return out
 
 
 def lr_factor(config: TrainConfig, step: int, progress: float) -> float:

@@ -27,7 +27,7 @@ from typing import Any
 
 from kp3d.config import config_from_dict, field_defaults, load_config_file, merge_values
 from kp3d.data.inputs import SIZE_FIELDS
-from kp3d.engine.config import TrainConfig
+from kp3d.engine.config import TrainConfig, budget_values
 from kp3d.engine.run import (
     CONFIG_FILE,
     RUN_FORMAT,
@@ -244,9 +244,7 @@ def resolve_request(flags: Flags) -> TrainRequest:
         cli_model[size_field] = flags.size
 
     model_values = merge_values(file_model, cli_model)
-    train_values = merge_values(file_train, cli_train)
-    if "minutes" in train_values and "steps" not in train_values:
-        train_values["steps"] = None  # a time budget alone means: no step limit
+    train_values = budget_values(merge_values(file_train, cli_train))
     if stored is None:
         mcfg = resolve_method_config(spec, model_values, source="command line")
         tcfg = resolve_train_config(spec, train_values, source="command line")

@@ -23,7 +23,7 @@ from torch import nn
 import kp3d
 from kp3d.config import config_from_dict, config_to_dict
 from kp3d.engine.atomic import atomic_dir, atomic_path, atomic_write_json, remove_stale_temporaries
-from kp3d.engine.config import TrainConfig
+from kp3d.engine.config import TrainConfig, budget_values
 from kp3d.errors import ConfigError, UserError
 from kp3d.methods import MethodModel, MethodSpec, get_method
 
@@ -69,13 +69,16 @@ def resolve_method_config(
 def resolve_train_config(
     spec: MethodSpec, values: Mapping[str, Any] | TrainConfig | None, *, source: str
 ) -> TrainConfig:
-    """The training config: TrainConfig defaults < the method's ``train_defaults`` < ``values``.
+    """The training config: TrainConfig defaults < the method's ``train_defaults`` < ``values``;
+    ``minutes`` without ``steps`` in ``values`` means no step limit (:func:`budget_values`), as
+    on the command line.
 
     A :class:`TrainConfig` instance is taken as complete and returned unchanged.
     """
     if isinstance(values, TrainConfig):
         return values
-    return config_from_dict(TrainConfig, {**spec.train_defaults, **(values or {})}, source=source)
+    given = budget_values(values or {})
+    return config_from_dict(TrainConfig, {**spec.train_defaults, **given}, source=source)
 
 
 def git_revision() -> str | None:
