@@ -105,12 +105,11 @@ def make_sets(shared: Path, folder: Path, *, n_train: int, n_test: int, size: in
 
 
 def domain_sets(
-    paths: dict[str, Path], *, n_fit: int, size: int
+    paths: dict[str, Path], train: Dataset, *, n_fit: int, size: int
 ) -> dict[str, tuple[Dataset, Dataset]]:
-    """``(fit, test)`` of each of :data:`DOMAINS`."""
+    """``(fit, test)`` of each of :data:`DOMAINS`; ``train``: the opened training set."""
     from kp3d.data.adapters import open_dataset
 
-    train = open_dataset(paths["train"], size=size)
     return {
         "synth": (
             Subset(train, range(min(n_fit, len(train)))),
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     from kp3d.data.adapters import open_dataset
 
     train = open_dataset(paths["train"], size=args.size)
-    domains = domain_sets(paths, n_fit=args.fit, size=args.size)
+    domains = domain_sets(paths, train, n_fit=args.fit, size=args.size)
     absent = json.loads((paths["train"] / "meta.json").read_text())["absent"]
     budget = run_budget(args)
     rows = []
