@@ -74,3 +74,30 @@ def test_cycle_losses_match_the_lifter_method() -> None:
         delta=model.config.huber_delta,
     )
     assert torch.equal(a.camera, b.camera) and torch.equal(a.shape, b.shape)
+
+
+def test_reprojection_onto_a_target() -> None:
+    """The reprojection onto given labelled keypoints: the input itself as the target is the
+    default loss; only the target's labelled points count, absent (NaN) ones included."""
+    kp2d, vis = _batch(2)
+    torch.manual_seed(0)
+    model = Lifter(LifterConfig(n_keypoints=6, cycle_start=None)).train()
+    model.update_support(torch.ones(8, 6), torch.zeros(8, dtype=torch.long))
+
+    def loss(**target) -> torch.Tensor:
+        torch.manual_seed(1)
+        return model.member_losses(kp2d, vis, None, **target)[0]["reprojection"]
+
+    torch.testing.assert_close(loss(target=kp2d, target_vis=vis), loss())
+    labels = kp2d + torch.randn(kp2d.shape, generator=torch.Generator().manual_seed(3))
+    labelled = vis.clone()
+    labelled[:, 2] = False
+    moved = loss(target=labels, target_vis=labelled)
+    assert not torch.allclose(moved, loss())
+    # Unlabelled points (NaN or anything) do not count; a labelled one does.
+    absent = labels.clone()
+    absent[:, 2] = float("nan")
+    torch.testing.assert_close(loss(target=absent, target_vis=labelled), moved)
+    labels.requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(target=labels, target_vis=labelled), labels)
+    assert bool((grad[:, 2] == 0).all()) and bool((grad[:, 0] != 0).any())

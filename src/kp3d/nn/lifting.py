@@ -739,10 +739,17 @@ class LiftingEnsemble(nn.Module):
         vis: Tensor | None,
         category: Tensor | None,
         context: Tensor | None = None,
+        *,
+        target: Tensor | None = None,
+        target_vis: Tensor | None = None,
     ) -> tuple[dict[str, Tensor], MemberBatch]:
         """The unweighted losses shared by the ensemble lifters for keypoints (B, K, 2),
         visibility (B, K), categories (B,) and an optional context (B, C), means over the
-        members: ``reprojection``, and ``shape_prior`` where weighted. Also updates
+        members: ``reprojection``, and ``shape_prior`` where weighted. The reprojection
+        compares with the input keypoints, or with ``target`` (B, K, 2) where given (labelled
+        keypoints, NaN where absent, with their visibility ``target_vis`` (B, K)) in the
+        input's normalisation: a lifter fed a detector's keypoints then learns to reproject
+        onto the labels, not onto the detector's errors. Also updates
         :attr:`support` and, in training with several members, :attr:`depth_extent` and
         :attr:`rotation_spread`; returns
         the batch as the members saw it, for a method's further losses."""
@@ -760,20 +767,21 @@ class LiftingEnsemble(nn.Module):
         kk = stack(kp2d)
         norm, out = self.lift_members(kk, ww, ctx)
         E = len(self.members)
-        if cfg.reprojection_points == "all":
-            # Every keypoint of the category, in the units of the visible points' normalisation.
-            target = (kk - norm.centre[..., None, :]) / norm.scale[..., None, None]
-            losses = {
-                "reprojection": reprojection_loss(
-                    out.shape_cam, target, self.support[cat].to(kk.dtype), delta=cfg.huber_delta
-                )
-            }
+        if target is None and cfg.reprojection_points == "visible":
+            goal, goal_w = norm.kp2d, ww
         else:
-            losses = {
-                "reprojection": reprojection_loss(
-                    out.shape_cam, norm.kp2d, ww, delta=cfg.huber_delta
-                )
-            }
+            # Keypoints other than the visible inputs, in the units of the visible inputs'
+            # normalisation: every keypoint of the category ("all"), or labelled ones.
+            points = kk if target is None else stack(target)
+            if cfg.reprojection_points == "all":
+                goal_w = self.support[cat].to(kk.dtype) * points.isfinite().all(-1)
+            else:
+                goal_w = stack(visibility(target, target_vis)) * points.isfinite().all(-1)
+            points = torch.nan_to_num(points)  # absent labels: weight 0, must be finite
+            goal = (points - norm.centre[..., None, :]) / norm.scale[..., None, None]
+        losses = {
+            "reprojection": reprojection_loss(out.shape_cam, goal, goal_w, delta=cfg.huber_delta)
+        }
         if cfg.shape_prior_weight > 0:
             # Each member's categories are groups of their own.
             groups = cat + self.n_categories * torch.arange(E, device=cat.device)[:, None]

@@ -63,6 +63,8 @@ def test_config_errors() -> None:
         _config(backbone_tap=16)
     with pytest.raises(ConfigError, match="reprojection_points"):
         _config(reprojection_points="some")
+    with pytest.raises(ConfigError, match="reprojection_target"):
+        _config(reprojection_target="truth")
 
 
 def test_registry_entry() -> None:
@@ -90,11 +92,21 @@ def _detection(n: int, seed: int) -> Detection:
     )
 
 
-@pytest.mark.parametrize("matching", ["identity", "hungarian"])
-@pytest.mark.parametrize("points", ["visible", "all"])
-def test_category_subsets_mask_every_loss(matching: str, points: str) -> None:
+@pytest.mark.parametrize(
+    ("matching", "points", "target"),
+    [
+        ("identity", "visible", "detected"),
+        ("hungarian", "visible", "detected"),
+        ("identity", "all", "detected"),
+        ("hungarian", "all", "detected"),
+        ("identity", "visible", "labelled"),
+        ("identity", "all", "labelled"),
+    ],
+)
+def test_category_subsets_mask_every_loss(matching: str, points: str, target: str) -> None:
     torch.manual_seed(0)
-    model = LifterE2E(_config(matching=matching, reprojection_points=points)).train()
+    config = _config(matching=matching, reprojection_points=points, reprojection_target=target)
+    model = LifterE2E(config).train()
     batch = _batch()
     det = _detection(len(batch.category), 1)
     losses = _losses_on(model, batch, det)
@@ -122,6 +134,32 @@ def test_category_subsets_mask_every_loss(matching: str, points: str) -> None:
     b = _losses_on(model, batch, moved)
     for name in a:
         torch.testing.assert_close(a[name], b[name], msg=name)
+
+
+def test_the_labelled_target_reads_the_labels() -> None:
+    """With ``reprojection_target="labelled"`` the lifter's reprojection compares with the
+    labelled keypoints (moving a label moves it); with ``detected`` the labels reach only the
+    detection losses; both are the same when the detector hits every label."""
+    batch = _batch()
+    det = _detection(len(batch.category), 2)
+    pixels = torch.tensor([SIZE, SIZE], dtype=torch.float32)
+    # Not a translation: the reprojection's translation is solved for.
+    noise = 3 * torch.randn(batch.kp2d.shape, generator=torch.Generator().manual_seed(7))
+    moved = dataclasses.replace(batch, kp2d=batch.kp2d + noise * batch.vis[..., None])
+    exact = det._replace(
+        location=(batch.kp2d / pixels).requires_grad_(),
+        logit=torch.where(batch.vis, 5.0, -5.0).requires_grad_(),
+    )
+    values = {}
+    for target in ("detected", "labelled"):
+        torch.manual_seed(0)
+        model = LifterE2E(_config(reprojection_target=target)).train()
+        for name, b, d in (("a", batch, det), ("b", moved, det), ("exact", batch, exact)):
+            torch.manual_seed(4)
+            values[target, name] = _losses_on(model, b, d)["reprojection"]
+    torch.testing.assert_close(values["detected", "a"], values["detected", "b"])
+    assert not torch.allclose(values["labelled", "a"], values["labelled", "b"])
+    torch.testing.assert_close(values["detected", "exact"], values["labelled", "exact"])
 
 
 def test_the_support_comes_from_the_labels() -> None:

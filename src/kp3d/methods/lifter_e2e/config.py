@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
+from typing import Literal, get_args
 
 from kp3d.errors import ConfigError
 from kp3d.losses.detection import MatchingKind
 from kp3d.nn.lifting import EnsembleLiftingConfig
+
+ReprojectionTarget = Literal["detected", "labelled"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     cycle_start: int | None = 1000
     """Step from which the cycle losses join and the lifter's BatchNorm statistics freeze (as in
     ``lifter``); at least ``detector_steps``; None = no cycle."""
+    reprojection_target: ReprojectionTarget = "detected"
+    """What the lifter's reprojection loss compares its output with: the ``detected`` keypoints
+    it was given (the lifter explains its input), or the ``labelled`` ones (it learns to undo
+    the detector's errors; the 2D labels that train the detector, never 3D)."""
     camera_weight: float = 1.0
     """Weight of the cycle camera loss."""
     shape_weight: float = 1.0
@@ -84,6 +90,11 @@ class LifterE2EConfig(EnsembleLiftingConfig):
             )
         if not 0 <= self.backbone_tap <= 15:
             raise ConfigError(f"backbone_tap must lie in 0..15, got {self.backbone_tap}")
+        if self.reprojection_target not in get_args(ReprojectionTarget):
+            raise ConfigError(
+                f"reprojection_target must be one of {get_args(ReprojectionTarget)}, "
+                f"got {self.reprojection_target!r}"
+            )
         if self.matching not in get_args(MatchingKind):
             raise ConfigError(
                 f"matching must be one of {get_args(MatchingKind)}, got {self.matching!r}"

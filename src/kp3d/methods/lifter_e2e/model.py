@@ -18,7 +18,8 @@ gradient: end to end), the predicted visibility ``sigmoid(l) > 1/2`` inside ``ze
 sample's category (a hard mask, as the lifter's normalisation needs one; no gradient; in
 training, samples with fewer than :data:`MIN_DETECTED` detected keypoints take their labelled
 visibility) and
-``rho``; its losses are ``lifter``'s, reprojection onto the detector's keypoints and, from
+``rho``; its losses are ``lifter``'s, reprojection onto the detector's keypoints (or onto the
+labelled ones: ``reprojection_target``) and, from
 ``cycle_start``, the cycle (:func:`~kp3d.nn.lifting.cycle_losses`). Schedule in
 :class:`~kp3d.methods.lifter_e2e.config.LifterE2EConfig`.
 
@@ -138,13 +139,24 @@ class LifterE2E(LiftingEnsemble, MethodModel):
         }
 
     def lifting_losses(
-        self, kp2d: Tensor, vis: Tensor, category: Tensor, context: Tensor, step: int
+        self,
+        kp2d: Tensor,
+        vis: Tensor,
+        category: Tensor,
+        context: Tensor,
+        step: int,
+        *,
+        target: Tensor | None = None,
+        target_vis: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """``lifter``'s losses for keypoints (B, K, 2), visibility (B, K), categories (B,) and
-        the context (B, C): :meth:`~kp3d.nn.lifting.LiftingEnsemble.member_losses` and, from
-        ``cycle_start`` on, the cycle's (means over the members)."""
+        the context (B, C): :meth:`~kp3d.nn.lifting.LiftingEnsemble.member_losses` (reprojected
+        onto ``target`` with ``target_vis`` where given) and, from ``cycle_start`` on, the
+        cycle's (means over the members)."""
         cfg = self.config
-        losses, batch = self.member_losses(kp2d, vis, category, context)
+        losses, batch = self.member_losses(
+            kp2d, vis, category, context, target=target, target_vis=target_vis
+        )
         if cfg.cycle_start is not None and step >= cfg.cycle_start:
             ctx, E = batch.context, len(self.members)
             cycles = [
@@ -189,8 +201,17 @@ class LifterE2E(LiftingEnsemble, MethodModel):
             # gradient of its zero RMS radius is NaN: it is lifted with its labelled visibility.
             few = vis_hat.sum(-1) < MIN_DETECTED
             vis_hat = torch.where(few[:, None], vis & own, vis_hat)
+            labelled = self.config.reprojection_target == "labelled"
             losses.update(
-                self.lifting_losses(det.location * pixels, vis_hat, category, det.context, step)
+                self.lifting_losses(
+                    det.location * pixels,
+                    vis_hat,
+                    category,
+                    det.context,
+                    step,
+                    target=batch.kp2d if labelled else None,
+                    target_vis=vis & own if labelled else None,
+                )
             )
         return LossOutput(losses, logs)
 
