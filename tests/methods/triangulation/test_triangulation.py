@@ -202,6 +202,30 @@ def test_centering_against_a_naive_loop() -> None:
     )
 
 
+def test_centering_moves_the_box_to_the_keypoints_and_the_keypoints_to_the_box() -> None:
+    """The term's value is ``||u - mean kp||`` of the keypoints in the image; its gradient
+    takes u towards the keypoints' mean (S learns from it) and the patch keypoints towards
+    the patch centre, each half the plain loss's."""
+    g = torch.Generator().manual_seed(6)
+    centre = (0.3 * torch.randn(2, 3, 2, generator=g, dtype=torch.float64)).requires_grad_()
+    half = (0.3 + 0.2 * torch.rand(2, 3, 2, generator=g, dtype=torch.float64)).requires_grad_()
+    kp = (0.2 * torch.randn(2, 3, 4, 2, generator=g, dtype=torch.float64) + 0.3).requires_grad_()
+    size = (32, 48)
+    loss = Triangulation.centering(kp, Box(centre, half), size)
+    mean = (centre + half * kp.mean(-2)).detach()  # the keypoints' mean in the image
+    expected = centering_loss(centre.detach(), mean[..., None, :])
+    assert float(loss.detach()) == pytest.approx(float(expected))
+    g_centre, g_half, g_kp = torch.autograd.grad(loss, (centre, half, kp), allow_unused=True)
+    direction = (centre - mean).detach()
+    unit = direction / direction.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(g_centre, 0.5 * unit / 6)  # a descent step moves u to the mean
+    assert g_half is None  # the box's size is the reconstruction's business
+    # The keypoints, with the box held: d/dkp of ||h mean(kp)|| / 2.
+    u, h = centre.detach(), half.detach()
+    (plain,) = torch.autograd.grad(centering_loss(u, u[..., None, :] + h[..., None, :] * kp), kp)
+    torch.testing.assert_close(g_kp, 0.5 * plain)
+
+
 # ---------------------------------------------------------------------------------- model
 
 

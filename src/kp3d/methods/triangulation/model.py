@@ -24,7 +24,8 @@ Losses (weights of :class:`~kp3d.methods.triangulation.config.TriangulationConfi
 over channels, :func:`perceptual_distance`);
 ``mask`` mean ``(M~_p - M_p)^2`` (gamma; the target as ``target_mask`` says, detached);
 ``coverage`` ``mean |1 - sum H_norm M_p|`` (delta, :func:`coverage_loss`); ``centering``
-``mean ||u - mean_k kp_k||`` (eta, :func:`centering_loss`). Only 3D keypoints that are
+``mean ||u - mean_k kp_k||`` (eta, :func:`centering_loss`; the box and the keypoints pulled
+towards each other, :meth:`Triangulation.centering`). Only 3D keypoints that are
 consistent across the views reproject onto every view's foreground, which is what makes them
 3D. The detector and the image decoder learn at a fifth of the run's learning rate (the
 paper's 2e-5 against 1e-4), through :meth:`Triangulation.param_groups`.
@@ -494,8 +495,7 @@ class Triangulation(MethodModel):
         m_small = F.adaptive_avg_pool2d(out.mask_patch.flatten(0, 1), h).unflatten(0, (-1, V))
         losses["coverage"] = coverage_loss(out.prob, m_small)
         H, W = image.shape[-2:]
-        kp_image = pixel_to_normalised(_patch_to_image(out.kp_patch, out.box, (H, W)), (H, W))
-        losses["centering"] = centering_loss(out.box.centre, kp_image)
+        losses["centering"] = self.centering(out.kp_patch, out.box, (H, W))
         P = self.config.patch_size
         gap = torch.linalg.vector_norm(out.reprojected - out.kp_patch, dim=-1) * (P / 2)
         logs = {
@@ -504,6 +504,29 @@ class Triangulation(MethodModel):
             "reprojection_px": gap.mean().detach(),
         }
         return LossOutput(losses, logs)
+
+    @staticmethod
+    def centering(kp_patch: Tensor, box: Box, image_size: tuple[int, int]) -> Tensor:
+        """:func:`centering_loss` of the box ``u`` against its keypoints, with ``u`` and the
+        keypoints as two estimates of one centre: the box moves to the keypoints' mean (this
+        trains S) and the keypoints to the box centre, each with the other held. Where the
+        keypoints are mapped out of the box that moves, ``u - mean(u + h kp) = -h mean(kp)``
+        and u would get no gradient at all.
+
+        Args:
+            kp_patch: (B, V, N, 2) keypoints in normalised patch coordinates.
+            box: the boxes, centre and half side (B, V, 2) in normalised image coordinates.
+        """
+        held = Box(box.centre.detach(), box.half.detach())
+
+        def to_image(b: Box) -> Tensor:
+            return pixel_to_normalised(_patch_to_image(kp_patch, b, image_size), image_size)
+
+        with torch.no_grad():
+            kp_still = to_image(box)
+        return 0.5 * (
+            centering_loss(box.centre, kp_still) + centering_loss(held.centre, to_image(held))
+        )
 
     def loss_weights(self) -> Mapping[str, float]:
         c = self.config
