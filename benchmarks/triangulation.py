@@ -45,6 +45,7 @@ from kp3d.cli import main as kp3d
 
 PROBES = ("linear", "mlp")
 FRACTIONS = ("1%", "10%", "100%")
+REFERENCES = ("flat_2d", "triangulated_2d")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -142,6 +143,16 @@ def scores(doc: dict[str, Any]) -> dict[str, Any]:
             r = probe.get(kind, {}).get(frac)
             if r is not None:
                 row[f"{kind} {frac}"] = [r["mpjpe"], r["n_mpjpe"], r["p_mpjpe"]]
+    refs = res.get("pose_probe", {})
+    if "mean_pose" in refs:
+        m = refs["mean_pose"]
+        row["ref mean_pose"] = [m["mpjpe"], m["n_mpjpe"], m["p_mpjpe"]]
+    for ref in REFERENCES:
+        for kind in PROBES:
+            for frac in FRACTIONS:
+                r = refs.get(ref, {}).get(kind, {}).get(frac)
+                if r is not None:
+                    row[f"ref {ref} {kind} {frac}"] = [r["mpjpe"], r["n_mpjpe"], r["p_mpjpe"]]
     mask = res.get("foreground_mask")
     if mask is not None:
         row["mask_iou"] = mask["mask_iou"]["value"]
@@ -150,15 +161,36 @@ def scores(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
+    """Every run's row; then, from the first row that has them (they depend only on the
+    held-out data), the references: the fit moments' mean pose, and the same probe on the
+    ground-truth 2D joints of view 0 (flat) and of every view, triangulated."""
     cols = [f"{k} {f}" for k in PROBES for f in FRACTIONS]
     cols = [c for c in cols if any(c in r for r in rows)]
     head = ["run", "seed", "steps", *cols, "mask IoU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cells(r: dict[str, Any], prefix: str = "") -> list[str]:
+        return [
+            " / ".join(f"{x:.4f}" for x in r[prefix + c]) if prefix + c in r else "" for c in cols
+        ]
+
     for r in rows:
-        cells = [r["name"], str(r["seed"]), str(r.get("steps", ""))]
-        cells += [" / ".join(f"{x:.4f}" for x in r[c]) if c in r else "" for c in cols]
-        cells.append(f"{r['mask_iou']:.3f}" if "mask_iou" in r else "")
-        lines.append("| " + " | ".join(cells) + " |")
+        line = [r["name"], str(r["seed"]), str(r.get("steps", "")), *cells(r)]
+        line.append(f"{r['mask_iou']:.3f}" if "mask_iou" in r else "")
+        lines.append("| " + " | ".join(line) + " |")
+    ref = next((r for r in rows if "ref mean_pose" in r), None)
+    if ref is not None:
+        mean = " / ".join(f"{x:.4f}" for x in ref["ref mean_pose"])
+        lines.append(
+            "| the fit moments' mean pose | | | "
+            + " | ".join(mean if c == "linear 100%" else "" for c in cols)
+            + " | |"
+        )
+        for name, label in (
+            ("flat_2d", "ground-truth 2D joints of view 0, z = 0"),
+            ("triangulated_2d", "ground-truth 2D joints of every view, triangulated"),
+        ):
+            lines.append(f"| {label} | | | " + " | ".join(cells(ref, f"ref {name} ")) + " | |")
     return (
         "\n".join(lines)
         + "\n\nMPJPE / N-MPJPE / P-MPJPE (data units), pose probe on held-out moments.\n"

@@ -29,7 +29,11 @@ def test_the_views_ablation_and_its_table(
         "--batch-size=2",
     ]
     assert all(len(r["linear 100%"]) == 3 and 0 <= r["mask_iou"] <= 1 for r in rows)
-    assert "triangulation-views2" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "triangulation-views2" in md
+    # The references of the held-out data, once: the mean pose, the ground truth's 2D joints.
+    assert md.count("mean pose") == 1 and md.count("triangulated |") == 1
+    assert all(len(r["ref triangulated_2d linear 100%"]) == 3 for r in rows)
     # A second invocation into the same folder adds its rows to the table; KeypointNet (view
     # pairs of the same moments) is a row beside them.
     argv2 = [a for a in argv if a not in ("views",)]
