@@ -25,8 +25,9 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     widths.
 
     Schedule: for ``detector_steps`` only the detector trains (``L_l``, ``L_k``, ``L_b``); then the
-    lifter's reprojection loss joins, on the detector's own predicted keypoints, visibility and
-    context, with gradients into the detector (end to end); from ``cycle_start`` on, the cycle
+    lifter's reprojection loss joins: the lifter reads the detector's own predicted keypoints,
+    visibility and context, with gradients into the detector (end to end), and reprojects onto
+    ``reprojection_target``; from ``cycle_start`` on, the cycle
     losses join and the lifter's BatchNorm statistics freeze, as in ``lifter``.
     """
 
@@ -67,10 +68,11 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     cycle_start: int | None = 1000
     """Step from which the cycle losses join and the lifter's BatchNorm statistics freeze (as in
     ``lifter``); at least ``detector_steps``; None = no cycle."""
-    reprojection_target: ReprojectionTarget = "detected"
-    """What the lifter's reprojection loss compares its output with: the ``detected`` keypoints
-    it was given (the lifter explains its input), or the ``labelled`` ones (it learns to undo
-    the detector's errors; the 2D labels that train the detector, never 3D)."""
+    reprojection_target: ReprojectionTarget = "labelled"
+    """What the lifter's reprojection loss compares its output with: the ``labelled`` 2D
+    keypoints (the labels that train the detector, never 3D: the lifter learns to undo the
+    detector's errors), or the ``detected`` ones it was given (it explains its input, errors
+    included; results: docs/results.md)."""
     camera_weight: float = 1.0
     """Weight of the cycle camera loss."""
     shape_weight: float = 1.0

@@ -18,8 +18,8 @@ gradient: end to end), the predicted visibility ``sigmoid(l) > 1/2`` inside ``ze
 sample's category (a hard mask, as the lifter's normalisation needs one; no gradient; in
 training, samples with fewer than :data:`MIN_DETECTED` detected keypoints take their labelled
 visibility) and
-``rho``; its losses are ``lifter``'s, reprojection onto the detector's keypoints (or onto the
-labelled ones: ``reprojection_target``) and, from
+``rho``; its losses are ``lifter``'s, reprojection onto the labelled keypoints (or onto the
+detector's own: ``reprojection_target``) and, from
 ``cycle_start``, the cycle (:func:`~kp3d.nn.lifting.cycle_losses`). Schedule in
 :class:`~kp3d.methods.lifter_e2e.config.LifterE2EConfig`.
 
