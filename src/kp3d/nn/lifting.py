@@ -773,7 +773,7 @@ class LiftingEnsemble(nn.Module):
             # Keypoints other than the visible inputs, in the units of the visible inputs'
             # normalisation: every keypoint of the category ("all"), or labelled ones.
             points = kk if target is None else stack(target)
-            if cfg.reprojection_points == "all":
+            if target is None or cfg.reprojection_points == "all":
                 goal_w = self.support[cat].to(kk.dtype) * points.isfinite().all(-1)
             else:
                 goal_w = stack(visibility(target, target_vis)) * points.isfinite().all(-1)
