@@ -133,6 +133,15 @@ def runs(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     return out
 
 
+def _errors(r: dict[str, Any]) -> list[float]:
+    """MPJPE, N-MPJPE and P-MPJPE of one probe result."""
+    return [r["mpjpe"], r["n_mpjpe"], r["p_mpjpe"]]
+
+
+def _cell(errors: Sequence[float]) -> str:
+    return " / ".join(f"{x:.4f}" for x in errors)
+
+
 def scores(doc: dict[str, Any]) -> dict[str, Any]:
     """The probe table and the mask IoU of an ``eval.json``."""
     res = doc["results"]
@@ -142,17 +151,16 @@ def scores(doc: dict[str, Any]) -> dict[str, Any]:
         for frac in FRACTIONS:
             r = probe.get(kind, {}).get(frac)
             if r is not None:
-                row[f"{kind} {frac}"] = [r["mpjpe"], r["n_mpjpe"], r["p_mpjpe"]]
+                row[f"{kind} {frac}"] = _errors(r)
     refs = res.get("pose_probe", {})
     if "mean_pose" in refs:
-        m = refs["mean_pose"]
-        row["ref mean_pose"] = [m["mpjpe"], m["n_mpjpe"], m["p_mpjpe"]]
+        row["ref mean_pose"] = _errors(refs["mean_pose"])
     for ref in REFERENCES:
         for kind in PROBES:
             for frac in FRACTIONS:
                 r = refs.get(ref, {}).get(kind, {}).get(frac)
                 if r is not None:
-                    row[f"ref {ref} {kind} {frac}"] = [r["mpjpe"], r["n_mpjpe"], r["p_mpjpe"]]
+                    row[f"ref {ref} {kind} {frac}"] = _errors(r)
     mask = res.get("foreground_mask")
     if mask is not None:
         row["mask_iou"] = mask["mask_iou"]["value"]
@@ -170,9 +178,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def cells(r: dict[str, Any], prefix: str = "") -> list[str]:
-        return [
-            " / ".join(f"{x:.4f}" for x in r[prefix + c]) if prefix + c in r else "" for c in cols
-        ]
+        return [_cell(r[prefix + c]) if prefix + c in r else "" for c in cols]
 
     for r in rows:
         line = [r["name"], str(r["seed"]), str(r.get("steps", "")), *cells(r)]
@@ -180,7 +186,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(line) + " |")
     ref = next((r for r in rows if "ref mean_pose" in r), None)
     if ref is not None:
-        mean = " / ".join(f"{x:.4f}" for x in ref["ref mean_pose"])
+        mean = _cell(ref["ref mean_pose"])
         lines.append(
             "| the fit moments' mean pose | | | "
             + " | ".join(mean if c == "linear 100%" else "" for c in cols)

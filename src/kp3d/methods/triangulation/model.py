@@ -518,15 +518,8 @@ class Triangulation(MethodModel):
             box: the boxes, centre and half side (B, V, 2) in normalised image coordinates.
         """
         held = Box(box.centre.detach(), box.half.detach())
-
-        def to_image(b: Box) -> Tensor:
-            return pixel_to_normalised(_patch_to_image(kp_patch, b, image_size), image_size)
-
-        with torch.no_grad():
-            kp_still = to_image(box)
-        return 0.5 * (
-            centering_loss(box.centre, kp_still) + centering_loss(held.centre, to_image(held))
-        )
+        kp = pixel_to_normalised(_patch_to_image(kp_patch, held, image_size), image_size)
+        return 0.5 * (centering_loss(box.centre, kp.detach()) + centering_loss(held.centre, kp))
 
     def loss_weights(self) -> Mapping[str, float]:
         c = self.config
