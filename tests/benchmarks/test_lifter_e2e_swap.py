@@ -1,0 +1,43 @@
+"""The lifter swap reproduces the lifter-e2e benchmark's own rows from the saved runs."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BenchmarkModule = Callable[[str], ModuleType]
+
+
+def test_swap_rows_reproduce_the_benchmarks_rows(
+    benchmark_module: BenchmarkModule, tmp_path: Path
+) -> None:
+    bench, swap = benchmark_module("lifter_e2e"), benchmark_module("lifter_e2e_swap")
+    out = tmp_path / "bench"
+    argv = ["--out", str(out), "--train", "4", "--test", "3", "--size", "32", "--steps", "2"]
+    assert bench.main([*argv, "--seeds", "0", "--rows", "e2e", "gt2d", "two-stage"]) == 0
+    seed = out / "seed0"
+    runs = ["--e2e", str(seed / "e2e"), "--detector", str(seed / "detector")]
+    runs += ["--lifter", str(seed / "two-stage"), "--size", "32"]
+    assert (
+        swap.main(["--data", str(out / "data" / "test"), *runs, "--out", str(tmp_path / "s")]) == 0
+    )
+
+    expected = json.loads((out / "results.json").read_text())["rows"]
+    got = json.loads((tmp_path / "s" / "results.json").read_text())["rows"]
+    assert len(got) == len(swap.SOURCES) * len(swap.LIFTERS) * 2  # two categories
+    same = {"e2e": ("e2e", "e2e"), "two-stage": ("detector", "two-stage")}
+    same["gt2d"] = ("ground truth", "e2e")
+    for row in expected:
+        source, lifter = same[row["row"]]
+        (mine,) = (
+            r
+            for r in got
+            if (r["source"], r["lifter"], r["category"]) == (source, lifter, row["category"])
+        )
+        for key in ("mpjpe", "stress", "pck"):
+            if key in row:
+                assert mine[key] == pytest.approx(row[key], rel=1e-5, abs=1e-7), (row, key)
+    # The ground truth has no detection score; every other source has one.
+    assert all(("pck" in r) == (r["source"] != "ground truth") for r in got)
