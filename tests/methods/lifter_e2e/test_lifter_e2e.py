@@ -162,28 +162,6 @@ def test_the_labelled_target_reads_the_labels() -> None:
     torch.testing.assert_close(values["detected", "exact"], values["labelled", "exact"])
 
 
-@pytest.mark.parametrize("trains", [True, False])
-def test_the_lifter_trains_the_keypoints_only_when_asked(trains: bool) -> None:
-    """End to end, the lifter's losses reach the detected locations; with
-    ``lifter_trains_keypoints=False`` only the context does, and the loss values are the same."""
-    batch = _batch()
-    values = {}
-    for flag in (True, trains):
-        torch.manual_seed(0)
-        model = LifterE2E(_config(lifter_trains_keypoints=flag)).train()
-        det = _detection(len(batch.category), 3)
-        torch.manual_seed(4)
-        losses = _losses_on(model, batch, det)
-        values[flag] = losses
-    lifter = ("reprojection", "camera", "shape")
-    for name in lifter:
-        torch.testing.assert_close(values[trains][name], values[True][name])
-    total = sum(values[trains][name] for name in lifter)
-    g_loc, g_ctx = torch.autograd.grad(total, [det.location, det.context], allow_unused=True)
-    assert (g_loc is not None and bool(g_loc.abs().sum() > 0)) == trains
-    assert g_ctx is not None and bool(g_ctx.abs().sum() > 0)
-
-
 def test_the_support_comes_from_the_labels() -> None:
     model = LifterE2E(_config())
     model.losses(_batch(), 0)

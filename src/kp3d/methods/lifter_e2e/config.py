@@ -73,10 +73,6 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     keypoints (the labels that train the detector, never 3D: the lifter learns to undo the
     detector's errors), or the ``detected`` ones it was given (it explains its input, errors
     included; results: docs/results.md)."""
-    lifter_trains_keypoints: bool = True
-    """Whether the lifter's losses reach the detector through the keypoint locations it reads
-    (end to end); false = the lifter reads them detached and trains the image branch only
-    through the context vector ``rho`` (results: docs/results.md)."""
     camera_weight: float = 1.0
     """Weight of the cycle camera loss."""
     shape_weight: float = 1.0

@@ -14,7 +14,7 @@ visible per category)::
 
 Lifting half (:class:`~kp3d.nn.lifting.LiftingEnsemble` with ``lifter``'s network: non-negative
 coefficients, a context input): it takes the detector's keypoints in pixels (with their
-gradient: end to end; or detached, ``lifter_trains_keypoints``), the predicted visibility ``sigmoid(l) > 1/2`` inside ``zeta_z`` of the
+gradient: end to end), the predicted visibility ``sigmoid(l) > 1/2`` inside ``zeta_z`` of the
 sample's category (a hard mask, as the lifter's normalisation needs one; no gradient; in
 training, samples with fewer than :data:`MIN_DETECTED` detected keypoints take their labelled
 visibility) and
@@ -202,12 +202,9 @@ class LifterE2E(LiftingEnsemble, MethodModel):
             few = vis_hat.sum(-1) < MIN_DETECTED
             vis_hat = torch.where(few[:, None], vis & own, vis_hat)
             labelled = self.config.reprojection_target == "labelled"
-            location = (
-                det.location if self.config.lifter_trains_keypoints else det.location.detach()
-            )
             losses.update(
                 self.lifting_losses(
-                    location * pixels,
+                    det.location * pixels,
                     vis_hat,
                     category,
                     det.context,
