@@ -19,6 +19,7 @@ Writes ``OUT/results.json`` and ``OUT/results.md`` (MPJPE and Stress in units of
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     check_out_is_empty(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
 
     from kp3d.data.adapters import open_dataset
     from kp3d.engine.run import load_run
+    from kp3d.errors import UserError
 
-    models = [load_run(path).model for path in (args.e2e, args.detector, args.lifter)]
+    models = []
+    for path, method in (
+        (args.e2e, "lifter-e2e"),
+        (args.detector, "lifter-e2e"),
+        (args.lifter, "lifter"),
+    ):
+        try:
+            run = load_run(path)
+        except UserError as e:
+            sys.exit(f"error: {e}")
+        if run.method_name != method:
+            sys.exit(f"error: {path}: a {run.method_name} run; expected a {method} run")
+        models.append(run.model)
     rows = swap_rows(*models, open_dataset(args.data, size=args.size))
+    args.out.mkdir(parents=True, exist_ok=True)
     lines = [
         "| 2D keypoints | lifter | category | MPJPE | Stress | PCK@0.1 |",
         "|---|---|---|---|---|---|",

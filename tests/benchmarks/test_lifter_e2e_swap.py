@@ -41,3 +41,23 @@ def test_swap_rows_reproduce_the_benchmarks_rows(
                 assert mine[key] == pytest.approx(row[key], rel=1e-5, abs=1e-7), (row, key)
     # The ground truth has no detection score; every other source has one.
     assert all(("pck" in r) == (r["source"] != "ground truth") for r in got)
+
+
+def test_a_run_of_another_method_is_refused(
+    benchmark_module: BenchmarkModule, tmp_path: Path
+) -> None:
+    bench, swap = benchmark_module("lifter_e2e"), benchmark_module("lifter_e2e_swap")
+    out = tmp_path / "bench"
+    argv = ["--out", str(out), "--train", "4", "--test", "3", "--size", "32", "--steps", "1"]
+    assert bench.main([*argv, "--seeds", "0", "--rows", "two-stage"]) == 0
+    detector, lifter = out / "seed0" / "detector", out / "seed0" / "two-stage"
+    data = ["--data", str(out / "data" / "test"), "--size", "32", "--out", str(tmp_path / "s")]
+    with pytest.raises(SystemExit, match="a lifter run; expected a lifter-e2e run"):
+        swap.main(
+            [*data, "--e2e", str(lifter), "--detector", str(detector), "--lifter", str(lifter)]
+        )
+    with pytest.raises(SystemExit, match="missing"):
+        swap.main(
+            [*data, "--e2e", str(tmp_path / "missing"), "--detector", str(detector)]
+            + ["--lifter", str(lifter)]
+        )
