@@ -59,7 +59,7 @@ def swap_rows(
         def predict(batch: Sample) -> Prediction:
             kp, vis = keypoints(detectors[source], batch, source)
             if name == "e2e":
-                context = e2e.predict(batch).extras["context"]
+                context = e2e.detector(batch.image).context  # the image branch alone
                 kp3d = e2e.ensemble_predictions(kp, vis, context)["kp3d"]
             else:
                 kp3d = lifter.predict(Sample(kp2d=kp, vis=vis)).kp3d
