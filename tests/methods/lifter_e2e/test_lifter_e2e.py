@@ -254,3 +254,18 @@ def test_two_training_steps_change_the_model_and_predict() -> None:
     diagnosis = model.diagnose(batch)
     assert 0 <= diagnosis.values["category_accuracy"] <= 1
     assert isinstance(diagnosis.warnings, list)
+
+
+def test_diagnose_checks_flatness_only_once_the_lifter_trains() -> None:
+    """A detector-only run (the benchmark's two-stage detector) never trains its lifter: no
+    flatness warning about it. From ``detector_steps`` on, and for a model loaded without
+    training, the check runs."""
+    torch.manual_seed(0)
+    model = LifterE2E(_config(detector_steps=5, cycle_start=5)).eval()
+    batch = _batch(8)
+    assert "near_flat" in model.diagnose(batch).values  # loaded, not trained here
+    model.on_step(4)
+    early = model.diagnose(batch)
+    assert "near_flat" not in early.values and early.warnings == []
+    model.on_step(5)
+    assert "near_flat" in model.diagnose(batch).values

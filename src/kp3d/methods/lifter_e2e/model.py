@@ -71,6 +71,8 @@ class LifterE2E(LiftingEnsemble, MethodModel):
             return LiftingNet(config.n_keypoints, coefficients="relu", **config.network_options())
 
         super().__init__(config, member, name="lifter-e2e")
+        self._last_step: int | None = None
+        """The step :meth:`on_step` last saw (None: no training in this process)."""
         self.detector = KeypointTransformer(
             config.n_keypoints,
             self.n_categories,
@@ -94,6 +96,7 @@ class LifterE2E(LiftingEnsemble, MethodModel):
         """From ``cycle_start`` on, the lifter's BatchNorm layers run on their running statistics
         (the cycle's synthetic views must not shift them; the backbone's never move)."""
         cfg = self.config
+        self._last_step = step
         if cfg.cycle_start is not None and step >= cfg.cycle_start:
             freeze_batchnorm(self)
 
@@ -250,12 +253,17 @@ class LifterE2E(LiftingEnsemble, MethodModel):
     @torch.no_grad()
     def diagnose(self, batch: Sample) -> Diagnosis:
         """Whether the lifted keypoints of ``batch`` (training images) are near flat
-        (:func:`~kp3d.metrics.flatness.flatness_check` over the detected visible keypoints),
-        the training images' category accuracy, and
+        (:func:`~kp3d.metrics.flatness.flatness_check` over the detected visible keypoints;
+        skipped while the lifter has not trained, before ``detector_steps``, as in a
+        detector-only run), the training images' category accuracy, and
         :meth:`~kp3d.nn.lifting.LiftingEnsemble.ensemble_summary`."""
         pred = self.predict(batch)
         assert pred.kp3d is not None and pred.vis is not None
-        values, warnings = flatness_check(pred.kp3d, pred.vis > 0.5, method=self.name)
+        values: dict[str, float | bool | None] = {}
+        warnings: list[str] = []
+        last = self._last_step
+        if last is None or last >= self.config.detector_steps:
+            values, warnings = flatness_check(pred.kp3d, pred.vis > 0.5, method=self.name)
         if batch.category is not None:
             hit = pred.extras["category"] == batch.category.to(pred.extras["category"])
             values["category_accuracy"] = float(hit.float().mean())
