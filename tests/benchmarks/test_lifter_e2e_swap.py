@@ -10,14 +10,19 @@ import pytest
 BenchmarkModule = Callable[[str], ModuleType]
 
 
+def _train_tiny(bench: ModuleType, out: Path, *rows: str, steps: int) -> Path:
+    """Seed 0 of the lifter-e2e benchmark's ``rows`` on a tiny mix; returns its ``seed0``."""
+    argv = ["--out", str(out), "--train", "4", "--test", "3", "--size", "32"]
+    assert bench.main([*argv, "--steps", str(steps), "--seeds", "0", "--rows", *rows]) == 0
+    return out / "seed0"
+
+
 def test_swap_rows_reproduce_the_benchmarks_rows(
     benchmark_module: BenchmarkModule, tmp_path: Path
 ) -> None:
     bench, swap = benchmark_module("lifter_e2e"), benchmark_module("lifter_e2e_swap")
     out = tmp_path / "bench"
-    argv = ["--out", str(out), "--train", "4", "--test", "3", "--size", "32", "--steps", "2"]
-    assert bench.main([*argv, "--seeds", "0", "--rows", "e2e", "gt2d", "two-stage"]) == 0
-    seed = out / "seed0"
+    seed = _train_tiny(bench, out, "e2e", "gt2d", "two-stage", steps=2)
     runs = ["--e2e", str(seed / "e2e"), "--detector", str(seed / "detector")]
     runs += ["--lifter", str(seed / "two-stage"), "--size", "32"]
     assert (
@@ -48,9 +53,8 @@ def test_a_run_of_another_method_is_refused(
 ) -> None:
     bench, swap = benchmark_module("lifter_e2e"), benchmark_module("lifter_e2e_swap")
     out = tmp_path / "bench"
-    argv = ["--out", str(out), "--train", "4", "--test", "3", "--size", "32", "--steps", "1"]
-    assert bench.main([*argv, "--seeds", "0", "--rows", "two-stage"]) == 0
-    detector, lifter = out / "seed0" / "detector", out / "seed0" / "two-stage"
+    seed = _train_tiny(bench, out, "two-stage", steps=1)
+    detector, lifter = seed / "detector", seed / "two-stage"
     data = ["--data", str(out / "data" / "test"), "--size", "32", "--out", str(tmp_path / "s")]
     with pytest.raises(SystemExit, match="a lifter run; expected a lifter-e2e run"):
         swap.main(
