@@ -125,6 +125,35 @@ def test_the_warp_is_differentiable_in_image_depth_and_view() -> None:
     assert gd.abs().sum() > 0 and ga.abs().sum() > 0
 
 
+def test_descending_the_reconstruction_error_recovers_a_known_yaw() -> None:
+    """The signal Unsup3d's viewpoint network learns from: a textured bump seen at yaw 15 degrees
+    is matched again by gradient descent on the yaw alone, started from the front."""
+    g = torch.Generator().manual_seed(3)
+    S = 32
+    K = unsup3d_intrinsics(S, S)
+    v, u = torch.meshgrid(torch.linspace(-1, 1, S), torch.linspace(-1, 1, S), indexing="ij")
+    depth = (1.05 - 0.12 * torch.exp(-(u.square() + v.square()) / 0.3))[None, None]
+    texture = torch.nn.functional.avg_pool2d(torch.rand(1, 3, S, S, generator=g), 3, 1, 1)
+    zero = torch.zeros(1, 3)
+
+    def render(yaw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = torch.stack((torch.zeros(()), yaw, torch.zeros(())))[None]
+        w = warp_canonical(texture, depth, euler_to_matrix(angles), zero, K, background=1.2)
+        return w.image, w.mask
+
+    target, target_mask = render(torch.tensor(math.radians(15.0)))
+    yaw = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([yaw], lr=0.02)
+    for _ in range(60):
+        image, mask = render(yaw)
+        both = (mask & target_mask).float()
+        loss = ((image - target).abs() * both).sum() / both.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert abs(math.degrees(yaw.item()) - 15.0) < 1.0
+
+
 def test_warp_errors() -> None:
     K = unsup3d_intrinsics(4, 4)
     R, t = _identity(1)
