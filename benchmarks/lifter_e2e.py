@@ -62,16 +62,20 @@ def make_data(root: Path, n_train: int, n_test: int, size: int) -> dict[str, Pat
     return out
 
 
-def pck(pred: Tensor, gt: Tensor, vis: Tensor, *, alpha: float = 0.1) -> float:
-    """Fraction of visible ground-truth keypoints (N, K, 2) within ``alpha`` x the longer side of
-    their bounding box of the prediction (N, K, 2)."""
+def pck_hits(pred: Tensor, gt: Tensor, vis: Tensor, *, alpha: float = 0.1) -> Tensor:
+    """(N, K) bool: the predictions (N, K, 2) within ``alpha`` x the longer side of the bounding
+    box of the visible (``vis`` (N, K)) ground-truth keypoints (N, K, 2)."""
     v = vis.bool()
     inf = torch.tensor(float("inf"))
     lo = torch.where(v[..., None], gt, inf).amin(-2)
     hi = torch.where(v[..., None], gt, -inf).amax(-2)
     side = (hi - lo).amax(-1).clamp_min(1e-6)
-    hit = (pred - gt).norm(dim=-1) <= alpha * side[:, None]
-    return float(hit[v].float().mean())
+    return (pred - gt).norm(dim=-1) <= alpha * side[:, None]
+
+
+def pck(pred: Tensor, gt: Tensor, vis: Tensor, *, alpha: float = 0.1) -> float:
+    """PCK@``alpha``: the fraction of visible ground-truth keypoints that :func:`pck_hits`."""
+    return float(pck_hits(pred, gt, vis, alpha=alpha)[vis.bool()].float().mean())
 
 
 def train_run(

@@ -6,7 +6,11 @@ images, each of the two lifters (the end-to-end model's, which also reads its im
 vector, and the two-stage ``lifter``) on each source of 2D keypoints: the end-to-end model's
 detections, the two-stage detector's, and the ground truth (with each category's labelled
 visibility). The pairs ``e2e`` / ``e2e`` and ``detector`` / ``two-stage`` are the benchmark's
-``e2e`` and ``two-stage`` rows again; ``ground truth`` / ``e2e`` is its ``gt2d`` row.
+``e2e`` and ``two-stage`` rows again; ``ground truth`` / ``e2e`` is its ``gt2d`` row. Two oracle
+sources split the end-to-end model's 2D error: its detections with every miss (a labelled
+keypoint outside PCK@0.1) moved to the truth (``e2e, misses corrected``: what the remaining
+small errors cost) or marked not visible (``e2e, misses hidden``: whether the lifter would do
+better without them).
 
     python benchmarks/lifter_e2e_swap.py --data runs/lifter_e2e/data/test \\
         --e2e runs/lifter_e2e/seed0/e2e --detector runs/lifter_e2e/seed0/detector \\
@@ -26,22 +30,31 @@ from typing import Any
 
 import torch
 from _unsupervised import check_out_is_empty, write_results
-from lifter_e2e import CATEGORIES, score
+from lifter_e2e import CATEGORIES, pck_hits, score
 from torch import Tensor
 
-SOURCES = ("e2e", "detector", "ground truth")
+CORRECTED, HIDDEN = "e2e, misses corrected", "e2e, misses hidden"
+SOURCES = ("e2e", "detector", "ground truth", CORRECTED, HIDDEN)
 LIFTERS = ("e2e", "two-stage")
 
 
 def keypoints(model: Any, batch: Any, source: str) -> tuple[Tensor, Tensor]:
     """The 2D keypoints (B, K, 2) in pixels and their visibility (B, K) bool that ``source``
     gives for ``batch``: a ``lifter-e2e`` model's detections (visible where its probability
-    exceeds 0.5 within the predicted category), or the ground truth within each category's
-    keypoints (``model.support``, as the benchmark's ``gt2d`` row)."""
+    exceeds 0.5 within the predicted category), the ground truth within each category's
+    keypoints (``model.support``, as the benchmark's ``gt2d`` row), or the detections with their
+    misses corrected or hidden (:data:`CORRECTED`, :data:`HIDDEN`)."""
+    labelled = batch.vis & model.support[batch.category]
     if source == "ground truth":
-        return batch.kp2d, batch.vis & model.support[batch.category]
+        return batch.kp2d, labelled
     pred = model.predict(batch)
-    return pred.kp2d, pred.vis > 0.5
+    kp, vis = pred.kp2d, pred.vis > 0.5
+    miss = labelled & ~pck_hits(kp, batch.kp2d, labelled)
+    if source == CORRECTED:
+        kp = torch.where(miss[..., None], batch.kp2d, kp)
+    elif source == HIDDEN:
+        vis = vis & ~miss
+    return kp, vis
 
 
 def swap_rows(
@@ -53,7 +66,7 @@ def swap_rows(
     from kp3d.evaluation import collect
     from kp3d.methods.prediction import Prediction
 
-    detectors = {"e2e": e2e, "detector": detector, "ground truth": e2e}
+    detectors = {"e2e": e2e, "detector": detector, "ground truth": e2e, CORRECTED: e2e, HIDDEN: e2e}
 
     def predictor(source: str, name: str) -> Callable[[Sample], Prediction]:
         def predict(batch: Sample) -> Prediction:

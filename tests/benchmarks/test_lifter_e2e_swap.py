@@ -6,6 +6,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 BenchmarkModule = Callable[[str], ModuleType]
 
@@ -46,6 +47,31 @@ def test_swap_rows_reproduce_the_benchmarks_rows(
                 assert mine[key] == pytest.approx(row[key], rel=1e-5, abs=1e-7), (row, key)
     # The ground truth has no detection score; every other source has one.
     assert all(("pck" in r) == (r["source"] != "ground truth") for r in got)
+    # The oracles: corrected misses leave none; hidden ones keep the detections' positions.
+    pck = {(r["source"], r["lifter"], r["category"]): r["pck"] for r in got if "pck" in r}
+    for (source, lifter, category), value in pck.items():
+        if source == swap.CORRECTED:
+            assert value == 1.0
+            assert pck[("e2e", lifter, category)] < 1.0  # there were misses to correct
+        if source == swap.HIDDEN:
+            assert value == pck[("e2e", lifter, category)]
+
+
+def test_pck_hits_against_a_loop(benchmark_module: BenchmarkModule) -> None:
+    bench = benchmark_module("lifter_e2e")
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(5, 6, 2, generator=g) * 40
+    pred = gt + torch.randn(5, 6, 2, generator=g) * 3
+    vis = torch.rand(5, 6, generator=g) > 0.3
+    vis[:, :2] = True
+    hits = bench.pck_hits(pred, gt, vis, alpha=0.1)
+    for n in range(5):
+        pts = [gt[n, k].tolist() for k in range(6) if vis[n, k]]
+        side = max(max(p[i] for p in pts) - min(p[i] for p in pts) for i in (0, 1))
+        for k in range(6):
+            assert bool(hits[n, k]) == (float((pred[n, k] - gt[n, k]).norm()) <= 0.1 * side)
+    expected = hits[vis].float().mean().item()
+    assert bench.pck(pred, gt, vis, alpha=0.1) == pytest.approx(expected)
 
 
 def test_a_run_of_another_method_is_refused(
