@@ -6,12 +6,15 @@ surface (:func:`kp3d.nn.depth_render.lambertian_shading`, normals by
 the viewpoint through the depth map (:func:`kp3d.nn.depth_render.warp_canonical`: z-buffer
 without gradient, differentiable barycentrics and ``grid_sample``). Inputs: random smooth depth
 maps in [0.9, 1.1], albedo, light and viewpoints within Unsup3d's ranges, 64x64, batch 64, one
-thread by default. With ``--step`` it also times one full training step of the method
+thread by default. ``--surface rough`` (every pixel 0.9 or 1.1 at random) with ``--yaw 60`` is
+the worst case the rasteriser meets: the depth map of a collapsing run seen from the
+viewpoint's bound, every triangle a sliver across the image. With ``--step`` it also times one full training step of the method
 (``Unsup3D.losses``, backward, Adam), flip and confidence on, perceptual term as configured.
 Each figure is the median over ``--reps`` repetitions, wall clock and the process's CPU time
 (on a shared machine the wall clock also counts waiting for a core)::
 
     nice python benchmarks/speed_unsup3d.py --threads 1 --step
+    nice python benchmarks/speed_unsup3d.py --threads 1 --batch 32 --surface rough --yaw 60
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import math
 import platform
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +40,27 @@ def timed(fn: Callable[[], None], *, reps: int, warmup: int) -> dict[str, float]
     return {"wall_ms": round(1000 * wall, 2), "cpu_ms": round(1000 * cpu, 2)}
 
 
-def renderer_inputs(batch: int, size: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random inputs of the renderer within Unsup3d's ranges (smooth depth: low-resolution
-    noise upsampled)."""
+def renderer_inputs(
+    batch: int,
+    size: int,
+    *,
+    surface: Literal["smooth", "rough"] = "smooth",
+    yaw_deg: float | None = None,
+    max_angle_deg: float = 20.0,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Random inputs of the renderer within Unsup3d's ranges: ``smooth`` depth (low-resolution
+    noise upsampled) or ``rough`` (each pixel 0.9 or 1.1); angles within +-``max_angle_deg``,
+    the yaw set to ``yaw_deg`` in every view if given."""
     g = torch.Generator().manual_seed(seed)
-    low = torch.rand(batch, 1, size // 8, size // 8, generator=g)
-    depth = 0.9 + 0.2 * F.interpolate(low, size=(size, size), mode="bilinear")
-    angles = (torch.rand(batch, 3, generator=g) * 2 - 1) * math.radians(20)
+    if surface == "smooth":
+        low = torch.rand(batch, 1, size // 8, size // 8, generator=g)
+        depth = 0.9 + 0.2 * F.interpolate(low, size=(size, size), mode="bilinear")
+    else:
+        depth = 0.9 + 0.2 * (torch.rand(batch, 1, size, size, generator=g) > 0.5).float()
+    angles = (torch.rand(batch, 3, generator=g) * 2 - 1) * math.radians(max_angle_deg)
+    if yaw_deg is not None:
+        angles[:, 1] = math.radians(yaw_deg)
     light = torch.cat((torch.rand(batch, 2, generator=g) - 0.5, torch.ones(batch, 1)), 1)
     return {
         "depth": depth,
@@ -74,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--surface", choices=("smooth", "rough"), default="smooth")
+    parser.add_argument("--yaw", type=float, default=None, help="turn every view by this yaw")
+    parser.add_argument(
+        "--max-angle", type=float, default=20.0, help="range of the random angles, +- degrees"
+    )
     parser.add_argument("--step", action="store_true", help="also time a full training step")
     parser.add_argument(
         "--perceptual", default="efficientnet_lite0", help="the method's perceptual setting"
@@ -82,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     K = unsup3d_intrinsics(args.size, args.size)
-    x = renderer_inputs(args.batch, args.size)
+    x = renderer_inputs(
+        args.batch, args.size, surface=args.surface, yaw_deg=args.yaw, max_angle_deg=args.max_angle
+    )
 
     def forward() -> None:
         with torch.no_grad():
@@ -95,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {
         "size": args.size,
         "batch": args.batch,
+        "surface": args.surface,
+        "yaw_deg": args.yaw,
+        "max_angle_deg": args.max_angle,
         "threads": args.threads,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),

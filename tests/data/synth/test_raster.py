@@ -128,13 +128,28 @@ def test_pixel_centres_are_at_half_integers() -> None:
     assert torch.equal(mask, expect)
 
 
-@pytest.mark.parametrize("tile", [1, 3, 8, 64])
-def test_result_does_not_depend_on_tile_size(tile: int) -> None:
+@pytest.mark.parametrize("tile", [1, 3, 8, 64, (8, 1), (1, 5), None])
+def test_result_does_not_depend_on_tile_size(tile: int | tuple[int, int] | None) -> None:
     verts, faces = random_scene(5, 30, 37, 29)
     ref = rasterize(verts, faces, (37, 29), tile=2)
     out = rasterize(verts, faces, (37, 29), tile=tile)
     for a, b in zip(ref, out):
         assert torch.equal(a, b)
+
+
+def test_slivers_give_the_same_result_with_any_tiles() -> None:
+    """Triangles 40 px wide and 1-2 px tall (a rough depth map seen from the side), where the
+    default picks wide, flat tiles."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 60, generator=g) * 64
+    y = torch.arange(60.0).repeat(2, 1) * 0.5 + torch.rand(2, 60, generator=g)
+    verts = torch.stack((x, y, 1 + torch.rand(2, 60, generator=g)), -1)
+    faces = torch.stack((torch.arange(58), torch.arange(1, 59), torch.arange(2, 60)), -1)
+    ref = rasterize(verts, faces, (32, 64), tile=1)
+    assert ref.mask.any()
+    for tile in (None, (8, 1), (8, 2), 8):
+        for a, b in zip(ref, rasterize(verts, faces, (32, 64), tile=tile)):
+            assert torch.equal(a, b)
 
 
 def test_batch_items_are_independent() -> None:
@@ -200,6 +215,8 @@ def test_empty_and_invalid_inputs() -> None:
         rasterize(behind, faces.int(), (8, 8))
     with pytest.raises(ValueError, match="tile"):
         rasterize(behind, faces, (8, 8), tile=0)
+    with pytest.raises(ValueError, match="tile"):
+        rasterize(behind, faces, (8, 8), tile=(4, 0))
 
 
 def test_orthographic_mode_interpolates_linearly() -> None:

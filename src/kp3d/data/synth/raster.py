@@ -7,12 +7,12 @@ triangle; the nearest covering triangle wins, and exact depth ties go to the low
 the output does not depend on the order of the work.
 
 How it stays fast without a per-pixel or per-face Python loop: every triangle's pixel bounding
-box is cut into ``tile x tile`` tiles; one (triangle, tile) pair is made per overlap (a small
-triangle makes one or a few pairs, a huge one many); all pixels of all pairs are tested at once
-with the triangles' edge functions; and one ``scatter_reduce(amin)`` per image pixel on a 64-bit
-key ``(float32 depth bits << 32) | face`` resolves visibility (the IEEE bits of a positive float
-sort like the float). Barycentrics and depth of the winners are then recomputed in the input
-dtype.
+box is cut into tiles (``tile_x x tile_y`` pixels); one (triangle, tile) pair is made per
+overlap (a small triangle makes one or a few pairs, a huge one many); all pixels of all pairs
+are tested at once with the triangles' edge functions; and one ``scatter_reduce(amin)`` per
+image pixel on a 64-bit key ``(float32 depth bits << 32) | face`` resolves visibility (the IEEE
+bits of a positive float sort like the float). Barycentrics and depth of the winners are then
+recomputed in the input dtype.
 
 Watertight: an edge function is evaluated from the edge's endpoints in a canonical order (lower
 vertex index first) and negated for the other orientation, so two triangles sharing an edge get
@@ -73,12 +73,18 @@ def _barycentric(coef: Tensor, px: Tensor, py: Tensor) -> Tensor:
     return (dx * (py - y) - dy * (px - x)) * s
 
 
+def _tile_side(extent: float) -> int:
+    """A power of two near a third of a mean pixel-box extent, 1 to 8 (measured best on this
+    package's meshes)."""
+    return int(min(8, max(1, 2 ** round(math.log2(max(extent / 3, 1.0))))))
+
+
 def rasterize(
     verts: Tensor,
     faces: Tensor,
     size: tuple[int, int],
     *,
-    tile: int | None = None,
+    tile: int | tuple[int, int] | None = None,
     cull_backfaces: bool = False,
     perspective: bool = True,
     znear: float = 1e-6,
@@ -91,10 +97,12 @@ def rasterize(
             clipped).
         faces: (F, 3) int64 vertex indices, shared by all B meshes.
         size: ``(H, W)`` of the images.
-        tile: tile side in pixels for the binning, a speed knob (the result does not depend on
-            it): 1 suits triangles a few pixels across, larger tiles larger ones. By default,
-            a power of two near a third of the mean side of the triangles' pixel boxes (1 to
-            8), which measured best on this package's meshes.
+        tile: tile side in pixels for the binning, or ``(x, y)`` sides, a speed knob (the
+            result does not depend on it): 1 suits triangles a few pixels across, larger tiles
+            larger ones. By default, square tiles of a power of two near a third of the mean
+            side of the triangles' pixel boxes (1 to 8), which measured best on this package's
+            meshes, made no longer along an axis than the same rule gives for the boxes' extent
+            along it: slivers (a rough depth map seen from the side) get thin tiles.
         cull_backfaces: drop triangles whose outward side faces away from the camera. A face
             ``(i, j, k)`` is outward on the side of ``(v_j - v_i) x (v_k - v_i)`` in the camera
             frame (x right, y down, z forward), which is clockwise on the screen.
@@ -111,8 +119,9 @@ def rasterize(
         raise ValueError(
             f"rasterize: faces must be (F, 3) int64, got {tuple(faces.shape)} {faces.dtype}"
         )
-    if tile is not None and tile < 1:
-        raise ValueError(f"rasterize: tile must be >= 1, got {tile}")
+    tiles = (tile, tile) if isinstance(tile, int) else tile
+    if tiles is not None and (len(tiles) != 2 or min(tiles) < 1):
+        raise ValueError(f"rasterize: tile must be >= 1 (or two of them), got {tile}")
     H, W = int(size[0]), int(size[1])
     B, F = verts.shape[0], faces.shape[0]
     device, dtype = verts.device, verts.dtype
@@ -133,14 +142,17 @@ def rasterize(
     first = torch.ceil(lo - 0.5).long().clamp_min(0)
     last = torch.floor(hi - 0.5).long().minimum(torch.tensor([W - 1, H - 1], device=device))
     ok &= (last >= first).all(-1)
-    if tile is None:
-        side = (last - first + 1)[ok].float().mean().item() if ok.any() else 1.0
-        tile = int(min(8, max(1, 2 ** round(math.log2(max(side / 3, 1.0))))))
+    if tiles is None:
+        w, h = (last - first + 1)[ok].float().mean(0).tolist() if ok.any() else (1.0, 1.0)
+        square = _tile_side((w + h) / 2)
+        tiles = (min(square, _tile_side(w)), min(square, _tile_side(h)))
+    tw, th = tiles
+    size_t = torch.tensor([tw, th], device=device)
 
     # One (face, tile) pair per tile the face's pixel box overlaps.
     face_idx = ok.nonzero()[:, 0]  # into B*F
-    t0 = first.index_select(0, face_idx) // tile  # (Fv, 2) first tile (x, y)
-    span = last.index_select(0, face_idx) // tile - t0 + 1
+    t0 = first.index_select(0, face_idx) // size_t  # (Fv, 2) first tile (x, y)
+    span = last.index_select(0, face_idx) // size_t - t0 + 1
     count = span[:, 0] * span[:, 1]
     owner = torch.repeat_interleave(torch.arange(len(face_idx), device=device), count)
     start = (torch.cumsum(count, 0) - count).index_select(0, owner)
@@ -151,13 +163,13 @@ def rasterize(
     tx, ty = t0[:, 0] + k % ntx, t0[:, 1] + k // ntx
 
     # Every pixel of every pair, tested at once.
-    offs = torch.arange(tile * tile, device=device)
-    col = (tx * tile)[:, None] + offs % tile  # (P, T*T)
-    row = (ty * tile)[:, None] + offs // tile
+    offs = torch.arange(tw * th, device=device)
+    col = (tx * tw)[:, None] + offs % tw  # (P, tw * th)
+    row = (ty * th)[:, None] + offs // tw
     c = coef.index_select(0, pair_face)[:, None]  # (P, 1, 3, 6)
     lam = _barycentric(c, (col.to(dtype) + 0.5)[..., None], (row.to(dtype) + 0.5)[..., None])
     covered = lam.amin(-1) >= 0
-    if tile > 1:
+    if tw > 1 or th > 1:
         covered &= (col < W) & (row < H)
     inv_depth = (lam * c[..., 5]).sum(-1)
     depth = inv_depth.reciprocal() if perspective else inv_depth
