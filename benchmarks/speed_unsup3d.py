@@ -8,8 +8,9 @@ without gradient, differentiable barycentrics and ``grid_sample``). Inputs: rand
 maps in [0.9, 1.1], albedo, light and viewpoints within Unsup3d's ranges, 64x64, batch 64, one
 thread by default. ``--surface rough`` (every pixel 0.9 or 1.1 at random) with ``--yaw 60`` is
 the worst case the rasteriser meets: the depth map of a collapsing run seen from the
-viewpoint's bound, every triangle a sliver across the image. With ``--step`` it also times one full training step of the method
-(``Unsup3D.losses``, backward, Adam), flip and confidence on, perceptual term as configured.
+viewpoint's bound, every triangle a sliver across the image. With ``--step`` it also times one
+full training step of the method (``Unsup3D.losses``, backward, Adam), flip and confidence on,
+perceptual term as configured.
 Each figure is the median over ``--reps`` repetitions, wall clock and the process's CPU time
 (on a shared machine the wall clock also counts waiting for a core)::
 
