@@ -49,11 +49,12 @@ def keypoints(model: Any, batch: Any, source: str) -> tuple[Tensor, Tensor]:
         return batch.kp2d, labelled
     pred = model.predict(batch)
     kp, vis = pred.kp2d, pred.vis > 0.5
-    miss = labelled & ~pck_hits(kp, batch.kp2d, labelled)
-    if source == CORRECTED:
-        kp = torch.where(miss[..., None], batch.kp2d, kp)
-    elif source == HIDDEN:
-        vis = vis & ~miss
+    if source in (CORRECTED, HIDDEN):
+        miss = labelled & ~pck_hits(kp, batch.kp2d, labelled)
+        if source == CORRECTED:
+            kp = torch.where(miss[..., None], batch.kp2d, kp)
+        else:
+            vis = vis & ~miss
     return kp, vis
 
 
