@@ -9,10 +9,16 @@ from kp3d.nn.keypoint_transformer import Backbone, KeypointTransformer, sine_pos
 from kp3d.nn.perceptual import load_efficientnet_lite0
 
 
-@pytest.fixture(scope="module")
-def detector() -> KeypointTransformer:
+@pytest.fixture(scope="module", params=["regression", "heatmap"])
+def detector(request) -> KeypointTransformer:
     torch.manual_seed(0)
-    return KeypointTransformer(7, 3, context_dim=5, d_model=16, n_heads=2, ffn=32).eval()
+    net = KeypointTransformer(
+        7, 3, context_dim=5, d_model=16, n_heads=2, ffn=32, location=request.param
+    )
+    if request.param == "heatmap":  # the offset head starts at zero: give it something to move
+        with torch.no_grad():
+            net.location_head[-1].weight.normal_()
+    return net.eval()
 
 
 def test_shapes_and_ranges(detector: KeypointTransformer) -> None:
@@ -35,6 +41,43 @@ def test_permuting_the_keypoint_queries_permutes_the_outputs(detector) -> None:
     torch.testing.assert_close(moved.category_logits, base.category_logits, atol=1e-5, rtol=1e-5)
     # A different query order is not the identity: the outputs do move with the queries.
     assert not torch.allclose(moved.location, base.location, atol=1e-3)
+
+
+def test_heatmap_location_is_the_query_attention_centre_plus_half_a_cell_at_most() -> None:
+    torch.manual_seed(1)
+    net = KeypointTransformer(3, 2, context_dim=0, d_model=8, n_heads=2, ffn=8, location="heatmap")
+    with torch.no_grad():
+        net.location_head[-1].weight.normal_()
+        net.location_head[-1].bias.normal_()
+    B, h, w, d = 2, 3, 4, 8
+    memory, kp = torch.randn(B, h, w, d), torch.randn(B, 3, d)
+    with torch.no_grad():
+        got = net.locate(kp, memory)
+        ref = torch.empty(B, 3, 2)
+        for b in range(B):
+            for k in range(3):
+                q = net.heat_query(kp[b, k])
+                scores = torch.tensor(
+                    [
+                        [float(q @ net.heat_key(memory[b, i, j])) / d**0.5 for j in range(w)]
+                        for i in range(h)
+                    ]
+                )
+                p = scores.flatten().softmax(0).view(h, w)
+                cx = sum(float(p[i, j]) * (j + 0.5) / w for i in range(h) for j in range(w))
+                cy = sum(float(p[i, j]) * (i + 0.5) / h for i in range(h) for j in range(w))
+                off = net.location_head(kp[b, k]).tanh()
+                # half a cell in unit coordinates is 1 / (2 w) across and 1 / (2 h) down
+                ref[b, k] = torch.tensor(
+                    [cx + float(off[0]) / (2 * w), cy + float(off[1]) / (2 * h)]
+                )
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert bool(((got >= 0) & (got <= 1)).all())
+
+
+def test_unknown_location_head_is_an_error() -> None:
+    with pytest.raises(ValueError, match="location must be"):
+        KeypointTransformer(3, 2, context_dim=0, location="argmax")  # type: ignore[arg-type]
 
 
 def test_sine_position_encoding_values_and_errors() -> None:

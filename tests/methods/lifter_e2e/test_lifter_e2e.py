@@ -65,6 +65,8 @@ def test_config_errors() -> None:
         _config(reprojection_points="some")
     with pytest.raises(ConfigError, match="reprojection_target"):
         _config(reprojection_target="truth")
+    with pytest.raises(ConfigError, match="location_head"):
+        _config(location_head="argmax")
 
 
 def test_registry_entry() -> None:
@@ -224,9 +226,10 @@ def test_param_groups_cover_every_parameter_once() -> None:
         assert g.lr_scale == (0.25 if inside == {True} else 1.0)
 
 
-def test_two_training_steps_change_the_model_and_predict() -> None:
+@pytest.mark.parametrize("head", ["regression", "heatmap"])
+def test_two_training_steps_change_the_model_and_predict(head: str) -> None:
     torch.manual_seed(0)
-    model = LifterE2E(_config(detector_steps=1, cycle_start=1)).train()
+    model = LifterE2E(_config(detector_steps=1, cycle_start=1, location_head=head)).train()
     opt = torch.optim.AdamW(
         [{"params": g.params, "lr": 1e-3 * g.lr_scale} for g in model.param_groups()]
     )
@@ -243,6 +246,8 @@ def test_two_training_steps_change_the_model_and_predict() -> None:
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("detector.backbone") for k in changed)
     assert any(k.startswith("net.") for k in changed)
+    if head == "heatmap":
+        assert {"detector.heat_query.weight", "detector.heat_key.weight"} <= set(changed)
     pred = model.eval().predict(batch)
     assert pred.kp2d.shape == (8, K, 2) and pred.kp3d.shape == (8, K, 3)
     assert pred.image_size == (SIZE, SIZE)

