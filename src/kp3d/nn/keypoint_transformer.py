@@ -27,7 +27,7 @@ shifts still train), as DETR freezes them: small batches give poor statistics.
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -126,8 +126,8 @@ class KeypointTransformer(nn.Module):
         location: LocationHead = "regression",
     ) -> None:
         super().__init__()
-        if location not in ("regression", "heatmap"):
-            raise ValueError(f"location must be 'regression' or 'heatmap', got {location!r}")
+        if location not in get_args(LocationHead):
+            raise ValueError(f"location must be one of {get_args(LocationHead)}, got {location!r}")
         self.n_keypoints = n_keypoints
         self.location = location
         self.backbone = Backbone(tap, pretrained=pretrained)
@@ -170,7 +170,7 @@ class KeypointTransformer(nn.Module):
         centre = soft_argmax(logits.unflatten(-1, (h, w))).kp
         half_cell = centre.new_tensor((1 / w, 1 / h))  # in normalised coordinates
         xy = centre + self.location_head(kp).tanh() * half_cell
-        return (xy + 1) / 2
+        return (xy + 1) / 2  # normalised to unit coordinates (kp3d.geometry's conventions)
 
     def decode(self, memory: Tensor, queries: Tensor) -> Detection:
         """The heads on the decoder's outputs for ``queries`` (K + 1, d_model): the first K are
