@@ -37,7 +37,6 @@ def _images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:
         ({"max_translation": 1.0}, "max_translation"),
         ({"perceptual": "vgg16"}, "valid choices: efficientnet_lite0, none"),
         ({"lambda_flip": -1}, "loss weights must be >= 0"),
-        ({"lambda_depth_smooth": -0.1}, "loss weights must be >= 0"),
     ],
 )
 def test_config_errors(values: dict, message: str) -> None:
@@ -111,7 +110,6 @@ def test_the_flipped_decomposition_mirrors_depth_and_albedo() -> None:
     [
         ({}, {"photometric", "photometric_flip"}),
         ({"use_flip": False, "use_confidence": False}, {"photometric"}),
-        ({"lambda_depth_smooth": 0.1}, {"photometric", "photometric_flip", "depth_smooth"}),
     ],
 )
 def test_two_training_steps(options: dict, names: set[str]) -> None:
@@ -134,22 +132,6 @@ def test_two_training_steps(options: dict, names: set[str]) -> None:
     after = model.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))
     assert model.loss_weights()["photometric_flip"] == 0.5
-
-
-def test_depth_smoothness_is_the_variation_inside_the_border_over_the_range() -> None:
-    torch.manual_seed(0)
-    config = Unsup3DConfig(**TINY, lambda_depth_smooth=0.1)
-    model = Unsup3D(config)
-    images = _images(3)
-    out = model.losses(Sample(image=images), 0)
-    d = model.decompose(images, flip=False).depth[:, 0, :, 2:-2]
-    rows = (d[:, 1:] - d[:, :-1]).abs().mean()
-    cols = (d[:, :, 1:] - d[:, :, :-1]).abs().mean()
-    torch.testing.assert_close(out.losses["depth_smooth"], (rows + cols) / 0.2)
-    assert model.loss_weights()["depth_smooth"] == 0.1
-    assert (
-        "depth_smooth" not in Unsup3D(Unsup3DConfig(**TINY)).losses(Sample(image=images), 0).losses
-    )
 
 
 def test_the_perceptual_term_has_its_own_confidence() -> None:

@@ -53,11 +53,6 @@ class Unsup3DConfig:
     """Weight of the flipped reconstruction's terms relative to the unflipped ones."""
     lambda_perceptual: float = 1.0
     """Weight of the perceptual terms relative to the photometric ones."""
-    lambda_depth_smooth: float = 0.0
-    """Weight of Unsup3d's depth smoothness term (``lam_depth_sm``): the total variation of the
-    canonical depth inside its clamped border, divided by the depth range
-    (:func:`kp3d.losses.smoothness.total_variation_l1`); the paper uses 0 for faces, 0.1 for
-    synthetic cars."""
 
     def __post_init__(self) -> None:
         s = self.image_size
@@ -87,6 +82,6 @@ class Unsup3DConfig:
                 f"perceptual: got {self.perceptual!r}; "
                 f"valid choices: {', '.join(PERCEPTUAL_CHOICES)}"
             )
-        for name in ("lambda_flip", "lambda_perceptual", "lambda_depth_smooth"):
+        for name in ("lambda_flip", "lambda_perceptual"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: loss weights must be >= 0, got {getattr(self, name)}")

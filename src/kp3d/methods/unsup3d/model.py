@@ -32,7 +32,6 @@ from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
 from kp3d.losses.perceptual import PerceptualLoss
-from kp3d.losses.smoothness import total_variation_l1
 from kp3d.methods.base import LossOutput, MethodModel
 from kp3d.methods.prediction import Prediction
 from kp3d.methods.unsup3d.config import Unsup3DConfig
@@ -297,9 +296,6 @@ class Unsup3D(MethodModel):
                 feats = self.perceptual.net.features(recon)[0].float()
                 sf = None if sigma_feat is None else sigma_feat[:, i : i + 1]
                 losses["perceptual" + suffix] = gaussian_nll(feats, feats_target, mask, sf)
-        if c.lambda_depth_smooth > 0:
-            inside = parts.depth[:B, :, :, 2:-2]  # the border columns are clamped (decompose)
-            losses["depth_smooth"] = total_variation_l1(inside) / (c.max_depth - c.min_depth)
         logs = {"coverage": mask.mean().detach()}
         return LossOutput(losses, logs)
 
@@ -310,7 +306,6 @@ class Unsup3D(MethodModel):
             "photometric_flip": c.lambda_flip,
             "perceptual": c.lambda_perceptual,
             "perceptual_flip": c.lambda_perceptual * c.lambda_flip,
-            "depth_smooth": c.lambda_depth_smooth,
         }
 
     @torch.no_grad()
