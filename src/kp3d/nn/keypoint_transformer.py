@@ -123,7 +123,7 @@ class KeypointTransformer(nn.Module):
         ffn: int = 128,
         tap: int = 4,
         pretrained: bool = True,
-        location: LocationHead = "regression",
+        location: LocationHead = "heatmap",
     ) -> None:
         super().__init__()
         if location not in get_args(LocationHead):
