@@ -22,8 +22,9 @@ also that many steps, whichever comes first):
 
 Scores on the held-out images, per category (kp3d's lifting protocol,
 :func:`kp3d.evaluation.evaluate_lifting`, in units of each sample's 2D RMS radius): MPJPE
-(depth flip allowed) and Stress over the visible keypoints; PCK@0.1 of the detected 2D
-keypoints (visible ground-truth keypoints within 0.1 x the longer side of their bounding box);
+(depth flip allowed) and Stress over the visible keypoints; the detected 2D keypoints' mean
+error in the same unit and their PCK@0.1 (visible ground-truth keypoints within 0.1 x the
+longer side of their bounding box);
 category accuracy. Two seeds by default; ``results.md`` has one row per seed, row and category.
 
     nice .venv/bin/python benchmarks/lifter_e2e.py --minutes 15 --clock cpu --threads 1 \\
@@ -76,6 +77,17 @@ def pck_hits(pred: Tensor, gt: Tensor, vis: Tensor, *, alpha: float = 0.1) -> Te
 def pck(pred: Tensor, gt: Tensor, vis: Tensor, *, alpha: float = 0.1) -> float:
     """PCK@``alpha``: the fraction of visible ground-truth keypoints that :func:`pck_hits`."""
     return float(pck_hits(pred, gt, vis, alpha=alpha)[vis.bool()].float().mean())
+
+
+def error_2d(pred: Tensor, gt: Tensor, vis: Tensor) -> float:
+    """Mean distance of the predictions (N, K, 2) from the visible (``vis`` (N, K))
+    ground-truth keypoints (N, K, 2), in units of each sample's 2D RMS radius (the lifting
+    protocol's unit, so comparable with MPJPE)."""
+    from kp3d.geometry import normalise_keypoints
+
+    v = vis.bool()
+    scale = normalise_keypoints(gt, v).scale
+    return float(((pred - gt).norm(dim=-1) / scale[:, None])[v].mean())
 
 
 def train_run(
@@ -132,7 +144,8 @@ def baselines(train_set: Any, test_set: Any) -> dict[str, dict[int, dict[str, fl
 
 
 def score(kp3d: Tensor, test: Any, kp2d: Tensor | None, category: Tensor | None) -> dict:
-    """Per category: ``mpjpe``, ``stress`` (normalised units), ``pck`` and ``accuracy``."""
+    """Per category: ``mpjpe``, ``stress``, ``error_2d`` (normalised units), ``pck`` and
+    ``accuracy``."""
     from kp3d.evaluation import evaluate_lifting
 
     gt = test.gt
@@ -148,6 +161,7 @@ def score(kp3d: Tensor, test: Any, kp2d: Tensor | None, category: Tensor | None)
         row = {"mpjpe": r["method"]["mpjpe"]["norm"], "stress": r["method"]["stress"]["norm"]}
         if kp2d is not None:
             row["pck"] = pck(kp2d[rows], gt.kp2d[rows], gt.vis[rows])
+            row["error_2d"] = error_2d(kp2d[rows], gt.kp2d[rows], gt.vis[rows])
         if category is not None and gt.category is not None:
             row["accuracy"] = float((category[rows] == gt.category[rows]).float().mean())
         out[z] = row
@@ -264,15 +278,19 @@ def main(argv: list[str] | None = None) -> int:
         return f"{r[key]:.4f}" if key in r else "-"
 
     lines = [
-        "| seed | row | category | MPJPE | Stress | PCK@0.1 | category acc. | CPU s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seed | row | category | MPJPE | Stress | 2D error | PCK@0.1 | category acc. | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['seed']} | {r['row']} | {r['category']} | {fmt(r, 'mpjpe')} "
-            f"| {fmt(r, 'stress')} | {fmt(r, 'pck')} | {fmt(r, 'accuracy')} | {r['cpu_s']:.0f} |"
+            f"| {fmt(r, 'stress')} | {fmt(r, 'error_2d')} | {fmt(r, 'pck')} | {fmt(r, 'accuracy')} "
+            f"| {r['cpu_s']:.0f} |"
         )
-    table = "\n".join(lines) + "\n\n(MPJPE and Stress in units of each sample's 2D RMS radius)"
+    table = "\n".join(lines) + (
+        "\n\n(MPJPE, Stress and the detected keypoints' mean 2D error in units of each sample's "
+        "2D RMS radius)"
+    )
     doc = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     write_results(args.out, table, doc)
     return 0

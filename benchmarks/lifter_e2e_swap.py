@@ -17,7 +17,7 @@ better without them).
         --lifter runs/lifter_e2e/seed0/two-stage --out runs/lifter_e2e_swap
 
 Writes ``OUT/results.json`` and ``OUT/results.md`` (MPJPE and Stress in units of each sample's
-2D RMS radius; PCK@0.1 of the keypoints the lifter read).
+2D RMS radius, with the mean 2D error of the keypoints the lifter read, and their PCK@0.1).
 """
 
 from __future__ import annotations
@@ -127,19 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = swap_rows(*models, open_dataset(args.data, size=args.size))
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [
-        "| 2D keypoints | lifter | category | MPJPE | Stress | PCK@0.1 |",
-        "|---|---|---|---|---|---|",
+        "| 2D keypoints | lifter | category | MPJPE | Stress | 2D error | PCK@0.1 |",
+        "|---|---|---|---|---|---|---|",
     ]
     flat = []
     for source, name, scores in rows:
         for z, r in scores.items():
             flat.append({"source": source, "lifter": name, "category": CATEGORIES[z], **r})
-            pck = f"{r['pck']:.4f}" if "pck" in r else "-"
+            pck, err = (f"{r[key]:.4f}" if key in r else "-" for key in ("pck", "error_2d"))
             lines.append(
                 f"| {source} | {name} | {CATEGORIES[z]} | {r['mpjpe']:.4f} | {r['stress']:.4f} "
-                f"| {pck} |"
+                f"| {err} | {pck} |"
             )
-    table = "\n".join(lines) + "\n\n(MPJPE and Stress in units of each sample's 2D RMS radius)"
+    table = "\n".join(lines) + (
+        "\n\n(MPJPE, Stress and the 2D keypoints' mean error in units of each sample's 2D RMS "
+        "radius)"
+    )
     doc = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": flat}
     write_results(args.out, table, doc)
     return 0

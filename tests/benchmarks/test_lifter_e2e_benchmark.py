@@ -70,3 +70,21 @@ def test_the_budget_is_the_minutes_given_without_a_hidden_step_limit(
     bench.train_run("lifter-e2e", None, tmp_path, {}, bench.budget_of(args))
     cfg = train_configs["lifter-e2e"]
     assert (cfg.minutes, cfg.steps) == (15.0, 7)
+
+
+def test_error_2d_is_the_mean_distance_over_the_rms_radius(
+    benchmark_module: BenchmarkModule,
+) -> None:
+    bench = benchmark_module("lifter_e2e")
+    g = torch.Generator().manual_seed(0)
+    gt, pred = torch.randn(3, 5, 2, generator=g) * 10, torch.randn(3, 5, 2, generator=g) * 10
+    vis = torch.rand(3, 5, generator=g) > 0.3
+    vis[:, :2] = True
+    distances = []
+    for n in range(3):
+        seen = [k for k in range(5) if vis[n, k]]
+        centre = sum(gt[n, k] for k in seen) / len(seen)
+        radius = (sum(float((gt[n, k] - centre).square().sum()) for k in seen) / len(seen)) ** 0.5
+        distances += [float((pred[n, k] - gt[n, k]).norm()) / radius for k in seen]
+    assert bench.error_2d(pred, gt, vis) == pytest.approx(sum(distances) / len(distances))
+    assert bench.error_2d(gt, gt, vis) == 0.0

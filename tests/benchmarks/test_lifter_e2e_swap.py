@@ -42,16 +42,19 @@ def test_swap_rows_reproduce_the_benchmarks_rows(
             for r in got
             if (r["source"], r["lifter"], r["category"]) == (source, lifter, row["category"])
         )
-        for key in ("mpjpe", "stress", "pck"):
+        for key in ("mpjpe", "stress", "pck", "error_2d"):
             if key in row:
                 assert mine[key] == pytest.approx(row[key], rel=1e-5, abs=1e-7), (row, key)
     # The ground truth has no detection score; every other source has one.
-    assert all(("pck" in r) == (r["source"] != "ground truth") for r in got)
+    assert all(("pck" in r) == ("error_2d" in r) == (r["source"] != "ground truth") for r in got)
     # The oracles: corrected misses leave none; hidden ones keep the detections' positions.
     pck = {(r["source"], r["lifter"], r["category"]): r["pck"] for r in got if "pck" in r}
+    err = {(r["source"], r["lifter"], r["category"]): r["error_2d"] for r in got if "pck" in r}
     for (source, lifter, category), value in pck.items():
         if source == swap.CORRECTED:
             assert value == 1.0
+            # what is left is the hits' error: below the detections' own
+            assert err[(source, lifter, category)] < err[("e2e", lifter, category)]
             assert pck[("e2e", lifter, category)] < 1.0  # there were misses to correct
         if source == swap.HIDDEN:
             assert value == pck[("e2e", lifter, category)]

