@@ -13,6 +13,7 @@ from kp3d.engine.run import (
     capture_rng,
     checkpoints,
     load_checkpoint,
+    load_weights,
     read_run_config,
     restore_rng,
     save_checkpoint,
@@ -127,3 +128,15 @@ def test_random_streams_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
         and np.array_equal(got[1], expected[1])
         and got[2] == expected[2]
     )
+
+
+def test_weights_with_other_names_list_the_missing_and_unexpected_ones(tmp_path: Path) -> None:
+    import safetensors.torch
+
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_model(torch.nn.Linear(2, 2), str(path))
+    with pytest.raises(
+        UserError,
+        match=r"model.safetensors: .*\(missing 0.bias, 0.weight; unexpected bias, weight\)",
+    ):
+        load_weights(path, torch.nn.Sequential(torch.nn.Linear(2, 2)))

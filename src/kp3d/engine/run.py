@@ -230,12 +230,10 @@ def load_weights(path: Path, module: nn.Module) -> None:
         raise UserError(f"{path}: the weights do not fit the configured model ({first})") from None
     if missing or unexpected:
         detail = []
-        if missing:
-            detail.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            detail.append(
-                f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"
-            )
+        # safetensors documents lists but returns sets (0.8): sort for a stable message
+        for word, keys in (("missing", sorted(missing)), ("unexpected", sorted(unexpected))):
+            if keys:
+                detail.append(f"{word} {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
         raise UserError(
             f"{path}: the weights do not fit the configured model ({'; '.join(detail)})"
         )
