@@ -141,7 +141,7 @@ def test_refined_head_moves_the_heatmap_location_by_the_refinement() -> None:
     torch.testing.assert_close(got, ref)
     assert not torch.allclose(got, (coarse + 1) / 2, atol=1e-4)
     assert (
-        KeypointTransformer(3, 2, context_dim=0, d_model=8, n_heads=2, ffn=8)
+        KeypointTransformer(3, 2, context_dim=0, d_model=8, n_heads=2, ffn=8, location="heatmap")
         .features(torch.rand(1, 3, 64, 64))
         .fine
         is None

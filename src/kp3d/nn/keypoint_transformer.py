@@ -148,7 +148,7 @@ class KeypointTransformer(nn.Module):
         ffn: int = 128,
         tap: int = 4,
         pretrained: bool = True,
-        location: LocationHead = "heatmap",
+        location: LocationHead = "refined",
     ) -> None:
         super().__init__()
         if location not in get_args(LocationHead):

