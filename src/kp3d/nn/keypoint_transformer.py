@@ -260,8 +260,11 @@ class KeypointTransformer(nn.Module):
 
 
 __all__ = [
+    "FINE_TAP",
+    "REFINE_RADIUS",
     "Backbone",
     "Detection",
+    "Features",
     "KeypointTransformer",
     "LocationHead",
     "sine_position_encoding",
