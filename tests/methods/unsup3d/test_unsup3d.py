@@ -105,6 +105,15 @@ def test_the_flipped_decomposition_mirrors_depth_and_albedo() -> None:
         model.decompose(_images(1, 16), flip=False)
 
 
+def test_the_depth_starts_flat() -> None:
+    torch.manual_seed(0)
+    model = Unsup3D(Unsup3DConfig(**TINY))
+    c = model.config
+    depth = model.decompose(_images(2), flip=False).depth
+    inner = depth[..., 2:-2]
+    torch.testing.assert_close(inner, torch.full_like(inner, (c.min_depth + c.max_depth) / 2))
+
+
 @pytest.mark.parametrize(
     ("options", "names"),
     [

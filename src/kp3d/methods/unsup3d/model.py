@@ -188,6 +188,10 @@ class Unsup3D(MethodModel):
         self.config = c = config
         s, w = c.image_size, c.width
         self.net_depth = EncoderDecoder(1, size=s, width=w, tanh=False)
+        # The depth starts flat. PyTorch's default start is rough (neighbouring depths 10% of
+        # the range apart), and a rough map seen from the side costs the rasteriser tens of
+        # times a smooth one (docs/results.md, "The view is what is missing").
+        nn.init.zeros_(self.net_depth.net[-1].weight)
         self.net_albedo = EncoderDecoder(3, size=s, width=w, tanh=True)
         self.net_light = VectorEncoder(4, size=s, width=w // 2)
         self.net_view = VectorEncoder(6, size=s, width=w // 2)
