@@ -230,7 +230,8 @@ class KeypointTransformer(nn.Module):
         offsets = torch.stack((dx.flatten(), dy.flatten()), dim=-1)  # (S, 2), S = (2r+1)^2
         B, K = xy.shape[:2]
         # Sampling is linear: sample each query's score map (one channel) rather than the d
-        # channels of the features, d times less work for the same scores.
+        # channels of the features, the same scores from d times fewer samples (the scores
+        # over the whole map cost less than the d-channel samples did, as measured).
         scores = torch.einsum("bkd,bdhw->bkhw", self.refine_query(kp), fine) / math.sqrt(d)
         grid = (xy[:, :, None] + offsets).reshape(B * K, 1, -1, 2)  # (B K, 1, S, 2)
         logits = F.grid_sample(
