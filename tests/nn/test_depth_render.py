@@ -7,6 +7,9 @@ import math
 import pytest
 import torch
 
+from kp3d.data.synth.raster import rasterize
+from kp3d.geometry.cameras import project_pinhole
+from kp3d.geometry.depth_mesh import depth_to_points, grid_faces
 from kp3d.geometry.rotations import axis_angle_to_matrix
 from kp3d.metrics.surface import depth_to_normals, unsup3d_intrinsics
 from kp3d.nn.depth_render import (
@@ -64,6 +67,35 @@ def test_the_identity_view_reproduces_the_canonical_image() -> None:
     torch.testing.assert_close(w.image, image)
     torch.testing.assert_close(w.depth, depth)
     assert w.grid.shape == (2, 12, 10, 2)
+
+
+def test_culling_back_faces_changes_only_rays_that_meet_the_back() -> None:
+    """Against a two-sided z-buffer of the same mesh: where its nearest face is a front face,
+    the warp sees the same surface; only where it is a back face (a ray past the map's edge)
+    does the warp see something farther, or nothing."""
+    g = torch.Generator().manual_seed(3)
+    B, S = 6, 32
+    low = torch.rand(B, 1, 4, 4, generator=g, dtype=torch.float64)
+    depth = 0.9 + 0.2 * torch.nn.functional.interpolate(low, size=(S, S), mode="bicubic")
+    angles = (torch.rand(B, 3, generator=g, dtype=torch.float64) * 2 - 1) * math.radians(60)
+    R, t = euler_to_matrix(angles), torch.zeros(B, 3, dtype=torch.float64)
+    K = unsup3d_intrinsics(S, S, dtype=torch.float64)
+    w = warp_canonical(torch.rand(B, 3, S, S, generator=g, dtype=torch.float64), depth, R, t, K)
+
+    moved = transform_about(depth_to_points(depth, K), R, t, centre_depth=1.0)
+    verts = torch.cat((project_pinhole(moved, K), moved[..., 2:]), -1)
+    faces = grid_faces(S, S)
+    both = rasterize(verts, faces, (S, S))  # two-sided
+    tri = verts.gather(1, faces.reshape(1, -1, 1).expand(B, -1, 3)).view(B, -1, 3, 3)
+    (u0, v0), (u1, v1), (u2, v2) = (tri[..., k, :2].unbind(-1) for k in range(3))
+    front_face = (u1 - u0) * (v2 - v0) - (v1 - v0) * (u2 - u0) < 0  # (B, F), y down
+    winner = both.face.clamp_min(0)
+    front = both.mask & front_face.gather(1, winner.view(B, -1)).view(B, S, S)
+    back = both.mask & ~front
+    assert front.float().mean() > 0.7 and back.any()
+    torch.testing.assert_close(w.depth[:, 0][front], both.depth[front])
+    seen = w.mask[:, 0][back]
+    assert bool((w.depth[:, 0][back][seen] > both.depth[back][seen]).all())
 
 
 def test_a_rotated_plane_gives_the_analytic_warp() -> None:

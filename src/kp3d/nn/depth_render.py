@@ -93,11 +93,17 @@ def warp_canonical(
 
     The depth map is a mesh (:mod:`kp3d.geometry.depth_mesh`) moved by
     :func:`transform_about` and projected with ``K``. The z-buffer picks each pixel's face
-    without gradient; the pixel centre's screen barycentrics in that face are then recomputed
+    without gradient, among the faces turned towards the camera only; the pixel centre's screen barycentrics in that face are then recomputed
     from the projected vertices, made perspective-correct (``l_k / z_k``, normalised), and
     interpolate the face's *canonical* 3D vertices; the canonical image is sampled bilinearly
     where that point projects. The result is differentiable in ``canonical``, ``depth``, ``R``
     and ``t`` (piecewise: the face choice is constant between occlusion changes).
+
+    Back faces are culled. A ray from a camera in front of a depth map meets a front face
+    before any back face, so culling changes nothing, except for rays that pass the map's edge
+    and meet its back from behind: the canonical image has no back, and they see what lies
+    behind it (a farther front face, or nothing). It spares the rasteriser the walls that face
+    away, the slivers that make a rough depth map seen from the side slow to rasterise.
 
     Args:
         canonical: (B, C, H, W) canonical image (or any map: albedo, normals).
@@ -133,7 +139,7 @@ def warp_canonical(
     verts = torch.cat((project_pinhole(moved, K), moved[..., 2:]), -1)  # (B, N, 3) u, v, z
     faces = grid_faces(H, W, device=depth.device)
     with torch.no_grad():
-        frags = rasterize(verts.detach(), faces, (H, W))
+        frags = rasterize(verts.detach(), faces, (H, W), cull_backfaces=True)
 
     flat_face = frags.face.reshape(-1)
     hit = (flat_face >= 0).nonzero()[:, 0]  # (M,) into B*H*W
