@@ -93,7 +93,7 @@ def warp_canonical(
 
     The depth map is a mesh (:mod:`kp3d.geometry.depth_mesh`) moved by
     :func:`transform_about` and projected with ``K``. The z-buffer picks each pixel's face
-    without gradient, among the faces turned towards the camera only; the pixel centre's screen barycentrics in that face are then recomputed
+    without gradient; the pixel centre's screen barycentrics in that face are then recomputed
     from the projected vertices, made perspective-correct (``l_k / z_k``, normalised), and
     interpolate the face's *canonical* 3D vertices; the canonical image is sampled bilinearly
     where that point projects. The result is differentiable in ``canonical``, ``depth``, ``R``
