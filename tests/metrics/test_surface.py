@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kp3d.metrics import depth_to_normals, mad, side, unsup3d_intrinsics
+from kp3d.metrics import depth_to_normals, mad, normal_roughness, side, unsup3d_intrinsics
 
 
 def _depth(*batch, H=8, W=8, seed=0):
@@ -157,3 +157,70 @@ def test_errors(fn, channels):
 def test_side_rejects_non_positive_depth():
     with pytest.raises(ValueError, match="> 0"):
         side(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+
+
+def _naive_roughness(n, m):
+    """Pixel by pixel: the mean angle over right and lower neighbour pairs inside ``m``."""
+    angles = []
+    H, W = m.shape
+    for r in range(H):
+        for q in range(W):
+            for r2, q2 in ((r, q + 1), (r + 1, q)):
+                if r2 < H and q2 < W and m[r, q] and m[r2, q2]:
+                    cos = float(np.clip(np.dot(n[:, r, q], n[:, r2, q2]), -1, 1))
+                    angles.append(math.degrees(math.acos(cos)))
+    return sum(angles) / len(angles)
+
+
+def test_normal_roughness_matches_a_pixel_loop():
+    g = torch.Generator().manual_seed(3)
+    n = torch.nn.functional.normalize(
+        torch.randn(2, 3, 3, 6, 5, generator=g, dtype=torch.float64), dim=-3
+    )
+    m = torch.rand(2, 3, 1, 6, 5, generator=g) > 0.3
+    got = normal_roughness(n, m, reduction="none")
+    assert got.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            assert got[i, j].item() == pytest.approx(
+                _naive_roughness(n[i, j].numpy(), m[i, j, 0].numpy())
+            )
+    assert normal_roughness(n, m).item() == pytest.approx(got.mean().item())
+
+
+def test_normal_roughness_of_a_plane_and_of_alternating_columns():
+    plane = depth_to_normals(torch.ones(1, 1, 8, 8), eps=0)
+    assert normal_roughness(plane[..., 1:-1, 1:-1]).item() == pytest.approx(0.0, abs=1e-5)
+    theta = math.radians(30)
+    a = torch.tensor([math.sin(theta / 2), 0.0, math.cos(theta / 2)], dtype=torch.float64)
+    b = torch.tensor([-math.sin(theta / 2), 0.0, math.cos(theta / 2)], dtype=torch.float64)
+    H, W = 4, 6
+    n = torch.stack([a if q % 2 else b for q in range(W)], -1)[:, None, :].expand(3, H, W)
+    # H (W - 1) horizontal pairs 30 degrees apart, (H - 1) W vertical pairs parallel.
+    want = 30 * H * (W - 1) / (H * (W - 1) + (H - 1) * W)
+    assert normal_roughness(n).item() == pytest.approx(want, rel=1e-5)
+    assert normal_roughness(n.float()).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("normals", "mask", "message"),
+    [
+        (torch.zeros(1, 2, 4, 4), None, r"\(\.\.\., 3, H, W\)"),
+        (torch.zeros(1, 3, 1, 4), None, r"H, W >= 2"),
+        (
+            torch.zeros(1, 3, 4, 4),
+            torch.zeros(1, 1, 4, 5, dtype=torch.bool),
+            "mask must have shape",
+        ),
+        (
+            torch.zeros(2, 3, 4, 4),
+            torch.eye(4, dtype=torch.bool).expand(2, 1, 4, 4),
+            r"no neighbouring pair in image\(s\) \[\[0\], \[1\]\]",
+        ),
+    ],
+)
+def test_normal_roughness_errors(normals, mask, message):
+    with pytest.raises(ValueError, match=message):
+        normal_roughness(normals, mask)
+    with pytest.raises(ValueError, match="reduction"):
+        normal_roughness(torch.zeros(1, 3, 4, 4), reduction="sum")

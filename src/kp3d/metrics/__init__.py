@@ -37,7 +37,13 @@ from kp3d.metrics.nme import (
     pixel_to_unit,
 )
 from kp3d.metrics.pose3d import mpjpe, mutual_coherence, n_mpjpe, p_mpjpe, stress
-from kp3d.metrics.surface import depth_to_normals, mad, side, unsup3d_intrinsics
+from kp3d.metrics.surface import (
+    depth_to_normals,
+    mad,
+    normal_roughness,
+    side,
+    unsup3d_intrinsics,
+)
 from kp3d.metrics.tracks import track_singular_values
 
 __all__ = [
@@ -59,6 +65,7 @@ __all__ = [
     "n_mpjpe",
     "nme_2d",
     "nme_3d",
+    "normal_roughness",
     "p_mpjpe",
     "pixel_to_unit",
     "side",

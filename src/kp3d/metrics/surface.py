@@ -10,6 +10,10 @@ Definitions follow the official code (``unsup3d/model.py`` and ``unsup3d/utils.p
   degrees between unit normals, both computed from depth maps with :func:`depth_to_normals`;
 - both are then averaged over images. Unsup3d reports SIDE in units of 1e-2.
 
+Beside them, :func:`normal_roughness` (kp3d's, not Unsup3d's): how far apart the normals of
+neighbouring pixels are, which tells a surface from a depth map whose pixel-scale ripples only
+serve its shading.
+
 Unsup3d's evaluation mask is the ground-truth foreground (depth below the background value, the
 maximum) intersected with the pixels the prediction covers, each eroded by one pixel (3x3 average
 pool > 0.99); building it belongs to the caller, who knows its background convention.
@@ -193,6 +197,55 @@ def mad(
     angle = torch.where(m, torch.rad2deg(torch.acos(cos)), 0.0)
     per_image = angle.sum(dim=(-3, -2, -1)) / m.sum(dim=(-3, -2, -1))
     return reduce(per_image, reduction).to(dtype)
+
+
+def normal_roughness(
+    normals: ArrayLike, mask: ArrayLike | None = None, *, reduction: Reduction = "mean"
+) -> Tensor:
+    """Mean angle in degrees between the normals of neighbouring pixels, per image.
+
+    Every pair of a pixel and its right or lower neighbour, both in ``mask``, counts once:
+    ``mean(acos(<n_p, n_q>))`` over those pairs (the dot product clamped to [-1, 1]). A plane
+    gives 0; a smooth surface gives about the angle it turns through per pixel; a depth map
+    whose normals flip from pixel to pixel gives tens of degrees, whatever its overall shape.
+
+    Args:
+        normals: (..., 3, H, W) unit normals, H, W >= 2.
+        mask: (..., 1, H, W) bool, pixels to use (at least one neighbouring pair per image);
+            ``None`` = all.
+        reduction: ``"mean"`` over images, or ``"none"`` for (...) per-image values.
+
+    Returns:
+        () or (...) degrees, in the input's float dtype.
+    """
+    fn = "normal_roughness"
+    check_reduction(reduction, fn)
+    n = as_tensor(normals, "normals", fn)
+    if n.ndim < 3 or n.shape[-3] != 3 or n.shape[-2] < 2 or n.shape[-1] < 2:
+        raise ValueError(
+            f"{fn}: normals must be (..., 3, H, W) with H, W >= 2, got {tuple(n.shape)}"
+        )
+    shape = (*n.shape[:-3], 1, *n.shape[-2:])
+    m = as_mask(mask, shape, "mask", fn)
+    m = torch.ones(shape, dtype=torch.bool, device=n.device) if m is None else m.to(n.device)
+    dtype = float_dtype(n)
+    n = n.double()
+    total = torch.zeros(n.shape[:-3], dtype=torch.float64, device=n.device)
+    count = torch.zeros_like(total)
+    for a, b, ma, mb in (
+        (n[..., :, 1:], n[..., :, :-1], m[..., :, 1:], m[..., :, :-1]),  # right neighbours
+        (n[..., 1:, :], n[..., :-1, :], m[..., 1:, :], m[..., :-1, :]),  # lower neighbours
+    ):
+        pair = ma & mb
+        angle = torch.rad2deg(torch.acos((a * b).sum(dim=-3, keepdim=True).clamp(-1.0, 1.0)))
+        total += torch.where(pair, angle, 0.0).sum(dim=(-3, -2, -1))
+        count += pair.sum(dim=(-3, -2, -1))
+    empty = (count == 0).nonzero()
+    if empty.numel():
+        raise ValueError(
+            f"{fn}: the mask has no neighbouring pair in image(s) {empty[:10].tolist()}"
+        )
+    return reduce(total / count, reduction).to(dtype)
 
 
 def _prepare_maps(

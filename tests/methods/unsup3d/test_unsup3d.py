@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from kp3d.cli import main
 from kp3d.commands.infer import load_points
@@ -17,7 +18,7 @@ from kp3d.data.schema import Sample
 from kp3d.errors import ConfigError, DataError
 from kp3d.methods import get_method
 from kp3d.methods.unsup3d import Unsup3D, Unsup3DConfig
-from kp3d.methods.unsup3d.model import gaussian_nll, laplacian_nll
+from kp3d.methods.unsup3d.model import ROUGH_DEPTH_DEG, gaussian_nll, laplacian_nll
 
 TINY = {"image_size": 32, "width": 4, "perceptual": "none"}
 
@@ -112,6 +113,25 @@ def test_the_depth_starts_flat() -> None:
     depth = model.decompose(_images(2), flip=False).depth
     inner = depth[..., 2:-2]
     torch.testing.assert_close(inner, torch.full_like(inner, (c.min_depth + c.max_depth) / 2))
+
+
+def test_diagnose_flags_a_rough_depth_and_a_still_view() -> None:
+    torch.manual_seed(0)
+    model = Unsup3D(Unsup3DConfig(**TINY)).eval()
+    flat = model.diagnose(Sample(image=_images(8)))
+    assert flat.values["depth_roughness_deg"] == pytest.approx(0.0, abs=1e-3)
+    assert len(flat.values["view_spread_deg"]) == 3
+    assert [w for w in flat.warnings if "rough" in w] == []
+    assert [w for w in flat.warnings if "same yaw" in w]  # an untrained view network is still
+    # PyTorch's default start of the depth's last layer: pixel-scale ripples. A view network
+    # whose last layer is large turns every image differently.
+    nn.init.kaiming_uniform_(model.net_depth.net[-1].weight, a=math.sqrt(5))
+    nn.init.normal_(model.net_view.net[-2].weight, std=50.0)
+    rough = model.diagnose(Sample(image=_images(8)))
+    assert rough.values["depth_roughness_deg"] > ROUGH_DEPTH_DEG
+    assert [w for w in rough.warnings if "rough" in w]
+    assert rough.values["view_spread_deg"][1] > 1.0
+    assert [w for w in rough.warnings if "same yaw" in w] == []
 
 
 @pytest.mark.parametrize(

@@ -32,15 +32,24 @@ from torch import Tensor, nn
 
 from kp3d.data.schema import Sample
 from kp3d.losses.perceptual import PerceptualLoss
-from kp3d.methods.base import LossOutput, MethodModel
+from kp3d.methods.base import Diagnosis, LossOutput, MethodModel
 from kp3d.methods.prediction import Prediction
 from kp3d.methods.unsup3d.config import Unsup3DConfig
-from kp3d.metrics.surface import depth_to_normals, unsup3d_intrinsics
+from kp3d.metrics.surface import depth_to_normals, normal_roughness, unsup3d_intrinsics
 from kp3d.nn.depth_render import Warp, euler_to_matrix, lambertian_shading, warp_canonical
 from kp3d.nn.perceptual import load_efficientnet_lite0
 
 FEATURE_STRIDE = 4
 """The perceptual features (EfficientNet-Lite0 block 2) and their confidence map are at 1/4."""
+
+ROUGH_DEPTH_DEG = 20.0
+"""A canonical depth whose neighbouring normals are this far apart on average (degrees) is
+flagged by :meth:`Unsup3D.diagnose`: a smooth surface at 64 x 64 turns a few degrees a pixel,
+while pixel-scale ripples, which shade the image without describing a surface, give tens
+(docs/results.md, "The depth shades the image")."""
+STILL_VIEW_DEG = 1.0
+"""A predicted yaw that varies less than this over the training images (standard deviation,
+degrees) is flagged by :meth:`Unsup3D.diagnose`."""
 
 NORMAL_EPS = 1e-12
 """Added to the normals' norm: Unsup3d's 1e-7 shortens near-frontal normals (see
@@ -183,6 +192,8 @@ class Decomposition(NamedTuple):
 class Unsup3D(MethodModel):
     """Depth D, albedo A, light L, viewpoint V and confidence C networks (see the module doc)."""
 
+    diagnose_samples = 64
+
     def __init__(self, config: Unsup3DConfig) -> None:
         super().__init__()
         self.config = c = config
@@ -311,6 +322,37 @@ class Unsup3D(MethodModel):
             "perceptual": c.lambda_perceptual,
             "perceptual_flip": c.lambda_perceptual * c.lambda_flip,
         }
+
+    @torch.no_grad()
+    def diagnose(self, batch: Sample) -> Diagnosis:
+        """On training images: ``depth_roughness_deg``, the :func:`normal_roughness` of the
+        canonical depth's normals inside its clamped border, and ``view_spread_deg``, the
+        standard deviations of the predicted pitch, yaw and roll. A warning when the depth is
+        rough (above :data:`ROUGH_DEPTH_DEG`) or the yaw nearly the same for every image
+        (below :data:`STILL_VIEW_DEG`)."""
+        assert batch.image is not None
+        parts = self.decompose(batch.image, flip=False)
+        with torch.autocast(batch.image.device.type, enabled=False):
+            normals = depth_to_normals(parts.depth, self.K, eps=NORMAL_EPS)
+        # The border's two clamped columns and the normals' one-pixel frame are not the surface.
+        inside = torch.zeros_like(parts.depth, dtype=torch.bool)
+        inside[..., 1:-1, 3:-3] = True
+        roughness = float(normal_roughness(normals, inside))
+        B = parts.angles.shape[0]
+        spread = torch.rad2deg(parts.angles).std(0) if B > 1 else torch.zeros(3)
+        values = {"depth_roughness_deg": roughness, "view_spread_deg": spread.tolist()}
+        warnings = []
+        if roughness > ROUGH_DEPTH_DEG:
+            warnings.append(
+                f"unsup3d: the canonical depth is rough: neighbouring normals are {roughness:.0f} "
+                "degrees apart on average, so its ripples shade the images instead of shaping them"
+            )
+        if B > 1 and float(spread[1]) < STILL_VIEW_DEG:
+            warnings.append(
+                f"unsup3d: the viewpoint network gives every image nearly the same yaw (spread "
+                f"{float(spread[1]):.2f} degrees); if the images' views differ, it has not learned them"
+            )
+        return Diagnosis(values, warnings)
 
     @torch.no_grad()
     def predict(self, batch: Sample) -> Prediction:
