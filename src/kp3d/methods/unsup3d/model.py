@@ -42,6 +42,9 @@ from kp3d.nn.perceptual import load_efficientnet_lite0
 FEATURE_STRIDE = 4
 """The perceptual features (EfficientNet-Lite0 block 2) and their confidence map are at 1/4."""
 
+BORDER_COLUMNS = 2
+"""Columns on each side of the canonical depth clamped to ``border_depth`` (Unsup3d's)."""
+
 ROUGH_DEPTH_DEG = 20.0
 """A canonical depth whose neighbouring normals are this far apart on average (degrees) is
 flagged by :meth:`Unsup3D.diagnose`: a smooth surface at 64 x 64 turns a few degrees a pixel,
@@ -234,7 +237,7 @@ class Unsup3D(MethodModel):
         d = torch.tanh(raw - raw.mean((2, 3), keepdim=True))
         d = (1 + d) / 2 * c.max_depth + (1 - d) / 2 * c.min_depth
         border = torch.zeros_like(d[:1, :1, :1], dtype=torch.bool).expand_as(d).clone()
-        border[..., :2] = border[..., -2:] = True
+        border[..., :BORDER_COLUMNS] = border[..., -BORDER_COLUMNS:] = True
         d = torch.where(border, torch.full_like(d, c.border_depth), d)
         albedo = self.net_albedo(x).float() / 2 + 0.5
         light = self.net_light(x).float()
@@ -333,10 +336,11 @@ class Unsup3D(MethodModel):
         assert batch.image is not None
         parts = self.decompose(batch.image, flip=False)
         with torch.autocast(batch.image.device.type, enabled=False):
-            normals = depth_to_normals(parts.depth, self.K, eps=NORMAL_EPS)
-        # The border's two clamped columns and the normals' one-pixel frame are not the surface.
+            _, normals = self.canonical_image(parts)
+        # The clamped border (and the normals next to it) and the normals' one-pixel frame are
+        # not the surface.
         inside = torch.zeros_like(parts.depth, dtype=torch.bool)
-        inside[..., 1:-1, 3:-3] = True
+        inside[..., 1:-1, BORDER_COLUMNS + 1 : -(BORDER_COLUMNS + 1)] = True
         roughness = float(normal_roughness(normals, inside))
         B = parts.angles.shape[0]
         spread = torch.rad2deg(parts.angles).std(0) if B > 1 else torch.zeros(3)
