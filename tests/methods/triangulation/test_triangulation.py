@@ -19,7 +19,9 @@ from kp3d.geometry.rotations import random_rotation
 from kp3d.methods import get_method
 from kp3d.methods.triangulation import SPEC, Triangulation, TriangulationConfig
 from kp3d.methods.triangulation.model import (
+    STILL_BOX_PX,
     Box,
+    Detector,
     box_to_pixels,
     centering_loss,
     composite,
@@ -226,7 +228,80 @@ def test_centering_moves_the_box_to_the_keypoints_and_the_keypoints_to_the_box()
     torch.testing.assert_close(g_kp, 0.5 * plain)
 
 
+class _Brightness(torch.nn.Module):
+    """A stand-in trunk: the first channel averaged over 4 x 4 cells, as 8 channels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x[:, :1], 4).expand(-1, 8, -1, -1)
+
+
+def test_the_detectors_box_centre_is_the_peak_of_its_score_map() -> None:
+    """With a score map peaked on one 4 x 4 cell (50 x its brightness) the centre is that
+    cell's centre, wherever the cell is; the untrained half side is mid-range."""
+    det = Detector(width=4, min_box=0.2, max_box=0.6)
+    det.trunk = _Brightness()
+    torch.nn.init.constant_(det.score.weight, 50 / 8)
+    image = torch.full((3, 3, 32, 32), 0.2)
+    cells = [(0, 0), (5, 2), (7, 6)]  # (column, row) of the bright cell
+    for i, (cx, cy) in enumerate(cells):
+        image[i, :, 4 * cy : 4 * cy + 4, 4 * cx : 4 * cx + 4] = 1.0
+    box = det(image)
+    pixels = torch.tensor([[4.0 * cx + 2, 4.0 * cy + 2] for cx, cy in cells])
+    torch.testing.assert_close(box.centre, pixel_to_normalised(pixels, (32, 32)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(box.half, torch.full((3, 2), 0.4))
+
+
+def test_the_detector_learns_where_a_small_subject_is() -> None:
+    """Trained on the centre of a 3 x 3 square at random places in 16 x 16 images, the box
+    centre finds it on new images (the places spread 0.5 normalised units; a still box, the
+    old pooled head's failure in the benchmark, would miss by about that)."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+
+    def squares(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xy = torch.randint(1, 15, (n, 2), generator=g)
+        image = torch.full((n, 3, 16, 16), 0.2)
+        for i, (x, y) in enumerate(xy.tolist()):
+            image[i, :, y - 1 : y + 2, x - 1 : x + 2] = 0.9
+        return image, pixel_to_normalised(xy.float() + 0.5, (16, 16))
+
+    det = Detector(width=8, min_box=0.15, max_box=1.0)
+    opt = torch.optim.Adam(det.parameters(), 1e-2)
+    for _ in range(200):
+        image, centre = squares(32)
+        loss = (det(image).centre - centre).square().sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    image, centre = squares(256)
+    with torch.no_grad():
+        error = (det(image).centre - centre).norm(dim=-1).mean()
+    assert float(error) < 0.1
+
+
 # ---------------------------------------------------------------------------------- model
+
+
+def test_diagnose_flags_a_still_box_and_a_collapsed_one(rig: Path) -> None:
+    """Untrained, every moment gets the centred box: the still-box warning only. A score map
+    that depends on the view moves the centres (on views of noise, which differ far more than
+    this tiny rig's); a half-side head at its bound collapses."""
+    torch.manual_seed(0)
+    model = Triangulation(TriangulationConfig(**TINY)).eval()
+    batch = _batch(rig, n=4)
+    with torch.no_grad():
+        first = model.diagnose(batch)
+        assert first.values["box_centre_spread_px"] == 0.0
+        assert len(first.warnings) == 1 and "hardly move" in first.warnings[0]
+        torch.nn.init.normal_(model.detector.score.weight, std=20.0)
+        g = torch.Generator().manual_seed(0)
+        noise = batch.replace(image=torch.rand(batch.image.shape, generator=g))
+        moving = model.diagnose(noise)
+        assert moving.values["box_centre_spread_px"] > 2 * STILL_BOX_PX
+        assert moving.warnings == []
+        torch.nn.init.constant_(model.detector.head.bias, 50.0)
+        collapsed = model.diagnose(noise)
+    assert len(collapsed.warnings) == 1 and "collapsed" in collapsed.warnings[0]
 
 
 @pytest.mark.parametrize("target", ["predicted", "ground_truth", "background"])

@@ -5,7 +5,8 @@ Input: V calibrated views of one moment (intrinsics K_v, extrinsics [R_v | t_v])
 view's background B_v. Per view:
 
 1. the detector S (a spatial transformer) reads the view down-sampled and predicts a box,
-   centre ``u = (u_x, u_y)`` and half side ``a`` in normalised image units; the patch is
+   centre ``u = (u_x, u_y)`` (the soft-argmax of a score map) and half side ``a`` in
+   normalised image units; the patch is
    resampled differentiably (``affine_grid`` / ``grid_sample``) and the intrinsics follow it,
    ``K_p`` (:func:`kp3d.geometry.crop_intrinsics`);
 2. the encoder E maps the patch to features Xi; the decoder D gives an RGB patch D_p and a
@@ -69,6 +70,13 @@ MIN_DEPTH = 1e-6
 REPROJECTION_CLAMP = 4.0
 """Reprojected keypoints are clamped to +-4 normalised patch units: far outside the patch,
 where their Gaussians vanish anyway, without the huge values of points near a camera plane."""
+
+STILL_BOX_PX = 0.5
+"""A box centre that varies less than this (image pixels, standard deviation over the moments
+given to :meth:`Triangulation.diagnose`) is flagged: the detector gives every moment the same
+box and does not follow the subject (what still and following boxes measured:
+docs/results.md, "The detector that follows the subject"). A box that moves without following
+is not caught."""
 
 # --------------------------------------------------------------------------- boxes and crops
 
@@ -214,27 +222,28 @@ def _block(c_in: int, c_out: int, *, stride: int = 1) -> list[nn.Module]:
 
 
 class Detector(nn.Module):
-    """S: a down-sampled view (N, 3, s, s) -> :class:`Box` (centre by tanh, half side between
-    ``min_box`` and ``max_box`` by a sigmoid), starting at the image centre, half side in the
-    middle of the range."""
+    """S: a down-sampled view (N, 3, s, s) -> :class:`Box`. The centre is the soft-argmax of a
+    one-channel score map at 1/4 of the view, so it moves with what the map responds to (a head
+    on features pooled over the view keeps little of where a small subject is); the half side
+    comes from the pooled features, between ``min_box`` and ``max_box`` by a sigmoid. Both
+    heads start at zero: the box starts at the image centre, half side mid-range."""
 
-    def __init__(self, *, size: int, width: int, min_box: float, max_box: float) -> None:
+    def __init__(self, *, width: int, min_box: float, max_box: float) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        c_in, c = 3, width
-        while size > 4:
-            layers += _block(c_in, c, stride=2)
-            c_in, c, size = c, min(2 * c, 8 * width), size // 2
-        self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, 4)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        layers = _block(3, width, stride=2) + _block(width, 2 * width, stride=2)
+        self.trunk = nn.Sequential(*layers, *_block(2 * width, 2 * width))
+        self.score = nn.Conv2d(2 * width, 1, 1)
+        self.head = nn.Linear(2 * width, 2)
+        for layer in (self.score, self.head):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         self.min_box, self.max_box = min_box, max_box
 
     def forward(self, x: Tensor) -> Box:
-        o = self.head(self.trunk(x).mean((-2, -1))).float()
-        half = self.min_box + (self.max_box - self.min_box) * torch.sigmoid(o[:, 2:])
-        return Box(torch.tanh(o[:, :2]), half)
+        h = self.trunk(x)
+        centre = soft_argmax(self.score(h).float()).kp[:, 0]
+        o = self.head(h.mean((-2, -1))).float()
+        return Box(centre, self.min_box + (self.max_box - self.min_box) * torch.sigmoid(o))
 
 
 class Encoder(nn.Module):
@@ -358,9 +367,7 @@ class Triangulation(MethodModel):
     def __init__(self, config: TriangulationConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.detector = Detector(
-            size=c.detector_size, width=c.width // 2, min_box=c.min_box, max_box=c.max_box
-        )
+        self.detector = Detector(width=c.width // 2, min_box=c.min_box, max_box=c.max_box)
         self.encoder = Encoder(c.width)
         self.decoder = ImageDecoder(c.width)
         self.keypoint_encoder = KeypointEncoder(c.width, c.n_keypoints)
@@ -579,9 +586,12 @@ class Triangulation(MethodModel):
 
     @torch.no_grad()
     def diagnose(self, batch: Sample) -> Diagnosis:
-        """The mean box half side, foreground fraction and gap (patch pixels) between the
-        detected and the reprojected keypoints on training moments; a warning when the boxes
-        sit at a bound of their range (the detector collapsed) or the mask is empty or full."""
+        """The mean box half side, the spread of the box centres over the moments (image
+        pixels, the mean over views and axes of the standard deviation), foreground fraction and
+        gap (patch pixels) between the detected and the reprojected keypoints on training
+        moments; a warning when the boxes sit at a bound of their range (the detector
+        collapsed), when their centres hardly move (below :data:`STILL_BOX_PX`), or when the mask
+        is empty or full."""
         c = self.config
         assert batch.image is not None
         assert batch.intrinsics is not None and batch.extrinsics is not None
@@ -592,6 +602,16 @@ class Triangulation(MethodModel):
         gap = torch.linalg.vector_norm(out.reprojected - out.kp_patch, dim=-1) * (c.patch_size / 2)
         values = {"box_half": half, "mask_fraction": fraction, "reprojection_px": float(gap.mean())}
         warnings = []
+        H, W = batch.image.shape[-2:]
+        if out.box.centre.shape[0] > 1:
+            centre_px = out.box.centre * out.box.centre.new_tensor((W / 2, H / 2))
+            spread = float(centre_px.std(0).mean())
+            values["box_centre_spread_px"] = spread
+            if spread < STILL_BOX_PX:
+                warnings.append(
+                    f"triangulation: the box centres hardly move between moments (spread "
+                    f"{spread:.2f} px): the detector does not follow the subject"
+                )
         span = c.max_box - c.min_box
         if half < c.min_box + 0.01 * span or half > c.max_box - 0.01 * span:
             warnings.append(
