@@ -253,8 +253,8 @@ def test_the_detectors_box_centre_is_the_peak_of_its_score_map() -> None:
 
 def test_the_detector_learns_where_a_small_subject_is() -> None:
     """Trained on the centre of a 3 x 3 square at random places in 16 x 16 images, the box
-    centre finds it on new images (the places spread 0.5 normalised units; a still box, the
-    old pooled head's failure in the benchmark, would miss by about that)."""
+    centre finds it on new images: the gradient reaches the trunk through the soft-argmax (the
+    places spread 0.5 normalised units; a box that does not move would miss by about that)."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
 
