@@ -602,9 +602,8 @@ class Triangulation(MethodModel):
         gap = torch.linalg.vector_norm(out.reprojected - out.kp_patch, dim=-1) * (c.patch_size / 2)
         values = {"box_half": half, "mask_fraction": fraction, "reprojection_px": float(gap.mean())}
         warnings = []
-        H, W = batch.image.shape[-2:]
         if out.box.centre.shape[0] > 1:
-            centre_px = out.box.centre * out.box.centre.new_tensor((W / 2, H / 2))
+            centre_px = normalised_to_pixel(out.box.centre, tuple(batch.image.shape[-2:]))
             spread = float(centre_px.std(0).mean())
             values["box_centre_spread_px"] = spread
             if spread < STILL_BOX_PX:
